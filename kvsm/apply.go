@@ -1,0 +1,448 @@
+package kvsm
+
+import (
+	"slices"
+
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	"google.golang.org/protobuf/proto"
+)
+
+// ApplyResult is what applying one committed entry produced.
+type ApplyResult struct {
+	// Resp is *pb.PutResponse, *pb.DeleteRangeResponse, *pb.TxnResponse,
+	// *pb.CompactionResponse, *pb.LeaseGrantResponse,
+	// *pb.LeaseRevokeResponse, *pb.AlarmResponse or *pb.RangeResponse, with
+	// Header.Revision set; nil when Err is set.
+	Resp proto.Message
+	// Err is an rpctypes.ErrGRPC* value (compare with ==) or nil. When it is
+	// set the store did not change.
+	Err error
+	// Rev is the store revision after applying.
+	Rev int64
+	// Events are the changes, in (main, sub) order; nil when none. They
+	// carry no prev_kv. The caller may keep them; they are read-only.
+	Events []*mvccpb.Event
+}
+
+// Apply applies one committed entry's request. It is deterministic and
+// total: any request, even one that never passed Validate, yields a result,
+// and a result with Err set left the store unchanged. It handles Put,
+// DeleteRange, Txn, Compaction, LeaseGrant, LeaseRevoke and Alarm (and Range,
+// as a read at this point of the log). When several fields are set the first
+// in that order wins, as in etcd's applier. Anything else fails with
+// ErrGRPCNotCapable.
+//
+// Config-independent structural checks of Validate are repeated here (empty
+// key, sort options, duplicate keys in a txn...), so a request that slipped
+// past Validate cannot break an invariant. TooManyOps is not: it depends on
+// the member's configuration.
+func (s *Store) Apply(r *pb.InternalRaftRequest) ApplyResult {
+	if r == nil {
+		return s.failed(rpctypes.ErrGRPCNotCapable)
+	}
+	if r.GetAlarm() != nil && r.GetRange() == nil && r.GetPut() == nil && r.GetDeleteRange() == nil &&
+		r.GetTxn() == nil && r.GetCompaction() == nil && r.GetLeaseGrant() == nil && r.GetLeaseRevoke() == nil {
+		// Alarms are applied even on a corrupt store, so they can be cleared.
+		return s.applyAlarm(r.GetAlarm())
+	}
+	if s.kv.corrupt {
+		return s.failed(rpctypes.ErrGRPCCorrupt)
+	}
+	noSpace := s.alarmActive(pb.AlarmType_NOSPACE)
+	switch {
+	case r.GetRange() != nil:
+		resp, err := s.Range(r.GetRange())
+		if err != nil {
+			return s.failed(err)
+		}
+		return ApplyResult{Resp: resp, Rev: s.kv.rev}
+	case r.GetPut() != nil:
+		if noSpace {
+			return s.failed(rpctypes.ErrGRPCNoSpace)
+		}
+		return s.applyPut(r.GetPut())
+	case r.GetDeleteRange() != nil:
+		return s.applyDeleteRange(r.GetDeleteRange())
+	case r.GetTxn() != nil:
+		if noSpace && txnPuts(r.GetTxn()) {
+			return s.failed(rpctypes.ErrGRPCNoSpace)
+		}
+		return s.applyTxn(r.GetTxn())
+	case r.GetCompaction() != nil:
+		return s.applyCompaction(r.GetCompaction())
+	case r.GetLeaseGrant() != nil:
+		if noSpace {
+			return s.failed(rpctypes.ErrGRPCNoSpace)
+		}
+		return s.applyLeaseGrant(r.GetLeaseGrant())
+	case r.GetLeaseRevoke() != nil:
+		return s.applyLeaseRevoke(r.GetLeaseRevoke())
+	}
+	return s.failed(rpctypes.ErrGRPCNotCapable)
+}
+
+func (s *Store) failed(err error) ApplyResult {
+	return ApplyResult{Err: err, Rev: s.kv.rev}
+}
+
+func (s *Store) header() *pb.ResponseHeader {
+	return &pb.ResponseHeader{Revision: s.kv.rev}
+}
+
+// txnPuts reports whether any branch of t, at any depth, puts. Under a
+// NOSPACE alarm such a txn fails (etcd's quota counts only the top level;
+// a nested put grows the store just the same).
+func txnPuts(t *pb.TxnRequest) bool {
+	for _, ops := range [][]*pb.RequestOp{t.GetSuccess(), t.GetFailure()} {
+		for _, op := range ops {
+			if op.GetRequestPut() != nil {
+				return true
+			}
+			if nested := op.GetRequestTxn(); nested != nil && txnPuts(nested) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// writeTxn collects the changes of one main revision. Changes go into the
+// key tree as they are made, so later operations of a txn read them, as in
+// etcd; every check that could fail runs before the first change, so a
+// writeTxn never needs to roll back.
+type writeTxn struct {
+	s        *Store
+	beginRev int64
+	changes  []change
+}
+
+type change struct {
+	key []byte
+	rev *keyRev // in the key's entry
+}
+
+func (s *Store) beginWrite() *writeTxn {
+	return &writeTxn{s: s, beginRev: s.kv.rev}
+}
+
+// readRev is the revision a read inside the txn sees as current.
+func (w *writeTxn) readRev() int64 {
+	if len(w.changes) > 0 {
+		return w.beginRev + 1
+	}
+	return w.beginRev
+}
+
+func (w *writeTxn) nextRev() (main int64, sub int32) {
+	assert(len(w.changes) < 1<<31-1, "too many changes in one revision")
+	return w.beginRev + 1, int32(len(w.changes))
+}
+
+// put stores a new revision of key and moves its lease attachment.
+func (w *writeTxn) put(key, value []byte, leaseID int64) {
+	s := w.s
+	main, sub := w.nextRev()
+	rev := keyRev{modMain: main, modSub: sub, createMain: main, version: 1, lease: leaseID}
+	rev.value = append(make([]byte, 0, len(value)), value...)
+	oldLease := int64(0)
+	old := s.lookup(key)
+	var next *keyEntry
+	if old != nil {
+		if cur, ok := old.live(); ok {
+			rev.createMain = cur.createMain
+			rev.version = cur.version + 1
+			oldLease = cur.lease
+		}
+		next = &keyEntry{key: old.key, revs: append(old.revs, rev)}
+	} else {
+		next = newKeyEntry(append(make([]byte, 0, len(key)), key...), rev)
+	}
+	s.kv.keys.Set(next)
+	w.record(next)
+	if oldLease != leaseID {
+		if oldLease != 0 {
+			s.detach(oldLease, next.key)
+		}
+		if leaseID != 0 {
+			s.attach(leaseID, next.key)
+		}
+	}
+}
+
+// deleteKey stores a tombstone for a live key and detaches its lease.
+func (w *writeTxn) deleteKey(old *keyEntry) {
+	s := w.s
+	cur, ok := old.live()
+	assert(ok, "delete of a key that is not live: %q", old.key)
+	main, sub := w.nextRev()
+	if cur.lease != 0 {
+		s.detach(cur.lease, old.key)
+	}
+	next := &keyEntry{key: old.key, revs: append(old.revs, keyRev{modMain: main, modSub: sub})}
+	s.kv.keys.Set(next)
+	w.record(next)
+}
+
+func (w *writeTxn) record(e *keyEntry) {
+	r := e.latest()
+	w.s.revLog.append(revLogEntry{main: r.modMain, sub: r.modSub, key: e.key})
+	w.s.sizeBytes += revSizeBytes(e.key, r)
+	w.changes = append(w.changes, change{key: e.key, rev: r})
+}
+
+// deleteRange tombstones every key live in the span and returns how many.
+func (w *writeTxn) deleteRange(sp keySpan) int64 {
+	var doomed []*keyEntry
+	w.s.kv.ascend(sp, &w.s.probe, func(e *keyEntry) bool {
+		if _, ok := e.live(); ok {
+			doomed = append(doomed, e)
+		}
+		return true
+	})
+	for _, e := range doomed {
+		w.deleteKey(e)
+	}
+	return int64(len(doomed))
+}
+
+// end commits the revision (if anything changed), feeds the watchers and
+// returns the events.
+func (w *writeTxn) end() []*mvccpb.Event {
+	if len(w.changes) == 0 {
+		return nil
+	}
+	s := w.s
+	s.kv.rev = w.beginRev + 1
+	events := make([]*mvccpb.Event, len(w.changes))
+	for i, c := range w.changes {
+		events[i] = newEvent(c.key, c.rev)
+	}
+	s.watchNotify(s.kv.rev, events)
+	return events
+}
+
+func newEvent(key []byte, r *keyRev) *mvccpb.Event {
+	if r.tombstone() {
+		return &mvccpb.Event{Type: mvccpb.Event_DELETE, Kv: &mvccpb.KeyValue{Key: key, ModRevision: r.modMain}}
+	}
+	return &mvccpb.Event{Type: mvccpb.Event_PUT, Kv: newKeyValue(key, r)}
+}
+
+// checkPut makes etcd's apply-time checks of a put against the state before
+// the write: ignore_* needs the key, a lease must exist.
+func (s *Store) checkPut(p *pb.PutRequest) error {
+	if p.GetIgnoreValue() || p.GetIgnoreLease() {
+		e := s.lookup(p.GetKey())
+		if e == nil {
+			return rpctypes.ErrGRPCKeyNotFound
+		}
+		if _, ok := e.live(); !ok {
+			return rpctypes.ErrGRPCKeyNotFound
+		}
+	}
+	if id := p.GetLease(); id != 0 && s.getLease(id) == nil {
+		return rpctypes.ErrGRPCLeaseNotFound
+	}
+	return nil
+}
+
+// execPut runs a checked put inside w, as etcd's txn.put.
+func (w *writeTxn) execPut(p *pb.PutRequest) *pb.PutResponse {
+	resp := &pb.PutResponse{Header: &pb.ResponseHeader{}}
+	value, leaseID := p.GetValue(), p.GetLease()
+	if e := w.s.lookup(p.GetKey()); e != nil {
+		if cur, ok := e.live(); ok {
+			if p.GetIgnoreValue() {
+				value = cur.value
+			}
+			if p.GetIgnoreLease() {
+				leaseID = cur.lease
+			}
+			if p.GetPrevKv() {
+				resp.PrevKv = newKeyValue(e.key, cur)
+			}
+		}
+	}
+	w.put(p.GetKey(), value, leaseID)
+	resp.Header.Revision = w.beginRev + 1
+	return resp
+}
+
+// execDeleteRange runs a delete inside w, as etcd's txn.deleteRange.
+func (w *writeTxn) execDeleteRange(d *pb.DeleteRangeRequest) *pb.DeleteRangeResponse {
+	resp := &pb.DeleteRangeResponse{Header: &pb.ResponseHeader{}}
+	sp := makeSpan(d.GetKey(), d.GetRangeEnd())
+	if d.GetPrevKv() {
+		var refs []kvRef
+		w.s.kv.ascend(sp, &w.s.probe, func(e *keyEntry) bool {
+			if cur, ok := e.live(); ok {
+				refs = append(refs, kvRef{key: e.key, rev: cur})
+			}
+			return true
+		})
+		resp.PrevKvs = keyValues(refs, false)
+	}
+	resp.Deleted = w.deleteRange(sp)
+	resp.Header.Revision = w.readRev()
+	return resp
+}
+
+func (s *Store) applyPut(p *pb.PutRequest) ApplyResult {
+	if err := checkPutRequest(p); err != nil {
+		return s.failed(err)
+	}
+	if err := s.checkPut(p); err != nil {
+		return s.failed(err)
+	}
+	w := s.beginWrite()
+	resp := w.execPut(p)
+	events := w.end()
+	return ApplyResult{Resp: resp, Rev: s.kv.rev, Events: events}
+}
+
+func (s *Store) applyDeleteRange(d *pb.DeleteRangeRequest) ApplyResult {
+	if err := checkDeleteRequest(d); err != nil {
+		return s.failed(err)
+	}
+	w := s.beginWrite()
+	resp := w.execDeleteRange(d)
+	events := w.end()
+	return ApplyResult{Resp: resp, Rev: s.kv.rev, Events: events}
+}
+
+// applyTxn applies a txn as etcd's txn.Txn: compares (nested ones too)
+// against the state before the txn, then checks of the chosen branches, then
+// the writes at one revision. A txn that fails a check changes nothing.
+func (s *Store) applyTxn(t *pb.TxnRequest) ApplyResult {
+	if err := checkTxnRequest(t, 0); err != nil {
+		return s.failed(err)
+	}
+	if err := checkTxnDuplicates(t); err != nil {
+		return s.failed(err)
+	}
+	path := s.kv.txnPath(t, &s.probe, nil)
+	if _, err := s.checkTxnPath(t, path); err != nil {
+		return s.failed(err)
+	}
+	w := s.beginWrite()
+	resp, rest := w.execTxn(t, path)
+	assert(len(rest) == 0, "txn path has %d unused outcomes", len(rest))
+	events := w.end()
+	resp.Header.Revision = s.kv.rev
+	return ApplyResult{Resp: resp, Rev: s.kv.rev, Events: events}
+}
+
+// checkTxnPath adds the put checks to kvState.checkTxnPath.
+func (s *Store) checkTxnPath(t *pb.TxnRequest, path []bool) ([]bool, error) {
+	ops := branch(t, path[0])
+	path = path[1:]
+	for _, op := range ops {
+		switch {
+		case op.GetRequestRange() != nil:
+			if err := s.kv.checkRangeRevision(op.GetRequestRange()); err != nil {
+				return nil, err
+			}
+		case op.GetRequestPut() != nil:
+			if err := s.checkPut(op.GetRequestPut()); err != nil {
+				return nil, err
+			}
+		case op.GetRequestTxn() != nil:
+			var err error
+			if path, err = s.checkTxnPath(op.GetRequestTxn(), path); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return path, nil
+}
+
+// execTxn runs the chosen branch. Nested txn responses keep an empty header,
+// as etcd leaves them.
+func (w *writeTxn) execTxn(t *pb.TxnRequest, path []bool) (*pb.TxnResponse, []bool) {
+	ok := path[0]
+	path = path[1:]
+	ops := branch(t, ok)
+	resp := &pb.TxnResponse{Header: &pb.ResponseHeader{}, Succeeded: ok, Responses: make([]*pb.ResponseOp, len(ops))}
+	for i, op := range ops {
+		switch {
+		case op.GetRequestRange() != nil:
+			rr, err := w.s.kv.rangeAt(op.GetRequestRange(), w.readRev(), &w.s.probe)
+			assert(err == nil, "txn range failed after its checks passed: %v", err)
+			resp.Responses[i] = &pb.ResponseOp{Response: &pb.ResponseOp_ResponseRange{ResponseRange: rr}}
+		case op.GetRequestPut() != nil:
+			resp.Responses[i] = &pb.ResponseOp{Response: &pb.ResponseOp_ResponsePut{ResponsePut: w.execPut(op.GetRequestPut())}}
+		case op.GetRequestDeleteRange() != nil:
+			resp.Responses[i] = &pb.ResponseOp{Response: &pb.ResponseOp_ResponseDeleteRange{ResponseDeleteRange: w.execDeleteRange(op.GetRequestDeleteRange())}}
+		case op.GetRequestTxn() != nil:
+			var nested *pb.TxnResponse
+			nested, path = w.execTxn(op.GetRequestTxn(), path)
+			resp.Responses[i] = &pb.ResponseOp{Response: &pb.ResponseOp_ResponseTxn{ResponseTxn: nested}}
+		default:
+			resp.Responses[i] = &pb.ResponseOp{}
+		}
+	}
+	return resp, path
+}
+
+// applyCompaction drops history below rev: every key keeps its newest
+// revision at or below rev unless that is a tombstone older than rev (a
+// tombstone exactly at rev stays, as in etcd since 3.5.16, so a watch from
+// rev still sees the delete). Reads at rev still see the state as of rev.
+func (s *Store) applyCompaction(c *pb.CompactionRequest) ApplyResult {
+	rev := c.GetRevision()
+	if rev <= s.kv.compactRev {
+		return s.failed(rpctypes.ErrGRPCCompacted)
+	}
+	if rev > s.kv.rev {
+		return s.failed(rpctypes.ErrGRPCFutureRev)
+	}
+	s.compact(rev)
+	return ApplyResult{Resp: &pb.CompactionResponse{Header: s.header()}, Rev: s.kv.rev}
+}
+
+func (s *Store) compact(atRev int64) {
+	s.revLog.compact(atRev, func(le *revLogEntry) bool {
+		e := s.lookup(le.key)
+		if e == nil {
+			// This compaction already dropped the whole key.
+			return false
+		}
+		if e.revs[0].modMain == le.main && e.revs[0].modSub == le.sub {
+			// The key's oldest revision: trim the key once, here.
+			e = s.compactKey(e, atRev)
+			if e == nil {
+				return false
+			}
+		}
+		return e.find(le.main, le.sub) >= 0
+	})
+	s.kv.compactRev = atRev
+}
+
+// compactKey trims one key's history for a compaction at atRev and returns
+// its new entry, or nil if the key is gone.
+func (s *Store) compactKey(e *keyEntry, atRev int64) *keyEntry {
+	i := e.indexAt(atRev)
+	if i < 0 {
+		return e
+	}
+	from := i
+	if r := &e.revs[i]; r.tombstone() && r.modMain < atRev {
+		from = i + 1
+	}
+	if from == 0 {
+		return e
+	}
+	for j := range e.revs[:from] {
+		s.sizeBytes -= revSizeBytes(e.key, &e.revs[j])
+	}
+	if from == len(e.revs) {
+		s.kv.keys.Delete(e)
+		return nil
+	}
+	next := &keyEntry{key: e.key, revs: slices.Clone(e.revs[from:])}
+	s.kv.keys.Set(next)
+	return next
+}

@@ -1,0 +1,137 @@
+package kvsm
+
+// revLog is the revision index: every kept revision of every key, in
+// (main, sub) order, naming the key it belongs to. Watch catch-up reads
+// history from it and compaction finds what to drop with it.
+//
+// Revisions only ever arrive in increasing order, so the log is a list of
+// chunks that are appended to, not a tree: a tree splitting at its right
+// edge leaves every node half full, which would double the index's
+// footprint. Compaction rewrites the chunks that hold revisions at or below
+// the compaction revision and leaves the rest alone. The log belongs to the
+// Store's goroutine only; Views never see it.
+type revLog struct {
+	chunks [][]revLogEntry // non-empty chunks, ascending; capacity revLogChunkLen
+	count  int
+}
+
+// revLogChunkLen bounds one chunk; big enough that the chunk list stays
+// short, small enough that a compaction touching one chunk stays cheap.
+const revLogChunkLen = 4096
+
+type revLogEntry struct {
+	main int64
+	key  []byte // shared with the key's entry
+	sub  int32
+}
+
+func (e *revLogEntry) before(main int64, sub int32) bool {
+	return e.main < main || (e.main == main && e.sub < sub)
+}
+
+func (l *revLog) len() int { return l.count }
+
+func (l *revLog) append(e revLogEntry) {
+	if n := len(l.chunks); n > 0 {
+		last := l.chunks[n-1]
+		tail := &last[len(last)-1]
+		assert(tail.before(e.main, e.sub), "revision log out of order: %d.%d after %d.%d", e.main, e.sub, tail.main, tail.sub)
+		if len(last) < cap(last) {
+			l.chunks[n-1] = append(last, e)
+			l.count++
+			return
+		}
+	}
+	chunk := make([]revLogEntry, 1, revLogChunkLen)
+	chunk[0] = e
+	l.chunks = append(l.chunks, chunk)
+	l.count++
+}
+
+// revLogPos addresses one entry; chunk == len(chunks) means the end.
+type revLogPos struct{ chunk, offset int }
+
+// seek returns the position of the first entry at or after (main, sub).
+func (l *revLog) seek(main int64, sub int32) revLogPos {
+	// First chunk whose last entry is at or after the target.
+	lo, hi := 0, len(l.chunks)
+	for lo < hi {
+		mid := int(uint(lo+hi) >> 1)
+		c := l.chunks[mid]
+		if c[len(c)-1].before(main, sub) {
+			lo = mid + 1
+		} else {
+			hi = mid
+		}
+	}
+	if lo == len(l.chunks) {
+		return revLogPos{chunk: lo}
+	}
+	c := l.chunks[lo]
+	i, j := 0, len(c)
+	for i < j {
+		mid := int(uint(i+j) >> 1)
+		if c[mid].before(main, sub) {
+			i = mid + 1
+		} else {
+			j = mid
+		}
+	}
+	return revLogPos{chunk: lo, offset: i}
+}
+
+// at returns the entry at p, or false at the end.
+func (l *revLog) at(p revLogPos) (*revLogEntry, bool) {
+	if p.chunk >= len(l.chunks) {
+		return nil, false
+	}
+	return &l.chunks[p.chunk][p.offset], true
+}
+
+func (l *revLog) next(p revLogPos) revLogPos {
+	p.offset++
+	if p.offset >= len(l.chunks[p.chunk]) {
+		p.chunk++
+		p.offset = 0
+	}
+	return p
+}
+
+// compact drops every entry at or below main revision atRev for which keep
+// returns false. keep is called once per such entry, in log order.
+func (l *revLog) compact(atRev int64, keep func(e *revLogEntry) bool) {
+	// Chunks whose first entry is above atRev are untouched.
+	split := 0
+	for split < len(l.chunks) && l.chunks[split][0].main <= atRev {
+		split++
+	}
+	var rebuilt [][]revLogEntry
+	var cur []revLogEntry
+	count := 0
+	for _, c := range l.chunks[:split] {
+		for i := range c {
+			e := &c[i]
+			if e.main <= atRev && !keep(e) {
+				continue
+			}
+			if cur == nil {
+				cur = make([]revLogEntry, 0, revLogChunkLen)
+			}
+			cur = append(cur, *e)
+			count++
+			if len(cur) == cap(cur) {
+				rebuilt = append(rebuilt, cur)
+				cur = nil
+			}
+		}
+	}
+	if cur != nil {
+		rebuilt = append(rebuilt, cur)
+	}
+	for _, c := range l.chunks[split:] {
+		rebuilt = append(rebuilt, c)
+		count += len(c)
+	}
+	l.chunks = rebuilt
+	l.count = count
+}

@@ -1,0 +1,580 @@
+package kvsm
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash"
+	"hash/crc32"
+	"hash/fnv"
+	"math"
+	"slices"
+
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+)
+
+// Snapshot format, version 1. Every integer is a varint (encoding/binary:
+// Uvarint for counts, lengths and revisions; zigzag Varint for lease IDs,
+// TTLs and alarm types, which may be negative). The layout is canonical: one
+// state has exactly one encoding, which is also what StateHash hashes.
+//
+//	magic "kvsm-snapshot" version(1)
+//	rev compactRev nextLeaseID
+//	keyCount { keyLen key revCount { modMain modSub createMain version lease [valueLen value if version > 0] } }
+//	leaseCount { id grantedTTLSeconds }
+//	alarmCount { memberID alarm }
+//	crc32c of everything before, 4 bytes little-endian
+//
+// Keys ascend, each key's revisions ascend, leases ascend by ID, alarms by
+// (member, type). Lease key sets are not stored: they follow from the keys.
+const (
+	snapshotMagic   = "kvsm-snapshot"
+	snapshotVersion = 1
+)
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// encoder writes the canonical encoding to a hash or a buffer.
+type encoder struct {
+	w   hash.Hash
+	buf []byte // when w is nil
+	tmp [binary.MaxVarintLen64]byte
+}
+
+func (e *encoder) write(p []byte) {
+	if e.w != nil {
+		e.w.Write(p)
+		return
+	}
+	e.buf = append(e.buf, p...)
+}
+
+func (e *encoder) uvarint(v uint64) { e.write(e.tmp[:binary.PutUvarint(e.tmp[:], v)]) }
+func (e *encoder) varint(v int64)   { e.write(e.tmp[:binary.PutVarint(e.tmp[:], v)]) }
+func (e *encoder) bytes(p []byte)   { e.uvarint(uint64(len(p))); e.write(p) }
+
+func (s *Store) encode(e *encoder) {
+	e.write([]byte(snapshotMagic))
+	e.uvarint(snapshotVersion)
+	e.uvarint(uint64(s.kv.rev))
+	e.uvarint(uint64(s.kv.compactRev))
+	e.uvarint(uint64(s.nextLeaseID))
+	e.uvarint(uint64(s.kv.keys.Len()))
+	s.kv.keys.Scan(func(k *keyEntry) bool {
+		e.bytes(k.key)
+		e.uvarint(uint64(len(k.revs)))
+		for i := range k.revs {
+			r := &k.revs[i]
+			e.uvarint(uint64(r.modMain))
+			e.uvarint(uint64(r.modSub))
+			e.uvarint(uint64(r.createMain))
+			e.uvarint(uint64(r.version))
+			e.varint(r.lease)
+			if !r.tombstone() {
+				e.bytes(r.value)
+			}
+		}
+		return true
+	})
+	e.uvarint(uint64(s.leases.Len()))
+	s.leases.Scan(func(l *lease) bool {
+		e.varint(l.id)
+		e.varint(l.grantedTTLSeconds)
+		return true
+	})
+	e.uvarint(uint64(len(s.alarms)))
+	for _, a := range s.alarms {
+		e.uvarint(a.GetMemberID())
+		e.varint(int64(a.GetAlarm()))
+	}
+}
+
+// Snapshot encodes the whole replicated state: every kept revision of every
+// key, the revision and compact revision, leases, alarms and the lease-ID
+// counter. Watchers are not state and are not included.
+func (s *Store) Snapshot() []byte {
+	e := &encoder{}
+	s.encode(e)
+	return binary.LittleEndian.AppendUint32(e.buf, crc32.Checksum(e.buf, castagnoli))
+}
+
+// StateHash hashes everything that is replicated state (FNV-1a 64 over the
+// snapshot encoding). Members that applied the same entries agree on it.
+func (s *Store) StateHash() uint64 {
+	h := fnv.New64a()
+	s.encode(&encoder{w: h})
+	return h.Sum64()
+}
+
+// decoder reads the snapshot encoding. Every length is checked against what
+// is left before anything is allocated for it.
+type decoder struct {
+	data []byte
+	err  error
+}
+
+var errSnapshotTruncated = errors.New("kvsm: snapshot truncated")
+
+func (d *decoder) uvarint() uint64 {
+	if d.err != nil {
+		return 0
+	}
+	v, n := binary.Uvarint(d.data)
+	if n <= 0 {
+		d.err = errSnapshotTruncated
+		return 0
+	}
+	d.data = d.data[n:]
+	return v
+}
+
+func (d *decoder) varint() int64 {
+	if d.err != nil {
+		return 0
+	}
+	v, n := binary.Varint(d.data)
+	if n <= 0 {
+		d.err = errSnapshotTruncated
+		return 0
+	}
+	d.data = d.data[n:]
+	return v
+}
+
+// int63 reads a uvarint that must fit an int64.
+func (d *decoder) int63(what string) int64 {
+	v := d.uvarint()
+	if v > math.MaxInt64 && d.err == nil {
+		d.err = fmt.Errorf("kvsm: snapshot %s %d out of range", what, v)
+	}
+	return int64(v)
+}
+
+func (d *decoder) bytes() []byte {
+	n := d.uvarint()
+	if d.err != nil {
+		return nil
+	}
+	if n > uint64(len(d.data)) {
+		d.err = errSnapshotTruncated
+		return nil
+	}
+	out := append(make([]byte, 0, n), d.data[:n]...)
+	d.data = d.data[n:]
+	return out
+}
+
+// count reads an element count; each element takes at least minBytes, so a
+// count the remaining bytes cannot hold is refused before any loop runs.
+func (d *decoder) count(minBytes int) int {
+	n := d.uvarint()
+	if d.err == nil && n > uint64(len(d.data)/minBytes) {
+		d.err = errSnapshotTruncated
+		return 0
+	}
+	return int(n)
+}
+
+// Restore decodes a Snapshot. Arbitrary bytes give an error, never a panic:
+// the checksum, every length and every invariant of the state are checked
+// before a Store is returned.
+func Restore(cfg Config, data []byte) (*Store, error) {
+	if len(data) < len(snapshotMagic)+4 {
+		return nil, errSnapshotTruncated
+	}
+	body, sum := data[:len(data)-4], binary.LittleEndian.Uint32(data[len(data)-4:])
+	if !bytes.HasPrefix(body, []byte(snapshotMagic)) {
+		return nil, errors.New("kvsm: not a kvsm snapshot")
+	}
+	if crc32.Checksum(body, castagnoli) != sum {
+		return nil, errors.New("kvsm: snapshot checksum mismatch")
+	}
+	return decodeSnapshot(cfg, body[len(snapshotMagic):])
+}
+
+// decodeSnapshot decodes the body after the magic. It is separate from the
+// checksum so the fuzzer can reach it.
+func decodeSnapshot(cfg Config, body []byte) (*Store, error) {
+	d := &decoder{data: body}
+	if v := d.uvarint(); d.err == nil && v != snapshotVersion {
+		return nil, fmt.Errorf("kvsm: snapshot version %d, want %d", v, snapshotVersion)
+	}
+	s := New(cfg)
+	s.kv.rev = d.int63("revision")
+	s.kv.compactRev = d.int63("compact revision")
+	s.nextLeaseID = d.int63("lease counter")
+
+	nkeys := d.count(3)
+	for range nkeys {
+		key := d.bytes()
+		nrevs := d.count(5)
+		if d.err != nil {
+			break
+		}
+		e := &keyEntry{key: key}
+		for range nrevs {
+			var r keyRev
+			r.modMain = d.int63("mod revision")
+			sub := d.uvarint()
+			if sub > math.MaxInt32 && d.err == nil {
+				d.err = fmt.Errorf("kvsm: snapshot sub revision %d out of range", sub)
+			}
+			r.modSub = int32(sub)
+			r.createMain = d.int63("create revision")
+			r.version = d.int63("version")
+			r.lease = d.varint()
+			if r.version > 0 {
+				r.value = d.bytes()
+			}
+			if d.err != nil {
+				break
+			}
+			e.revs = append(e.revs, r)
+		}
+		if d.err != nil {
+			break
+		}
+		if _, replaced := s.kv.keys.Set(e); replaced {
+			return nil, fmt.Errorf("kvsm: snapshot repeats key %q", key)
+		}
+	}
+	nleases := d.count(2)
+	for range nleases {
+		id, ttl := d.varint(), d.varint()
+		if d.err != nil {
+			break
+		}
+		if _, replaced := s.leases.Set(newLease(id, ttl)); replaced {
+			return nil, fmt.Errorf("kvsm: snapshot repeats lease %d", id)
+		}
+	}
+	nalarms := d.count(2)
+	for range nalarms {
+		member, alarm := d.uvarint(), d.varint()
+		if d.err == nil && (alarm < math.MinInt32 || alarm > math.MaxInt32) {
+			d.err = fmt.Errorf("kvsm: snapshot alarm type %d out of range", alarm)
+		}
+		if d.err != nil {
+			break
+		}
+		s.alarms = append(s.alarms, &pb.AlarmMember{MemberID: member, Alarm: pb.AlarmType(alarm)})
+	}
+	if d.err != nil {
+		return nil, d.err
+	}
+	if len(d.data) != 0 {
+		return nil, fmt.Errorf("kvsm: %d bytes after the snapshot", len(d.data))
+	}
+	if err := s.rebuildDerived(); err != nil {
+		return nil, err
+	}
+	if err := s.checkInvariants(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// rebuildDerived rebuilds what the snapshot leaves out: the revision log,
+// lease attachments, the size estimate and the corrupt flag. It checks what
+// it relies on.
+func (s *Store) rebuildDerived() error {
+	var entries []revLogEntry
+	var err error
+	s.kv.keys.Scan(func(e *keyEntry) bool {
+		for i := range e.revs {
+			r := &e.revs[i]
+			entries = append(entries, revLogEntry{main: r.modMain, sub: r.modSub, key: e.key})
+			s.sizeBytes += revSizeBytes(e.key, r)
+		}
+		if cur, ok := e.live(); ok && cur.lease != 0 {
+			l := s.getLease(cur.lease)
+			if l == nil {
+				err = fmt.Errorf("kvsm: key %q is attached to missing lease %d", e.key, cur.lease)
+				return false
+			}
+			l.keys.Set(e.key)
+		}
+		return true
+	})
+	if err != nil {
+		return err
+	}
+	slices.SortFunc(entries, func(a, b revLogEntry) int {
+		if a.main != b.main {
+			if a.main < b.main {
+				return -1
+			}
+			return 1
+		}
+		return int(a.sub) - int(b.sub)
+	})
+	for i := range entries {
+		if i > 0 && !entries[i-1].before(entries[i].main, entries[i].sub) {
+			return fmt.Errorf("kvsm: revision %d.%d appears twice", entries[i].main, entries[i].sub)
+		}
+		s.revLog.append(entries[i])
+	}
+	s.kv.corrupt = s.alarmActive(pb.AlarmType_CORRUPT)
+	return nil
+}
+
+// checkInvariants verifies the state's invariants and returns the first
+// broken one. Restore runs it on every snapshot; tests run it after every
+// step.
+func (s *Store) checkInvariants() error {
+	kv := &s.kv
+	if kv.rev < 1 {
+		return fmt.Errorf("kvsm: revision %d < 1", kv.rev)
+	}
+	if kv.compactRev < 0 || kv.compactRev > kv.rev {
+		return fmt.Errorf("kvsm: compact revision %d outside [0, %d]", kv.compactRev, kv.rev)
+	}
+	if s.nextLeaseID < 1 {
+		return fmt.Errorf("kvsm: lease counter %d < 1", s.nextLeaseID)
+	}
+	var err error
+	var prev []byte
+	nrevs := 0
+	kv.keys.Scan(func(e *keyEntry) bool {
+		if len(e.key) == 0 {
+			err = errors.New("kvsm: empty key")
+			return false
+		}
+		if prev != nil && bytes.Compare(prev, e.key) >= 0 {
+			err = fmt.Errorf("kvsm: keys out of order at %q", e.key)
+			return false
+		}
+		prev = e.key
+		if err = s.checkKey(e); err != nil {
+			return false
+		}
+		nrevs += len(e.revs)
+		return true
+	})
+	if err != nil {
+		return err
+	}
+	if nrevs != s.revLog.len() {
+		return fmt.Errorf("kvsm: %d revisions in keys, %d in the revision log", nrevs, s.revLog.len())
+	}
+	attached := 0
+	s.leases.Scan(func(l *lease) bool {
+		if l.id == 0 {
+			err = errors.New("kvsm: lease with ID 0")
+			return false
+		}
+		l.keys.Scan(func(k []byte) bool {
+			e := s.lookup(k)
+			if e == nil {
+				err = fmt.Errorf("kvsm: lease %d holds missing key %q", l.id, k)
+				return false
+			}
+			if cur, ok := e.live(); !ok || cur.lease != l.id {
+				err = fmt.Errorf("kvsm: lease %d holds key %q that is not attached to it", l.id, k)
+				return false
+			}
+			attached++
+			return true
+		})
+		return err == nil
+	})
+	if err != nil {
+		return err
+	}
+	leased := 0
+	kv.keys.Scan(func(e *keyEntry) bool {
+		if cur, ok := e.live(); ok && cur.lease != 0 {
+			leased++
+		}
+		return true
+	})
+	if leased != attached {
+		return fmt.Errorf("kvsm: %d leased keys but %d lease attachments", leased, attached)
+	}
+	for i, a := range s.alarms {
+		if a.GetAlarm() == pb.AlarmType_NONE {
+			return errors.New("kvsm: alarm of type NONE")
+		}
+		if i > 0 && compareAlarm(s.alarms[i-1], a) >= 0 {
+			return errors.New("kvsm: alarms out of order")
+		}
+	}
+	if kv.corrupt != s.alarmActive(pb.AlarmType_CORRUPT) {
+		return errors.New("kvsm: corrupt flag disagrees with alarms")
+	}
+	return nil
+}
+
+// checkKey verifies one key's history.
+func (s *Store) checkKey(e *keyEntry) error {
+	kv := &s.kv
+	if len(e.revs) == 0 {
+		return fmt.Errorf("kvsm: key %q has no revisions", e.key)
+	}
+	for i := range e.revs {
+		r := &e.revs[i]
+		switch {
+		case r.modMain < 1 || r.modMain > kv.rev:
+			return fmt.Errorf("kvsm: key %q revision %d outside [1, %d]", e.key, r.modMain, kv.rev)
+		case r.modSub < 0:
+			return fmt.Errorf("kvsm: key %q negative sub revision", e.key)
+		case i > 0 && !e.revs[i-1].before(r.modMain, r.modSub):
+			return fmt.Errorf("kvsm: key %q revisions out of order", e.key)
+		case i > 0 && r.modMain <= kv.compactRev:
+			return fmt.Errorf("kvsm: key %q keeps compacted revision %d", e.key, r.modMain)
+		}
+		if r.tombstone() {
+			switch {
+			case r.value != nil || r.lease != 0 || r.createMain != 0:
+				return fmt.Errorf("kvsm: key %q tombstone %d carries data", e.key, r.modMain)
+			case i == 0 && r.modMain != kv.compactRev:
+				return fmt.Errorf("kvsm: key %q history starts with a tombstone at %d, compacted at %d", e.key, r.modMain, kv.compactRev)
+			case i > 0 && e.revs[i-1].tombstone():
+				return fmt.Errorf("kvsm: key %q deleted twice", e.key)
+			}
+			continue
+		}
+		switch {
+		case r.value == nil:
+			return fmt.Errorf("kvsm: key %q put %d without a value slice", e.key, r.modMain)
+		case r.createMain < 1 || r.createMain > r.modMain:
+			return fmt.Errorf("kvsm: key %q create revision %d outside [1, %d]", e.key, r.createMain, r.modMain)
+		case (r.version == 1) != (r.createMain == r.modMain):
+			return fmt.Errorf("kvsm: key %q version %d with create %d mod %d", e.key, r.version, r.createMain, r.modMain)
+		case i > 0 && e.revs[i-1].tombstone() && r.version != 1:
+			return fmt.Errorf("kvsm: key %q re-created at version %d", e.key, r.version)
+		case i > 0 && !e.revs[i-1].tombstone() && (r.version != e.revs[i-1].version+1 || r.createMain != e.revs[i-1].createMain):
+			return fmt.Errorf("kvsm: key %q version %d after %d", e.key, r.version, e.revs[i-1].version)
+		case i == 0 && r.modMain > kv.compactRev && r.version != 1:
+			return fmt.Errorf("kvsm: key %q first kept version %d has no kept creation", e.key, r.version)
+		}
+	}
+	return nil
+}
+
+// HashKV hashes the kept history up to rev (0 or less: the current revision)
+// exactly as etcd's HashKV does: crc32c over the bucket name "key", then
+// each revision's 17-byte bucket key (main, '_', sub, plus 't' for a
+// tombstone) and its marshalled KeyValue, in revision order. Revisions at or
+// below the compact revision count only if they are what a compaction at rev
+// would keep, and a tombstone at the compact revision never counts, so
+// members that compacted at different times agree.
+func (s *Store) HashKV(rev int64) (hash uint32, hashRev int64, compactRev int64, err error) {
+	return s.kv.hashKV(rev)
+}
+
+func (kv *kvState) hashKV(rev int64) (uint32, int64, int64, error) {
+	if rev > 0 && rev < kv.compactRev {
+		return 0, 0, kv.compactRev, rpctypes.ErrGRPCCompacted
+	}
+	if rev > kv.rev {
+		return 0, 0, kv.compactRev, rpctypes.ErrGRPCFutureRev
+	}
+	if rev <= 0 {
+		rev = kv.rev
+	}
+	var refs []kvRef
+	kv.keys.Scan(func(e *keyEntry) bool {
+		newest := e.indexAt(rev)
+		for i := 0; i <= newest; i++ {
+			r := &e.revs[i]
+			if r.modMain <= kv.compactRev {
+				if i != newest || r.tombstone() {
+					continue
+				}
+			}
+			refs = append(refs, kvRef{key: e.key, rev: r})
+		}
+		return true
+	})
+	slices.SortFunc(refs, func(a, b kvRef) int {
+		switch {
+		case a.rev.before(b.rev.modMain, b.rev.modSub):
+			return -1
+		case b.rev.before(a.rev.modMain, a.rev.modSub):
+			return 1
+		}
+		return 0
+	})
+	h := crc32.New(castagnoli)
+	h.Write([]byte("key"))
+	var buf []byte
+	for _, ref := range refs {
+		buf = buf[:0]
+		buf = binary.BigEndian.AppendUint64(buf, uint64(ref.rev.modMain))
+		buf = append(buf, '_')
+		buf = binary.BigEndian.AppendUint64(buf, uint64(ref.rev.modSub))
+		if ref.rev.tombstone() {
+			buf = append(buf, 't')
+		}
+		h.Write(buf)
+		buf = appendKeyValue(buf[:0], ref.key, ref.rev)
+		h.Write(buf)
+	}
+	return h.Sum32(), rev, kv.compactRev, nil
+}
+
+// appendKeyValue appends the protobuf encoding of mvccpb.KeyValue as etcd
+// stores it: fields in number order, zero values left out; a tombstone is
+// just the key.
+func appendKeyValue(buf []byte, key []byte, r *keyRev) []byte {
+	field := func(buf []byte, num int, v int64) []byte {
+		if v == 0 {
+			return buf
+		}
+		buf = binary.AppendUvarint(buf, uint64(num)<<3)
+		return binary.AppendUvarint(buf, uint64(v))
+	}
+	bytesField := func(buf []byte, num int, p []byte) []byte {
+		if len(p) == 0 {
+			return buf
+		}
+		buf = binary.AppendUvarint(buf, uint64(num)<<3|2)
+		buf = binary.AppendUvarint(buf, uint64(len(p)))
+		return append(buf, p...)
+	}
+	buf = bytesField(buf, 1, key)
+	if r.tombstone() {
+		return buf
+	}
+	buf = field(buf, 2, r.createMain)
+	buf = field(buf, 3, r.modMain)
+	buf = field(buf, 4, r.version)
+	buf = bytesField(buf, 5, r.value)
+	return field(buf, 6, r.lease)
+}
+
+// Replace swaps the store's state for a snapshot's (a member installing a
+// snapshot from its leader), keeping the same Store and its watchers. As in
+// etcd's watchable store restore, every watcher becomes unsynced at its next
+// revision and catches up from the new history in WatchPoll, or is
+// cancelled there if that revision is compacted. On error nothing changes.
+func (s *Store) Replace(data []byte) error {
+	fresh, err := Restore(s.cfg, data)
+	if err != nil {
+		return err
+	}
+	reg := &s.watch
+	var synced []*watcher
+	reg.streams.Scan(func(st *watchStream) bool {
+		st.watchers.Scan(func(w *watcher) bool {
+			if w.synced {
+				synced = append(synced, w)
+			}
+			return true
+		})
+		return true
+	})
+	for _, w := range synced {
+		reg.makeUnsynced(w, max(w.nextRev, s.kv.rev+1))
+	}
+	s.kv = fresh.kv
+	s.revLog = fresh.revLog
+	s.leases = fresh.leases
+	s.nextLeaseID = fresh.nextLeaseID
+	s.alarms = fresh.alarms
+	s.sizeBytes = fresh.sizeBytes
+	return nil
+}
