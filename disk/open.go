@@ -1,0 +1,354 @@
+package disk
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"strings"
+
+	"go.etcd.io/raft/v3/raftpb"
+	"google.golang.org/protobuf/proto"
+)
+
+// replay rebuilds the raft state from the records of the retained segments.
+type replay struct {
+	shape logShape
+	ents  []*raftpb.Entry // ents[i] has index shape.base+1+i
+	hs    *raftpb.HardState
+
+	metadata     []byte
+	haveMetadata bool
+	markers      []snapshotMarker
+}
+
+func (r *replay) newestMarkerIndex() uint64 {
+	if len(r.markers) == 0 {
+		return 0
+	}
+	return r.markers[len(r.markers)-1].index
+}
+
+// segmentStart checks a segment's header against the log so far: the
+// writer stamped it with its own (last+1, lastTerm).
+func (r *replay) segmentStart(first bool, header Record) error {
+	if header.Index == 0 {
+		return errors.New("segment header says first index 0")
+	}
+	if first {
+		r.shape = logShape{base: header.Index - 1, baseTerm: header.Term, baseTermKnown: true, last: header.Index - 1}
+		return nil
+	}
+	if header.Index != r.shape.last+1 {
+		return fmt.Errorf("segment starts at index %d, the log before it ends at %d", header.Index, r.shape.last)
+	}
+	if lt, ok := r.shape.lastTerm(); ok && lt != header.Term {
+		return fmt.Errorf("segment says the entry before it has term %d, the log says %d", header.Term, lt)
+	}
+	return nil
+}
+
+// record applies one record.
+func (r *replay) record(rec Record, seq uint64) error {
+	switch rec.Type {
+	case RecordMetadata:
+		if !r.haveMetadata {
+			r.metadata, r.haveMetadata = append([]byte(nil), rec.Body...), true
+		} else if !sameBytes(r.metadata, rec.Body) {
+			return errors.New("metadata differs from the first segment's")
+		}
+	case RecordEntry:
+		e := &raftpb.Entry{}
+		if err := proto.Unmarshal(rec.Body, e); err != nil {
+			return fmt.Errorf("decode entry: %w", err)
+		}
+		if e.GetIndex() != rec.Index || e.GetTerm() != rec.Term {
+			return fmt.Errorf("entry says index %d term %d, its record index %d term %d", e.GetIndex(), e.GetTerm(), rec.Index, rec.Term)
+		}
+		if n := r.newestMarkerIndex(); rec.Index <= n {
+			return fmt.Errorf("entry %d at or below the snapshot at %d", rec.Index, n)
+		}
+		if err := r.shape.appendEntry(rec.Index, rec.Term); err != nil {
+			return err
+		}
+		// Entries from rec.Index on are replaced; if appendEntry restarted
+		// the shape just below rec.Index, nothing before it is kept.
+		keep := int(rec.Index - r.shape.base - 1)
+		r.ents = append(r.ents[:keep], e)
+		assertf(r.ents[0].GetIndex() == r.shape.base+1 && uint64(len(r.ents)) == r.shape.last-r.shape.base,
+			"replay holds entries %d..%d, shape %s", r.ents[0].GetIndex(), r.ents[len(r.ents)-1].GetIndex(), r.shape.String())
+	case RecordHardState:
+		hs := &raftpb.HardState{}
+		if err := proto.Unmarshal(rec.Body, hs); err != nil {
+			return fmt.Errorf("decode hard state: %w", err)
+		}
+		if hs.GetCommit() != rec.Index || hs.GetTerm() != rec.Term {
+			return fmt.Errorf("hard state says commit %d term %d, its record index %d term %d", hs.GetCommit(), hs.GetTerm(), rec.Index, rec.Term)
+		}
+		r.hs = hs
+	case RecordSnapshot:
+		m, err := decodeSnapshotMarker(rec)
+		if err != nil {
+			return err
+		}
+		m.seq = seq
+		if n := len(r.markers); n > 0 {
+			newest := &r.markers[n-1]
+			if m.index == newest.index && m.term == newest.term && !m.reset {
+				newest.seq = seq // a copy in a later segment's head
+				return nil
+			}
+			if m.index <= newest.index {
+				return fmt.Errorf("snapshot record at index %d term %d after one at index %d term %d", m.index, m.term, newest.index, newest.term)
+			}
+		}
+		if m.reset {
+			r.shape.reset(m.index, m.term)
+			r.ents = r.ents[:0]
+		} else if m.index > r.shape.last {
+			return fmt.Errorf("snapshot record at index %d past the log's last index %d", m.index, r.shape.last)
+		}
+		r.markers = append(r.markers, m)
+	default:
+		return fmt.Errorf("unexpected %s record", rec.Type)
+	}
+	return nil
+}
+
+// Open reads the WAL in walDir and the snapshots in snapDir and returns the
+// Storage open for appending after the last whole record, with what it
+// recovered.
+//
+// A torn or zeroed tail of the newest segment (a crash mid-append) is cut
+// back to the last whole record and truncated away (then synced), so later
+// appends are clean; a newest segment torn inside its head (a crash while
+// starting it) is removed. Any other damage is refused with a
+// *CorruptError naming the file and offset (errors.Is(err, ErrCorrupt)),
+// and Open changes nothing then. So is a WAL that no valid snapshot file
+// lets it continue from.
+func Open(fsys FS, walDir, snapDir string, opts Options) (*Storage, Recovered, error) {
+	opts = opts.withDefaults()
+	segs, walTmps, err := listSegments(fsys, walDir)
+	if err != nil {
+		return nil, Recovered{}, fmt.Errorf("disk: open WAL %s: %w", walDir, err)
+	}
+	if len(segs) == 0 {
+		return nil, Recovered{}, fmt.Errorf("disk: open WAL %s: no segments: %w", walDir, fs.ErrNotExist)
+	}
+	for i, seg := range segs {
+		if seg.seq != segs[0].seq+uint64(i) {
+			return nil, Recovered{}, &CorruptError{File: seg.name, OffsetBytes: 0,
+				Err: fmt.Errorf("segment %d follows segment %d: segments are missing", seg.seq, segs[i-1].seq)}
+		}
+	}
+
+	r := &replay{}
+	var (
+		newest      segmentScan
+		newestSize  int64
+		dropNewest  bool
+		prevEndCRC  uint32
+		retained    = segs
+		headRecords int
+	)
+	for i, seg := range segs {
+		data, err := readFile(fsys, seg.name, fileSizeBytesMax)
+		if err != nil {
+			return nil, Recovered{}, err
+		}
+		isNewest := i == len(segs)-1
+		sc, err := scanSegment(seg.name, data, isNewest)
+		if err != nil {
+			return nil, Recovered{}, err
+		}
+		if !sc.headComplete {
+			if isNewest && i > 0 {
+				// A crash while the segment was being started: nothing in it
+				// was ever acknowledged (its head is synced with the first
+				// Sync after the rollover).
+				dropNewest, retained = true, segs[:i]
+				break
+			}
+			return nil, Recovered{}, &CorruptError{File: seg.name, OffsetBytes: sc.validEndBytes, Err: errors.New("segment ends inside its head")}
+		}
+		corrupt := func(off int64, err error) error {
+			return &CorruptError{File: seg.name, OffsetBytes: off, Err: err}
+		}
+		if sc.header.seq != seg.seq || sc.first.Index != seg.firstIndex {
+			return nil, Recovered{}, corrupt(0, fmt.Errorf("header says segment %d first index %d, the name says %d and %d",
+				sc.header.seq, sc.first.Index, seg.seq, seg.firstIndex))
+		}
+		if i > 0 && sc.header.prevSegmentCRC != prevEndCRC {
+			return nil, Recovered{}, corrupt(0, fmt.Errorf("segment chains to checksum %08x, the segment before ends with %08x",
+				sc.header.prevSegmentCRC, prevEndCRC))
+		}
+		if err := r.segmentStart(i == 0, sc.first); err != nil {
+			return nil, Recovered{}, corrupt(0, err)
+		}
+		for _, rec := range sc.records {
+			if err := r.record(rec.Record, seg.seq); err != nil {
+				return nil, Recovered{}, corrupt(rec.offsetBytes, err)
+			}
+		}
+		prevEndCRC = sc.endCRC
+		newest, newestSize, headRecords = sc, int64(len(data)), sc.header.headRecords
+	}
+	if !r.haveMetadata {
+		return nil, Recovered{}, &CorruptError{File: retained[0].name, Err: errors.New("no metadata record")}
+	}
+
+	snapFiles, snapTmps, err := listSnapFiles(fsys, snapDir)
+	if err != nil {
+		return nil, Recovered{}, fmt.Errorf("disk: open snapshots %s: %w", snapDir, err)
+	}
+	chosen, snap, orphans, err := chooseSnapshot(fsys, r, snapFiles)
+	if err != nil {
+		return nil, Recovered{}, fmt.Errorf("disk: open %s with %s: %w", walDir, snapDir, err)
+	}
+
+	rec := Recovered{Metadata: r.metadata, Snapshot: snap}
+	if r.hs != nil {
+		rec.HardState = proto.Clone(r.hs).(*raftpb.HardState)
+		if snap != nil && rec.HardState.GetCommit() < chosen.index {
+			rec.HardState.Commit = proto.Uint64(chosen.index)
+		}
+	}
+	from := 0
+	if snap != nil {
+		from = int(chosen.index - r.shape.base)
+	}
+	rec.Entries = append([]*raftpb.Entry(nil), r.ents[from:]...)
+
+	// Everything checked: now repair, and only now change anything.
+	s := &Storage{fs: fsys, walDir: walDir, snapDir: snapDir, opts: opts,
+		metadata: r.metadata, shape: r.shape, hs: r.hs, markers: r.markers, segments: retained}
+	if dropNewest {
+		dropped := segs[len(segs)-1].name
+		if err := fsys.Remove(dropped); err != nil {
+			return nil, Recovered{}, fmt.Errorf("disk: remove half-started segment %s: %w", dropped, err)
+		}
+		if err := fsys.SyncDir(walDir); err != nil {
+			return nil, Recovered{}, fmt.Errorf("disk: fsync directory %s: %w", walDir, err)
+		}
+	}
+	last := retained[len(retained)-1]
+	f, err := fsys.OpenAppend(last.name)
+	if err != nil {
+		return nil, Recovered{}, err
+	}
+	if newest.validEndBytes < newestSize {
+		if err := f.Truncate(newest.validEndBytes); err != nil {
+			f.Close()
+			return nil, Recovered{}, fmt.Errorf("disk: cut torn tail of %s at offset %d: %w", last.name, newest.validEndBytes, err)
+		}
+		if err := f.Sync(); err != nil {
+			f.Close()
+			return nil, Recovered{}, fmt.Errorf("disk: fsync %s after cutting its torn tail at offset %d: %w", last.name, newest.validEndBytes, err)
+		}
+	}
+	s.file, s.segmentBytes, s.chain = f, newest.validEndBytes, newest.endCRC
+	s.segmentHasLog = len(newest.records)+1 > headRecords
+	if err := removeLeftovers(fsys, walDir, walTmps); err != nil {
+		f.Close()
+		return nil, Recovered{}, err
+	}
+	if err := removeLeftovers(fsys, snapDir, append(snapTmps, orphans...)); err != nil {
+		f.Close()
+		return nil, Recovered{}, err
+	}
+	return s, rec, nil
+}
+
+func removeLeftovers(fsys FS, dir string, names []string) error {
+	for _, n := range names {
+		if err := fsys.Remove(n); err != nil {
+			return fmt.Errorf("disk: remove leftover %s: %w", n, err)
+		}
+	}
+	if len(names) > 0 {
+		if err := fsys.SyncDir(dir); err != nil {
+			return fmt.Errorf("disk: fsync directory %s: %w", dir, err)
+		}
+	}
+	return nil
+}
+
+// chooseSnapshot picks the newest snapshot file that the WAL vouches for
+// (a snapshot record with its index, term, checksum and size), that reads
+// back whole, and that the replayed log continues from. It marks the WAL's
+// markers usable or not, and returns snapshot files newer than every WAL
+// marker (saves that crashed before their commit point) to be removed.
+// With no usable snapshot it succeeds only if the WAL holds the log from
+// index 1; otherwise it refuses, listing why each candidate failed.
+func chooseSnapshot(fsys FS, r *replay, files []snapFile) (snapshotMarker, *raftpb.Snapshot, []string, error) {
+	markerOf := func(index, term uint64) int {
+		for i, m := range r.markers {
+			if m.index == index && m.term == term {
+				return i
+			}
+		}
+		return -1
+	}
+	for i := range r.markers {
+		r.markers[i].usable = false
+	}
+	for _, f := range files {
+		if i := markerOf(f.index, f.term); i >= 0 {
+			r.markers[i].usable = true
+		}
+	}
+	var orphans, reasons []string
+	var chosen snapshotMarker
+	var snap *raftpb.Snapshot
+	for k := len(files) - 1; k >= 0 && snap == nil; k-- {
+		f := files[k]
+		i := markerOf(f.index, f.term)
+		if i < 0 {
+			if f.index > r.newestMarkerIndex() {
+				orphans = append(orphans, f.name)
+			}
+			reasons = append(reasons, fmt.Sprintf("%s: no snapshot record in the WAL", f.name))
+			continue
+		}
+		m := r.markers[i]
+		if err := continuesFrom(r, m); err != nil {
+			reasons = append(reasons, fmt.Sprintf("%s: %v", f.name, err))
+			continue
+		}
+		data, err := readFile(fsys, f.name, fileSizeBytesMax)
+		if err == nil {
+			snap, err = decodeSnapshotFile(data, f.index, f.term, m)
+		}
+		if err != nil {
+			r.markers[i].usable = false
+			reasons = append(reasons, fmt.Sprintf("%s: %v", f.name, err))
+			continue
+		}
+		chosen = m
+	}
+	if snap != nil {
+		return chosen, snap, orphans, nil
+	}
+	if r.shape.base == 0 {
+		return snapshotMarker{}, nil, orphans, nil // the WAL holds the whole log
+	}
+	if len(reasons) == 0 {
+		reasons = append(reasons, "no snapshot files")
+	}
+	return snapshotMarker{}, nil, nil, fmt.Errorf("the WAL starts after index %d and no snapshot lets it continue: %s",
+		r.shape.base, strings.Join(reasons, "; "))
+}
+
+// continuesFrom checks that the replayed log holds every entry after the
+// snapshot at m and agrees with it at m's index.
+func continuesFrom(r *replay, m snapshotMarker) error {
+	if m.index < r.shape.base {
+		return fmt.Errorf("the WAL's log starts after index %d, past the snapshot's index %d", r.shape.base, m.index)
+	}
+	if m.index > r.shape.last {
+		return fmt.Errorf("the snapshot's index %d is past the log's last index %d", m.index, r.shape.last)
+	}
+	if t, ok := r.shape.termAt(m.index); ok && t != m.term {
+		return fmt.Errorf("the log has term %d at index %d, the snapshot term %d", t, m.index, m.term)
+	}
+	return nil
+}

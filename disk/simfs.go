@@ -1,0 +1,745 @@
+package disk
+
+// SimFS is the simulator's disk: an in-memory FS that knows, for every file
+// and every directory, what is durable and what is not, and on a simulated
+// crash keeps only the durable part (or a seeded-random prefix of the rest).
+//
+// Fault model.
+//   - File contents: every file has its durable bytes (as of its last Sync)
+//     and the ordered list of writes and truncates since. Crash keeps the
+//     durable bytes plus, by mode, none of the pending operations
+//     (CrashLoseUnsynced), a random prefix of them whose last write may be
+//     torn at any byte (CrashTorn), or such a prefix followed by zeros up to
+//     the size the file had before the crash (CrashZeroTail: a preallocated
+//     or extended file whose data blocks never reached the medium).
+//   - Directories: creates, renames and removes in a directory are pending
+//     until SyncDir of that directory. Crash keeps none of them
+//     (CrashLoseUnsynced) or a random prefix per directory (the other modes),
+//     so metadata operations within one directory persist in order, as a
+//     journalling file system gives. Entries under a lost directory are lost.
+//   - FailNextSync: the next File.Sync or SyncDir returns the error and makes
+//     nothing durable.
+//   - FlipBit / FlipRandomBit: a bit flips in every version of the file
+//     (what reads see, the durable bytes and any pending write covering it):
+//     media corruption, synced data included.
+//   - MisdirectNextWrite: the next Write lands offsetDelta bytes away from
+//     where it was aimed; the place it was aimed at keeps its old bytes
+//     (zeros past the old end), and the write offset advances as if the
+//     write had landed where aimed.
+//   - HaltAfterOps: after n more mutating operations every operation fails
+//     with ErrHalted until Crash: the machine lost power at that point.
+//
+// Determinism: SimFS never draws randomness of its own; Crash and
+// FlipRandomBit draw from the *rand.Rand handed in, in sorted name order.
+// Nothing here depends on map iteration order.
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"maps"
+	"math/rand/v2"
+	"path"
+	"slices"
+	"strings"
+)
+
+// CrashMode selects what a crash keeps of the data that was not yet durable.
+type CrashMode int
+
+const (
+	// CrashLoseUnsynced keeps only durable data and durable directory entries.
+	CrashLoseUnsynced CrashMode = iota
+	// CrashTorn keeps durable data plus a random prefix of the pending
+	// operations of each file and directory; the last write kept may be torn
+	// at any byte.
+	CrashTorn
+	// CrashZeroTail is CrashTorn, after which each file reads zeros from the
+	// end of what was kept up to the size it had before the crash.
+	CrashZeroTail
+)
+
+// CrashModes lists every mode, for sweeps.
+var CrashModes = []CrashMode{CrashLoseUnsynced, CrashTorn, CrashZeroTail}
+
+func (m CrashMode) String() string {
+	switch m {
+	case CrashLoseUnsynced:
+		return "lose-unsynced"
+	case CrashTorn:
+		return "torn"
+	case CrashZeroTail:
+		return "zero-tail"
+	}
+	return fmt.Sprintf("CrashMode(%d)", int(m))
+}
+
+// ErrHalted is returned by every SimFS operation after HaltAfterOps fired
+// and before Crash.
+var ErrHalted = errors.New("disk: simulated machine is halted (power lost)")
+
+// errStaleHandle is returned by a File opened before the last Crash.
+var errStaleHandle = errors.New("file handle opened before a simulated crash")
+
+// simPendingOpsMax bounds the pending operations of one file or directory
+// between syncs. Contiguous writes coalesce into one, so only a member that
+// never syncs could reach it.
+const simPendingOpsMax = 1 << 16
+
+type simInode struct {
+	data    []byte // what reads see now
+	durable []byte // what survives any crash: contents as of the last Sync
+	pending []simFileOp
+}
+
+type simFileOpKind uint8
+
+const (
+	simWrite simFileOpKind = iota + 1
+	simTruncate
+)
+
+type simFileOp struct {
+	kind      simFileOpKind
+	offset    int64  // simWrite: where the bytes land
+	data      []byte // simWrite: the bytes (owned)
+	sizeBytes int64  // simTruncate: the new size
+}
+
+type simNode struct {
+	dir   bool
+	inode *simInode // nil for directories
+}
+
+type simDirOpKind uint8
+
+const (
+	simLink   simDirOpKind = iota + 1 // name -> node (create, mkdir)
+	simUnlink                         // remove name
+	simRename                         // name -> newname
+)
+
+type simDirOp struct {
+	kind    simDirOpKind
+	name    string
+	newname string
+	node    *simNode
+}
+
+// SimFS implements FS in memory. Create one with NewSimFS.
+type SimFS struct {
+	current map[string]*simNode   // what operations see now, by clean name
+	durable map[string]*simNode   // what survives any crash
+	pending map[string][]simDirOp // directory -> operations since its last SyncDir
+
+	generation uint64 // bumped by Crash; handles of older generations are stale
+
+	opsCount       int64 // mutating operations so far
+	haltAtOpsCount int64 // -1: never
+	halted         bool
+
+	syncErr             error
+	misdirectArmed      bool
+	misdirectDeltaBytes int64
+}
+
+// NewSimFS returns an empty SimFS whose root directory exists.
+func NewSimFS() *SimFS {
+	root := &simNode{dir: true}
+	return &SimFS{
+		current:        map[string]*simNode{".": root},
+		durable:        map[string]*simNode{".": root},
+		pending:        map[string][]simDirOp{},
+		haltAtOpsCount: -1,
+	}
+}
+
+// OpsCount returns how many mutating operations (Create, OpenAppend, Write,
+// Sync, Truncate, Rename, Remove, MkdirAll, SyncDir) have been attempted and
+// carried out so far. Crash-point sweeps use it to number crash points.
+func (s *SimFS) OpsCount() int64 { return s.opsCount }
+
+// HaltAfterOps lets n more mutating operations through; the one after them,
+// and everything after that, fails with ErrHalted until Crash.
+func (s *SimFS) HaltAfterOps(n int64) {
+	assertf(n >= 0, "HaltAfterOps(%d)", n)
+	s.haltAtOpsCount = s.opsCount + n
+}
+
+// Halted reports whether HaltAfterOps has fired.
+func (s *SimFS) Halted() bool { return s.halted }
+
+// FailNextSync makes the next File.Sync or SyncDir return err and sync nothing.
+func (s *SimFS) FailNextSync(err error) {
+	assertf(err != nil, "FailNextSync(nil)")
+	s.syncErr = err
+}
+
+// MisdirectNextWrite makes the next Write land offsetDelta bytes away from
+// its aim (clamped at offset 0).
+func (s *SimFS) MisdirectNextWrite(offsetDelta int64) {
+	s.misdirectArmed = true
+	s.misdirectDeltaBytes = offsetDelta
+}
+
+// beginRead checks that the machine is up. Reads do not count as operations.
+func (s *SimFS) beginRead() error {
+	if s.halted {
+		return ErrHalted
+	}
+	return nil
+}
+
+// beginOp counts one mutating operation, or fails it if the machine halts here.
+func (s *SimFS) beginOp() error {
+	if s.halted {
+		return ErrHalted
+	}
+	if s.haltAtOpsCount >= 0 && s.opsCount >= s.haltAtOpsCount {
+		s.halted = true
+		return ErrHalted
+	}
+	s.opsCount++
+	return nil
+}
+
+func (s *SimFS) addDirOp(op simDirOp) {
+	dir := path.Dir(op.name)
+	ops := s.pending[dir]
+	assertf(len(ops) < simPendingOpsMax, "directory %s has %d unsynced operations", dir, len(ops))
+	s.pending[dir] = append(ops, op)
+}
+
+func (s *SimFS) lookupFile(op, name string) (string, *simNode, error) {
+	c, err := cleanName(name)
+	if err != nil {
+		return "", nil, err
+	}
+	n, ok := s.current[c]
+	if !ok {
+		return c, nil, &fs.PathError{Op: op, Path: name, Err: fs.ErrNotExist}
+	}
+	if n.dir {
+		return c, nil, &fs.PathError{Op: op, Path: name, Err: errors.New("is a directory")}
+	}
+	return c, n, nil
+}
+
+func (s *SimFS) checkParent(op, c string) error {
+	parent, ok := s.current[path.Dir(c)]
+	if !ok || !parent.dir {
+		return &fs.PathError{Op: op, Path: c, Err: fs.ErrNotExist}
+	}
+	return nil
+}
+
+// Create implements FS.
+func (s *SimFS) Create(name string) (File, error) {
+	if err := s.beginOp(); err != nil {
+		return nil, err
+	}
+	c, err := cleanName(name)
+	if err != nil {
+		return nil, err
+	}
+	if n, ok := s.current[c]; ok {
+		if n.dir {
+			return nil, &fs.PathError{Op: "create", Path: name, Err: errors.New("is a directory")}
+		}
+		n.inode.truncate(0)
+		return s.newHandle(c, n.inode, true, 0), nil
+	}
+	if err := s.checkParent("create", c); err != nil {
+		return nil, err
+	}
+	n := &simNode{inode: &simInode{}}
+	s.current[c] = n
+	s.addDirOp(simDirOp{kind: simLink, name: c, node: n})
+	return s.newHandle(c, n.inode, true, 0), nil
+}
+
+// Open implements FS.
+func (s *SimFS) Open(name string) (File, error) {
+	if err := s.beginRead(); err != nil {
+		return nil, err
+	}
+	c, n, err := s.lookupFile("open", name)
+	if err != nil {
+		return nil, err
+	}
+	return s.newHandle(c, n.inode, false, 0), nil
+}
+
+// OpenAppend implements FS.
+func (s *SimFS) OpenAppend(name string) (File, error) {
+	if err := s.beginOp(); err != nil {
+		return nil, err
+	}
+	c, n, err := s.lookupFile("open", name)
+	if err != nil {
+		return nil, err
+	}
+	return s.newHandle(c, n.inode, true, int64(len(n.inode.data))), nil
+}
+
+// Rename implements FS.
+func (s *SimFS) Rename(oldname, newname string) error {
+	if err := s.beginOp(); err != nil {
+		return err
+	}
+	oc, n, err := s.lookupFile("rename", oldname)
+	if err != nil {
+		return err
+	}
+	nc, err := cleanName(newname)
+	if err != nil {
+		return err
+	}
+	if !sameParent(oc, nc) {
+		return &fs.PathError{Op: "rename", Path: oldname + " -> " + newname, Err: fs.ErrInvalid}
+	}
+	if t, ok := s.current[nc]; ok && t.dir {
+		return &fs.PathError{Op: "rename", Path: newname, Err: errors.New("is a directory")}
+	}
+	if oc == nc {
+		return nil
+	}
+	delete(s.current, oc)
+	s.current[nc] = n
+	s.addDirOp(simDirOp{kind: simRename, name: oc, newname: nc, node: n})
+	return nil
+}
+
+// Remove implements FS.
+func (s *SimFS) Remove(name string) error {
+	if err := s.beginOp(); err != nil {
+		return err
+	}
+	c, _, err := s.lookupFile("remove", name)
+	if err != nil {
+		return err
+	}
+	delete(s.current, c)
+	s.addDirOp(simDirOp{kind: simUnlink, name: c})
+	return nil
+}
+
+// List implements FS.
+func (s *SimFS) List(dir string) ([]string, error) {
+	if err := s.beginRead(); err != nil {
+		return nil, err
+	}
+	c, err := cleanName(dir)
+	if err != nil {
+		return nil, err
+	}
+	if n, ok := s.current[c]; !ok || !n.dir {
+		return nil, &fs.PathError{Op: "list", Path: dir, Err: fs.ErrNotExist}
+	}
+	var names []string
+	for _, name := range slices.Sorted(maps.Keys(s.current)) {
+		if name != "." && path.Dir(name) == c {
+			names = append(names, path.Base(name))
+		}
+	}
+	return names, nil
+}
+
+// MkdirAll implements FS.
+func (s *SimFS) MkdirAll(dir string) error {
+	if err := s.beginOp(); err != nil {
+		return err
+	}
+	c, err := cleanName(dir)
+	if err != nil {
+		return err
+	}
+	var missing []string
+	for d, depth := c, 0; d != "."; d, depth = path.Dir(d), depth+1 {
+		assertf(depth < pathDepthMax, "directory %q nests deeper than %d", dir, pathDepthMax)
+		if n, ok := s.current[d]; ok {
+			if !n.dir {
+				return &fs.PathError{Op: "mkdir", Path: d, Err: errors.New("not a directory")}
+			}
+			break
+		}
+		missing = append(missing, d)
+	}
+	for i := len(missing) - 1; i >= 0; i-- {
+		n := &simNode{dir: true}
+		s.current[missing[i]] = n
+		s.addDirOp(simDirOp{kind: simLink, name: missing[i], node: n})
+	}
+	return nil
+}
+
+// SyncDir implements FS.
+func (s *SimFS) SyncDir(dir string) error {
+	if err := s.beginOp(); err != nil {
+		return err
+	}
+	c, err := cleanName(dir)
+	if err != nil {
+		return err
+	}
+	if n, ok := s.current[c]; !ok || !n.dir {
+		return &fs.PathError{Op: "syncdir", Path: dir, Err: fs.ErrNotExist}
+	}
+	if s.syncErr != nil {
+		err := s.syncErr
+		s.syncErr = nil
+		return &fs.PathError{Op: "syncdir", Path: dir, Err: err}
+	}
+	for _, op := range s.pending[c] {
+		applyDirOp(s.durable, op)
+	}
+	delete(s.pending, c)
+	return nil
+}
+
+// Stat implements FS. Directories have size 0.
+func (s *SimFS) Stat(name string) (int64, error) {
+	if err := s.beginRead(); err != nil {
+		return 0, err
+	}
+	c, err := cleanName(name)
+	if err != nil {
+		return 0, err
+	}
+	n, ok := s.current[c]
+	if !ok {
+		return 0, &fs.PathError{Op: "stat", Path: name, Err: fs.ErrNotExist}
+	}
+	if n.dir {
+		return 0, nil
+	}
+	return int64(len(n.inode.data)), nil
+}
+
+func applyDirOp(ns map[string]*simNode, op simDirOp) {
+	switch op.kind {
+	case simLink:
+		ns[op.name] = op.node
+	case simUnlink:
+		delete(ns, op.name)
+	case simRename:
+		if ns[op.name] == op.node {
+			delete(ns, op.name)
+		}
+		ns[op.newname] = op.node
+	default:
+		assertf(false, "unknown directory operation %d", op.kind)
+	}
+}
+
+// Crash simulates a power loss and restart: every open handle goes stale,
+// and what remains is decided by mode and rng (see the type's comment).
+func (s *SimFS) Crash(rng *rand.Rand, mode CrashMode) {
+	assertf(mode == CrashLoseUnsynced || rng != nil, "Crash(%s) needs an rng", mode)
+	// Directories first: each keeps a prefix of its pending operations.
+	for _, dir := range slices.Sorted(maps.Keys(s.pending)) {
+		ops := s.pending[dir]
+		keep := 0
+		if mode != CrashLoseUnsynced {
+			keep = rng.IntN(len(ops) + 1)
+		}
+		for _, op := range ops[:keep] {
+			applyDirOp(s.durable, op)
+		}
+	}
+	s.pending = map[string][]simDirOp{}
+	// Entries whose directory did not survive are gone. Parents sort before
+	// their children, so one pass in sorted order sees each parent first.
+	for _, name := range slices.Sorted(maps.Keys(s.durable)) {
+		if name == "." {
+			continue
+		}
+		if parent, ok := s.durable[path.Dir(name)]; !ok || !parent.dir {
+			delete(s.durable, name)
+		}
+	}
+	// Then file contents, in sorted name order so the rng draws replay.
+	for _, name := range slices.Sorted(maps.Keys(s.durable)) {
+		if n := s.durable[name]; !n.dir {
+			n.inode.crash(rng, mode)
+		}
+	}
+	s.current = maps.Clone(s.durable)
+	s.generation++
+	s.halted = false
+	s.haltAtOpsCount = -1
+	s.syncErr = nil
+	s.misdirectArmed = false
+}
+
+// crash replaces the file's contents by what a crash in mode leaves.
+func (in *simInode) crash(rng *rand.Rand, mode CrashMode) {
+	preCrashSizeBytes := len(in.data)
+	out := in.durable
+	if mode != CrashLoseUnsynced && len(in.pending) > 0 {
+		whole := rng.IntN(len(in.pending) + 1)
+		for _, op := range in.pending[:whole] {
+			out = op.apply(out)
+		}
+		if whole < len(in.pending) {
+			if op := in.pending[whole]; op.kind == simWrite && len(op.data) > 0 {
+				torn := op
+				torn.data = op.data[:rng.IntN(len(op.data))]
+				out = torn.apply(out)
+			}
+		}
+		if mode == CrashZeroTail && len(out) < preCrashSizeBytes {
+			out = append(out, make([]byte, preCrashSizeBytes-len(out))...)
+		}
+	}
+	in.durable = out
+	in.data = slices.Clone(out)
+	in.pending = nil
+}
+
+// apply returns b with the operation applied (b may be reused).
+func (op simFileOp) apply(b []byte) []byte {
+	switch op.kind {
+	case simWrite:
+		end := op.offset + int64(len(op.data))
+		if end > int64(len(b)) {
+			b = append(b, make([]byte, end-int64(len(b)))...)
+		}
+		copy(b[op.offset:], op.data)
+	case simTruncate:
+		if op.sizeBytes <= int64(len(b)) {
+			b = b[:op.sizeBytes]
+		} else {
+			b = append(b, make([]byte, op.sizeBytes-int64(len(b)))...)
+		}
+	default:
+		assertf(false, "unknown file operation %d", op.kind)
+	}
+	return b
+}
+
+func (in *simInode) addPending(op simFileOp) {
+	if n := len(in.pending); n > 0 && op.kind == simWrite {
+		last := &in.pending[n-1]
+		if last.kind == simWrite && last.offset+int64(len(last.data)) == op.offset {
+			last.data = append(last.data, op.data...)
+			return
+		}
+	}
+	assertf(len(in.pending) < simPendingOpsMax, "file has %d unsynced operations", len(in.pending))
+	in.pending = append(in.pending, op)
+}
+
+func (in *simInode) writeAt(p []byte, offset int64) {
+	op := simFileOp{kind: simWrite, offset: offset, data: slices.Clone(p)}
+	in.data = op.apply(in.data)
+	in.addPending(op)
+}
+
+func (in *simInode) truncate(sizeBytes int64) {
+	op := simFileOp{kind: simTruncate, sizeBytes: sizeBytes}
+	in.data = op.apply(in.data)
+	in.addPending(op)
+}
+
+func (in *simInode) sync() {
+	for _, op := range in.pending {
+		in.durable = op.apply(in.durable)
+	}
+	in.pending = nil
+}
+
+// FlipBit flips one bit of a file everywhere it is stored: in what reads
+// see, in the durable bytes, and in any pending write that covers it.
+func (s *SimFS) FlipBit(name string, bitOffset int64) error {
+	_, n, err := s.lookupFile("flipbit", name)
+	if err != nil {
+		return err
+	}
+	in := n.inode
+	byteOffset := bitOffset / 8
+	if bitOffset < 0 || byteOffset >= int64(len(in.data)) {
+		return fmt.Errorf("disk: flip bit %d of %s: file has %d bytes", bitOffset, name, len(in.data))
+	}
+	mask := byte(1) << (bitOffset % 8)
+	in.data[byteOffset] ^= mask
+	if byteOffset < int64(len(in.durable)) {
+		in.durable[byteOffset] ^= mask
+	}
+	for _, op := range in.pending {
+		if op.kind == simWrite && byteOffset >= op.offset && byteOffset < op.offset+int64(len(op.data)) {
+			op.data[byteOffset-op.offset] ^= mask
+		}
+	}
+	return nil
+}
+
+// FlipRandomBit flips a bit chosen by rng in a non-empty file chosen by rng
+// among those whose name passes nameFilter (nil: all). ok is false when no
+// file qualifies.
+func (s *SimFS) FlipRandomBit(rng *rand.Rand, nameFilter func(string) bool) (name string, bitOffset int64, ok bool) {
+	var candidates []string
+	for _, c := range slices.Sorted(maps.Keys(s.current)) {
+		n := s.current[c]
+		if !n.dir && len(n.inode.data) > 0 && (nameFilter == nil || nameFilter(c)) {
+			candidates = append(candidates, c)
+		}
+	}
+	if len(candidates) == 0 {
+		return "", 0, false
+	}
+	name = candidates[rng.IntN(len(candidates))]
+	bitOffset = rng.Int64N(int64(len(s.current[name].inode.data)) * 8)
+	err := s.FlipBit(name, bitOffset)
+	assertf(err == nil, "flip a bit inside %s: %v", name, err)
+	return name, bitOffset, true
+}
+
+// DurableSize returns the size a file would have after a CrashLoseUnsynced,
+// or -1 if its directory entry would not survive one.
+func (s *SimFS) DurableSize(name string) int64 {
+	c, err := cleanName(name)
+	if err != nil {
+		return -1
+	}
+	n, ok := s.durable[c]
+	if !ok || n.dir {
+		return -1
+	}
+	return int64(len(n.inode.durable))
+}
+
+// String lists every entry in sorted order with its size now, its durable
+// size and whether its directory entry is durable; deterministic, for traces.
+func (s *SimFS) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "SimFS generation=%d ops=%d", s.generation, s.opsCount)
+	if s.halted {
+		b.WriteString(" halted")
+	}
+	for _, name := range slices.Sorted(maps.Keys(s.current)) {
+		if name == "." {
+			continue
+		}
+		n := s.current[name]
+		entry := "durable"
+		if s.durable[name] != n {
+			entry = "unsynced"
+		}
+		if n.dir {
+			fmt.Fprintf(&b, "\n  dir  %s entry=%s", name, entry)
+			continue
+		}
+		fmt.Fprintf(&b, "\n  file %s size=%d synced=%d pending-ops=%d entry=%s",
+			name, len(n.inode.data), len(n.inode.durable), len(n.inode.pending), entry)
+	}
+	return b.String()
+}
+
+type simFile struct {
+	fs         *SimFS
+	name       string
+	inode      *simInode
+	generation uint64
+	writable   bool
+	closed     bool
+	offset     int64 // where the next Write is aimed
+}
+
+func (s *SimFS) newHandle(name string, in *simInode, writable bool, offset int64) *simFile {
+	return &simFile{fs: s, name: name, inode: in, generation: s.generation, writable: writable, offset: offset}
+}
+
+func (f *simFile) check(op string) error {
+	if f.closed {
+		return &fs.PathError{Op: op, Path: f.name, Err: fs.ErrClosed}
+	}
+	if f.generation != f.fs.generation {
+		return &fs.PathError{Op: op, Path: f.name, Err: errStaleHandle}
+	}
+	return nil
+}
+
+func (f *simFile) Write(p []byte) (int, error) {
+	if err := f.fs.beginOp(); err != nil {
+		return 0, err
+	}
+	if err := f.check("write"); err != nil {
+		return 0, err
+	}
+	if !f.writable {
+		return 0, &fs.PathError{Op: "write", Path: f.name, Err: fs.ErrPermission}
+	}
+	at := f.offset
+	if f.fs.misdirectArmed {
+		f.fs.misdirectArmed = false
+		at = max(0, at+f.fs.misdirectDeltaBytes)
+		// The place aimed at keeps its old bytes; past the end it reads zeros.
+		if aimedEnd := f.offset + int64(len(p)); aimedEnd > int64(len(f.inode.data)) {
+			f.inode.truncate(aimedEnd)
+		}
+	}
+	f.inode.writeAt(p, at)
+	f.offset += int64(len(p))
+	return len(p), nil
+}
+
+func (f *simFile) ReadAt(p []byte, off int64) (int, error) {
+	if err := f.fs.beginRead(); err != nil {
+		return 0, err
+	}
+	if err := f.check("read"); err != nil {
+		return 0, err
+	}
+	if off < 0 {
+		return 0, &fs.PathError{Op: "read", Path: f.name, Err: fs.ErrInvalid}
+	}
+	if off >= int64(len(f.inode.data)) {
+		return 0, io.EOF
+	}
+	n := copy(p, f.inode.data[off:])
+	if n < len(p) {
+		return n, io.EOF
+	}
+	return n, nil
+}
+
+func (f *simFile) Sync() error {
+	if err := f.fs.beginOp(); err != nil {
+		return err
+	}
+	if err := f.check("sync"); err != nil {
+		return err
+	}
+	if f.fs.syncErr != nil {
+		err := f.fs.syncErr
+		f.fs.syncErr = nil
+		return &fs.PathError{Op: "fsync", Path: f.name, Err: err}
+	}
+	f.inode.sync()
+	return nil
+}
+
+func (f *simFile) Truncate(sizeBytes int64) error {
+	if err := f.fs.beginOp(); err != nil {
+		return err
+	}
+	if err := f.check("truncate"); err != nil {
+		return err
+	}
+	if !f.writable || sizeBytes < 0 {
+		return &fs.PathError{Op: "truncate", Path: f.name, Err: fs.ErrInvalid}
+	}
+	f.inode.truncate(sizeBytes)
+	f.offset = min(f.offset, sizeBytes)
+	return nil
+}
+
+func (f *simFile) Close() error {
+	if f.closed {
+		return &fs.PathError{Op: "close", Path: f.name, Err: fs.ErrClosed}
+	}
+	f.closed = true
+	return nil
+}

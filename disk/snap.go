@@ -1,0 +1,197 @@
+package disk
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"path"
+	"strconv"
+	"strings"
+
+	"go.etcd.io/raft/v3/raftpb"
+	"google.golang.org/protobuf/proto"
+)
+
+// Snapshot files live in snapDir named <index>-<term>.snap (16 hex digits
+// each, so name order is index order). A file is
+//
+//	offset  size  field
+//	0       8     magic "NODEDSNP"
+//	8       4     format version (1)
+//	12      4     payloadCRC: CRC-32C of the payload
+//	16      8     payloadSizeBytes
+//	24      8     index
+//	32      8     term
+//	40      4     headerCRC: CRC-32C of bytes 0..40
+//	44      n     payload: the raftpb.Snapshot, protobuf-encoded
+//
+// A snapshot is written to <name>.tmp, synced, renamed into place, and the
+// directory synced; only then is a snapshot record written to the WAL, and
+// that record is the commit point: it carries the file's payloadCRC and
+// size, so Open uses a snapshot file only if the WAL vouches for exactly
+// those bytes.
+
+const (
+	snapSuffix          = ".snap"
+	snapMagic           = "NODEDSNP"
+	snapFormatVersion   = 1
+	snapHeaderSizeBytes = 44
+	// snapshotMarkerBodySizeBytes: flags u8, 3 zero bytes, payloadCRC u32,
+	// fileSizeBytes u64.
+	snapshotMarkerBodySizeBytes = 16
+	markerFlagReset             = 1
+	// snapshotFilesMax bounds how many snapshot files Open considers.
+	snapshotFilesMax = 1 << 16
+)
+
+func snapName(index, term uint64) string {
+	return fmt.Sprintf("%016x-%016x%s", index, term, snapSuffix)
+}
+
+func parseSnapName(name string) (index, term uint64, ok bool) {
+	base, found := strings.CutSuffix(name, snapSuffix)
+	if !found || len(base) != 33 || base[16] != '-' {
+		return 0, 0, false
+	}
+	index, err1 := strconv.ParseUint(base[:16], 16, 64)
+	term, err2 := strconv.ParseUint(base[17:], 16, 64)
+	return index, term, err1 == nil && err2 == nil
+}
+
+var marshalOptions = proto.MarshalOptions{Deterministic: true}
+
+// encodeSnapshotFile returns the bytes of a snapshot file and its payload CRC.
+func encodeSnapshotFile(snap *raftpb.Snapshot) ([]byte, uint32, error) {
+	payload, err := marshalOptions.Marshal(snap)
+	if err != nil {
+		return nil, 0, fmt.Errorf("disk: encode snapshot: %w", err)
+	}
+	b := make([]byte, snapHeaderSizeBytes, snapHeaderSizeBytes+len(payload))
+	copy(b[0:8], snapMagic)
+	binary.LittleEndian.PutUint32(b[8:12], snapFormatVersion)
+	payloadCRC := crc32.Checksum(payload, castagnoli)
+	binary.LittleEndian.PutUint32(b[12:16], payloadCRC)
+	binary.LittleEndian.PutUint64(b[16:24], uint64(len(payload)))
+	binary.LittleEndian.PutUint64(b[24:32], snap.GetMetadata().GetIndex())
+	binary.LittleEndian.PutUint64(b[32:40], snap.GetMetadata().GetTerm())
+	binary.LittleEndian.PutUint32(b[40:44], crc32.Checksum(b[:40], castagnoli))
+	return append(b, payload...), payloadCRC, nil
+}
+
+// decodeSnapshotFile checks and decodes a snapshot file's bytes against the
+// index and term its name and WAL marker give.
+func decodeSnapshotFile(b []byte, index, term uint64, m snapshotMarker) (*raftpb.Snapshot, error) {
+	if len(b) < snapHeaderSizeBytes {
+		return nil, fmt.Errorf("%d bytes, shorter than the %d-byte header", len(b), snapHeaderSizeBytes)
+	}
+	if !bytes.Equal(b[0:8], []byte(snapMagic)) {
+		return nil, fmt.Errorf("bad magic %q", b[0:8])
+	}
+	if got, want := crc32.Checksum(b[:40], castagnoli), binary.LittleEndian.Uint32(b[40:44]); got != want {
+		return nil, fmt.Errorf("header checksum %08x, stored %08x", got, want)
+	}
+	if v := binary.LittleEndian.Uint32(b[8:12]); v != snapFormatVersion {
+		return nil, fmt.Errorf("format version %d, this build reads %d", v, snapFormatVersion)
+	}
+	payloadSizeBytes := binary.LittleEndian.Uint64(b[16:24])
+	if payloadSizeBytes != uint64(len(b)-snapHeaderSizeBytes) {
+		return nil, fmt.Errorf("header says %d payload bytes, file holds %d", payloadSizeBytes, len(b)-snapHeaderSizeBytes)
+	}
+	if hi, ht := binary.LittleEndian.Uint64(b[24:32]), binary.LittleEndian.Uint64(b[32:40]); hi != index || ht != term {
+		return nil, fmt.Errorf("header says index %d term %d, name says index %d term %d", hi, ht, index, term)
+	}
+	payload := b[snapHeaderSizeBytes:]
+	payloadCRC := crc32.Checksum(payload, castagnoli)
+	if stored := binary.LittleEndian.Uint32(b[12:16]); payloadCRC != stored {
+		return nil, fmt.Errorf("payload checksum %08x, stored %08x", payloadCRC, stored)
+	}
+	if payloadCRC != m.payloadCRC || int64(len(b)) != m.fileSizeBytes {
+		return nil, fmt.Errorf("file (checksum %08x, %d bytes) is not the one the WAL recorded (checksum %08x, %d bytes)",
+			payloadCRC, len(b), m.payloadCRC, m.fileSizeBytes)
+	}
+	snap := &raftpb.Snapshot{}
+	if err := proto.Unmarshal(payload, snap); err != nil {
+		return nil, fmt.Errorf("decode payload: %w", err)
+	}
+	if snap.GetMetadata().GetIndex() != index || snap.GetMetadata().GetTerm() != term {
+		return nil, fmt.Errorf("payload says index %d term %d, want index %d term %d",
+			snap.GetMetadata().GetIndex(), snap.GetMetadata().GetTerm(), index, term)
+	}
+	return snap, nil
+}
+
+// snapshotMarker is what a snapshot record in the WAL says.
+type snapshotMarker struct {
+	index, term   uint64
+	reset         bool   // the raft log restarts at index (a snapshot received from the leader)
+	payloadCRC    uint32 // of the snapshot file's payload
+	fileSizeBytes int64
+	// seq is the newest retained segment holding this marker (the record
+	// itself or a copy in a later segment's head).
+	seq uint64
+	// usable is false once the snapshot file is known missing or damaged;
+	// such a marker is never the anchor of a WAL release.
+	usable bool
+}
+
+func (m snapshotMarker) encode(reset bool) []byte {
+	b := make([]byte, snapshotMarkerBodySizeBytes)
+	if reset {
+		b[0] = markerFlagReset
+	}
+	binary.LittleEndian.PutUint32(b[4:8], m.payloadCRC)
+	binary.LittleEndian.PutUint64(b[8:16], uint64(m.fileSizeBytes))
+	return b
+}
+
+func decodeSnapshotMarker(rec Record) (snapshotMarker, error) {
+	b := rec.Body
+	if len(b) != snapshotMarkerBodySizeBytes {
+		return snapshotMarker{}, fmt.Errorf("snapshot record body is %d bytes, want %d", len(b), snapshotMarkerBodySizeBytes)
+	}
+	if b[0]&^markerFlagReset != 0 || b[1] != 0 || b[2] != 0 || b[3] != 0 {
+		return snapshotMarker{}, errors.New("snapshot record has unknown flags")
+	}
+	size := binary.LittleEndian.Uint64(b[8:16])
+	if size > uint64(fileSizeBytesMax) {
+		return snapshotMarker{}, fmt.Errorf("snapshot record says a file of %d bytes", size)
+	}
+	return snapshotMarker{
+		index:         rec.Index,
+		term:          rec.Term,
+		reset:         b[0]&markerFlagReset != 0,
+		payloadCRC:    binary.LittleEndian.Uint32(b[4:8]),
+		fileSizeBytes: int64(size),
+		usable:        true,
+	}, nil
+}
+
+// snapFile is a snapshot file found in snapDir.
+type snapFile struct {
+	index, term uint64
+	name        string // snapDir/<index>-<term>.snap
+}
+
+// listSnapFiles returns the snapshot files of snapDir, oldest first, and
+// the leftover temporary files there.
+func listSnapFiles(fsys FS, snapDir string) (files []snapFile, tmps []string, err error) {
+	names, err := fsys.List(snapDir)
+	if err != nil {
+		return nil, nil, err
+	}
+	if len(names) > snapshotFilesMax {
+		return nil, nil, fmt.Errorf("disk: %s holds %d files, more than %d", snapDir, len(names), snapshotFilesMax)
+	}
+	for _, n := range names {
+		if strings.HasSuffix(n, tmpSuffix) {
+			tmps = append(tmps, path.Join(snapDir, n))
+			continue
+		}
+		if index, term, ok := parseSnapName(n); ok {
+			files = append(files, snapFile{index: index, term: term, name: path.Join(snapDir, n)})
+		}
+	}
+	return files, tmps, nil
+}

@@ -1,0 +1,175 @@
+package disk
+
+import (
+	"errors"
+	"io/fs"
+	"strings"
+	"testing"
+
+	"go.etcd.io/raft/v3/raftpb"
+	"google.golang.org/protobuf/proto"
+)
+
+// TestStorageRoundTrip: what was appended and synced comes back from Open
+// on both file systems, including raft-style overwrites and hard states.
+func TestStorageRoundTrip(t *testing.T) {
+	for _, fsys := range []FS{NewSimFS(), NewOSFS(t.TempDir())} {
+		t.Run(strings.SplitN(describeFS(fsys), "(", 2)[0], func(t *testing.T) {
+			s := mustCreate(t, fsys, Options{SegmentSizeBytes: 200})
+			must(t, s.Append(hardState(1, 1, 0), ents(1, 10, 1)))
+			must(t, s.Append(hardState(2, 2, 5), ents(8, 12, 2))) // overwrites 8..10
+			must(t, s.Sync())
+			must(t, s.Close())
+			if !Exists(fsys, "wal") {
+				t.Fatal("Exists is false after Create")
+			}
+			s2, rec := mustOpen(t, fsys, Options{SegmentSizeBytes: 200})
+			want := append(ents(1, 7, 1), ents(8, 12, 2)...)
+			if got, w := describeEntries(rec.Entries), describeEntries(want); got != w {
+				t.Fatalf("entries:\n got %s\nwant %s", got, w)
+			}
+			if !proto.Equal(rec.HardState, hardState(2, 2, 5)) {
+				t.Fatalf("hard state %v", rec.HardState)
+			}
+			if string(rec.Metadata) != "member-1" || rec.Snapshot != nil {
+				t.Fatalf("metadata %q snapshot %v", rec.Metadata, rec.Snapshot)
+			}
+			if len(s2.segments) < 3 {
+				t.Fatalf("expected rollovers at 512 bytes, got %s", s2)
+			}
+			// Appending after reopen continues the chain.
+			must(t, s2.Append(nil, ents(13, 14, 2)))
+			must(t, s2.Sync())
+			must(t, s2.Close())
+			_, rec = mustOpen(t, fsys, Options{SegmentSizeBytes: 200})
+			if n := len(rec.Entries); n != 14 || rec.Entries[n-1].GetIndex() != 14 {
+				t.Fatalf("after second open: %s", describeEntries(rec.Entries))
+			}
+		})
+	}
+}
+
+func describeFS(fsys FS) string {
+	if s, ok := fsys.(interface{ String() string }); ok {
+		return s.String()
+	}
+	return "FS"
+}
+
+func TestCreateRefusesExisting(t *testing.T) {
+	fsys := NewSimFS()
+	s := mustCreate(t, fsys, Options{})
+	must(t, s.Close())
+	if _, err := Create(fsys, "wal", "snap", nil, Options{}); !errors.Is(err, fs.ErrExist) {
+		t.Fatalf("second Create: %v, want ErrExist", err)
+	}
+	if _, _, err := Open(NewSimFS(), "wal", "snap", Options{}); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("Open of nothing: %v, want ErrNotExist", err)
+	}
+}
+
+// TestSnapshotReleaseAndFallback: segments covered by the previous snapshot
+// are released; a damaged newest snapshot falls back to the previous one,
+// which the WAL still continues from; with both damaged Open refuses.
+func TestSnapshotReleaseAndFallback(t *testing.T) {
+	fsys := NewSimFS()
+	opts := Options{SegmentSizeBytes: 300, SnapshotsKept: 2}
+	s := mustCreate(t, fsys, opts)
+	must(t, s.Append(hardState(1, 1, 20), ents(1, 20, 1)))
+	must(t, s.Sync())
+	must(t, s.SaveSnapshot(snapshot(10, 1, "state@10")))
+	segsAfterFirst := len(s.segments)
+	must(t, s.Append(hardState(1, 1, 40), ents(21, 40, 1)))
+	must(t, s.Sync())
+	must(t, s.SaveSnapshot(snapshot(30, 1, "state@30")))
+	if len(s.segments) >= segsAfterFirst+8 || s.segments[0].seq == 0 {
+		t.Fatalf("nothing released: %s", s)
+	}
+	if s.segments[0].firstIndex > 11 {
+		t.Fatalf("released past the previous snapshot at 10: %s", s)
+	}
+	must(t, s.SaveSnapshot(snapshot(35, 1, "state@35")))
+	must(t, s.Close())
+	names, _ := fsys.List("snap")
+	if len(names) != 2 {
+		t.Fatalf("snapshot files %v, want the 2 newest", names)
+	}
+
+	_, rec := mustOpen(t, fsys, opts)
+	if rec.Snapshot.GetMetadata().GetIndex() != 35 || rec.Entries[0].GetIndex() != 36 || len(rec.Entries) != 5 {
+		t.Fatalf("snapshot %d entries %s", rec.Snapshot.GetMetadata().GetIndex(), describeEntries(rec.Entries))
+	}
+	// Damage the newest snapshot: fall back to 30.
+	must(t, fsys.FlipBit("snap/"+snapName(35, 1), 8*60))
+	_, rec = mustOpen(t, fsys, opts)
+	if got := rec.Snapshot.GetMetadata().GetIndex(); got != 30 || string(rec.Snapshot.GetData()) != "state@30" {
+		t.Fatalf("fell back to %d", got)
+	}
+	if rec.Entries[0].GetIndex() != 31 || rec.Entries[len(rec.Entries)-1].GetIndex() != 40 {
+		t.Fatalf("entries after fallback: %s", describeEntries(rec.Entries))
+	}
+	// Damage that one too: the WAL no longer starts at 1, so refuse.
+	must(t, fsys.FlipBit("snap/"+snapName(30, 1), 8*60))
+	_, _, err := Open(fsys, "wal", "snap", opts)
+	if err == nil || !strings.Contains(err.Error(), "no snapshot lets it continue") {
+		t.Fatalf("Open with both snapshots damaged: %v", err)
+	}
+}
+
+// TestReceivedSnapshotResetsLog: a snapshot past the last index (or whose
+// term disagrees with the log) restarts the log after it.
+func TestReceivedSnapshotResetsLog(t *testing.T) {
+	fsys := NewSimFS()
+	s := mustCreate(t, fsys, Options{})
+	must(t, s.Append(hardState(1, 1, 3), ents(1, 5, 1)))
+	must(t, s.Sync())
+	// Conflicting: term 2 at index 4, where the log has term 1.
+	must(t, s.SaveSnapshot(snapshot(4, 2, "leader@4")))
+	if s.LastIndex() != 4 {
+		t.Fatalf("last index %d after a conflicting snapshot", s.LastIndex())
+	}
+	must(t, s.Close())
+	_, rec := mustOpen(t, fsys, Options{})
+	if rec.Snapshot.GetMetadata().GetIndex() != 4 || len(rec.Entries) != 0 {
+		t.Fatalf("snapshot %v entries %s", rec.Snapshot.GetMetadata(), describeEntries(rec.Entries))
+	}
+	if rec.HardState.GetCommit() != 4 {
+		t.Fatalf("commit %d, want raised to the snapshot's 4", rec.HardState.GetCommit())
+	}
+	// Past the end.
+	s, _ = mustOpen(t, fsys, Options{})
+	must(t, s.SaveSnapshot(snapshot(100, 3, "leader@100")))
+	must(t, s.Append(hardState(3, 0, 100), ents(101, 102, 3)))
+	must(t, s.Sync())
+	must(t, s.Close())
+	_, rec = mustOpen(t, fsys, Options{})
+	if rec.Snapshot.GetMetadata().GetIndex() != 100 || describeEntries(rec.Entries) != describeEntries(ents(101, 102, 3)) {
+		t.Fatalf("snapshot %v entries %s", rec.Snapshot.GetMetadata(), describeEntries(rec.Entries))
+	}
+}
+
+func TestAppendRefusesWhatRaftNeverSends(t *testing.T) {
+	s := mustCreate(t, NewSimFS(), Options{})
+	must(t, s.Append(nil, ents(1, 3, 1)))
+	for _, tc := range []struct {
+		name string
+		ents []*raftpb.Entry
+	}{
+		{"gap", ents(5, 6, 1)},
+		{"index zero", []*raftpb.Entry{ent(0, 1, "x")}},
+		{"not contiguous", []*raftpb.Entry{ent(4, 1, "a"), ent(6, 1, "b")}},
+		{"terms decrease", []*raftpb.Entry{ent(4, 2, "a"), ent(5, 1, "b")}},
+	} {
+		if err := s.Append(nil, tc.ents); err == nil {
+			t.Errorf("%s: Append accepted %s", tc.name, describeEntries(tc.ents))
+		}
+	}
+	must(t, s.Sync())
+	must(t, s.SaveSnapshot(snapshot(2, 1, "s")))
+	if err := s.Append(nil, ents(2, 2, 1)); err == nil {
+		t.Error("Append overwrote an entry covered by a snapshot")
+	}
+	// The refusals wrote nothing: the Storage still works.
+	must(t, s.Append(nil, ents(4, 4, 1)))
+	must(t, s.Sync())
+}
