@@ -140,6 +140,7 @@ type SimFS struct {
 	halted         bool
 
 	syncErr             error
+	syncErrCountdown    int // syncErr hits the sync this many syncs from now (1: the next)
 	misdirectArmed      bool
 	misdirectDeltaBytes int64
 }
@@ -171,9 +172,28 @@ func (s *SimFS) HaltAfterOps(n int64) {
 func (s *SimFS) Halted() bool { return s.halted }
 
 // FailNextSync makes the next File.Sync or SyncDir return err and sync nothing.
-func (s *SimFS) FailNextSync(err error) {
-	assertf(err != nil, "FailNextSync(nil)")
-	s.syncErr = err
+func (s *SimFS) FailNextSync(err error) { s.FailNthSync(1, err) }
+
+// FailNthSync makes the n-th File.Sync or SyncDir from now (1: the next)
+// return err and sync nothing; the ones before it succeed.
+func (s *SimFS) FailNthSync(n int, err error) {
+	assertf(err != nil, "FailNthSync(%d, nil)", n)
+	assertf(n >= 1, "FailNthSync(%d)", n)
+	s.syncErr, s.syncErrCountdown = err, n
+}
+
+// takeSyncErr returns the injected error if this sync is the one to fail.
+func (s *SimFS) takeSyncErr() error {
+	if s.syncErr == nil {
+		return nil
+	}
+	s.syncErrCountdown--
+	if s.syncErrCountdown > 0 {
+		return nil
+	}
+	err := s.syncErr
+	s.syncErr = nil
+	return err
 }
 
 // MisdirectNextWrite makes the next Write land offsetDelta bytes away from
@@ -386,9 +406,7 @@ func (s *SimFS) SyncDir(dir string) error {
 	if n, ok := s.current[c]; !ok || !n.dir {
 		return &fs.PathError{Op: "syncdir", Path: dir, Err: fs.ErrNotExist}
 	}
-	if s.syncErr != nil {
-		err := s.syncErr
-		s.syncErr = nil
+	if err := s.takeSyncErr(); err != nil {
 		return &fs.PathError{Op: "syncdir", Path: dir, Err: err}
 	}
 	for _, op := range s.pending[c] {
@@ -712,9 +730,7 @@ func (f *simFile) Sync() error {
 	if err := f.check("sync"); err != nil {
 		return err
 	}
-	if f.fs.syncErr != nil {
-		err := f.fs.syncErr
-		f.fs.syncErr = nil
+	if err := f.fs.takeSyncErr(); err != nil {
 		return &fs.PathError{Op: "fsync", Path: f.name, Err: err}
 	}
 	f.inode.sync()
