@@ -6,7 +6,6 @@ import (
 	"regexp"
 	"strings"
 	"testing"
-
 )
 
 // Each test here injects one SimFS fault class (sim-faults D3 to D6) into a
