@@ -489,7 +489,7 @@ func (s *Store) catchUp(eventBudget int) {
 		})
 	}
 	reg.unsynced.Scan(func(w *watcher) bool {
-		if reg.cursor != nil && !watcherLess(w, reg.cursor) {
+		if reg.cursor != nil && watcherLess(reg.cursor, w) {
 			return false
 		}
 		order = append(order, w)
