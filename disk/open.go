@@ -119,8 +119,9 @@ func (r *replay) record(rec Record, seq uint64) error {
 // recovered.
 //
 // A torn or zeroed tail of the newest segment (a crash mid-append) is cut
-// back to the last whole record and truncated away (then synced), so later
-// appends are clean; a newest segment torn inside its head (a crash while
+// back to the last whole record and truncated away, so later appends are
+// clean. Open then syncs the newest segment and the WAL directory: what it
+// returns is durable, even if the process that wrote it never synced; a newest segment torn inside its head (a crash while
 // starting it) is removed. Any other damage is refused with a
 // *CorruptError naming the file and offset (errors.Is(err, ErrCorrupt)),
 // and Open changes nothing then. So is a WAL that no valid snapshot file
@@ -226,9 +227,6 @@ func Open(fsys FS, walDir, snapDir string, opts Options) (*Storage, Recovered, e
 		if err := fsys.Remove(dropped); err != nil {
 			return nil, Recovered{}, fmt.Errorf("disk: remove half-started segment %s: %w", dropped, err)
 		}
-		if err := fsys.SyncDir(walDir); err != nil {
-			return nil, Recovered{}, fmt.Errorf("disk: fsync directory %s: %w", walDir, err)
-		}
 	}
 	last := retained[len(retained)-1]
 	f, err := fsys.OpenAppend(last.name)
@@ -240,10 +238,19 @@ func Open(fsys FS, walDir, snapDir string, opts Options) (*Storage, Recovered, e
 			f.Close()
 			return nil, Recovered{}, fmt.Errorf("disk: cut torn tail of %s at offset %d: %w", last.name, newest.validEndBytes, err)
 		}
-		if err := f.Sync(); err != nil {
-			f.Close()
-			return nil, Recovered{}, fmt.Errorf("disk: fsync %s after cutting its torn tail at offset %d: %w", last.name, newest.validEndBytes, err)
-		}
+	}
+	// What Open returns, raft takes as persisted. After a process restart
+	// without a machine crash, the page cache may still hold records the
+	// last process wrote but never synced (and the newest segment's
+	// directory entry may be unsynced): make them durable now. This also
+	// makes the cut of a torn tail durable before anything is appended.
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return nil, Recovered{}, fmt.Errorf("disk: fsync %s: %w", last.name, err)
+	}
+	if err := fsys.SyncDir(walDir); err != nil {
+		f.Close()
+		return nil, Recovered{}, fmt.Errorf("disk: fsync directory %s: %w", walDir, err)
 	}
 	s.file, s.segmentBytes, s.chain = f, newest.validEndBytes, newest.endCRC
 	s.segmentHasLog = len(newest.records)+1 > headRecords

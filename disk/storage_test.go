@@ -173,3 +173,23 @@ func TestAppendRefusesWhatRaftNeverSends(t *testing.T) {
 	must(t, s.Append(nil, ents(4, 4, 1)))
 	must(t, s.Sync())
 }
+
+// TestOpenMakesRecoveredDurable: records a process wrote but never synced
+// survive its exit in the page cache; Open returns them, raft takes them as
+// persisted, so Open must make them durable before returning (found by
+// TestStorageAgainstModel).
+func TestOpenMakesRecoveredDurable(t *testing.T) {
+	fsys := NewSimFS()
+	s := mustCreate(t, fsys, Options{SegmentSizeBytes: 200})
+	must(t, s.Append(hardState(1, 1, 0), ents(1, 12, 1))) // rolls over; never synced
+	must(t, s.Close())                                    // the process exits; the machine stays up
+	_, rec := mustOpen(t, fsys, Options{SegmentSizeBytes: 200})
+	if len(rec.Entries) != 12 {
+		t.Fatalf("clean reopen returned %d entries", len(rec.Entries))
+	}
+	fsys.Crash(nil, CrashLoseUnsynced)
+	_, rec2 := mustOpen(t, fsys, Options{SegmentSizeBytes: 200})
+	if got, want := describeRecovered(rec2), describeRecovered(rec); got != want {
+		t.Fatalf("what Open returned was lost in a crash after it:\n got %s\nwant %s", got, want)
+	}
+}
