@@ -379,6 +379,9 @@ func (kv *kvState) readTxn(cfg Config, t *pb.TxnRequest, probe *keyEntry) (*pb.T
 	if err := checkTxnRequest(t, cfg.maxTxnOps()); err != nil {
 		return nil, err
 	}
+	if err := checkTxnDuplicates(t); err != nil {
+		return nil, err
+	}
 	path := kv.txnPath(t, probe, nil)
 	if w, _ := pathWrites(t, path); w {
 		return nil, ErrTxnWrites

@@ -1,6 +1,9 @@
 package kvsm
 
 import (
+	"bytes"
+
+	"github.com/tidwall/btree"
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 )
@@ -123,24 +126,90 @@ func checkRequestOp(op *pb.RequestOp, maxTxnOps int) error {
 	return rpctypes.ErrGRPCKeyNotFound
 }
 
-// checkTxnDuplicates is etcd's checkIntervals over both branches: within one
-// branch (nested txns included) no key may be put twice, and no key may be
-// put inside a range the branch deletes. The two branches of one nested txn
-// exclude each other, so the same put in both is fine.
+// checkTxnDuplicates is etcd's checkIntervals, stated as the rule it
+// enforces: on no path through a txn (one branch at the top, then one
+// branch of every nested txn on it) may a key be written twice, where a put
+// writes its key and a delete writes every key in its range. Deletes may
+// overlap each other. The two branches of one nested txn exclude each
+// other, so the same put in both is fine.
 //
-// One deliberate difference: etcd builds its delete intervals from the raw
-// range_end, so a delete with range_end "\x00" (every key from key on)
-// catches no put. Here it covers what it deletes.
+// Two deliberate differences from etcd's code, both cases it lets through
+// and then applies as two changes of one key in one revision: a delete with
+// range_end "\x00" covers what it deletes (etcd builds the interval from
+// the raw range_end and catches no put in it), and a put in one nested txn
+// conflicts with a delete in a later sibling (etcd checks only the other
+// order).
 func checkTxnDuplicates(r *pb.TxnRequest) error {
-	if _, _, err := branchWrites(r.GetSuccess()); err != nil {
+	if _, err := branchWrites(r.GetSuccess()); err != nil {
 		return err
 	}
-	_, _, err := branchWrites(r.GetFailure())
+	_, err := branchWrites(r.GetFailure())
 	return err
 }
 
-// spanSet is the delete spans of one branch: single keys in a map (the
-// common case, checked in O(1)) and the rest in a list.
+// writeSet is what one branch may write on some path: the keys it puts and
+// the spans it deletes.
+type writeSet struct {
+	puts *btree.BTreeG[[]byte]
+	dels spanSet
+}
+
+func newWriteSet() *writeSet {
+	return &writeSet{puts: btree.NewBTreeGOptions(func(a, b []byte) bool { return bytes.Compare(a, b) < 0 }, btree.Options{NoLocks: true})}
+}
+
+// putConflicts reports whether a put of k would write a key already written.
+func (ws *writeSet) putConflicts(k []byte) bool {
+	if _, ok := ws.puts.Get(k); ok {
+		return true
+	}
+	return ws.dels.contains(k)
+}
+
+// delConflicts reports whether a delete of sp would cover a key already put.
+func (ws *writeSet) delConflicts(sp keySpan) bool {
+	if sp.kind == spanSingle {
+		_, ok := ws.puts.Get(sp.key)
+		return ok
+	}
+	hit := false
+	ws.puts.Ascend(sp.key, func(k []byte) bool {
+		hit = sp.contains(k)
+		return false
+	})
+	return hit
+}
+
+// absorb checks o's writes against ws's and adds them.
+func (ws *writeSet) absorb(o *writeSet) error {
+	var err error
+	o.puts.Scan(func(k []byte) bool {
+		if ws.putConflicts(k) {
+			err = rpctypes.ErrGRPCDuplicateKey
+		}
+		return err == nil
+	})
+	if err != nil {
+		return err
+	}
+	for _, sp := range o.dels.all() {
+		if ws.delConflicts(sp) {
+			return rpctypes.ErrGRPCDuplicateKey
+		}
+	}
+	return nil
+}
+
+func (ws *writeSet) merge(o *writeSet) {
+	o.puts.Scan(func(k []byte) bool {
+		ws.puts.Set(k)
+		return true
+	})
+	ws.dels.merge(o.dels)
+}
+
+// spanSet is a set of delete spans: single keys in a map (the common case,
+// checked in O(1)) and the rest in a list.
 type spanSet struct {
 	singles map[string]struct{}
 	others  []keySpan
@@ -155,6 +224,16 @@ func (d *spanSet) add(sp keySpan) {
 		return
 	}
 	d.others = append(d.others, sp)
+}
+
+// all lists the spans; the order is the map's, so callers may only use it
+// where order cannot matter.
+func (d *spanSet) all() []keySpan {
+	out := append([]keySpan(nil), d.others...)
+	for k := range d.singles { //noded:map-order-ok callers only test membership and fail the same way on any hit
+		out = append(out, keySpan{key: []byte(k), kind: spanSingle})
+	}
+	return out
 }
 
 func (d *spanSet) merge(o spanSet) {
@@ -176,14 +255,28 @@ func (d *spanSet) contains(k []byte) bool {
 	return false
 }
 
-// branchWrites returns the keys a branch may put and the spans it may
-// delete, or DuplicateKey. Whether it fails does not depend on the order in
-// which the sets are walked.
-func branchWrites(ops []*pb.RequestOp) (puts map[string]struct{}, dels spanSet, err error) {
-	puts = map[string]struct{}{}
+// branchWrites returns what a branch may write, or DuplicateKey. Every pair
+// of writes that can meet on one path is checked once: the branch's own
+// puts against each other, its deletes against its puts, and each nested
+// txn's branches against everything before them (but not against each
+// other).
+func branchWrites(ops []*pb.RequestOp) (*writeSet, error) {
+	acc := newWriteSet()
+	for _, op := range ops {
+		if p := op.GetRequestPut(); p != nil {
+			if acc.putConflicts(p.GetKey()) {
+				return nil, rpctypes.ErrGRPCDuplicateKey
+			}
+			acc.puts.Set(p.GetKey())
+		}
+	}
 	for _, op := range ops {
 		if d := op.GetRequestDeleteRange(); d != nil {
-			dels.add(makeSpan(d.GetKey(), d.GetRangeEnd()))
+			sp := makeSpan(d.GetKey(), d.GetRangeEnd())
+			if acc.delConflicts(sp) {
+				return nil, rpctypes.ErrGRPCDuplicateKey
+			}
+			acc.dels.add(sp)
 		}
 	}
 	for _, op := range ops {
@@ -191,39 +284,22 @@ func branchWrites(ops []*pb.RequestOp) (puts map[string]struct{}, dels spanSet, 
 		if t == nil {
 			continue
 		}
-		thenPuts, thenDels, err := branchWrites(t.GetSuccess())
+		then, err := branchWrites(t.GetSuccess())
 		if err != nil {
-			return nil, spanSet{}, err
+			return nil, err
 		}
-		elsePuts, elseDels, err := branchWrites(t.GetFailure())
+		els, err := branchWrites(t.GetFailure())
 		if err != nil {
-			return nil, spanSet{}, err
+			return nil, err
 		}
-		for k := range thenPuts { //noded:map-order-ok any duplicate fails the whole txn the same way
-			if _, seen := puts[k]; seen || dels.contains([]byte(k)) {
-				return nil, spanSet{}, rpctypes.ErrGRPCDuplicateKey
-			}
-			puts[k] = struct{}{}
+		if err := acc.absorb(then); err != nil {
+			return nil, err
 		}
-		for k := range elsePuts { //noded:map-order-ok any duplicate fails the whole txn the same way
-			_, inThen := thenPuts[k]
-			if _, seen := puts[k]; (seen && !inThen) || dels.contains([]byte(k)) {
-				return nil, spanSet{}, rpctypes.ErrGRPCDuplicateKey
-			}
-			puts[k] = struct{}{}
+		if err := acc.absorb(els); err != nil {
+			return nil, err
 		}
-		dels.merge(thenDels)
-		dels.merge(elseDels)
+		acc.merge(then)
+		acc.merge(els)
 	}
-	for _, op := range ops {
-		p := op.GetRequestPut()
-		if p == nil {
-			continue
-		}
-		if _, seen := puts[string(p.GetKey())]; seen || dels.contains(p.GetKey()) {
-			return nil, spanSet{}, rpctypes.ErrGRPCDuplicateKey
-		}
-		puts[string(p.GetKey())] = struct{}{}
-	}
-	return puts, dels, nil
+	return acc, nil
 }
