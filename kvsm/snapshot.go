@@ -578,3 +578,9 @@ func (s *Store) Replace(data []byte) error {
 	s.sizeBytes = fresh.sizeBytes
 	return nil
 }
+
+// CheckInvariants verifies every invariant of the store's state (key
+// histories, revision log, lease attachments, alarms) and returns the first
+// broken one. It walks everything: for tests, fuzzers and the simulator,
+// not for every apply in production.
+func (s *Store) CheckInvariants() error { return s.checkInvariants() }
