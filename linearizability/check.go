@@ -23,6 +23,7 @@ const (
 	checkerWatchPrevKV   = "watch-prevkv"
 	checkerWatchIsCreate = "watch-iscreate"
 	checkerWatchCompact  = "watch-compaction"
+	checkerWatchCancel   = "watch-cancel"
 	checkerWatchProgress = "watch-progress"
 	checkerWatchHeader   = "watch-header"
 )

@@ -125,7 +125,7 @@ func (wc *watchCheck) check() {
 		}
 		header := resp.GetHeader().GetRevision()
 		if canceled {
-			wc.add(checkerWatchCompact, "%s arrived after the watch was canceled", at)
+			wc.add(checkerWatchCancel, "%s arrived after the watch was canceled", at)
 		}
 		if resp.GetCreated() {
 			createdRev = header
