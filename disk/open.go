@@ -21,12 +21,7 @@ type replay struct {
 	markers      []snapshotMarker
 }
 
-func (r *replay) newestMarkerIndex() uint64 {
-	if len(r.markers) == 0 {
-		return 0
-	}
-	return r.markers[len(r.markers)-1].index
-}
+func (r *replay) newestMarkerIndex() uint64 { return newestMarkerIndex(r.markers) }
 
 // segmentStart checks a segment's header against the log so far: the
 // writer stamped it with its own (last+1, lastTerm).
@@ -91,15 +86,16 @@ func (r *replay) record(rec Record, seq uint64) error {
 			return err
 		}
 		m.seq = seq
-		if n := len(r.markers); n > 0 {
-			newest := &r.markers[n-1]
-			if m.index == newest.index && m.term == newest.term && !m.reset {
-				newest.seq = seq // a copy in a later segment's head
-				return nil
+		if i := markerIndexOf(r.markers, m.index, m.term); i >= 0 {
+			// A copy in a later segment's head, or the snapshot saved
+			// again after its file was found damaged: the latest record
+			// vouches for the file.
+			r.markers[i].seq, r.markers[i].payloadCRC, r.markers[i].fileSizeBytes = seq, m.payloadCRC, m.fileSizeBytes
+			if m.reset {
+				r.shape.reset(m.index, m.term)
+				r.ents = r.ents[:0]
 			}
-			if m.index <= newest.index {
-				return fmt.Errorf("snapshot record at index %d term %d after one at index %d term %d", m.index, m.term, newest.index, newest.term)
-			}
+			return nil
 		}
 		if m.reset {
 			r.shape.reset(m.index, m.term)
@@ -107,6 +103,7 @@ func (r *replay) record(rec Record, seq uint64) error {
 		} else if m.index > r.shape.last {
 			return fmt.Errorf("snapshot record at index %d past the log's last index %d", m.index, r.shape.last)
 		}
+		assertf(len(r.markers) < snapshotFilesMax, "more than %d snapshot records", snapshotFilesMax)
 		r.markers = append(r.markers, m)
 	default:
 		return fmt.Errorf("unexpected %s record", rec.Type)
@@ -287,14 +284,7 @@ func removeLeftovers(fsys FS, dir string, names []string) error {
 // With no usable snapshot it succeeds only if the WAL holds the log from
 // index 1; otherwise it refuses, listing why each candidate failed.
 func chooseSnapshot(fsys FS, r *replay, files []snapFile) (snapshotMarker, *raftpb.Snapshot, []string, error) {
-	markerOf := func(index, term uint64) int {
-		for i, m := range r.markers {
-			if m.index == index && m.term == term {
-				return i
-			}
-		}
-		return -1
-	}
+	markerOf := func(index, term uint64) int { return markerIndexOf(r.markers, index, term) }
 	for i := range r.markers {
 		r.markers[i].usable = false
 	}

@@ -195,3 +195,35 @@ func listSnapFiles(fsys FS, snapDir string) (files []snapFile, tmps []string, er
 	}
 	return files, tmps, nil
 }
+
+// markerIndexOf returns the position of the marker for (index, term), or -1.
+func markerIndexOf(markers []snapshotMarker, index, term uint64) int {
+	for i, m := range markers {
+		if m.index == index && m.term == term {
+			return i
+		}
+	}
+	return -1
+}
+
+// newestMarkerIndex returns the highest snapshot index the WAL records
+// (usable or not: entries at or below it are committed either way).
+func newestMarkerIndex(markers []snapshotMarker) uint64 {
+	n := uint64(0)
+	for _, m := range markers {
+		n = max(n, m.index)
+	}
+	return n
+}
+
+// newestUsableMarker returns the position of the usable marker with the
+// highest index other than position except, or -1.
+func newestUsableMarker(markers []snapshotMarker, except int) int {
+	best := -1
+	for i, m := range markers {
+		if i != except && m.usable && (best < 0 || m.index > markers[best].index) {
+			best = i
+		}
+	}
+	return best
+}

@@ -193,3 +193,44 @@ func TestOpenMakesRecoveredDurable(t *testing.T) {
 		t.Fatalf("what Open returned was lost in a crash after it:\n got %s\nwant %s", got, want)
 	}
 }
+
+// TestSnapshotFallbackThenSaveAgain: after Open fell back past a damaged
+// newest snapshot, raft resumes from the older one and will save snapshots
+// below the damaged one's index; Storage takes them, and drops the damaged
+// file.
+func TestSnapshotFallbackThenSaveAgain(t *testing.T) {
+	fsys := NewSimFS()
+	opts := Options{SegmentSizeBytes: 300, SnapshotsKept: 2}
+	s := mustCreate(t, fsys, opts)
+	must(t, s.Append(hardState(1, 1, 30), ents(1, 30, 1)))
+	must(t, s.Sync())
+	must(t, s.SaveSnapshot(snapshot(10, 1, "state@10")))
+	must(t, s.SaveSnapshot(snapshot(20, 1, "state@20")))
+	must(t, s.Close())
+	must(t, fsys.FlipBit("snap/"+snapName(20, 1), 8*50))
+	s, rec := mustOpen(t, fsys, opts)
+	if rec.Snapshot.GetMetadata().GetIndex() != 10 {
+		t.Fatalf("fell back to %d", rec.Snapshot.GetMetadata().GetIndex())
+	}
+	must(t, s.SaveSnapshot(snapshot(15, 1, "state@15")))
+	must(t, s.Append(hardState(1, 1, 32), ents(31, 32, 1)))
+	must(t, s.Sync())
+	must(t, s.Close())
+	names, _ := fsys.List("snap")
+	if strings.Join(names, ",") != snapName(10, 1)+","+snapName(15, 1) {
+		t.Fatalf("snapshot files %v: the damaged one should be gone", names)
+	}
+	_, rec = mustOpen(t, fsys, opts)
+	if rec.Snapshot.GetMetadata().GetIndex() != 15 || rec.Entries[0].GetIndex() != 16 || len(rec.Entries) != 17 {
+		t.Fatalf("snapshot %d entries %s", rec.Snapshot.GetMetadata().GetIndex(), describeEntries(rec.Entries))
+	}
+	// And saving the damaged one's index again works too: the new record
+	// vouches for the new file.
+	s, _ = mustOpen(t, fsys, opts)
+	must(t, s.SaveSnapshot(snapshot(20, 1, "state@20 again")))
+	must(t, s.Close())
+	_, rec = mustOpen(t, fsys, opts)
+	if string(rec.Snapshot.GetData()) != "state@20 again" {
+		t.Fatalf("snapshot %q", rec.Snapshot.GetData())
+	}
+}

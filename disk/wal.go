@@ -353,12 +353,7 @@ func (s *Storage) fail(err error) error {
 	return s.err
 }
 
-func (s *Storage) newestSnapshotIndex() uint64 {
-	if len(s.markers) == 0 {
-		return 0
-	}
-	return s.markers[len(s.markers)-1].index
-}
+func (s *Storage) newestSnapshotIndex() uint64 { return newestMarkerIndex(s.markers) }
 
 // SaveSnapshot makes snap durable and then releases what it makes
 // redundant. In order: the snapshot file (temp, fsync, rename, fsync
@@ -380,8 +375,8 @@ func (s *Storage) SaveSnapshot(snap *raftpb.Snapshot) error {
 	if index == 0 {
 		return errors.New("disk: save snapshot at index 0")
 	}
-	if len(s.markers) > 0 {
-		newest := s.markers[len(s.markers)-1]
+	if i := newestUsableMarker(s.markers, -1); i >= 0 {
+		newest := s.markers[i]
 		if index == newest.index && term == newest.term {
 			return nil // already saved
 		}
@@ -407,7 +402,14 @@ func (s *Storage) SaveSnapshot(snap *raftpb.Snapshot) error {
 		return err
 	}
 	m.seq = s.segments[len(s.segments)-1].seq
-	s.markers = append(s.markers, m)
+	saved := markerIndexOf(s.markers, index, term)
+	if saved >= 0 {
+		s.markers[saved] = m // saved again: its earlier file was found damaged
+	} else {
+		assertf(len(s.markers) < snapshotFilesMax, "more than %d snapshot records", snapshotFilesMax)
+		s.markers = append(s.markers, m)
+		saved = len(s.markers) - 1
+	}
 	if reset {
 		s.shape.reset(index, term)
 	}
@@ -415,7 +417,7 @@ func (s *Storage) SaveSnapshot(snap *raftpb.Snapshot) error {
 	if err := s.Sync(); err != nil {
 		return err
 	}
-	if err := s.releaseSegments(); err != nil {
+	if err := s.releaseSegments(saved); err != nil {
 		return err
 	}
 	return s.releaseSnapshotFiles()
@@ -427,19 +429,14 @@ func (s *Storage) SaveSnapshot(snap *raftpb.Snapshot) error {
 // segments before k can go when firstIndex <= anchor+1 for segments 1..k.
 // Removes go oldest first: a crash that keeps a prefix of them leaves the
 // retained sequence numbers contiguous.
-func (s *Storage) releaseSegments() error {
-	anchor := s.markers[len(s.markers)-1]
+func (s *Storage) releaseSegments(saved int) error {
+	anchor := s.markers[saved]
 	if s.opts.SnapshotsKept >= 2 {
-		found := false
-		for i := len(s.markers) - 2; i >= 0; i-- {
-			if s.markers[i].usable {
-				anchor, found = s.markers[i], true
-				break
-			}
-		}
-		if !found {
+		i := newestUsableMarker(s.markers, saved)
+		if i < 0 || s.markers[i].index >= anchor.index {
 			return nil
 		}
+		anchor = s.markers[i]
 	}
 	cut := 0
 	for i := 1; i < len(s.segments) && s.segments[i].firstIndex <= anchor.index+1 && s.segments[i].seq <= anchor.seq; i++ {
@@ -462,23 +459,30 @@ func (s *Storage) releaseSegments() error {
 	return nil
 }
 
-// releaseSnapshotFiles removes snapshot files beyond SnapshotsKept, oldest
-// first, and leftover temporary files.
+// releaseSnapshotFiles keeps the SnapshotsKept newest snapshot files and
+// removes the rest, oldest first in effect; files known to be damaged, and
+// files newer than every snapshot record (saves that crashed before their
+// commit point), are removed and do not count. Leftover temporary files go too.
 func (s *Storage) releaseSnapshotFiles() error {
 	files, tmps, err := listSnapFiles(s.fs, s.snapDir)
 	if err != nil {
 		return s.fail(fmt.Errorf("disk: list %s: %w", s.snapDir, err))
 	}
-	var remove []string
-	remove = append(remove, tmps...)
-	if excess := len(files) - s.opts.SnapshotsKept; excess > 0 {
-		for _, f := range files[:excess] {
-			remove = append(remove, f.name)
-			for i := range s.markers {
-				if s.markers[i].index == f.index && s.markers[i].term == f.term {
-					s.markers[i].usable = false
-				}
-			}
+	remove := tmps
+	kept := 0
+	newest := s.newestSnapshotIndex()
+	for k := len(files) - 1; k >= 0; k-- { // newest first
+		f := files[k]
+		i := markerIndexOf(s.markers, f.index, f.term)
+		damaged := i >= 0 && !s.markers[i].usable
+		orphan := i < 0 && f.index > newest
+		if !damaged && !orphan && kept < s.opts.SnapshotsKept {
+			kept++
+			continue
+		}
+		remove = append(remove, f.name)
+		if i >= 0 {
+			s.markers[i].usable = false
 		}
 	}
 	if len(remove) == 0 {
