@@ -11,4 +11,44 @@
 //
 // disk may import the standard library, go.etcd.io/raft/v3/raftpb and
 // google.golang.org/protobuf. It imports no other noded package.
+//
+// # Using it
+//
+// Create (or Open) gives a Storage. On every raft Ready: Append(hardState,
+// entries) writes the records through the FS at once; Sync makes everything
+// appended since the last Sync durable with one fsync (group commit); only
+// then may the member send the Ready's messages. SaveSnapshot makes a
+// snapshot durable and releases what it covers. Any write or fsync error is
+// returned by that call and by every call after it: the member must stop.
+//
+// # Format
+//
+// Records (record.go): a 32-byte header (body length, type, raft index and
+// term, a chained record CRC-32C, a header CRC-32C), the body, and a
+// non-zero end marker. The record CRC covers type, index, term and body and
+// is seeded with the previous record's, so a record is valid only right
+// after the record it was written after: misdirected writes, stale records
+// and missing or swapped segments break the chain. The header CRC lets the
+// length be trusted before anything is read or sized by it.
+//
+// Segments (segment.go): <seq>-<firstIndex>.wal, each opening with a head
+// (segment header chained to the previous segment's last CRC, metadata, the
+// newest snapshot record and hard state), so older segments can be removed.
+// A full segment is fsynced before the next one starts, so only the newest
+// segment can end torn.
+//
+// Snapshots (snap.go): <index>-<term>.snap, written to a temporary name,
+// fsynced, renamed and the directory fsynced; then a snapshot record in the
+// WAL, carrying the file's checksum and size, is the commit point. Only then
+// are WAL segments released (up to the previous snapshot, so a damaged
+// newest snapshot can fall back to it) and old snapshot files removed.
+//
+// # Opening
+//
+// Open replays the segments, cuts a torn tail of the newest one (judged by
+// shape: a record cut short, or damage followed only by zeros), refuses any
+// other damage with a *CorruptError naming file and offset, picks the newest
+// snapshot the WAL vouches for and continues from, and makes what it returns
+// durable before returning it. It never starts empty on a WAL that needs a
+// snapshot it cannot find.
 package disk

@@ -141,12 +141,12 @@ func Open(fsys FS, walDir, snapDir string, opts Options) (*Storage, Recovered, e
 
 	r := &replay{}
 	var (
-		newest      segmentScan
-		newestSize  int64
-		dropNewest  bool
-		prevEndCRC  uint32
-		retained    = segs
-		headRecords int
+		newest          segmentScan
+		newestSizeBytes int64
+		dropNewest      bool
+		prevEndCRC      uint32
+		retained        = segs
+		headRecords     int
 	)
 	for i, seg := range segs {
 		data, err := readFile(fsys, seg.name, fileSizeBytesMax)
@@ -188,7 +188,7 @@ func Open(fsys FS, walDir, snapDir string, opts Options) (*Storage, Recovered, e
 			}
 		}
 		prevEndCRC = sc.endCRC
-		newest, newestSize, headRecords = sc, int64(len(data)), sc.header.headRecords
+		newest, newestSizeBytes, headRecords = sc, int64(len(data)), sc.header.headRecords
 	}
 	if !r.haveMetadata {
 		return nil, Recovered{}, &CorruptError{File: retained[0].name, Err: errors.New("no metadata record")}
@@ -230,7 +230,7 @@ func Open(fsys FS, walDir, snapDir string, opts Options) (*Storage, Recovered, e
 	if err != nil {
 		return nil, Recovered{}, err
 	}
-	if newest.validEndBytes < newestSize {
+	if newest.validEndBytes < newestSizeBytes {
 		if err := f.Truncate(newest.validEndBytes); err != nil {
 			f.Close()
 			return nil, Recovered{}, fmt.Errorf("disk: cut torn tail of %s at offset %d: %w", last.name, newest.validEndBytes, err)
@@ -249,7 +249,7 @@ func Open(fsys FS, walDir, snapDir string, opts Options) (*Storage, Recovered, e
 		f.Close()
 		return nil, Recovered{}, fmt.Errorf("disk: fsync directory %s: %w", walDir, err)
 	}
-	s.file, s.segmentBytes, s.chain = f, newest.validEndBytes, newest.endCRC
+	s.file, s.openSegmentSizeBytes, s.chain = f, newest.validEndBytes, newest.endCRC
 	s.segmentHasLog = len(newest.records)+1 > headRecords
 	if err := removeLeftovers(fsys, walDir, walTmps); err != nil {
 		f.Close()

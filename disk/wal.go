@@ -83,11 +83,11 @@ type Storage struct {
 	// markers are the snapshot records in the retained WAL, oldest first.
 	markers []snapshotMarker
 
-	segments      []segmentInfo // retained, oldest first; the last is open in file
-	file          File
-	segmentBytes  int64 // size of the open segment, counting buffered bytes
-	segmentHasLog bool  // the open segment holds records past its head
-	chain         uint32
+	segments             []segmentInfo // retained, oldest first; the last is open in file
+	file                 File
+	openSegmentSizeBytes int64 // size of the open segment, counting buffered bytes
+	segmentHasLog        bool  // the open segment holds records past its head
+	chain                uint32
 
 	buf            []byte // records not yet handed to the FS (< writeChunkBytesMax)
 	bodyBuf        []byte
@@ -145,7 +145,7 @@ func Create(fsys FS, walDir, snapDir string, metadata []byte, opts Options) (*St
 		return nil, err
 	}
 	s.segments = []segmentInfo{seg}
-	s.file, s.segmentBytes, s.chain = f, int64(len(head)), chain
+	s.file, s.openSegmentSizeBytes, s.chain = f, int64(len(head)), chain
 	return s, nil
 }
 
@@ -250,14 +250,14 @@ func (s *Storage) checkAppend(ents []*raftpb.Entry) error {
 // add encodes one record after the others, first starting a new segment if
 // the open one is full.
 func (s *Storage) add(rec Record) error {
-	if s.segmentHasLog && s.segmentBytes >= s.opts.SegmentSizeBytes {
+	if s.segmentHasLog && s.openSegmentSizeBytes >= s.opts.SegmentSizeBytes {
 		if err := s.rollover(); err != nil {
 			return err
 		}
 	}
 	before := len(s.buf)
 	s.buf, s.chain = AppendRecord(s.buf, rec, s.chain)
-	s.segmentBytes += int64(len(s.buf) - before)
+	s.openSegmentSizeBytes += int64(len(s.buf) - before)
 	s.segmentHasLog = true
 	if len(s.buf) >= writeChunkBytesMax {
 		return s.flush()
@@ -276,7 +276,7 @@ func (s *Storage) flush() error {
 		err = fmt.Errorf("short write: %d of %d bytes", n, len(s.buf))
 	}
 	if err != nil {
-		return s.fail(fmt.Errorf("disk: write %s at offset %d: %w", seg.name, s.segmentBytes-int64(len(s.buf)), err))
+		return s.fail(fmt.Errorf("disk: write %s at offset %d: %w", seg.name, s.openSegmentSizeBytes-int64(len(s.buf)), err))
 	}
 	s.unsynced = true
 	if cap(s.buf) > retainedBufferBytesMax {
@@ -312,7 +312,7 @@ func (s *Storage) rollover() error {
 	s.file = f
 	assertf(len(s.buf) == 0, "rollover with %d bytes buffered", len(s.buf))
 	s.buf, s.chain = s.encodeHead(s.buf, seg, s.chain)
-	s.segmentBytes = int64(len(s.buf))
+	s.openSegmentSizeBytes = int64(len(s.buf))
 	s.segmentHasLog = false
 	s.dirSyncPending = true
 	return s.flush()
@@ -532,7 +532,7 @@ func (s *Storage) String() string {
 		}
 		fmt.Fprintf(&b, "%d@%d", seg.seq, seg.firstIndex)
 	}
-	fmt.Fprintf(&b, "] open-segment-bytes=%d snapshots=[", s.segmentBytes)
+	fmt.Fprintf(&b, "] open-segment-bytes=%d snapshots=[", s.openSegmentSizeBytes)
 	for i, m := range s.markers {
 		if i > 0 {
 			b.WriteString(" ")
