@@ -115,7 +115,12 @@ type decoder struct {
 	err  error
 }
 
-var errSnapshotTruncated = errors.New("kvsm: snapshot truncated")
+var (
+	errSnapshotTruncated = errors.New("kvsm: snapshot truncated")
+	// errNotCanonical refuses an overlong varint: every state has one
+	// encoding, so that a restored snapshot re-encodes to the same bytes.
+	errNotCanonical = errors.New("kvsm: snapshot integer not minimally encoded")
+)
 
 func (d *decoder) uvarint() uint64 {
 	if d.err != nil {
@@ -124,6 +129,10 @@ func (d *decoder) uvarint() uint64 {
 	v, n := binary.Uvarint(d.data)
 	if n <= 0 {
 		d.err = errSnapshotTruncated
+		return 0
+	}
+	if n != len(binary.AppendUvarint(nil, v)) {
+		d.err = errNotCanonical
 		return 0
 	}
 	d.data = d.data[n:]
@@ -137,6 +146,10 @@ func (d *decoder) varint() int64 {
 	v, n := binary.Varint(d.data)
 	if n <= 0 {
 		d.err = errSnapshotTruncated
+		return 0
+	}
+	if n != len(binary.AppendVarint(nil, v)) {
+		d.err = errNotCanonical
 		return 0
 	}
 	d.data = d.data[n:]
@@ -206,6 +219,10 @@ func decodeSnapshot(cfg Config, body []byte) (*Store, error) {
 	s.kv.compactRev = d.int63("compact revision")
 	s.nextLeaseID = d.int63("lease counter")
 
+	if d.err == nil && (s.kv.rev < 1 || s.kv.compactRev > s.kv.rev) {
+		return nil, fmt.Errorf("kvsm: snapshot revision %d, compact revision %d", s.kv.rev, s.kv.compactRev)
+	}
+	var prevKey []byte
 	nkeys := d.count(3)
 	for range nkeys {
 		key := d.bytes()
@@ -236,9 +253,14 @@ func decodeSnapshot(cfg Config, body []byte) (*Store, error) {
 		if d.err != nil {
 			break
 		}
-		if _, replaced := s.kv.keys.Set(e); replaced {
-			return nil, fmt.Errorf("kvsm: snapshot repeats key %q", key)
+		if prevKey != nil && bytes.Compare(prevKey, key) >= 0 {
+			return nil, fmt.Errorf("kvsm: snapshot keys out of order at %q", key)
 		}
+		prevKey = key
+		if err := s.checkKey(e); err != nil {
+			return nil, err
+		}
+		s.kv.keys.Set(e)
 	}
 	nleases := d.count(2)
 	for range nleases {
@@ -246,9 +268,10 @@ func decodeSnapshot(cfg Config, body []byte) (*Store, error) {
 		if d.err != nil {
 			break
 		}
-		if _, replaced := s.leases.Set(newLease(id, ttl)); replaced {
-			return nil, fmt.Errorf("kvsm: snapshot repeats lease %d", id)
+		if m, ok := s.leases.Max(); ok && m.id >= id {
+			return nil, fmt.Errorf("kvsm: snapshot leases out of order at %d", id)
 		}
+		s.leases.Set(newLease(id, ttl))
 	}
 	nalarms := d.count(2)
 	for range nalarms {
