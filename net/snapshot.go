@@ -1,0 +1,306 @@
+package net
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	stdnet "net"
+	"time"
+
+	"go.etcd.io/raft/v3/raftpb"
+	"google.golang.org/protobuf/reflect/protoreflect"
+)
+
+const (
+	// snapshotAckTimeout bounds the wait for the receiver's verdict after
+	// the last chunk: it checks a CRC and hands the message to its queue.
+	snapshotAckTimeout = 30 * time.Second
+	// snapshotPreallocBytesMax bounds the buffer a receiver allocates from
+	// the header's size before the data arrives; beyond it the buffer grows
+	// with the data, so a header alone cannot make a receiver allocate
+	// SnapshotBytesMax.
+	snapshotPreallocBytesMax = 64 << 20
+	// refusalReadTimeout bounds looking for a refusal after a failed write;
+	// a refusal sent before the receiver closed is already buffered.
+	refusalReadTimeout = time.Second
+)
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// sendSnapshot sends a MsgSnap on a connection of its own, so a snapshot of
+// hundreds of MB does not hold up heartbeats on the message stream, and
+// reports the outcome through Handler.ReportSnapshot. At most one snapshot
+// per peer and snapshotSendsMax in all are in flight; a MsgSnap beyond
+// that fails at once.
+func (p *peer) sendSnapshot(m *raftpb.Message) {
+	t := p.t
+	if !p.snapshotSending.CompareAndSwap(false, true) {
+		p.logf("MsgSnap at index %d failed: a snapshot to this peer is already in flight", m.GetSnapshot().GetMetadata().GetIndex())
+		p.snapshotFailed()
+		return
+	}
+	select {
+	case t.snapshotSendSlots <- struct{}{}:
+	default:
+		p.snapshotSending.Store(false)
+		p.logf("MsgSnap at index %d failed: %d snapshots already in flight", m.GetSnapshot().GetMetadata().GetIndex(), snapshotSendsMax)
+		p.snapshotFailed()
+		return
+	}
+	done := func() {
+		<-t.snapshotSendSlots
+		p.snapshotSending.Store(false)
+	}
+	started := t.spawn(func() {
+		began := time.Now()
+		err := p.streamSnapshot(m)
+		// Free the slot before reporting: raft may answer a report with the
+		// next MsgSnap at once.
+		done()
+		index := m.GetSnapshot().GetMetadata().GetIndex()
+		if err != nil {
+			if p.ctx.Err() == nil {
+				p.logf("MsgSnap at index %d failed: %v", index, err)
+				p.t.reports.reportUnreachable(p.id)
+			}
+			p.snapshotFailed()
+			return
+		}
+		p.counters.snapshotsSent.Add(1)
+		p.logf("MsgSnap at index %d (%d bytes) delivered in %v", index, len(m.GetSnapshot().GetData()), time.Since(began).Round(time.Millisecond))
+		p.t.reports.reportSnapshot(p.id, false)
+	})
+	if !started {
+		done()
+	}
+}
+
+func (p *peer) snapshotFailed() {
+	p.counters.snapshotsFailed.Add(1)
+	p.t.reports.reportSnapshot(p.id, true)
+}
+
+// streamSnapshot dials a snapshot stream and writes header, chunks and CRC,
+// then waits for the receiver's ack.
+func (p *peer) streamSnapshot(m *raftpb.Message) error {
+	cfg := &p.t.cfg
+	data := m.GetSnapshot().GetData()
+	header, err := SnapshotHeader{DataBytes: uint64(len(data)), Message: withoutSnapshotData(m)}.AppendPayload(nil)
+	if err != nil {
+		return fmt.Errorf("encode snapshot header: %w", err)
+	}
+	if len(header) > cfg.FrameBytesMax {
+		return fmt.Errorf("snapshot header of %d bytes exceeds FrameBytesMax %d", len(header), cfg.FrameBytesMax)
+	}
+	conn, replies, _, err := p.dial(StreamSnapshot)
+	if err != nil {
+		return err
+	}
+	defer p.release(conn)
+	if err := p.writeSnapshot(conn, header, data); err != nil {
+		// A receiver that refuses early (size bound, busy) acks its reason
+		// and closes while we write; its reason beats our broken pipe.
+		if refusal := readRefusal(conn, replies); refusal != nil {
+			return refusal
+		}
+		return err
+	}
+	conn.SetReadDeadline(time.Now().Add(snapshotAckTimeout))
+	return readSnapshotAck(replies)
+}
+
+// readRefusal returns the refusal the receiver sent before closing, if one
+// is already there to read.
+func readRefusal(conn stdnet.Conn, replies *FrameReader) error {
+	conn.SetReadDeadline(time.Now().Add(refusalReadTimeout))
+	var refused *snapshotRefusedError
+	if err := readSnapshotAck(replies); errors.As(err, &refused) {
+		return err
+	}
+	return nil
+}
+
+// writeSnapshot writes header, chunks and end frames.
+func (p *peer) writeSnapshot(conn stdnet.Conn, header, data []byte) error {
+	cfg := &p.t.cfg
+	bw := bufio.NewWriterSize(conn, writeBufferBytes)
+	// Each frame gets its own deadline: a large snapshot may take long in
+	// all, but a receiver that stops taking bytes is noticed.
+	sentBytes := 0
+	writeFrame := func(kind FrameKind, payload []byte) error {
+		sentBytes += FrameHeaderBytes + len(payload)
+		conn.SetWriteDeadline(time.Now().Add(cfg.WriteTimeout))
+		var frameHeader [FrameHeaderBytes]byte
+		bw.Write(appendFrameHeader(frameHeader[:0], kind, len(payload)))
+		bw.Write(payload)
+		if kind == FrameSnapshotChunk {
+			// Chunks are large; flush within this frame's deadline.
+			return bw.Flush()
+		}
+		return nil
+	}
+	if err := writeFrame(FrameSnapshotHeader, header); err != nil {
+		return fmt.Errorf("write snapshot header: %w", err)
+	}
+	var crc uint32
+	for offset := 0; offset < len(data); offset += cfg.SnapshotChunkBytes {
+		chunk := data[offset:min(offset+cfg.SnapshotChunkBytes, len(data))]
+		if err := writeFrame(FrameSnapshotChunk, chunk); err != nil {
+			return fmt.Errorf("write snapshot data at offset %d of %d: %w", offset, len(data), err)
+		}
+		crc = crc32.Update(crc, castagnoli, chunk)
+	}
+	writeFrame(FrameSnapshotEnd, SnapshotEnd{DataCRC32C: crc}.AppendPayload(nil))
+	if err := bw.Flush(); err != nil {
+		return fmt.Errorf("write snapshot end: %w", err)
+	}
+	p.counters.bytesSent.Add(uint64(sentBytes))
+	return nil
+}
+
+// snapshotRefusedError is the receiver's refusal of a snapshot, with its
+// reason.
+type snapshotRefusedError struct{ reason string }
+
+func (e *snapshotRefusedError) Error() string { return "refused by the receiver: " + e.reason }
+
+// readSnapshotAck reads the receiver's verdict: nil if it took the
+// snapshot, a *snapshotRefusedError if it refused.
+func readSnapshotAck(replies *FrameReader) error {
+	kind, payload, err := replies.ReadFrame()
+	if err != nil {
+		return fmt.Errorf("read snapshot ack: %w", err)
+	}
+	if kind != FrameSnapshotAck {
+		return protocolErrorf("answered a snapshot with a %s frame", kind)
+	}
+	ack, err := DecodeSnapshotAck(payload)
+	if err != nil {
+		return err
+	}
+	if !ack.Accepted {
+		return &snapshotRefusedError{reason: ack.Reason}
+	}
+	return nil
+}
+
+// withoutSnapshotData returns a shallow copy of the MsgSnap m whose snapshot
+// keeps its metadata and drops its data, which travels in chunks. It copies
+// every populated field through reflection so that fields raftpb may gain
+// are carried too; m itself is not changed (the caller still owns it).
+func withoutSnapshotData(m *raftpb.Message) *raftpb.Message {
+	header := &raftpb.Message{}
+	target := header.ProtoReflect()
+	m.ProtoReflect().Range(func(field protoreflect.FieldDescriptor, value protoreflect.Value) bool {
+		if field.Name() != "snapshot" {
+			target.Set(field, value)
+		}
+		return true
+	})
+	target.SetUnknown(m.ProtoReflect().GetUnknown())
+	header.Snapshot = &raftpb.Snapshot{Metadata: m.GetSnapshot().GetMetadata()}
+	return header
+}
+
+// receiveSnapshot reassembles one MsgSnap, checks its size bound and CRC,
+// hands it to the handler and acks the outcome. A refusal is acked with its
+// reason so that the sender logs it.
+func (t *TCPTransport) receiveSnapshot(conn stdnet.Conn, frames *FrameReader, p *peer) error {
+	refuse := func(err error) error {
+		ack := SnapshotAck{Reason: err.Error()}
+		conn.SetWriteDeadline(time.Now().Add(t.cfg.WriteTimeout))
+		conn.Write(AppendFrame(nil, FrameSnapshotAck, ack.AppendPayload(nil)))
+		return fmt.Errorf("snapshot refused: %w", err)
+	}
+	conn.SetReadDeadline(time.Now().Add(t.cfg.IdleTimeout))
+	kind, payload, err := frames.ReadFrame()
+	if err != nil {
+		return fmt.Errorf("read snapshot header: %w", err)
+	}
+	if kind != FrameSnapshotHeader {
+		return refuse(protocolErrorf("snapshot stream opened with a %s frame", kind))
+	}
+	header, err := DecodeSnapshotHeader(payload)
+	if err != nil {
+		return refuse(err)
+	}
+	m := header.Message
+	switch {
+	case m.GetTo() != t.cfg.LocalID:
+		return refuse(protocolErrorf("MsgSnap addressed to member %x on a stream to member %x", m.GetTo(), t.cfg.LocalID))
+	case m.GetFrom() != p.id:
+		return refuse(protocolErrorf("MsgSnap from member %x on a stream from member %x", m.GetFrom(), p.id))
+	case header.DataBytes > uint64(t.cfg.SnapshotBytesMax):
+		return refuse(fmt.Errorf("snapshot of %d bytes exceeds SnapshotBytesMax %d", header.DataBytes, t.cfg.SnapshotBytesMax))
+	}
+	select {
+	case t.snapshotReceiveSlots <- struct{}{}:
+		defer func() { <-t.snapshotReceiveSlots }()
+	default:
+		return refuse(fmt.Errorf("%d snapshots are already being received", snapshotReceivesMax))
+	}
+	data, err := t.readSnapshotData(conn, frames, header.DataBytes)
+	if err != nil {
+		return refuse(err)
+	}
+	m.Snapshot.Data = data
+	p.counters.snapshotsReceived.Add(1)
+	p.counters.bytesReceived.Add(header.DataBytes)
+	if err := t.handler.Process(m); err != nil {
+		t.counters.processErrors.Add(1)
+		return refuse(fmt.Errorf("the receiving member did not take the snapshot: %w", err))
+	}
+	conn.SetWriteDeadline(time.Now().Add(t.cfg.WriteTimeout))
+	if _, err := conn.Write(AppendFrame(nil, FrameSnapshotAck, SnapshotAck{Accepted: true}.AppendPayload(nil))); err != nil {
+		return fmt.Errorf("write snapshot ack: %w", err)
+	}
+	return nil
+}
+
+// readSnapshotData reads chunks until dataBytes have arrived, then the end
+// frame, and checks the CRC-32C. The buffer grows by doubling as data
+// arrives (never past dataBytes), so memory follows what was received.
+func (t *TCPTransport) readSnapshotData(conn stdnet.Conn, frames *FrameReader, dataBytes uint64) ([]byte, error) {
+	data := make([]byte, 0, min(dataBytes, snapshotPreallocBytesMax))
+	var crc uint32
+	for uint64(len(data)) < dataBytes {
+		conn.SetReadDeadline(time.Now().Add(t.cfg.IdleTimeout))
+		kind, chunk, err := frames.ReadFrame()
+		if err != nil {
+			return nil, fmt.Errorf("read snapshot data after %d of %d bytes: %w", len(data), dataBytes, err)
+		}
+		if kind != FrameSnapshotChunk {
+			return nil, protocolErrorf("%s frame after %d of %d snapshot bytes, want a chunk", kind, len(data), dataBytes)
+		}
+		if len(chunk) == 0 {
+			return nil, protocolErrorf("empty snapshot chunk")
+		}
+		if uint64(len(data))+uint64(len(chunk)) > dataBytes {
+			return nil, protocolErrorf("snapshot chunks run past the %d bytes announced", dataBytes)
+		}
+		if len(data)+len(chunk) > cap(data) {
+			grown := make([]byte, len(data), min(dataBytes, uint64(2*cap(data))+uint64(len(chunk))))
+			copy(grown, data)
+			data = grown
+		}
+		data = append(data, chunk...)
+		crc = crc32.Update(crc, castagnoli, chunk)
+	}
+	conn.SetReadDeadline(time.Now().Add(t.cfg.IdleTimeout))
+	kind, payload, err := frames.ReadFrame()
+	if err != nil {
+		return nil, fmt.Errorf("read snapshot end: %w", err)
+	}
+	if kind != FrameSnapshotEnd {
+		return nil, protocolErrorf("%s frame after the snapshot data, want snapshot-end", kind)
+	}
+	end, err := DecodeSnapshotEnd(payload)
+	if err != nil {
+		return nil, err
+	}
+	if end.DataCRC32C != crc {
+		return nil, fmt.Errorf("snapshot data of %d bytes has CRC-32C %08x, the sender's is %08x", len(data), crc, end.DataCRC32C)
+	}
+	return data, nil
+}
