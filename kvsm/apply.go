@@ -123,6 +123,15 @@ type change struct {
 	rev *keyRev // in the key's entry
 }
 
+// cloneBytes copies p into a fresh, never-nil slice without zeroing it
+// first (append skips the clear that make would do).
+func cloneBytes(p []byte) []byte {
+	if len(p) == 0 {
+		return []byte{}
+	}
+	return append([]byte(nil), p...)
+}
+
 func (s *Store) beginWrite() *writeTxn {
 	return &writeTxn{s: s, beginRev: s.kv.rev}
 }
@@ -145,7 +154,7 @@ func (w *writeTxn) put(key, value []byte, leaseID int64) {
 	s := w.s
 	main, sub := w.nextRev()
 	rev := keyRev{modMain: main, modSub: sub, createMain: main, version: 1, lease: leaseID}
-	rev.value = append(make([]byte, 0, len(value)), value...)
+	rev.value = cloneBytes(value)
 	oldLease := int64(0)
 	old := s.lookup(key)
 	var next *keyEntry
@@ -157,7 +166,7 @@ func (w *writeTxn) put(key, value []byte, leaseID int64) {
 		}
 		next = &keyEntry{key: old.key, revs: append(old.revs, rev)}
 	} else {
-		next = newKeyEntry(append(make([]byte, 0, len(key)), key...), rev)
+		next = newKeyEntry(cloneBytes(key), rev)
 	}
 	s.kv.keys.Set(next)
 	w.record(next)
