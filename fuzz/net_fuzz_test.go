@@ -173,8 +173,8 @@ func netFrameSeeds(tb testing.TB) [][]byte {
 		refusals,
 		{},
 		[]byte("GET / HTTP/1.1\r\n\r\n"),
-		{0xff, 0xff, 0xff, 0xff, byte(net.FrameMessage)},         // length beyond any maximum
-		{0x00, 0xff, 0xff, 0xff, byte(net.FrameMessage), 1, 2, 3}, // a large length, few bytes behind it
+		{0xff, 0xff, 0xff, 0xff, byte(net.FrameMessage)},                                   // length beyond any maximum
+		{0x00, 0xff, 0xff, 0xff, byte(net.FrameMessage), 1, 2, 3},                          // a large length, few bytes behind it
 		net.AppendFrame(nil, net.FrameMessage, []byte{0x3a, 0x00, 0x3a, 0x00, 0x72, 0x00}), // empty entries and a nested response
 	}
 }
