@@ -159,6 +159,7 @@ func TestAppendRefusesWhatRaftNeverSends(t *testing.T) {
 		{"index zero", []*raftpb.Entry{ent(0, 1, "x")}},
 		{"not contiguous", []*raftpb.Entry{ent(4, 1, "a"), ent(6, 1, "b")}},
 		{"terms decrease", []*raftpb.Entry{ent(4, 2, "a"), ent(5, 1, "b")}},
+		{"too large", []*raftpb.Entry{{Index: proto.Uint64(4), Term: proto.Uint64(1), Data: make([]byte, RecordBodyBytesMax)}}},
 	} {
 		if err := s.Append(nil, tc.ents); err == nil {
 			t.Errorf("%s: Append accepted %s", tc.name, describeEntries(tc.ents))

@@ -38,6 +38,10 @@ const (
 	retainedBufferBytesMax = 4 << 20
 	// appendEntriesMax bounds one Append batch.
 	appendEntriesMax = 1 << 20
+	// entryFieldsSizeBytesMax bounds what an encoded raftpb.Entry adds to
+	// its data: three varint fields with tags (at most 11 bytes each) and
+	// the data's tag and length (at most 6), rounded up.
+	entryFieldsSizeBytesMax = 64
 )
 
 func (o Options) withDefaults() Options {
@@ -198,6 +202,7 @@ func (s *Storage) Append(hs *raftpb.HardState, ents []*raftpb.Entry) error {
 	for _, e := range ents {
 		body, err := marshalOptions.MarshalAppend(s.bodyBuf[:0], e)
 		assertf(err == nil, "marshal entry %d: %v", e.GetIndex(), err)
+		assertf(len(body) <= len(e.GetData())+entryFieldsSizeBytesMax, "entry %d encodes to %d bytes for %d of data", e.GetIndex(), len(body), len(e.GetData()))
 		s.bodyBuf = body
 		if err := s.add(Record{Type: RecordEntry, Index: e.GetIndex(), Term: e.GetTerm(), Body: body}); err != nil {
 			return err
@@ -240,7 +245,7 @@ func (s *Storage) checkAppend(ents []*raftpb.Entry) error {
 		if i > 0 && e.GetTerm() < ents[i-1].GetTerm() {
 			return fmt.Errorf("disk: append batch terms decrease at index %d", e.GetIndex())
 		}
-		if size := proto.Size(e); size > RecordBodyBytesMax {
+		if size := len(e.GetData()) + entryFieldsSizeBytesMax; size > RecordBodyBytesMax {
 			return fmt.Errorf("disk: entry %d of %d bytes exceeds %d", e.GetIndex(), size, RecordBodyBytesMax)
 		}
 	}
