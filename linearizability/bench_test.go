@@ -38,3 +38,16 @@ func TestCheck10k(t *testing.T) {
 	}
 	t.Log(res.String())
 }
+
+// BenchmarkCheck10kContended is the hard case for porcupine: 32 clients on 4
+// keys, so every operation overlaps dozens of others on the same keys.
+func BenchmarkCheck10kContended(b *testing.B) {
+	g := generate(genConfig{seed: 7, clients: 32, ops: 10000, keys: 4, unknownPerMille: 50,
+		watches: 2, leases: true, compactions: true})
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if res := Check(g.in, Options{}); !res.OK {
+			b.Fatalf("correct run fails:\n%s", res)
+		}
+	}
+}

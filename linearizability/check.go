@@ -91,6 +91,9 @@ type checkRun struct {
 	match     matchConfig
 	report    *report
 	stats     Stats
+	// rawIntervals leaves porcupine the intervals as recorded, without the
+	// revision tightening; the tests use it to show tightening is exact.
+	rawIntervals bool
 }
 
 // Check runs every checker over in. Its output is the same for the same input
