@@ -1,0 +1,279 @@
+// Command nodesim runs the noded cluster simulator: one seed, or a
+// campaign of seeds with progress and a summary. Every failing seed's
+// report (knobs, failures, the history and porcupine's HTML visualization)
+// is kept under -reports.
+//
+//	go run ./cmd/nodesim -seed 42            # one seed: knobs, outcome, trace hash
+//	go run ./cmd/nodesim -seed 42 -trace     # ... and every event
+//	go run ./cmd/nodesim -seeds 0-999 -parallel 2
+//	go run ./cmd/nodesim -duration 1h -parallel 2   # random seeds until time is up
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/noded/noded/linearizability"
+	"github.com/noded/noded/node"
+	"github.com/noded/noded/sim"
+)
+
+func main() {
+	seed := flag.Uint64("seed", 0, "run this one seed")
+	seeds := flag.String("seeds", "", "run a range of seeds, `A-B` inclusive")
+	duration := flag.Duration("duration", 0, "run random seeds for this long")
+	parallel := flag.Int("parallel", 1, "seeds run at once, each in its own process")
+	reports := flag.String("reports", "reports", "directory for failing seeds' reports")
+	trace := flag.Bool("trace", false, "print every event of a single-seed run")
+	planted := flag.String("planted", "", "plant bugs (checker self-tests): comma list of "+
+		"local-linearizable-reads,ack-before-sync,drop-watch-event,lease-expire-early,lease-resurrect")
+	worker := flag.Bool("worker", false, "internal: read seeds on stdin, write results on stdout")
+	flag.Parse()
+
+	bugs, err := parsePlanted(*planted)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "nodesim:", err)
+		os.Exit(2)
+	}
+	switch {
+	case *worker:
+		runWorker(bugs)
+	case *seeds != "" || *duration > 0:
+		os.Exit(campaign(*seeds, *duration, *parallel, *reports, *planted, bugs))
+	default:
+		os.Exit(single(*seed, *trace, *reports, bugs))
+	}
+}
+
+func parsePlanted(s string) (node.PlantedBugs, error) {
+	var p node.PlantedBugs
+	for _, name := range strings.Split(s, ",") {
+		switch strings.TrimSpace(name) {
+		case "":
+		case "local-linearizable-reads":
+			p.LocalLinearizableReads = true
+		case "ack-before-sync":
+			p.AckBeforeSync = true
+		case "drop-watch-event":
+			p.DropWatchEvent = true
+		case "lease-expire-early":
+			p.LeaseExpireEarly = true
+		case "lease-resurrect":
+			p.LeaseResurrect = true
+		default:
+			return p, fmt.Errorf("unknown planted bug %q", name)
+		}
+	}
+	return p, nil
+}
+
+func single(seed uint64, trace bool, reports string, bugs node.PlantedBugs) int {
+	opts := sim.Options{Seed: seed, Planted: bugs}
+	if trace {
+		opts.Trace = os.Stdout
+	}
+	fmt.Printf("seed %d\n%s\n", seed, sim.Draw(seed))
+	start := time.Now()
+	rep := sim.Run(opts)
+	elapsed := time.Since(start)
+	fmt.Print(rep.String())
+	fmt.Printf("wall %.2fs, %.0fx real time\n", elapsed.Seconds(), float64(rep.Stats.VirtualNs)/float64(elapsed.Nanoseconds()))
+	if !rep.OK {
+		dir, err := writeReport(reports, rep)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "nodesim: writing report:", err)
+		} else {
+			fmt.Printf("report: %s\n", dir)
+		}
+		return 1
+	}
+	return 0
+}
+
+// writeReport keeps everything a failing seed left: the report text, the
+// history as JSON lines, and porcupine's visualization.
+func writeReport(root string, rep sim.Report) (string, error) {
+	dir := filepath.Join(root, fmt.Sprintf("seed-%d", rep.Seed))
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "report.txt"), []byte(rep.String()+"\n"+rep.Check.String()), 0o644); err != nil {
+		return "", err
+	}
+	f, err := os.Create(filepath.Join(dir, "history.html"))
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	if err := linearizability.VisualizeKV(rep.Input, f); err != nil {
+		return dir, fmt.Errorf("visualize: %w", err)
+	}
+	return dir, nil
+}
+
+// A campaign fans seeds out to worker processes (runs of the simulator must
+// not overlap in one process: raft's election jitter reads a global).
+type result struct {
+	Seed      uint64  `json:"seed"`
+	OK        bool    `json:"ok"`
+	TraceHash string  `json:"trace"`
+	Report    string  `json:"report"`
+	WallSec   float64 `json:"wall"`
+	VirtualNs int64   `json:"virtual_ns"`
+}
+
+func runWorker(bugs node.PlantedBugs) {
+	in := bufio.NewScanner(os.Stdin)
+	out := json.NewEncoder(os.Stdout)
+	for in.Scan() {
+		seed, err := strconv.ParseUint(strings.TrimSpace(in.Text()), 10, 64)
+		if err != nil {
+			continue
+		}
+		start := time.Now()
+		rep := sim.Run(sim.Options{Seed: seed, Planted: bugs})
+		res := result{Seed: seed, OK: rep.OK, TraceHash: fmt.Sprintf("%016x", rep.TraceHash), WallSec: time.Since(start).Seconds(),
+			VirtualNs: rep.Stats.VirtualNs}
+		if !rep.OK {
+			res.Report = rep.String()
+			if dir, err := writeReport(os.Getenv("NODESIM_REPORTS"), rep); err == nil {
+				res.Report += "report: " + dir + "\n"
+			}
+		}
+		if err := out.Encode(res); err != nil {
+			os.Exit(1)
+		}
+	}
+}
+
+func campaign(seedRange string, duration time.Duration, parallel int, reports, planted string, bugs node.PlantedBugs) int {
+	var next func() (uint64, bool)
+	total := -1
+	if seedRange != "" {
+		lo, hi, err := parseRange(seedRange)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "nodesim:", err)
+			return 2
+		}
+		cur := lo
+		total = int(hi - lo + 1)
+		next = func() (uint64, bool) {
+			if cur > hi {
+				return 0, false
+			}
+			cur++
+			return cur - 1, true
+		}
+	} else {
+		deadline := time.Now().Add(duration)
+		next = func() (uint64, bool) {
+			if time.Now().After(deadline) {
+				return 0, false
+			}
+			return rand.Uint64(), true
+		}
+	}
+	self, err := os.Executable()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "nodesim:", err)
+		return 2
+	}
+	var mu sync.Mutex
+	var done, failed int
+	var failedSeeds []uint64
+	var wall, virtual float64
+	start := time.Now()
+	getSeed := func() (uint64, bool) {
+		mu.Lock()
+		defer mu.Unlock()
+		return next()
+	}
+	var wg sync.WaitGroup
+	for i := 0; i < max(1, parallel); i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cmd := exec.Command(self, "-worker", "-planted", planted)
+			cmd.Env = append(os.Environ(), "NODESIM_REPORTS="+reports)
+			cmd.Stderr = os.Stderr
+			stdin, _ := cmd.StdinPipe()
+			stdout, _ := cmd.StdoutPipe()
+			if err := cmd.Start(); err != nil {
+				fmt.Fprintln(os.Stderr, "nodesim: worker:", err)
+				return
+			}
+			dec := json.NewDecoder(stdout)
+			for {
+				seed, ok := getSeed()
+				if !ok {
+					break
+				}
+				fmt.Fprintln(stdin, seed)
+				var res result
+				if err := dec.Decode(&res); err != nil {
+					if !errors.Is(err, io.EOF) {
+						fmt.Fprintf(os.Stderr, "nodesim: seed %d: worker died: %v\n", seed, err)
+					}
+					mu.Lock()
+					failed++
+					failedSeeds = append(failedSeeds, seed)
+					mu.Unlock()
+					break
+				}
+				mu.Lock()
+				done++
+				wall += res.WallSec
+				virtual += float64(res.VirtualNs) / 1e9
+				if !res.OK {
+					failed++
+					failedSeeds = append(failedSeeds, seed)
+					fmt.Print(res.Report)
+				}
+				if done%10 == 0 || done == total {
+					of := ""
+					if total > 0 {
+						of = fmt.Sprintf("/%d", total)
+					}
+					fmt.Printf("progress: %d%s seeds, %d failed, %.0fs elapsed\n", done, of, failed, time.Since(start).Seconds())
+				}
+				mu.Unlock()
+			}
+			stdin.Close()
+			_ = cmd.Wait()
+		}()
+	}
+	wg.Wait()
+	fmt.Printf("summary: %d seeds, %d failed, %.1f simulated seconds in %.1f s of worker time (%.0fx real time)\n",
+		done, failed, virtual, wall, virtual/max(wall, 1e-9))
+	if failed > 0 {
+		fmt.Printf("failed seeds: %v\n", failedSeeds)
+		return 1
+	}
+	return 0
+}
+
+func parseRange(s string) (uint64, uint64, error) {
+	a, b, ok := strings.Cut(s, "-")
+	lo, err1 := strconv.ParseUint(a, 10, 64)
+	hi := lo
+	var err2 error
+	if ok {
+		hi, err2 = strconv.ParseUint(b, 10, 64)
+	}
+	if err1 != nil || err2 != nil || hi < lo {
+		return 0, 0, fmt.Errorf("bad seed range %q: want A-B", s)
+	}
+	return lo, hi, nil
+}

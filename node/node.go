@@ -1,0 +1,559 @@
+package node
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/raft/v3"
+	"go.etcd.io/raft/v3/raftpb"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/noded/noded/kvsm"
+)
+
+// Node is one member. Its methods are its inputs (Tick, Step, Submit,
+// Watch*, Persisted, Report*); Effects returns what it asks of its host.
+// It is not safe for concurrent use: the host calls it from one thread.
+//
+// The raft contract it keeps (go.etcd.io/raft's README, with synchronous
+// storage writes):
+//
+//  1. A Ready's hard state, entries and snapshot are handed to the host as a
+//     Persist; nothing that depends on them happens until the host reports
+//     them durable with Persisted.
+//  2. Then its messages are released, its committed entries applied, and
+//     raft advanced; only then is the next Ready taken.
+//
+// So an acknowledged write is on a quorum's disk, and a vote or a term is
+// never sent before it is durable.
+type Node struct {
+	cfg     Config
+	rn      *raft.RawNode
+	storage *raftStorage
+	store   *kvsm.Store
+	members membership
+	applied requestWindow // request IDs applied lately; a repeat is skipped
+
+	confState *raftpb.ConfState
+
+	tick          int64  // ticks received: this member's clock
+	appliedIndex  uint64 // last entry applied to store
+	snapshotIndex uint64 // index of the newest snapshot, local or received
+	lead          uint64
+	raftState     raft.StateType
+	removed       bool
+
+	persistSeq uint64
+	persisting *inflightReady // the Ready waiting on a durable write
+
+	sendSnapshot *raftpb.Snapshot // the last snapshot made for a follower (snapshotForSending)
+
+	requestSeq uint64
+	waiting    map[uint64]*waiter // proposals by request ID; lookups only
+	timeouts   timeoutQueue
+	reads      readQueue
+	leases     leaseClock
+	transfer   *waiter // a pending MoveLeader
+	publishAt  int64   // tick after which to (re)publish this member's attributes
+
+	watchDropCounter int // planted DropWatchEvent's counter
+
+	out Effects
+}
+
+type inflightReady struct {
+	seq      uint64
+	rd       raft.Ready
+	finished bool // already finished (only under the planted AckBeforeSync bug)
+}
+
+// Durable is what a member recovered from its disk.
+type Durable struct {
+	Snapshot  *raftpb.Snapshot
+	HardState *raftpb.HardState
+	Entries   []*raftpb.Entry
+}
+
+func (d Durable) empty() bool {
+	return (d.Snapshot == nil || raft.IsEmptySnap(d.Snapshot)) &&
+		(d.HardState == nil || raft.IsEmptyHardState(d.HardState)) && len(d.Entries) == 0
+}
+
+// Bootstrap starts a member of a new cluster whose initial members are
+// given (etcd's --initial-cluster with --initial-cluster-state new). Every
+// initial member bootstraps with the same list and so writes the same
+// first entries: one conf change per member, in ID order.
+func Bootstrap(cfg Config, initial []Member) (*Node, error) {
+	if len(initial) == 0 {
+		return nil, errors.New("node: bootstrap needs at least one member")
+	}
+	sorted := slices.Clone(initial)
+	slices.SortFunc(sorted, func(a, b Member) int {
+		switch {
+		case a.ID < b.ID:
+			return -1
+		case a.ID > b.ID:
+			return 1
+		}
+		return 0
+	})
+	found := false
+	peers := make([]raft.Peer, len(sorted))
+	for i, m := range sorted {
+		if i > 0 && sorted[i-1].ID == m.ID {
+			return nil, fmt.Errorf("node: member ID %x appears twice", m.ID)
+		}
+		if m.ID == cfg.ID {
+			found = true
+		}
+		m.Name = "" // names are published once members run, as etcd does
+		m.ClientURLs = nil
+		peers[i] = raft.Peer{ID: m.ID, Context: confChangeContext(m)}
+	}
+	if !found {
+		return nil, fmt.Errorf("node: member %x is not among the initial members", cfg.ID)
+	}
+	n, err := newNode(cfg, raft.NewMemoryStorage(), 0)
+	if err != nil {
+		return nil, err
+	}
+	if err := n.rn.Bootstrap(peers); err != nil {
+		return nil, fmt.Errorf("node: bootstrap: %w", err)
+	}
+	return n, nil
+}
+
+// Restart resumes a member from what it recovered from disk. A member with
+// nothing on disk (one added at runtime, etcd's --initial-cluster-state
+// existing) starts empty and learns the cluster from the leader.
+func Restart(cfg Config, d Durable) (*Node, error) {
+	ms := raft.NewMemoryStorage()
+	var applied uint64
+	var snapParts *snapshotParts
+	if d.Snapshot != nil && !raft.IsEmptySnap(d.Snapshot) {
+		parts, err := decodeSnapshot(d.Snapshot.GetData())
+		if err != nil {
+			return nil, err
+		}
+		snapParts = &parts
+		if err := ms.ApplySnapshot(d.Snapshot); err != nil {
+			return nil, fmt.Errorf("node: snapshot: %w", err)
+		}
+		applied = d.Snapshot.GetMetadata().GetIndex()
+	}
+	if len(d.Entries) > 0 {
+		first := d.Entries[0].GetIndex()
+		if first != applied+1 {
+			return nil, fmt.Errorf("node: recovered entries start at %d, not after the snapshot at %d", first, applied)
+		}
+		if err := ms.Append(d.Entries); err != nil {
+			return nil, fmt.Errorf("node: entries: %w", err)
+		}
+	}
+	if d.HardState != nil && !raft.IsEmptyHardState(d.HardState) {
+		hs := proto.Clone(d.HardState).(*raftpb.HardState)
+		last, _ := ms.LastIndex()
+		// The commit index is written without waiting for a sync, so a crash
+		// may leave it behind a snapshot that was synced later; raft
+		// re-learns it, but must not start below what is already applied.
+		if hs.GetCommit() < applied {
+			hs.Commit = proto.Uint64(applied)
+		}
+		if hs.GetCommit() > last {
+			return nil, fmt.Errorf("node: hard state commits %d but the log ends at %d", hs.GetCommit(), last)
+		}
+		if err := ms.SetHardState(hs); err != nil {
+			return nil, fmt.Errorf("node: hard state: %w", err)
+		}
+	}
+	n, err := newNode(cfg, ms, applied)
+	if err != nil {
+		return nil, err
+	}
+	if snapParts != nil {
+		if err := n.installSnapshotState(d.Snapshot, *snapParts); err != nil {
+			return nil, err
+		}
+	}
+	return n, nil
+}
+
+func newNode(cfg Config, mem *raft.MemoryStorage, applied uint64) (*Node, error) {
+	ms := &raftStorage{MemoryStorage: mem}
+	cfg = cfg.WithDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	logger := cfg.Logger
+	if logger == nil {
+		logger = discardLogger{}
+	}
+	rc := &raft.Config{
+		ID:                        cfg.ID,
+		ElectionTick:              cfg.ElectionTicks,
+		HeartbeatTick:             cfg.HeartbeatTicks,
+		Storage:                   ms,
+		Applied:                   applied,
+		MaxSizePerMsg:             cfg.MaxSizePerMsg,
+		MaxCommittedSizePerReady:  4 * cfg.MaxSizePerMsg,
+		MaxUncommittedEntriesSize: 1 << 30,
+		MaxInflightMsgs:           cfg.MaxInflightMsgs,
+		CheckQuorum:               true,
+		PreVote:                   true,
+		ReadOnlyOption:            raft.ReadOnlySafe,
+		StepDownOnRemoval:         true,
+		Logger:                    logger,
+	}
+	rn, err := raft.NewRawNode(rc)
+	if err != nil {
+		return nil, fmt.Errorf("node: raft: %w", err)
+	}
+	_, cs, err := ms.InitialState()
+	if err != nil {
+		return nil, err
+	}
+	n := &Node{
+		cfg:           cfg,
+		rn:            rn,
+		storage:       ms,
+		store:         kvsm.New(cfg.kvsmConfig()),
+		confState:     cs,
+		appliedIndex:  applied,
+		snapshotIndex: applied,
+		waiting:       map[uint64]*waiter{},
+		leases:        newLeaseClock(),
+		applied:       newRequestWindow(),
+	}
+	ms.snapshotSource = n.snapshotForSending
+	return n, nil
+}
+
+func (c Config) kvsmConfig() kvsm.Config {
+	return kvsm.Config{MaxTxnOps: c.MaxTxnOps, MinLeaseTTLSeconds: c.MinLeaseTTLSeconds()}
+}
+
+// Tick advances the member's clock by one tick.
+func (n *Node) Tick() {
+	n.tick++
+	n.rn.Tick()
+	n.expireTimeouts()
+	n.retryReadIndex()
+	n.expireLeases()
+	n.maybePublish()
+	if t := n.cfg.WatchProgressNotifyTicks; t > 0 && n.tick%int64(t) == 0 {
+		n.store.WatchProgressNotify()
+	}
+}
+
+// Step delivers a raft message from a peer. Messages from removed members
+// and messages for another member are dropped.
+func (n *Node) Step(m *raftpb.Message) {
+	if m.GetTo() != n.cfg.ID || n.members.isRemoved(m.GetFrom()) {
+		return
+	}
+	if raft.IsLocalMsg(m.GetType()) {
+		return // a peer must never make this member step a local message
+	}
+	_ = n.rn.Step(m) // errors are raft's own refusals (e.g. a stale response); nothing to do
+}
+
+// ReportUnreachable tells raft a message to id could not be sent.
+func (n *Node) ReportUnreachable(id uint64) { n.rn.ReportUnreachable(id) }
+
+// ReportSnapshot tells raft how sending a snapshot to id went.
+func (n *Node) ReportSnapshot(id uint64, failed bool) {
+	status := raft.SnapshotFinish
+	if failed {
+		status = raft.SnapshotFailure
+	}
+	n.rn.ReportSnapshot(id, status)
+}
+
+// Persisted reports that the Persist with this sequence number is durable.
+func (n *Node) Persisted(seq uint64) {
+	p := n.persisting
+	if p == nil || p.seq != seq {
+		panic(fmt.Sprintf("node %x: persisted seq %d, but waiting on %v", n.cfg.ID, seq, p))
+	}
+	n.persisting = nil
+	if !p.finished {
+		n.finishReady(p.rd)
+	}
+}
+
+// Effects drives raft as far as it can go without waiting on the disk and
+// returns everything the host must do, clearing it.
+func (n *Node) Effects() Effects {
+	n.drive()
+	n.pollWatches()
+	out := n.out
+	n.out = Effects{}
+	return out
+}
+
+// readyLoopMax bounds the Ready rounds one Effects call takes; raft settles
+// in a few, and the bound turns a livelock into a visible stall.
+const readyLoopMax = 64
+
+func (n *Node) drive() {
+	for i := 0; i < readyLoopMax; i++ {
+		if n.persisting != nil || !n.rn.HasReady() {
+			return
+		}
+		rd := n.rn.Ready()
+		n.onSoftState(rd.SoftState)
+		n.onReadStates(rd.ReadStates)
+		hasSnap := rd.Snapshot != nil && !raft.IsEmptySnap(rd.Snapshot)
+		hasHS := rd.HardState != nil && !raft.IsEmptyHardState(rd.HardState)
+		if !hasSnap && !hasHS && len(rd.Entries) == 0 {
+			n.finishReady(rd)
+			continue
+		}
+		n.persistSeq++
+		p := &Persist{Seq: n.persistSeq, Wait: rd.MustSync || hasSnap, Entries: rd.Entries}
+		if hasSnap {
+			p.Snapshot = rd.Snapshot
+		}
+		if hasHS {
+			p.HardState = rd.HardState
+		}
+		n.out.Persist = append(n.out.Persist, p)
+		if !p.Wait {
+			// Only the commit index moved: raft re-learns it after a crash,
+			// so nothing waits for it to be synced.
+			n.finishReady(rd)
+			continue
+		}
+		n.persisting = &inflightReady{seq: p.Seq, rd: rd}
+		if n.cfg.Planted.AckBeforeSync {
+			n.finishReady(rd)
+			n.persisting.finished = true
+		}
+		return
+	}
+}
+
+// finishReady does what a Ready asks once its writes are durable.
+func (n *Node) finishReady(rd raft.Ready) {
+	if rd.Snapshot != nil && !raft.IsEmptySnap(rd.Snapshot) {
+		if err := n.storage.ApplySnapshot(rd.Snapshot); err != nil {
+			panic(fmt.Sprintf("node %x: apply snapshot %d: %v", n.cfg.ID, rd.Snapshot.GetMetadata().GetIndex(), err))
+		}
+		parts, err := decodeSnapshot(rd.Snapshot.GetData())
+		if err != nil {
+			// The leader built it and the transport checksummed it: a snapshot
+			// that does not decode is corruption, and the member stops.
+			panic(fmt.Sprintf("node %x: snapshot %d from the leader: %v", n.cfg.ID, rd.Snapshot.GetMetadata().GetIndex(), err))
+		}
+		if err := n.installSnapshotState(rd.Snapshot, parts); err != nil {
+			panic(fmt.Sprintf("node %x: %v", n.cfg.ID, err))
+		}
+	}
+	if len(rd.Entries) > 0 {
+		if err := n.storage.Append(rd.Entries); err != nil {
+			panic(fmt.Sprintf("node %x: append to raft storage: %v", n.cfg.ID, err))
+		}
+	}
+	if rd.HardState != nil && !raft.IsEmptyHardState(rd.HardState) {
+		if err := n.storage.SetHardState(rd.HardState); err != nil {
+			panic(fmt.Sprintf("node %x: hard state: %v", n.cfg.ID, err))
+		}
+	}
+	n.out.Messages = append(n.out.Messages, rd.Messages...)
+	n.applyEntries(rd.CommittedEntries)
+	n.rn.Advance(rd)
+	n.maybeSnapshot()
+}
+
+func (n *Node) encodeSnapshot() []byte {
+	return encodeSnapshot(n.store.Snapshot(), &n.members, n.applied.ordered())
+}
+
+// snapshotForSending is the snapshot raft sends a follower whose log is
+// too far behind: the applied state as it is now, not the last snapshot
+// taken. The last one may predate the follower itself (a member added
+// after it), and raft refuses a snapshot whose configuration lacks the
+// recipient, which would leave the new member unable ever to catch up.
+// It is made once per applied index and only when a follower needs it.
+func (n *Node) snapshotForSending() (*raftpb.Snapshot, error) {
+	if n.sendSnapshot != nil && n.sendSnapshot.GetMetadata().GetIndex() == n.appliedIndex {
+		return n.sendSnapshot, nil
+	}
+	if n.appliedIndex <= n.snapshotIndex {
+		return n.storage.MemoryStorage.Snapshot()
+	}
+	term, err := n.storage.Term(n.appliedIndex)
+	if err != nil {
+		return n.storage.MemoryStorage.Snapshot()
+	}
+	n.sendSnapshot = &raftpb.Snapshot{
+		Data: n.encodeSnapshot(),
+		Metadata: &raftpb.SnapshotMetadata{
+			Index:     proto.Uint64(n.appliedIndex),
+			Term:      proto.Uint64(term),
+			ConfState: proto.Clone(n.confState).(*raftpb.ConfState),
+		},
+	}
+	return n.sendSnapshot, nil
+}
+
+// installSnapshotState replaces the applied state with a snapshot's.
+func (n *Node) installSnapshotState(snap *raftpb.Snapshot, parts snapshotParts) error {
+	if err := n.store.Replace(parts.kv); err != nil {
+		return fmt.Errorf("node: snapshot %d: kv state: %w", snap.GetMetadata().GetIndex(), err)
+	}
+	n.members = parts.membership
+	n.applied = requestWindowFrom(parts.requests)
+	n.confState = proto.Clone(snap.GetMetadata().GetConfState()).(*raftpb.ConfState)
+	n.appliedIndex = snap.GetMetadata().GetIndex()
+	n.snapshotIndex = n.appliedIndex
+	if n.isLeader() {
+		n.refreshAllLeases()
+	}
+	return nil
+}
+
+// maybeSnapshot takes a local snapshot every SnapshotCount applied entries
+// and lets raft forget the log before it, but for SnapshotCatchUpEntries
+// kept for followers that are a little behind.
+func (n *Node) maybeSnapshot() {
+	if n.appliedIndex-n.snapshotIndex < n.cfg.SnapshotCount {
+		return
+	}
+	data := n.encodeSnapshot()
+	snap, err := n.storage.CreateSnapshot(n.appliedIndex, n.confState, data)
+	if err != nil {
+		panic(fmt.Sprintf("node %x: create snapshot at %d: %v", n.cfg.ID, n.appliedIndex, err))
+	}
+	n.snapshotIndex = n.appliedIndex
+	if n.appliedIndex > n.cfg.SnapshotCatchUpEntries {
+		compactTo := n.appliedIndex - n.cfg.SnapshotCatchUpEntries
+		if first, _ := n.storage.FirstIndex(); compactTo > first {
+			if err := n.storage.Compact(compactTo); err != nil && !errors.Is(err, raft.ErrCompacted) {
+				panic(fmt.Sprintf("node %x: compact raft log to %d: %v", n.cfg.ID, compactTo, err))
+			}
+		}
+	}
+	n.out.SaveSnapshot = snap
+}
+
+func (n *Node) onSoftState(ss *raft.SoftState) {
+	if ss == nil {
+		return
+	}
+	wasLeader := n.isLeader()
+	n.lead = ss.Lead
+	n.raftState = ss.RaftState
+	if !wasLeader && n.isLeader() {
+		n.becameLeader()
+	}
+	if wasLeader && !n.isLeader() {
+		n.leases.reset()
+	}
+	if n.transfer != nil && n.lead == n.transfer.target {
+		n.resolve(n.transfer, &pb.MoveLeaderResponse{Header: n.header(0)}, nil)
+		n.transfer = nil
+	}
+}
+
+func (n *Node) isLeader() bool { return n.raftState == raft.StateLeader }
+
+func (n *Node) nextRequestID() uint64 {
+	n.requestSeq++
+	return n.cfg.RequestIDBase + n.requestSeq
+}
+
+// header is the response header for this member at the given revision
+// (0 means the store's current revision).
+func (n *Node) header(rev int64) *pb.ResponseHeader {
+	if rev == 0 {
+		rev = n.store.Rev()
+	}
+	return &pb.ResponseHeader{
+		ClusterId: n.cfg.ClusterID,
+		MemberId:  n.cfg.ID,
+		Revision:  rev,
+		RaftTerm:  n.rn.BasicStatus().GetTerm(),
+	}
+}
+
+// Status is what the member knows about itself, for hosts (and
+// Maintenance.Status).
+type Status struct {
+	ID, Lead, Term  uint64
+	State           raft.StateType
+	AppliedIndex    uint64
+	CommitIndex     uint64
+	LastIndex       uint64
+	SnapshotIndex   uint64
+	Revision        int64
+	CompactRevision int64
+	IsLearner       bool
+	Removed         bool
+	Tick            int64
+	Persisting      bool
+	PendingRequests int
+	Members         []Member
+}
+
+func (s Status) String() string {
+	return fmt.Sprintf("%x state=%s lead=%x term=%d applied=%d commit=%d last=%d snap=%d rev=%d compact=%d learner=%t removed=%t",
+		s.ID, s.State, s.Lead, s.Term, s.AppliedIndex, s.CommitIndex, s.LastIndex, s.SnapshotIndex, s.Revision,
+		s.CompactRevision, s.IsLearner, s.Removed)
+}
+
+// Status reports the member's state.
+func (n *Node) Status() Status {
+	bs := n.rn.BasicStatus()
+	last, _ := n.storage.LastIndex()
+	self, _ := n.members.get(n.cfg.ID)
+	return Status{
+		ID: n.cfg.ID, Lead: bs.Lead, Term: bs.GetTerm(), State: bs.RaftState,
+		AppliedIndex: n.appliedIndex, CommitIndex: bs.GetCommit(), LastIndex: last, SnapshotIndex: n.snapshotIndex,
+		Revision: n.store.Rev(), CompactRevision: n.store.CompactRev(),
+		IsLearner: self.IsLearner, Removed: n.removed, Tick: n.tick, Persisting: n.persisting != nil,
+		PendingRequests: len(n.waiting) + n.reads.size(),
+		Members:         slices.Clone(n.members.members),
+	}
+}
+
+// StateHash hashes the applied state; members at the same applied index
+// must agree on it.
+func (n *Node) StateHash() uint64 { return n.store.StateHash() }
+
+// Store gives hosts read access to the state machine (views for concurrent
+// readers, hashes). Hosts must not apply to it.
+func (n *Node) Store() *kvsm.Store { return n.store }
+
+// raftStorage is raft's in-memory log, but for the snapshot raft sends to
+// a follower, which comes from the node (snapshotForSending).
+type raftStorage struct {
+	*raft.MemoryStorage
+	snapshotSource func() (*raftpb.Snapshot, error)
+}
+
+// Snapshot is called by raft only to send a snapshot to a follower.
+func (s *raftStorage) Snapshot() (*raftpb.Snapshot, error) {
+	if s.snapshotSource != nil {
+		return s.snapshotSource()
+	}
+	return s.MemoryStorage.Snapshot()
+}
+
+// discardLogger drops raft's log; hosts that want it pass their own.
+type discardLogger struct{}
+
+func (discardLogger) Debug(...any)              {}
+func (discardLogger) Debugf(string, ...any)     {}
+func (discardLogger) Error(...any)              {}
+func (discardLogger) Errorf(string, ...any)     {}
+func (discardLogger) Info(...any)               {}
+func (discardLogger) Infof(string, ...any)      {}
+func (discardLogger) Warning(...any)            {}
+func (discardLogger) Warningf(string, ...any)   {}
+func (discardLogger) Fatal(v ...any)            { panic(fmt.Sprint(v...)) }
+func (discardLogger) Fatalf(f string, v ...any) { panic(fmt.Sprintf(f, v...)) }
+func (discardLogger) Panic(v ...any)            { panic(fmt.Sprint(v...)) }
+func (discardLogger) Panicf(f string, v ...any) { panic(fmt.Sprintf(f, v...)) }

@@ -1,0 +1,149 @@
+package node
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"google.golang.org/protobuf/proto"
+)
+
+// A member's snapshot (raftpb.Snapshot.Data) is everything applying the log
+// built that is not in raft's own metadata: the kvsm state and the member
+// table. Layout:
+//
+//	magic "NODEDSN1"
+//	uvarint len, kvsm snapshot bytes
+//	uvarint member count, then per member: uvarint len, pb.Member bytes
+//	uvarint removed count, then per ID: uvarint ID
+//	uvarint applied-request count, then per ID: uvarint ID (oldest first)
+//
+// Integrity is the job of whoever moved the bytes (disk checksums snapshot
+// files; net checksums snapshot transfers); decoding still refuses anything
+// malformed with an error, never a panic.
+const snapshotMagic = "NODEDSN1"
+
+// snapshotMembersMax bounds the member table a snapshot may carry, so a
+// corrupt count cannot make decoding allocate without limit.
+const snapshotMembersMax = 1 << 16
+
+type snapshotParts struct {
+	kv         []byte
+	membership membership
+	requests   []uint64
+}
+
+func encodeSnapshot(kv []byte, ms *membership, requests []uint64) []byte {
+	b := make([]byte, 0, len(snapshotMagic)+len(kv)+64*len(ms.members)+16)
+	b = append(b, snapshotMagic...)
+	b = binary.AppendUvarint(b, uint64(len(kv)))
+	b = append(b, kv...)
+	b = binary.AppendUvarint(b, uint64(len(ms.members)))
+	for _, m := range ms.members {
+		data, err := proto.MarshalOptions{Deterministic: true}.Marshal(m.proto())
+		if err != nil {
+			panic(fmt.Sprintf("node: marshal member %x: %v", m.ID, err))
+		}
+		b = binary.AppendUvarint(b, uint64(len(data)))
+		b = append(b, data...)
+	}
+	b = binary.AppendUvarint(b, uint64(len(ms.removed)))
+	for _, id := range ms.removed {
+		b = binary.AppendUvarint(b, id)
+	}
+	b = binary.AppendUvarint(b, uint64(len(requests)))
+	for _, id := range requests {
+		b = binary.AppendUvarint(b, id)
+	}
+	return b
+}
+
+var errSnapshotMalformed = errors.New("node: malformed snapshot")
+
+func decodeSnapshot(data []byte) (snapshotParts, error) {
+	var parts snapshotParts
+	if len(data) < len(snapshotMagic) || string(data[:len(snapshotMagic)]) != snapshotMagic {
+		return parts, fmt.Errorf("%w: bad magic", errSnapshotMalformed)
+	}
+	rest := data[len(snapshotMagic):]
+	next := func(what string) (uint64, error) {
+		v, n := binary.Uvarint(rest)
+		if n <= 0 {
+			return 0, fmt.Errorf("%w: %s", errSnapshotMalformed, what)
+		}
+		rest = rest[n:]
+		return v, nil
+	}
+	bytesOf := func(what string) ([]byte, error) {
+		n, err := next(what + " length")
+		if err != nil {
+			return nil, err
+		}
+		if n > uint64(len(rest)) {
+			return nil, fmt.Errorf("%w: %s of %d bytes with %d left", errSnapshotMalformed, what, n, len(rest))
+		}
+		b := rest[:n]
+		rest = rest[n:]
+		return b, nil
+	}
+	kv, err := bytesOf("kv state")
+	if err != nil {
+		return parts, err
+	}
+	parts.kv = kv
+	count, err := next("member count")
+	if err != nil {
+		return parts, err
+	}
+	if count > snapshotMembersMax || count > uint64(len(rest)) {
+		return parts, fmt.Errorf("%w: %d members", errSnapshotMalformed, count)
+	}
+	for i := uint64(0); i < count; i++ {
+		mb, err := bytesOf("member")
+		if err != nil {
+			return parts, err
+		}
+		var p pb.Member
+		if err := proto.Unmarshal(mb, &p); err != nil {
+			return parts, fmt.Errorf("%w: member %d: %v", errSnapshotMalformed, i, err)
+		}
+		m := memberFromProto(&p)
+		if _, dup := parts.membership.get(m.ID); dup || m.ID == 0 {
+			return parts, fmt.Errorf("%w: member ID %x repeated or zero", errSnapshotMalformed, m.ID)
+		}
+		parts.membership.put(m)
+	}
+	count, err = next("removed count")
+	if err != nil {
+		return parts, err
+	}
+	if count > uint64(len(rest)) {
+		return parts, fmt.Errorf("%w: %d removed IDs", errSnapshotMalformed, count)
+	}
+	for i := uint64(0); i < count; i++ {
+		id, err := next("removed ID")
+		if err != nil {
+			return parts, err
+		}
+		parts.membership.remove(id)
+	}
+	count, err = next("applied request count")
+	if err != nil {
+		return parts, err
+	}
+	if count > requestWindowSize || count > uint64(len(rest)) {
+		return parts, fmt.Errorf("%w: %d applied requests", errSnapshotMalformed, count)
+	}
+	for i := uint64(0); i < count; i++ {
+		id, err := next("applied request ID")
+		if err != nil {
+			return parts, err
+		}
+		parts.requests = append(parts.requests, id)
+	}
+	if len(rest) != 0 {
+		return parts, fmt.Errorf("%w: %d trailing bytes", errSnapshotMalformed, len(rest))
+	}
+	return parts, nil
+}

@@ -1,0 +1,364 @@
+package sim
+
+import (
+	"encoding/binary"
+	"fmt"
+
+	"go.etcd.io/raft/v3/raftpb"
+
+	"github.com/noded/noded/disk"
+	"github.com/noded/noded/node"
+)
+
+// member is the simulator's host for one member: what server is in
+// production (disk, network, clock, client connections), on virtual time.
+type member struct {
+	index   int
+	id      uint64
+	name    string
+	peerURL string
+
+	fs          *disk.SimFS
+	storage     *disk.Storage
+	node        *node.Node // nil while down
+	incarnation int        // bumped on every crash; events of an older one are void
+
+	up          bool
+	paused      bool
+	failStopped bool // refused to start on a corrupt disk: down for good
+	removed     bool
+	joined      bool // added at runtime (not an initial member)
+	corrupted   bool // the injector flipped a bit in its synced log
+
+	tickPeriodNs  int64
+	tickJumpUntil int64 // clock jumped back: no ticks until then
+	pausedInbox   []*event
+
+	tickBase    int64  // ticks of earlier incarnations, so the member's clock never runs back
+	durableTerm uint64 // the highest term in a hard state known synced
+	persisting  *node.Persist
+}
+
+// pausedInboxMax bounds what a paused member buffers (a real process's
+// socket buffers are finite too); the excess is lost.
+const pausedInboxMax = 4096
+
+const (
+	walDir  = "member/wal"
+	snapDir = "member/snap"
+)
+
+func (w *world) newMember(index int, peerURL string, id uint64) *member {
+	m := &member{
+		index:   index,
+		id:      id,
+		name:    fmt.Sprintf("m%d", index),
+		peerURL: peerURL,
+		fs:      disk.NewSimFS(),
+	}
+	drift := int64(0)
+	if index < len(w.k.DriftPermille) {
+		drift = int64(w.k.DriftPermille[index])
+	}
+	// A member whose clock runs fast ticks more often in virtual time.
+	m.tickPeriodNs = w.k.TickMs * 1_000_000 * 1000 / (1000 + drift)
+	return m
+}
+
+func (w *world) nodeConfig(m *member) node.Config {
+	return node.Config{
+		ID:                       m.id,
+		ClusterID:                w.clusterID,
+		Name:                     m.name,
+		ClientURLs:               []string{fmt.Sprintf("http://%s:2379", m.name)},
+		TickMs:                   w.k.TickMs,
+		ElectionTicks:            w.k.ElectionTicks,
+		HeartbeatTicks:           1,
+		SnapshotCount:            w.k.SnapshotCount,
+		SnapshotCatchUpEntries:   w.k.CatchUpEntries,
+		WatchProgressNotifyTicks: int(10_000 / w.k.TickMs), // every 10 s of the member's clock
+		StrictReconfigCheck:      true,
+		RequestIDBase:            uint64(m.index+1)<<56 | uint64(m.incarnation)<<40,
+		ReportApplied:            true,
+		ReportLeaseEvents:        true,
+		Version:                  "3.5.0",
+		Planted:                  w.opts.Planted,
+	}
+}
+
+func metadataFor(memberID, clusterID uint64) []byte {
+	b := binary.BigEndian.AppendUint64(nil, memberID)
+	return binary.BigEndian.AppendUint64(b, clusterID)
+}
+
+// bootstrap starts an initial member of the cluster.
+func (w *world) bootstrap(m *member, initial []node.Member) {
+	st, err := disk.Create(m.fs, walDir, snapDir, metadataFor(m.id, w.clusterID), disk.Options{})
+	if err != nil {
+		w.fail("bootstrap %s: create storage: %v", m.name, err)
+		return
+	}
+	n, err := node.Bootstrap(w.nodeConfig(m), initial)
+	if err != nil {
+		w.fail("bootstrap %s: %v", m.name, err)
+		return
+	}
+	m.storage, m.node, m.up = st, n, true
+	w.scheduleTick(m)
+	w.drive(m)
+}
+
+// join starts a member added at runtime, with an empty disk.
+func (w *world) join(m *member) {
+	st, err := disk.Create(m.fs, walDir, snapDir, metadataFor(m.id, w.clusterID), disk.Options{})
+	if err != nil {
+		w.fail("join %s: create storage: %v", m.name, err)
+		return
+	}
+	n, err := node.Restart(w.nodeConfig(m), node.Durable{})
+	if err != nil {
+		w.fail("join %s: %v", m.name, err)
+		return
+	}
+	m.storage, m.node, m.up = st, n, true
+	w.scheduleTick(m)
+	w.drive(m)
+}
+
+// crash stops a member the way a power cut does: the disk keeps what was
+// synced (and, in torn mode, a random prefix of the rest).
+func (w *world) crash(m *member, why string) {
+	if !m.up {
+		return
+	}
+	w.tracef("crash %s (%s)", m.name, why)
+	w.stats.Crashes++
+	mode := disk.CrashLoseUnsynced
+	if w.k.TornCrashes {
+		switch w.frng.IntN(3) {
+		case 1:
+			mode = disk.CrashTorn
+		case 2:
+			mode = disk.CrashZeroTail
+		}
+	}
+	m.fs.Crash(w.frng, mode)
+	m.tickBase += m.node.Status().Tick
+	m.node, m.storage, m.up, m.paused = nil, nil, false, false
+	m.persisting = nil
+	m.pausedInbox = nil
+	m.incarnation++
+	w.streamsBroken(m)
+	if w.phase != phaseSafety {
+		// Healing means nothing stays down: a fault armed before the
+		// liveness phase (an fsync error) that strikes in it is restarted
+		// from at once, as an operator would.
+		w.after(w.electionNs(), "restart "+m.name, func() { w.restart(m) })
+	}
+}
+
+// restart brings a crashed member back from its disk.
+func (w *world) restart(m *member) {
+	if m.up || m.failStopped || m.removed {
+		return
+	}
+	st, rec, err := disk.Open(m.fs, walDir, snapDir, disk.Options{})
+	if err != nil {
+		if m.corrupted {
+			// Detected corruption: the member refuses to start, which is the
+			// right answer (fail-stop, never silent truncation).
+			w.tracef("restart %s refused: %v", m.name, err)
+			m.failStopped = true
+			w.stats.FailStops++
+			return
+		}
+		w.fail("restart %s: storage refused to open a disk that was never corrupted: %v", m.name, err)
+		m.failStopped = true
+		return
+	}
+	if string(rec.Metadata) != string(metadataFor(m.id, w.clusterID)) {
+		w.fail("restart %s: metadata %x is not this member's", m.name, rec.Metadata)
+		return
+	}
+	n, err := node.Restart(w.nodeConfig(m), node.Durable{Snapshot: rec.Snapshot, HardState: rec.HardState, Entries: rec.Entries})
+	if err != nil {
+		w.fail("restart %s: %v", m.name, err)
+		return
+	}
+	if hs := rec.HardState; hs != nil && hs.GetTerm() < m.durableTerm {
+		w.fail("restart %s: recovered term %d below the synced term %d", m.name, hs.GetTerm(), m.durableTerm)
+	}
+	w.tracef("restart %s incarnation=%d snap=%d entries=%d", m.name, m.incarnation, snapIndex(rec.Snapshot), len(rec.Entries))
+	m.storage, m.node, m.up = st, n, true
+	w.scheduleTick(m)
+	w.drive(m)
+}
+
+func snapIndex(s *raftpb.Snapshot) uint64 {
+	if s == nil {
+		return 0
+	}
+	return s.GetMetadata().GetIndex()
+}
+
+func (w *world) scheduleTick(m *member) {
+	w.q.schedule(&event{at: w.now + m.tickPeriodNs, kind: evTick, member: m.index, incarnation: m.incarnation})
+}
+
+// drive takes the member's effects and carries them out.
+func (w *world) drive(m *member) {
+	if !m.up || m.node == nil {
+		return
+	}
+	eff := m.node.Effects()
+	w.traceEffects(m, &eff)
+	for _, p := range eff.Persist {
+		if !w.persist(m, p) {
+			return // crashed on a disk error
+		}
+	}
+	for _, msg := range eff.Messages {
+		w.send(m, msg)
+	}
+	for _, r := range eff.Results {
+		w.resultToClient(m, r)
+	}
+	for _, sr := range eff.Watch {
+		w.watchToClient(m, sr)
+	}
+	if eff.SaveSnapshot != nil {
+		if err := m.storage.SaveSnapshot(eff.SaveSnapshot); err != nil {
+			w.crash(m, fmt.Sprintf("save snapshot: %v", err))
+			return
+		}
+	}
+	for _, p := range eff.Proposed {
+		w.proposed(m, p)
+	}
+	for _, a := range eff.Applied {
+		w.applied(m, a)
+	}
+	for _, le := range eff.LeaseEvents {
+		w.leaseEvent(m, le)
+	}
+	if eff.Removed {
+		w.tracef("removed %s", m.name)
+		m.removed = true
+		m.up = false
+		m.node = nil
+		m.incarnation++
+		w.streamsBroken(m)
+	}
+}
+
+// persist writes a Persist to the member's disk now; the sync completes
+// after a simulated disk latency, and only then does the node learn it is
+// durable. A crash in between loses what was not synced.
+func (w *world) persist(m *member, p *node.Persist) bool {
+	if p.Snapshot != nil {
+		if err := m.storage.SaveSnapshot(p.Snapshot); err != nil {
+			w.crash(m, fmt.Sprintf("save received snapshot: %v", err))
+			return false
+		}
+	}
+	if err := m.storage.Append(p.HardState, p.Entries); err != nil {
+		w.crash(m, fmt.Sprintf("append: %v", err))
+		return false
+	}
+	if !p.Wait {
+		return true
+	}
+	if m.persisting != nil {
+		w.fail("%s: a second Persist waits while seq %d is not durable", m.name, m.persisting.Seq)
+	}
+	m.persisting = p
+	latency := int64(w.drng.ExpFloat64() * float64(w.k.SyncLatencyMeanUs*1000))
+	w.q.schedule(&event{at: w.now + latency, kind: evDiskSync, member: m.index, incarnation: m.incarnation, persistSeq: p.Seq})
+	return true
+}
+
+func (w *world) diskSynced(m *member, seq uint64) {
+	p := m.persisting
+	if p == nil || p.Seq != seq {
+		w.fail("%s: sync of seq %d completed, but waiting on %v", m.name, seq, p)
+		return
+	}
+	if err := m.storage.Sync(); err != nil {
+		// fsync failed: the member must not acknowledge anything it wrote,
+		// and cannot know what reached the disk. It stops (crash).
+		w.crash(m, fmt.Sprintf("fsync: %v", err))
+		return
+	}
+	m.persisting = nil
+	if hs := p.HardState; hs != nil && hs.GetTerm() > m.durableTerm {
+		m.durableTerm = hs.GetTerm()
+	}
+	m.node.Persisted(seq)
+	w.drive(m)
+}
+
+// send routes one raft message through the simulated network.
+func (w *world) send(from *member, msg *raftpb.Message) {
+	to := w.memberByID(msg.GetTo())
+	w.checkSendAfterPersist(from, msg)
+	if msg.GetType() == raftpb.MsgSnap {
+		// The transport reports a snapshot sent once it is on its way; a lost
+		// one shows up as the follower never acknowledging it.
+		defer from.node.ReportSnapshot(msg.GetTo(), false)
+	}
+	if to == nil {
+		return
+	}
+	for _, at := range w.net.Route(w.now, from.id, to.id) {
+		w.q.schedule(&event{at: at, kind: evDeliver, member: to.index, msg: msg})
+	}
+}
+
+// checkSendAfterPersist asserts raft's contract from outside the node: a
+// member never sends a message of a term its disk does not hold yet.
+func (w *world) checkSendAfterPersist(from *member, msg *raftpb.Message) {
+	if w.opts.Planted.AckBeforeSync {
+		return // the planted bug breaks exactly this; the checkers must catch it
+	}
+	switch msg.GetType() {
+	case raftpb.MsgVote, raftpb.MsgVoteResp, raftpb.MsgApp, raftpb.MsgAppResp:
+		if msg.GetTerm() > from.durableTerm {
+			w.fail("%s sent %s at term %d before term %d was durable", from.name, msg.GetType(), msg.GetTerm(), from.durableTerm)
+		}
+	}
+}
+
+func (w *world) deliver(m *member, e *event) {
+	if !m.up {
+		return
+	}
+	if m.paused {
+		if len(m.pausedInbox) < pausedInboxMax {
+			m.pausedInbox = append(m.pausedInbox, e)
+		}
+		return
+	}
+	m.node.Step(e.msg)
+	w.drive(m)
+}
+
+func (w *world) tick(m *member) {
+	if !m.up {
+		return
+	}
+	w.scheduleTick(m)
+	if m.paused || w.now < m.tickJumpUntil {
+		return
+	}
+	m.node.Tick()
+	w.drive(m)
+}
+
+func (w *world) memberByID(id uint64) *member {
+	for _, m := range w.members {
+		if m.id == id {
+			return m
+		}
+	}
+	return nil
+}

@@ -1,0 +1,368 @@
+package sim
+
+import (
+	"fmt"
+	"hash/fnv"
+	"io"
+	"math/rand/v2"
+	"strings"
+
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/raft/v3/raftpb"
+
+	"github.com/noded/noded/linearizability"
+	"github.com/noded/noded/net"
+	"github.com/noded/noded/node"
+)
+
+// Options configure a run beyond what its seed decides.
+type Options struct {
+	Seed uint64
+	// Tweak, if set, may change the knobs the seed drew (a test pinning a
+	// cluster size, a campaign turning a fault off). Tweaks are printed with
+	// the knobs.
+	Tweak func(*Knobs)
+	// Planted bugs, for the checkers' self-tests; never in production.
+	Planted node.PlantedBugs
+	// Trace, if set, receives one line per event and effect.
+	Trace io.Writer
+	// EventsMax bounds the run (a safety net against livelock); 0 = default.
+	EventsMax int64
+}
+
+// Report is what a run found.
+type Report struct {
+	Seed      uint64
+	Knobs     Knobs
+	TraceHash uint64
+	OK        bool
+	Failures  []string // everything that went wrong, in the order found
+	Check     linearizability.Result
+	Stats     Stats
+	// Input is the history the checkers read; a failing run's report keeps
+	// it for porcupine's visualization.
+	Input linearizability.Input
+}
+
+// Stats count what happened in a run.
+type Stats struct {
+	Events, Ops, OpsOK, OpsUnknown, OpsFailed  int64
+	Crashes, Restarts, FailStops, Partitions   int64
+	Pauses, ClockJumps, FsyncErrors, Corrupted int64
+	MemberChanges, WatchEvents, Snapshots      int64
+	VirtualNs, LivenessNs                      int64
+	Net                                        net.SimNetworkStats
+}
+
+func (s Stats) String() string {
+	return fmt.Sprintf("events=%d ops=%d ok=%d unknown=%d failed=%d crashes=%d restarts=%d fail-stops=%d partitions=%d "+
+		"pauses=%d clock-jumps=%d fsync-errors=%d corrupted=%d member-changes=%d watch-events=%d virtual=%dms liveness=%dms %s",
+		s.Events, s.Ops, s.OpsOK, s.OpsUnknown, s.OpsFailed, s.Crashes, s.Restarts, s.FailStops, s.Partitions,
+		s.Pauses, s.ClockJumps, s.FsyncErrors, s.Corrupted, s.MemberChanges, s.WatchEvents, s.VirtualNs/1e6, s.LivenessNs/1e6, s.Net)
+}
+
+// String is the report as a failing run prints it.
+func (r Report) String() string {
+	var b strings.Builder
+	status := "ok"
+	if !r.OK {
+		status = "FAILED"
+	}
+	fmt.Fprintf(&b, "seed %d: %s trace=%016x\n%s\n%s\n", r.Seed, status, r.TraceHash, r.Knobs, r.Stats)
+	for _, f := range r.Failures {
+		fmt.Fprintf(&b, "failure: %s\n", f)
+	}
+	if !r.OK {
+		fmt.Fprintf(&b, "replay: go run ./cmd/nodesim -seed %d\n", r.Seed)
+	}
+	return b.String()
+}
+
+type eventKind uint8
+
+const (
+	evTick eventKind = iota + 1
+	evDeliver
+	evDiskSync
+	evRequestArrive
+	evReplyArrive
+	evWatchRequestArrive
+	evWatchArrive
+	evClientNext
+	evClientTimeout
+	evFault
+	evAction
+	evLiveness
+)
+
+var eventKindNames = [...]string{
+	evTick: "tick", evDeliver: "deliver", evDiskSync: "disk-sync", evRequestArrive: "request",
+	evReplyArrive: "reply", evWatchRequestArrive: "watch-request", evWatchArrive: "watch",
+	evClientNext: "client-next", evClientTimeout: "client-timeout", evFault: "fault", evAction: "action",
+	evLiveness: "liveness",
+}
+
+func (k eventKind) String() string {
+	if int(k) < len(eventKindNames) && eventKindNames[k] != "" {
+		return eventKindNames[k]
+	}
+	return fmt.Sprintf("event-%d", k)
+}
+
+type event struct {
+	at          int64
+	seq         uint64
+	kind        eventKind
+	member      int
+	incarnation int
+	msg         *raftpb.Message
+	persistSeq  uint64
+	client      int
+	opSeq       uint64
+	result      node.Result
+	watchReq    *pb.WatchRequest
+	watchResp   *pb.WatchResponse
+	stream      uint64
+	action      func()
+	what        string
+}
+
+type world struct {
+	k    Knobs
+	opts Options
+	now  int64
+	q    eventQueue
+
+	// One child stream per subsystem, so that a change in one (say, the
+	// workload) does not shift the draws of another (the network).
+	frng *rand.Rand // faults
+	wrng *rand.Rand // workload
+	drng *rand.Rand // disk latency
+	net  *net.SimNetwork
+
+	clusterID uint64
+	members   []*member
+	clients   []*client
+	operator  operator
+
+	history     []linearizability.Operation
+	watches     []linearizability.WatchHistory
+	leaseEvents []linearizability.LeaseEvent
+	committed   []committedRecord // index i holds raft index i+1
+	handles     map[handleKey]int // (member, handle) -> history index, for Proposed; lookups only
+	streams     map[uint64]*clientWatch
+
+	phase         phase
+	livenessStart int64
+	failures      []string
+	stats         Stats
+	trace         traceHash
+}
+
+type handleKey struct {
+	member int
+	handle node.Handle
+}
+
+type phase uint8
+
+const (
+	phaseSafety phase = iota
+	phaseLiveness
+	phaseDone
+)
+
+// defaultEventsMax bounds a run's events: far more than a healthy run needs.
+const defaultEventsMax = 50_000_000
+
+// Run runs one seed to the end and checks it. Runs must not overlap in
+// one process (see entropy.go).
+func Run(opts Options) Report {
+	k := Draw(opts.Seed)
+	if opts.Tweak != nil {
+		opts.Tweak(&k)
+	}
+	w := &world{
+		k:       k,
+		opts:    opts,
+		frng:    rand.New(rand.NewPCG(opts.Seed, 0x666175)),
+		wrng:    rand.New(rand.NewPCG(opts.Seed, 0x776f726b)),
+		drng:    rand.New(rand.NewPCG(opts.Seed, 0x6469736b)),
+		handles: map[handleKey]int{},
+		streams: map[uint64]*clientWatch{},
+	}
+	w.net = net.NewSimNetwork(rand.New(rand.NewPCG(opts.Seed, 0x6e6574)))
+	w.net.DelayMinNs = k.DelayMinUs * 1000
+	w.net.DelayMeanNs = k.DelayMeanUs * 1000
+	w.net.LossPermille = k.LossPermille
+	w.net.DupPermille = k.DupPermille
+	w.trace = newTraceHash(opts.Trace)
+	w.tracef("knobs %s", strings.ReplaceAll(k.String(), "\n", "; "))
+
+	withSeededEntropy(opts.Seed, w.run)
+
+	rep := Report{Seed: opts.Seed, Knobs: k, TraceHash: w.trace.sum(), Stats: w.stats}
+	rep.Stats.Net = w.net.Stats()
+	rep.Input = w.checkerInput()
+	if len(w.failures) == 0 {
+		rep.Check = linearizability.Check(rep.Input, linearizability.Options{})
+		if !rep.Check.OK {
+			for _, f := range rep.Check.Failures {
+				w.failures = append(w.failures, fmt.Sprintf("%s: %s", f.Checker, f.Detail))
+			}
+		}
+	}
+	rep.Failures = w.failures
+	rep.OK = len(w.failures) == 0
+	return rep
+}
+
+func (w *world) run() {
+	w.setUpCluster()
+	w.setUpClients()
+	w.scheduleNextFault()
+	w.q.schedule(&event{at: w.k.SafetyMs * 1e6, kind: evLiveness})
+	eventsMax := w.opts.EventsMax
+	if eventsMax == 0 {
+		eventsMax = defaultEventsMax
+	}
+	for w.phase != phaseDone {
+		e := w.q.next()
+		if e == nil {
+			w.fail("the event queue ran dry before the run ended")
+			return
+		}
+		if e.at < w.now {
+			w.fail("event %s at %d is in the past (now %d)", e.kind, e.at, w.now)
+			return
+		}
+		w.now = e.at
+		w.stats.Events++
+		if w.stats.Events > eventsMax {
+			w.fail("more than %d events: the run does not settle", eventsMax)
+			return
+		}
+		if w.q.Len() > eventsPendingMax {
+			w.fail("more than %d pending events", eventsPendingMax)
+			return
+		}
+		w.step(e)
+		if len(w.failures) > 0 {
+			return
+		}
+	}
+	w.stats.VirtualNs = w.now
+}
+
+func (w *world) step(e *event) {
+	w.trace.event(w.now, e)
+	switch e.kind {
+	case evTick:
+		m := w.members[e.member]
+		if m.incarnation == e.incarnation {
+			w.tick(m)
+		}
+	case evDeliver:
+		w.deliver(w.members[e.member], e)
+	case evDiskSync:
+		m := w.members[e.member]
+		if m.up && m.incarnation == e.incarnation {
+			w.diskSynced(m, e.persistSeq)
+		}
+	case evRequestArrive:
+		w.requestArrive(e)
+	case evReplyArrive:
+		w.replyArrive(e)
+	case evWatchRequestArrive:
+		w.watchRequestArrive(e)
+	case evWatchArrive:
+		w.watchArrive(e)
+	case evClientNext:
+		w.clientNext(w.clients[e.client])
+	case evClientTimeout:
+		w.clientTimeout(w.clients[e.client], e.opSeq)
+	case evFault:
+		w.injectFault()
+	case evAction:
+		e.action()
+	case evLiveness:
+		w.startLiveness()
+	}
+	if w.phase == phaseLiveness {
+		w.checkLiveness()
+	}
+}
+
+func (w *world) setUpCluster() {
+	var initial []node.Member
+	var ids []uint64
+	for i := 0; i < w.k.ClusterSize; i++ {
+		url := fmt.Sprintf("http://m%d:2380", i)
+		id := node.MemberID([]string{url}, "noded-sim", nil)
+		initial = append(initial, node.Member{ID: id, PeerURLs: []string{url}})
+		ids = append(ids, id)
+		w.members = append(w.members, w.newMember(i, url, id))
+	}
+	w.clusterID = node.ClusterID(ids)
+	for _, m := range w.members {
+		w.bootstrap(m, initial)
+	}
+}
+
+func (w *world) fail(format string, args ...any) {
+	msg := fmt.Sprintf("at %dms: %s", w.now/1e6, fmt.Sprintf(format, args...))
+	w.failures = append(w.failures, msg)
+	w.tracef("FAIL %s", msg)
+}
+
+func (w *world) tracef(format string, args ...any) {
+	w.trace.line(w.now, fmt.Sprintf(format, args...))
+}
+
+// traceHash folds every event and effect of a run into one 64-bit FNV
+// hash: two runs with equal hashes took the same steps.
+type traceHash struct {
+	h interface {
+		Write([]byte) (int, error)
+		Sum64() uint64
+	}
+	out io.Writer
+	buf []byte
+}
+
+func newTraceHash(out io.Writer) traceHash {
+	return traceHash{h: fnv.New64a(), out: out}
+}
+
+func (t *traceHash) line(now int64, s string) {
+	t.buf = t.buf[:0]
+	t.buf = fmt.Appendf(t.buf, "%d %s\n", now, s)
+	_, _ = t.h.Write(t.buf)
+	if t.out != nil {
+		_, _ = t.out.Write(t.buf)
+	}
+}
+
+func (t *traceHash) event(now int64, e *event) {
+	var s string
+	switch e.kind {
+	case evDeliver:
+		m := e.msg
+		s = fmt.Sprintf("deliver %s %x->%x term=%d index=%d logterm=%d commit=%d ents=%d reject=%t",
+			m.GetType(), m.GetFrom(), m.GetTo(), m.GetTerm(), m.GetIndex(), m.GetLogTerm(), m.GetCommit(), len(m.GetEntries()), m.GetReject())
+	case evTick, evDiskSync:
+		s = fmt.Sprintf("%s m%d/%d %d", e.kind, e.member, e.incarnation, e.persistSeq)
+	default:
+		s = fmt.Sprintf("%s m%d c%d op%d %s", e.kind, e.member, e.client, e.opSeq, e.what)
+	}
+	t.line(now, s)
+}
+
+func (t *traceHash) sum() uint64 { return t.h.Sum64() }
+
+func (w *world) traceEffects(m *member, eff *node.Effects) {
+	if eff.Empty() {
+		return
+	}
+	w.trace.line(w.now, fmt.Sprintf("effects m%d\n%s", m.index, eff.String()))
+}

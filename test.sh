@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Runs every test noded has, setting up a fresh machine first: Debian's
+# etcdctl and etcd (real peers for the end-to-end tests and benchmarks) and
+# the Go modules. Knobs:
+#   NODED_SIM_SEEDS=N   simulate seeds 1..N instead of the CI set of 200
+#   NODED_E2E=0         skip the end-to-end tests with real processes
+set -euo pipefail
+cd "$(dirname "$0")"
+
+if ! command -v etcdctl >/dev/null 2>&1 || ! command -v etcd >/dev/null 2>&1; then
+  sudo=""
+  [ "$(id -u)" = 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq etcd-client etcd-server >/dev/null
+  # The package starts a system etcd on the default ports; noded's tests
+  # need those ports free.
+  $sudo systemctl stop etcd >/dev/null 2>&1 || $sudo pkill -x etcd || true
+fi
+
+go mod download
+echo "== go vet"
+go vet ./...
+echo "== gofmt"
+unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
+if [ -n "$unformatted" ]; then
+  echo "gofmt would change:"; echo "$unformatted"; exit 1
+fi
+
+echo "== go test (simulator seeds in two processes)"
+# Runs of the simulator cannot overlap in one process, so the CI seed set
+# is split over two shards, one per core, beside the other packages.
+NODED_SIM_SHARD=0/2 go test -count=1 -timeout 20m ./sim/ -run 'TestSeeds$' &
+shard0=$!
+NODED_SIM_SHARD=1/2 go test -count=1 -timeout 20m ./sim/ -run 'TestSeeds$' &
+shard1=$!
+NODED_SIM_SEEDS=0 go test -count=1 -timeout 20m ./...
+wait $shard0
+wait $shard1
+
+echo "== WebAssembly: the simulator's trace hashes match the native run"
+GOOS=js GOARCH=wasm go test -count=1 -timeout 20m \
+  -exec "$(go env GOROOT)/lib/wasm/go_js_wasm_exec" -run 'TestTraceHashGolden' ./sim/
+echo "== all tests passed"
