@@ -2,6 +2,7 @@ package disk
 
 import (
 	"errors"
+	"fmt"
 	"io/fs"
 	"strings"
 	"testing"
@@ -233,5 +234,31 @@ func TestSnapshotFallbackThenSaveAgain(t *testing.T) {
 	_, rec = mustOpen(t, fsys, opts)
 	if string(rec.Snapshot.GetData()) != "state@20 again" {
 		t.Fatalf("snapshot %q", rec.Snapshot.GetData())
+	}
+}
+
+// TestManySnapshotsInOneSegment: snapshot records pile up in a segment that
+// never rolls over; the markers Storage keeps stay as few as the files, and
+// Open still picks the newest.
+func TestManySnapshotsInOneSegment(t *testing.T) {
+	fsys := NewSimFS()
+	opts := Options{SnapshotsKept: 3}
+	s := mustCreate(t, fsys, opts)
+	for i := uint64(1); i <= 300; i++ {
+		must(t, s.Append(hardState(1, 1, i), ents(i, i, 1)))
+		must(t, s.Sync())
+		must(t, s.SaveSnapshot(snapshot(i, 1, fmt.Sprintf("state@%d", i))))
+		if len(s.markers) > opts.SnapshotsKept+2 {
+			t.Fatalf("after %d snapshots Storage keeps %d markers", i, len(s.markers))
+		}
+	}
+	must(t, s.Close())
+	names, _ := fsys.List("snap")
+	if len(names) != 3 {
+		t.Fatalf("snapshot files %v", names)
+	}
+	_, rec := mustOpen(t, fsys, opts)
+	if rec.Snapshot.GetMetadata().GetIndex() != 300 || len(rec.Entries) != 0 {
+		t.Fatalf("snapshot %d entries %s", rec.Snapshot.GetMetadata().GetIndex(), describeEntries(rec.Entries))
 	}
 }

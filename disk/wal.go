@@ -407,14 +407,11 @@ func (s *Storage) SaveSnapshot(snap *raftpb.Snapshot) error {
 		return err
 	}
 	m.seq = s.segments[len(s.segments)-1].seq
-	saved := markerIndexOf(s.markers, index, term)
-	if saved >= 0 {
-		s.markers[saved] = m // saved again: its earlier file was found damaged
-	} else {
-		assertf(len(s.markers) < snapshotFilesMax, "more than %d snapshot records", snapshotFilesMax)
-		s.markers = append(s.markers, m)
-		saved = len(s.markers) - 1
+	if i := markerIndexOf(s.markers, index, term); i >= 0 {
+		s.markers = slices.Delete(s.markers, i, i+1) // saved again: its earlier file was found damaged
 	}
+	s.markers = append(s.markers, m) // the last marker is the one saved most recently
+	saved := len(s.markers) - 1
 	if reset {
 		s.shape.reset(index, term)
 	}
@@ -425,7 +422,11 @@ func (s *Storage) SaveSnapshot(snap *raftpb.Snapshot) error {
 	if err := s.releaseSegments(saved); err != nil {
 		return err
 	}
-	return s.releaseSnapshotFiles()
+	if err := s.releaseSnapshotFiles(); err != nil {
+		return err
+	}
+	s.forgetMarkers()
+	return nil
 }
 
 // releaseSegments removes the oldest segments while every live entry above
@@ -462,6 +463,19 @@ func (s *Storage) releaseSegments(saved int) error {
 	firstSeq := s.segments[0].seq
 	s.markers = slices.DeleteFunc(s.markers, func(m snapshotMarker) bool { return m.seq < firstSeq })
 	return nil
+}
+
+// forgetMarkers drops markers whose snapshot file is gone or damaged,
+// except the one with the highest index (entries at or below it stay
+// committed) and the last saved (copied into new segment heads), so the
+// list stays as short as the snapshot files kept.
+func (s *Storage) forgetMarkers() {
+	newest := s.newestSnapshotIndex()
+	last := s.markers[len(s.markers)-1]
+	s.markers = slices.DeleteFunc(s.markers, func(m snapshotMarker) bool {
+		return !m.usable && m.index != newest && m != last
+	})
+	assertf(len(s.markers) <= s.opts.SnapshotsKept+2, "%d snapshot markers kept for %d snapshot files", len(s.markers), s.opts.SnapshotsKept)
 }
 
 // releaseSnapshotFiles keeps the SnapshotsKept newest snapshot files and
