@@ -754,17 +754,127 @@ func sameResult(t *rapid.T, what string, got, want ApplyResult) {
 	}
 }
 
+// watchCheck follows one watcher on every key through the run and checks
+// etcd's watch guarantees against the model's log of all events: ordered,
+// unique, reliable (a gapless prefix of history from the start revision),
+// atomic (a revision is never split across replies), prev_kv right, and a
+// progress revision that no later event undercuts.
+type watchCheck struct {
+	id   int64
+	from int64
+	got  []*mvccpb.Event
+	all  []*mvccpb.Event // every event the model produced, never compacted
+}
+
+const watchCheckStream StreamID = 9
+
+func (wc *watchCheck) expected() []*mvccpb.Event {
+	var out []*mvccpb.Event
+	for _, ev := range wc.all {
+		if ev.Kv.ModRevision >= wc.from {
+			out = append(out, ev)
+		}
+	}
+	return out
+}
+
+// prevOf is the key's value just before ev, from the model's full log.
+func (wc *watchCheck) prevOf(ev *mvccpb.Event) *mvccpb.KeyValue {
+	var prev *mvccpb.Event
+	for _, e := range wc.all {
+		if e.Kv.ModRevision >= ev.Kv.ModRevision {
+			break
+		}
+		if bytes.Equal(e.Kv.Key, ev.Kv.Key) {
+			prev = e
+		}
+	}
+	if prev == nil || prev.Type == mvccpb.Event_DELETE {
+		return nil
+	}
+	return prev.Kv
+}
+
+func (wc *watchCheck) create(t *rapid.T, s *Store, from int64) {
+	resp := s.WatchCreate(watchCheckStream, &pb.WatchCreateRequest{Key: []byte{0}, RangeEnd: []byte{0}, StartRevision: from, PrevKv: true})
+	if !resp.Created || resp.Canceled {
+		t.Fatalf("watch create from %d: %s", from, Describe(resp))
+	}
+	wc.id, wc.from, wc.got = resp.WatchId, from, nil
+}
+
+func (wc *watchCheck) poll(t *rapid.T, s *Store, m *model, budget int) {
+	for _, r := range s.WatchPoll(budget) {
+		if r.Stream != watchCheckStream {
+			t.Fatalf("reply for unknown stream %d", r.Stream)
+		}
+		resp := r.Resp
+		want := wc.expected()
+		switch {
+		case resp.WatchId == invalidWatchID:
+			// Progress: every event at or below its revision arrived.
+			for _, ev := range want[len(wc.got):] {
+				if ev.Kv.ModRevision <= resp.Header.Revision {
+					t.Fatalf("progress at %d but event at %d not delivered", resp.Header.Revision, ev.Kv.ModRevision)
+				}
+			}
+		case resp.WatchId != wc.id:
+			t.Fatalf("reply for watch %d, want %d: %s", resp.WatchId, wc.id, Describe(resp))
+		case resp.Canceled:
+			if resp.CompactRevision == 0 || resp.CompactRevision != m.compactRev {
+				t.Fatalf("cancel without the compact revision: %s", Describe(resp))
+			}
+			// An all-keys watcher's next revision is right after the last
+			// event it got: cancelling is right only if that was compacted.
+			next := wc.from
+			if n := len(wc.got); n > 0 {
+				next = wc.got[n-1].Kv.ModRevision + 1
+			}
+			if next >= resp.CompactRevision {
+				t.Fatalf("cancelled at compact revision %d though its next revision %d is kept", resp.CompactRevision, next)
+			}
+			wc.create(t, s, m.compactRev)
+		default:
+			for i, ev := range resp.Events {
+				n := len(wc.got)
+				if n >= len(want) || !proto.Equal(ev.Kv, want[n].Kv) || ev.Type != want[n].Type {
+					t.Fatalf("watch event %d from %d is %s, want %v", n, wc.from, Describe(resp), want[n:])
+				}
+				if i == 0 && n > 0 && want[n-1].Kv.ModRevision == ev.Kv.ModRevision {
+					t.Fatalf("revision %d split across replies", ev.Kv.ModRevision)
+				}
+				if i == len(resp.Events)-1 && n+1 < len(want) && want[n+1].Kv.ModRevision == ev.Kv.ModRevision {
+					t.Fatalf("revision %d split across replies", ev.Kv.ModRevision)
+				}
+				prev := wc.prevOf(ev)
+				isCreate := ev.Type == mvccpb.Event_PUT && ev.Kv.Version == 1
+				switch {
+				case ev.PrevKv != nil && !proto.Equal(ev.PrevKv, prev):
+					t.Fatalf("prev_kv of %s is %v, want %v", Describe(resp), ev.PrevKv, prev)
+				case ev.PrevKv == nil && prev != nil && !isCreate && ev.Kv.ModRevision-1 >= m.compactRev:
+					t.Fatalf("prev_kv missing in %s", Describe(resp))
+				}
+				wc.got = append(wc.got, ev)
+			}
+		}
+	}
+}
+
 func TestModel(t *testing.T) {
 	rapid.Check(t, func(t *rapid.T) {
 		cfg := Config{MinLeaseTTLSeconds: rapid.Int64Range(0, 3).Draw(t, "min ttl")}
 		s := New(cfg)
 		m := newModel(cfg)
+		wc := &watchCheck{}
+		wc.create(t, s, 1)
 		apply := func(r *pb.InternalRaftRequest) {
 			what := Describe(r)
 			if err := Validate(cfg, r); err != nil && err != rpctypes.ErrGRPCDuplicateKey {
 				t.Fatalf("generator made an invalid request %s: %v", what, err)
 			}
-			sameResult(t, what, s.Apply(r), m.apply(r))
+			want := m.apply(r)
+			sameResult(t, what, s.Apply(r), want)
+			wc.all = append(wc.all, want.Events...)
 		}
 		t.Repeat(map[string]func(*rapid.T){
 			"put": func(t *rapid.T) {
@@ -810,11 +920,28 @@ func TestModel(t *testing.T) {
 				}
 			},
 			"snapshot": func(t *rapid.T) {
-				r, err := Restore(cfg, s.Snapshot())
+				data := s.Snapshot()
+				r, err := Restore(cfg, data)
 				if err != nil {
 					t.Fatalf("restore: %v", err)
 				}
-				s = r
+				if r.StateHash() != s.StateHash() {
+					t.Fatalf("restored state differs")
+				}
+				// Install it in place, as a follower does, so the watcher
+				// lives on (and catches up through the new history).
+				if err := s.Replace(data); err != nil {
+					t.Fatalf("replace: %v", err)
+				}
+			},
+			"watch poll": func(t *rapid.T) {
+				wc.poll(t, s, m, rapid.IntRange(0, 8).Draw(t, "budget"))
+			},
+			"watch pause": func(t *rapid.T) {
+				s.WatchPause(watchCheckStream, wc.id)
+			},
+			"watch progress": func(t *rapid.T) {
+				s.WatchRequestProgress(watchCheckStream)
 			},
 			"hashkv": func(t *rapid.T) {
 				rev := rapid.Int64Range(m.compactRev, m.rev).Draw(t, "hash rev")
@@ -841,5 +968,17 @@ func TestModel(t *testing.T) {
 				}
 			},
 		})
+		// Liveness: with budget to spare the watcher catches up, gets
+		// everything from its start revision, and a progress reply.
+		for range 20 {
+			wc.poll(t, s, m, 1000)
+		}
+		if got, want := len(wc.got), len(wc.expected()); got != want {
+			t.Fatalf("watcher from %d got %d of %d events", wc.from, got, want)
+		}
+		s.WatchRequestProgress(watchCheckStream)
+		if resps := s.WatchPoll(1000); len(resps) == 0 || resps[len(resps)-1].Resp.WatchId != invalidWatchID || resps[len(resps)-1].Resp.Header.Revision != m.rev {
+			t.Fatalf("no progress reply at %d once synced", m.rev)
+		}
 	})
 }

@@ -1,6 +1,7 @@
 package kvsm
 
 import (
+	"fmt"
 	"slices"
 	"testing"
 
@@ -486,4 +487,39 @@ func TestSnapshotRoundTrip(t *testing.T) {
 	if _, err := Restore(Config{}, data[:len(data)-1]); err == nil {
 		t.Fatal("truncated snapshot restored")
 	}
+}
+
+// TestViewConcurrentReads reads Views from other goroutines while the
+// store applies, compacts and takes new Views; run with -race it proves
+// writes never touch memory a View can reach.
+func TestViewConcurrentReads(t *testing.T) {
+	s := New(Config{})
+	for i := range 200 {
+		mustApply(t, s, putReq(fmt.Sprintf("k%03d", i%50), fmt.Sprint(i)))
+	}
+	views := make(chan *View, 8)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for v := range views {
+			want := v.Rev()
+			for range 20 {
+				resp, err := v.Range(&pb.RangeRequest{Key: []byte("k"), RangeEnd: []byte("l")})
+				if err != nil || resp.Header.Revision != want || len(resp.Kvs) != 50 {
+					t.Errorf("view at %d: %d keys at %d, %v", want, len(resp.Kvs), resp.Header.Revision, err)
+					return
+				}
+				_, _, _, _ = v.HashKV(0)
+			}
+		}
+	}()
+	for i := range 400 {
+		s.Apply(putReq(fmt.Sprintf("k%03d", i%50), fmt.Sprint(i)))
+		if i%50 == 0 {
+			s.Apply(compactReq(s.Rev() - 10))
+			views <- s.View()
+		}
+	}
+	close(views)
+	<-done
 }

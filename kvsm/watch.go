@@ -449,7 +449,8 @@ func (s *Store) watchNotify(rev int64, events []*mvccpb.Event) {
 
 // WatchPoll catches unsynced watchers up from history, reading at most
 // eventBudget events in all (a single revision larger than the whole budget
-// is still read when it comes first, since revisions are never split), then
+// is still read when it comes first, since revisions are never split; a
+// budget of 0 or less reads none), then
 // returns every queued reply: streams in ascending ID order, each stream's
 // replies in the order they were queued.
 func (s *Store) WatchPoll(eventBudget int) []StreamResponse {
@@ -497,6 +498,7 @@ func (s *Store) catchUp(eventBudget int) {
 	})
 	budget := eventBudget
 	scanLeft := catchUpScanEntriesMax
+	blocked := false
 	for _, w := range order {
 		if s.kv.compactRev > 0 && w.nextRev < s.kv.compactRev {
 			w.stream.queue = append(w.stream.queue, queuedReply{watchID: w.id, resp: &pb.WatchResponse{
@@ -505,12 +507,22 @@ func (s *Store) catchUp(eventBudget int) {
 			reg.remove(w)
 			continue
 		}
-		if w.nextRev <= s.kv.rev && budget > 0 && scanLeft > 0 {
-			var used, scanned int
-			used, scanned = s.catchUpWatcher(w, budget, scanLeft, budget == eventBudget)
+		if w.nextRev <= s.kv.rev && !blocked && budget > 0 && scanLeft > 0 {
+			used, scanned, stop := s.catchUpWatcher(w, budget, scanLeft, budget == eventBudget)
 			budget -= used
 			scanLeft -= scanned
-			reg.cursor = w
+			switch stop {
+			case stopBudget:
+				// The next revision did not fit what is left of the
+				// budget. Leave the cursor before this watcher so the
+				// next poll serves it first, with the whole budget: a
+				// large revision cannot starve.
+				blocked = true
+			case stopStreamFull:
+				// Its stream's queue is full; other streams go on.
+			default:
+				reg.cursor = w
+			}
 		}
 		if w.nextRev > s.kv.rev {
 			reg.makeSynced(w)
@@ -519,8 +531,10 @@ func (s *Store) catchUp(eventBudget int) {
 }
 
 // catchUpWatcher reads history for one watcher from its next revision and
-// queues one reply. It returns the events queued and log entries read.
-func (s *Store) catchUpWatcher(w *watcher, budget, scanLimit int, first bool) (used, scanned int) {
+// queues one reply. It returns the events queued, the log entries read and
+// whether it stopped at a revision that did not fit the budget or the
+// stream's queue bound.
+func (s *Store) catchUpWatcher(w *watcher, budget, scanLimit int, first bool) (used, scanned int, stop catchUpStop) {
 	st := w.stream
 	var events []*mvccpb.Event
 	revs := 0
@@ -528,6 +542,9 @@ func (s *Store) catchUpWatcher(w *watcher, budget, scanLimit int, first bool) (u
 	for revs < catchUpRevisionsMax && scanned < scanLimit {
 		le, ok := s.revLog.at(pos)
 		if !ok {
+			// History is exhausted: nothing more up to the current
+			// revision (revision 1, for one, has no entries).
+			w.nextRev = max(w.nextRev, s.kv.rev+1)
 			break
 		}
 		main := le.main
@@ -545,7 +562,12 @@ func (s *Store) catchUpWatcher(w *watcher, budget, scanLimit int, first bool) (u
 		}
 		if n := len(revEvents); n > 0 {
 			mayExceed := first && len(events) == 0 && st.queuedEvents == 0
-			if !mayExceed && (len(events)+n > budget || !st.canQueue(len(events)+n)) {
+			if !mayExceed && len(events)+n > budget {
+				stop = stopBudget
+				break
+			}
+			if !mayExceed && !st.canQueue(len(events)+n) {
+				stop = stopStreamFull
 				break
 			}
 			events = append(events, revEvents...)
@@ -560,8 +582,17 @@ func (s *Store) catchUpWatcher(w *watcher, budget, scanLimit int, first bool) (u
 		st.queuedEvents += len(events)
 		w.eventsSinceTick = true
 	}
-	return len(events), scanned
+	return len(events), scanned, stop
 }
+
+// catchUpStop says why a catch-up stopped short of the current revision.
+type catchUpStop uint8
+
+const (
+	stopNone       catchUpStop = iota // reached the end, the scan bound or the revisions bound
+	stopBudget                        // the next revision exceeds what is left of the budget
+	stopStreamFull                    // the next revision exceeds the stream's queue bound
+)
 
 // historyEvent rebuilds the event of one stored revision.
 func (s *Store) historyEvent(le *revLogEntry) *mvccpb.Event {
