@@ -1,7 +1,9 @@
 package linearizability
 
 import (
+	"strings"
 	"testing"
+	"time"
 )
 
 // bench10k is the size the simulator's longest runs reach: 10,000
@@ -49,5 +51,21 @@ func BenchmarkCheck10kContended(b *testing.B) {
 		if res := Check(g.in, Options{}); !res.OK {
 			b.Fatalf("correct run fails:\n%s", res)
 		}
+	}
+}
+
+// A search that runs out of time is a failure that says so, never a pass.
+func TestPorcupineTimeoutIsReported(t *testing.T) {
+	if testing.Short() {
+		t.Skip("checks a 10,000-operation history")
+	}
+	g := bench10k(4)
+	res := Check(g.in, Options{Timeout: time.Nanosecond})
+	if res.OK || !res.Stats.PorcupineTimeout {
+		t.Fatalf("timed-out search passes:\n%s", res)
+	}
+	want := "kv-linearizability: undecided: porcupine's search ran out of its 1ns timeout"
+	if !strings.Contains(res.String(), want) {
+		t.Fatalf("report lacks %q:\n%s", want, res)
 	}
 }

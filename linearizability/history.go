@@ -200,23 +200,31 @@ type Result struct {
 	Stats    Stats
 }
 
+// String renders the counts on one line.
+func (s Stats) String() string {
+	str := fmt.Sprintf("%d operations (%d linearized, %d unknown applied, %d unknown dropped, %d refused), "+
+		"%d committed entries (%d without client), final revision %d, %d replayed reads, %d watches (%d events), %d lease events",
+		s.Operations, s.Linearized, s.UnknownApplied, s.UnknownDropped, s.Refused,
+		s.Committed, s.CommittedOnly, s.FinalRevision, s.ReplayedReads, s.Watches, s.WatchEvents, s.LeaseEvents)
+	if s.PorcupineTimeout {
+		str += ", porcupine timed out"
+	}
+	return str
+}
+
 // String renders the result deterministically: a summary line, then one line
 // per failure.
 func (r Result) String() string {
 	var b strings.Builder
-	s := r.Stats
 	verdict := "OK"
 	if !r.OK {
-		verdict = fmt.Sprintf("FAILED (%d failures", len(r.Failures)+s.FailuresOmitted)
-		if s.FailuresOmitted > 0 {
-			verdict += fmt.Sprintf(", %d not shown", s.FailuresOmitted)
+		verdict = fmt.Sprintf("FAILED (%d failures", len(r.Failures)+r.Stats.FailuresOmitted)
+		if r.Stats.FailuresOmitted > 0 {
+			verdict += fmt.Sprintf(", %d not shown", r.Stats.FailuresOmitted)
 		}
 		verdict += ")"
 	}
-	fmt.Fprintf(&b, "linearizability: %s: %d operations (%d linearized, %d unknown applied, %d unknown dropped, %d refused), "+
-		"%d committed entries (%d without client), final revision %d, %d replayed reads, %d watches (%d events), %d lease events\n",
-		verdict, s.Operations, s.Linearized, s.UnknownApplied, s.UnknownDropped, s.Refused,
-		s.Committed, s.CommittedOnly, s.FinalRevision, s.ReplayedReads, s.Watches, s.WatchEvents, s.LeaseEvents)
+	fmt.Fprintf(&b, "linearizability: %s: %s\n", verdict, r.Stats)
 	for _, f := range r.Failures {
 		b.WriteString("  ")
 		b.WriteString(f.String())

@@ -136,6 +136,11 @@ func (wc *watchCheck) check() {
 		}
 		evs := resp.GetEvents()
 		if len(evs) == 0 && !resp.GetCreated() && !resp.GetCanceled() && resp.GetCompactRevision() == 0 && !resp.GetFragment() {
+			// etcd's IsProgressNotify: nothing but a header revision.
+			if header == 0 {
+				wc.run.report.add(checkerHistory, "%s: %s is empty: no events, no header revision", wc.name, at)
+				continue
+			}
 			wc.progress(at, rcv.Time, header, &lastProgress, lastEventRev)
 			continue
 		}
