@@ -272,3 +272,15 @@ func describeMessage(b *strings.Builder, m proto.Message) {
 		fmt.Fprintf(b, "%T{}", m)
 	}
 }
+
+// String describes the configuration, for the simulator's knob list.
+func (c Config) String() string {
+	return fmt.Sprintf("kvsm{max_txn_ops=%d min_lease_ttl=%ds}", c.maxTxnOps(), c.MinLeaseTTLSeconds)
+}
+
+// String summarises the store's state for traces: revisions and sizes,
+// not contents.
+func (s *Store) String() string {
+	return fmt.Sprintf("kvsm{rev=%d compact=%d keys=%d revisions=%d leases=%d alarms=%d size=%dB}",
+		s.kv.rev, s.kv.compactRev, s.kv.keys.Len(), s.revLog.len(), s.leases.Len(), len(s.alarms), s.sizeBytes)
+}
