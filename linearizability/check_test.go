@@ -203,3 +203,15 @@ func TestFailureTextIsDeterministic(t *testing.T) {
 		}
 	}
 }
+
+// The log must hold what the client sent, whatever the client learned.
+func TestCommittedRequestMustBeTheClients(t *testing.T) {
+	sc := newScript()
+	sc.unknown(0, 0, put("a", "1"), true)
+	sc.in.Committed[0].Request = internalRequest(put("a", "2"))
+	res := Check(sc.in, Options{})
+	want := `client 0 op #0 [0, unknown] put("a", "1"): the committed entry at raft index 1 logs a different request: the client sent put("a", "1"), the log holds put("a", "2")`
+	if got := failuresOf(res, checkerDurability); len(got) != 1 || got[0] != want {
+		t.Fatalf("durability failures\n got %q\nwant %q", got, want)
+	}
+}

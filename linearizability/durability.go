@@ -37,6 +37,13 @@ func (run *checkRun) checkDurability() {
 	}
 	for _, op := range run.ops {
 		run.checkValidation(op)
+		if len(op.entries) > 0 {
+			e := rp.entries[op.entries[0]]
+			if diff := sameRequest(op.original.Request, e); diff != "" {
+				run.report.add(checkerDurability, "%s: the committed entry at raft index %d logs a different request: %s", op, e.index, diff)
+				continue
+			}
+		}
 		if op.obs == nil {
 			continue
 		}
@@ -58,10 +65,6 @@ func (run *checkRun) checkDurability() {
 			continue
 		}
 		e := rp.entries[op.entries[0]]
-		if diff := sameRequest(op.original.Request, e); diff != "" {
-			run.report.add(checkerDurability, "%s: the committed entry at raft index %d logs a different request: %s", op, e.index, diff)
-			continue
-		}
 		if matches(op.req, e.resp, op.obs, &run.match, true) {
 			continue
 		}
