@@ -116,6 +116,7 @@ type writeTxn struct {
 	s        *Store
 	beginRev int64
 	changes  []change
+	first    [1]change // backs changes for the common one-change write
 }
 
 type change struct {
@@ -133,7 +134,9 @@ func cloneBytes(p []byte) []byte {
 }
 
 func (s *Store) beginWrite() *writeTxn {
-	return &writeTxn{s: s, beginRev: s.kv.rev}
+	w := &writeTxn{s: s, beginRev: s.kv.rev}
+	w.changes = w.first[:0]
+	return w
 }
 
 // readRev is the revision a read inside the txn sees as current.
@@ -233,10 +236,22 @@ func (w *writeTxn) end() []*mvccpb.Event {
 }
 
 func newEvent(key []byte, r *keyRev) *mvccpb.Event {
-	if r.tombstone() {
-		return &mvccpb.Event{Type: mvccpb.Event_DELETE, Kv: &mvccpb.KeyValue{Key: key, ModRevision: r.modMain}}
+	// One allocation for the event and its KeyValue.
+	type eventWithKV struct {
+		ev mvccpb.Event
+		kv mvccpb.KeyValue
 	}
-	return &mvccpb.Event{Type: mvccpb.Event_PUT, Kv: newKeyValue(key, r)}
+	x := &eventWithKV{}
+	x.ev.Kv = &x.kv
+	if r.tombstone() {
+		x.ev.Type = mvccpb.Event_DELETE
+		x.kv.Key = key
+		x.kv.ModRevision = r.modMain
+		return &x.ev
+	}
+	x.ev.Type = mvccpb.Event_PUT
+	fillKeyValue(&x.kv, key, r)
+	return &x.ev
 }
 
 // checkPut makes etcd's apply-time checks of a put against the state before
