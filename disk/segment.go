@@ -28,18 +28,27 @@ const (
 	segmentsMax = 1 << 20
 )
 
-func segmentName(seq, firstIndex uint64) string {
-	return fmt.Sprintf("%016x-%016x%s", seq, firstIndex, segmentSuffix)
-}
+func segmentName(seq, firstIndex uint64) string { return hexPairName(seq, firstIndex, segmentSuffix) }
 
 func parseSegmentName(name string) (seq, firstIndex uint64, ok bool) {
-	base, found := strings.CutSuffix(name, segmentSuffix)
+	return parseHexPairName(name, segmentSuffix)
+}
+
+// hexPairName is the shape of segment and snapshot file names: two numbers
+// in 16 hex digits each, a dash between, then the suffix. Fixed width makes
+// name order number order.
+func hexPairName(a, b uint64, suffix string) string {
+	return fmt.Sprintf("%016x-%016x%s", a, b, suffix)
+}
+
+func parseHexPairName(name, suffix string) (a, b uint64, ok bool) {
+	base, found := strings.CutSuffix(name, suffix)
 	if !found || len(base) != 33 || base[16] != '-' {
 		return 0, 0, false
 	}
-	seq, err1 := strconv.ParseUint(base[:16], 16, 64)
-	firstIndex, err2 := strconv.ParseUint(base[17:], 16, 64)
-	return seq, firstIndex, err1 == nil && err2 == nil
+	a, err1 := strconv.ParseUint(base[:16], 16, 64)
+	b, err2 := strconv.ParseUint(base[17:], 16, 64)
+	return a, b, err1 == nil && err2 == nil
 }
 
 type segmentHeader struct {

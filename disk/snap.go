@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"hash/crc32"
 	"path"
-	"strconv"
 	"strings"
 
 	"go.etcd.io/raft/v3/raftpb"
@@ -46,18 +45,10 @@ const (
 	snapshotFilesMax = 1 << 16
 )
 
-func snapName(index, term uint64) string {
-	return fmt.Sprintf("%016x-%016x%s", index, term, snapSuffix)
-}
+func snapName(index, term uint64) string { return hexPairName(index, term, snapSuffix) }
 
 func parseSnapName(name string) (index, term uint64, ok bool) {
-	base, found := strings.CutSuffix(name, snapSuffix)
-	if !found || len(base) != 33 || base[16] != '-' {
-		return 0, 0, false
-	}
-	index, err1 := strconv.ParseUint(base[:16], 16, 64)
-	term, err2 := strconv.ParseUint(base[17:], 16, 64)
-	return index, term, err1 == nil && err2 == nil
+	return parseHexPairName(name, snapSuffix)
 }
 
 var marshalOptions = proto.MarshalOptions{Deterministic: true}
