@@ -39,5 +39,5 @@ wait $shard1
 
 echo "== WebAssembly: the simulator's trace hashes match the native run"
 GOOS=js GOARCH=wasm go test -count=1 -timeout 20m \
-  -exec "$(go env GOROOT)/lib/wasm/go_js_wasm_exec" -run 'TestTraceHashGolden' ./sim/
+  -vet=off -exec "$(go env GOROOT)/lib/wasm/go_js_wasm_exec" -run 'TestTraceHashGolden' ./sim/
 echo "== all tests passed"

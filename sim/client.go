@@ -25,11 +25,11 @@ type client struct {
 	seq      uint64
 	op       *clientOp
 	leases   []heldLease
+	dropped  []int64 // leases it saw revoked or expire; it tries them again now and then
 	watches  []*clientWatch
 	watchSeq uint64
 	lastRev  int64 // the highest revision it has seen in a header
 	final    bool  // its final read in the liveness phase succeeded
-	nextAt   int64
 }
 
 type heldLease struct {
@@ -235,10 +235,17 @@ func (c *client) dropLease(id int64) {
 	for i, l := range c.leases {
 		if l.id == id {
 			c.leases = append(c.leases[:i], c.leases[i+1:]...)
+			if len(c.dropped) == droppedLeasesMax {
+				c.dropped = c.dropped[1:]
+			}
+			c.dropped = append(c.dropped, id)
 			return
 		}
 	}
 }
+
+// droppedLeasesMax bounds the revoked leases a client remembers.
+const droppedLeasesMax = 4
 
 const leasesPerClientMax = 3
 
@@ -329,6 +336,10 @@ func (w *world) issueRandom(c *client) {
 		put := &pb.PutRequest{Key: w.key(), Value: w.value(c), PrevKv: w.wrng.IntN(4) == 0}
 		if len(c.leases) > 0 && w.wrng.IntN(3) == 0 {
 			put.Lease = c.leases[w.wrng.IntN(len(c.leases))].id
+		} else if len(c.dropped) > 0 && w.wrng.IntN(8) == 0 {
+			// A put onto a lease that is gone must fail LeaseNotFound: a
+			// key must never outlive its lease's revoke.
+			put.Lease = c.dropped[w.wrng.IntN(len(c.dropped))]
 		}
 		w.issue(c, put, true, false)
 		return

@@ -317,7 +317,7 @@ func (w *world) send(from *member, msg *raftpb.Message) {
 // checkSendAfterPersist asserts raft's contract from outside the node: a
 // member never sends a message of a term its disk does not hold yet.
 func (w *world) checkSendAfterPersist(from *member, msg *raftpb.Message) {
-	if w.opts.Planted.AckBeforeSync {
+	if w.opts.Planted.AckBeforeSync && !w.opts.assertSendsUnderPlantedBugs {
 		return // the planted bug breaks exactly this; the checkers must catch it
 	}
 	switch msg.GetType() {

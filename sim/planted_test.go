@@ -1,0 +1,128 @@
+package sim
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/noded/noded/node"
+)
+
+// Each checker must be able to fail. These tests plant a bug in the member
+// code (node.PlantedBugs, a test-only option) and run seeds shaped to
+// provoke it until the checker that exists for that bug reports it. A
+// checker that never fires on its bug fails the test.
+
+type plantedCase struct {
+	name     string
+	bug      node.PlantedBugs
+	tweak    func(*Knobs)
+	checkers []string // any of these reporting counts as caught
+}
+
+// plantedSeedsMax bounds how many seeds a case may try before it counts
+// the bug as missed.
+const plantedSeedsMax = 40
+
+func quiet(k *Knobs) {
+	k.Partitions, k.Clogs, k.Crashes, k.TornCrashes, k.Pauses = false, false, false, false, false
+	k.ClockDrift, k.ClockJumps, k.FsyncErrors, k.Corruption, k.MembershipChanges, k.ReplyLoss = false, false, false, false, false, false
+	k.LossPermille, k.DupPermille = 0, 0
+}
+
+var plantedCases = []plantedCase{
+	{
+		name: "local-linearizable-reads",
+		bug:  node.PlantedBugs{LocalLinearizableReads: true},
+		tweak: func(k *Knobs) {
+			quiet(k)
+			k.ClusterSize, k.Partitions, k.FaultEveryMs = 3, true, 500
+			k.DelayMinUs, k.DelayMeanUs = 2000, 20000
+			k.MixPut, k.MixRange, k.MixDelete, k.MixTxn, k.MixCompact, k.MixLease, k.MixWatch = 30, 60, 0, 0, 0, 0, 0
+			k.Clients, k.OpsPerSecond, k.Keys = 6, 300, 3
+		},
+		checkers: []string{"kv-linearizability"},
+	},
+	{
+		name: "ack-before-sync",
+		bug:  node.PlantedBugs{AckBeforeSync: true},
+		tweak: func(k *Knobs) {
+			quiet(k)
+			// One member, slow syncs and crashes spaced so that it leads (and
+			// acknowledges) between them: a crash then loses acknowledged
+			// writes that never reached the disk.
+			k.ClusterSize, k.Crashes, k.FaultEveryMs, k.SyncLatencyMeanUs = 1, true, 1500, 50000
+			k.TickMs, k.ElectionTicks = 50, 5
+			k.MixPut, k.MixRange, k.MixDelete, k.MixTxn, k.MixCompact, k.MixLease, k.MixWatch = 60, 40, 0, 0, 0, 0, 0
+			k.Clients, k.OpsPerSecond = 4, 300
+		},
+		checkers: []string{"durability", "kv-linearizability"},
+	},
+	{
+		name: "drop-watch-event",
+		bug:  node.PlantedBugs{DropWatchEvent: true},
+		tweak: func(k *Knobs) {
+			quiet(k)
+			k.MixPut, k.MixRange, k.MixDelete, k.MixTxn, k.MixCompact, k.MixLease, k.MixWatch = 50, 10, 10, 10, 0, 0, 20
+		},
+		checkers: []string{"watch-reliable"},
+	},
+	{
+		name: "lease-expire-early",
+		bug:  node.PlantedBugs{LeaseExpireEarly: true},
+		tweak: func(k *Knobs) {
+			quiet(k)
+			k.MixPut, k.MixRange, k.MixDelete, k.MixTxn, k.MixCompact, k.MixLease, k.MixWatch = 30, 20, 0, 0, 0, 30, 0
+		},
+		checkers: []string{"lease-expiry"},
+	},
+	{
+		name: "lease-resurrect",
+		bug:  node.PlantedBugs{LeaseResurrect: true},
+		tweak: func(k *Knobs) {
+			quiet(k)
+			k.MixPut, k.MixRange, k.MixDelete, k.MixTxn, k.MixCompact, k.MixLease, k.MixWatch = 40, 20, 0, 0, 0, 40, 0
+		},
+		checkers: []string{"kv-linearizability", "lease-revoke"},
+	},
+}
+
+func TestPlantedBugsAreCaught(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs whole simulated clusters")
+	}
+	for _, c := range plantedCases {
+		t.Run(c.name, func(t *testing.T) {
+			for seed := uint64(1); seed <= plantedSeedsMax; seed++ {
+				rep := Run(Options{Seed: seed, Planted: c.bug, Tweak: c.tweak})
+				if rep.OK {
+					continue
+				}
+				for _, f := range rep.Failures {
+					for _, checker := range c.checkers {
+						if strings.HasPrefix(f, checker+":") {
+							t.Logf("seed %d: caught by %s", seed, f[:min(len(f), 200)])
+							return
+						}
+					}
+				}
+				t.Fatalf("seed %d failed, but not by %v:\n%s", seed, c.checkers, rep)
+			}
+			t.Fatalf("%s went uncaught in %d seeds", c.name, plantedSeedsMax)
+		})
+	}
+}
+
+// The correct code under the same shaped workloads passes: the planted
+// tests above fail for the bug, not for the shape.
+func TestPlantedShapesPassWithoutTheBug(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs whole simulated clusters")
+	}
+	for _, c := range plantedCases {
+		for seed := uint64(1); seed <= 3; seed++ {
+			if rep := Run(Options{Seed: seed, Tweak: c.tweak}); !rep.OK {
+				t.Errorf("%s shape, seed %d, no bug planted:\n%s", c.name, seed, rep)
+			}
+		}
+	}
+}
