@@ -519,6 +519,11 @@ func (n *Node) Status() Status {
 	}
 }
 
+// IsRemovedMember reports whether id was removed from the cluster. The
+// production transport refuses such peers, which is how a member removed
+// while it was cut off learns that it is gone.
+func (n *Node) IsRemovedMember(id uint64) bool { return n.members.isRemoved(id) }
+
 // StateHash hashes the applied state; members at the same applied index
 // must agree on it.
 func (n *Node) StateHash() uint64 { return n.store.StateHash() }
