@@ -30,9 +30,11 @@ type Config struct {
 	// WriteTimeout bounds one batch write to a peer. A peer that does not
 	// take the bytes in this time is treated as gone and redialled.
 	WriteTimeout time.Duration
-	// IdleTimeout closes an inbound stream that delivered no frame for this
-	// long. Senders write a keepalive after IdleTimeout/keepalivesPerIdle
-	// of silence, so only a dead or wedged peer reaches it.
+	// IdleTimeout closes a stream that heard nothing for this long: an
+	// inbound stream that delivered no frame, an outbound stream whose
+	// keepalives got no echo. Senders write a keepalive every
+	// IdleTimeout/keepalivesPerIdle, so only a dead, partitioned or wedged
+	// peer reaches it.
 	IdleTimeout time.Duration
 	// BackoffMin and BackoffMax bound the jittered exponential wait
 	// between dial attempts to a peer.
@@ -109,6 +111,9 @@ func (cfg Config) withDefaults() (Config, error) {
 		if f.value < 0 {
 			return cfg, fmt.Errorf("net: Config.%s is negative (%d)", f.name, f.value)
 		}
+	}
+	if cfg.IdleTimeout < keepalivesPerIdle*time.Millisecond {
+		return cfg, fmt.Errorf("net: Config.IdleTimeout %v is below %v", cfg.IdleTimeout, keepalivesPerIdle*time.Millisecond)
 	}
 	if cfg.BackoffMin > cfg.BackoffMax {
 		return cfg, fmt.Errorf("net: Config.BackoffMin %v exceeds BackoffMax %v", cfg.BackoffMin, cfg.BackoffMax)

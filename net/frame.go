@@ -16,8 +16,10 @@ package net
 // answers with one HelloReply and closes the connection if it refuses.
 //
 // A message stream (StreamMessages) then carries FrameMessage frames (one
-// proto-encoded raftpb.Message each, never a MsgSnap) and FrameKeepalive
-// frames (empty) while idle; the acceptor sends nothing more.
+// proto-encoded raftpb.Message each, never a MsgSnap) and, every
+// IdleTimeout/4, a FrameKeepalive (empty). The acceptor echoes each
+// keepalive and sends nothing else, so each side learns within IdleTimeout
+// that the other went silent (a dead host or a partition sends no FIN).
 //
 // A snapshot stream (StreamSnapshot) carries exactly one MsgSnap:
 // FrameSnapshotHeader (the data size and the message without its data),
@@ -79,7 +81,7 @@ const (
 	FrameHello          FrameKind = 1 // dialer: binds the connection (Hello)
 	FrameHelloReply     FrameKind = 2 // acceptor: accepts or refuses (HelloReply)
 	FrameMessage        FrameKind = 3 // a proto-encoded raftpb.Message, not MsgSnap
-	FrameKeepalive      FrameKind = 4 // empty; keeps an idle stream's read deadline fresh
+	FrameKeepalive      FrameKind = 4 // empty; proves the stream alive both ways (echoed)
 	FrameSnapshotHeader FrameKind = 5 // SnapshotHeader: data size and the MsgSnap without data
 	FrameSnapshotChunk  FrameKind = 6 // the next bytes of the snapshot data (non-empty)
 	FrameSnapshotEnd    FrameKind = 7 // SnapshotEnd: CRC-32C of the whole data

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	stdnet "net"
+	"os"
 	"time"
 
 	"go.etcd.io/raft/v3/raftpb"
@@ -126,8 +127,13 @@ func (t *TCPTransport) receiveMessages(conn stdnet.Conn, frames *FrameReader, p 
 		conn.SetReadDeadline(time.Now().Add(t.cfg.IdleTimeout))
 		kind, payload, err := frames.ReadFrame()
 		if err != nil {
-			if errors.Is(err, io.EOF) {
+			switch {
+			case p.replacedInbound(conn):
+				return errors.New("replaced by a newer stream from the same peer")
+			case errors.Is(err, io.EOF):
 				return errors.New("closed by the peer")
+			case errors.Is(err, os.ErrDeadlineExceeded):
+				return fmt.Errorf("no frame for %v (peer dead or partitioned)", t.cfg.IdleTimeout)
 			}
 			return err
 		}
@@ -135,6 +141,11 @@ func (t *TCPTransport) receiveMessages(conn stdnet.Conn, frames *FrameReader, p 
 		case FrameKeepalive:
 			if len(payload) != 0 {
 				return protocolErrorf("keepalive with a %d-byte payload", len(payload))
+			}
+			// The echo tells the dialer this member is alive and reading.
+			conn.SetWriteDeadline(time.Now().Add(t.cfg.WriteTimeout))
+			if _, err := conn.Write(keepaliveFrame); err != nil {
+				return fmt.Errorf("echo keepalive: %w", err)
 			}
 		case FrameMessage:
 			m, err := DecodeMessage(payload)
@@ -171,6 +182,13 @@ func (p *peer) attachInbound(conn stdnet.Conn) {
 	if previous != nil {
 		previous.Close()
 	}
+}
+
+// replacedInbound reports whether a newer inbound stream took conn's place.
+func (p *peer) replacedInbound(conn stdnet.Conn) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.inbound != conn
 }
 
 func (p *peer) detachInbound(conn stdnet.Conn) {

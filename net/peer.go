@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	stdnet "net"
 	"net/url"
+	"os"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -282,21 +283,19 @@ func (p *peer) serveStream(conn stdnet.Conn, replies *FrameReader, url string) e
 	return fmt.Errorf("message stream to %s lost: %w", url, err)
 }
 
-// writeStream writes queued messages, and keepalives while idle, until the
-// connection fails or the peer stops.
+// writeStream writes queued messages, and a keepalive every
+// IdleTimeout/keepalivesPerIdle, until the connection fails or the peer
+// stops.
 func (p *peer) writeStream(conn stdnet.Conn, replies *FrameReader) error {
-	// The acceptor sends nothing on a message stream after its reply, so a
-	// read returns only when the connection ends: that tells an idle writer
-	// at once that the peer restarted or closed the stream.
+	idleTimeout := p.t.cfg.IdleTimeout
 	ended := make(chan error, 1)
-	if !p.t.spawn(func() { ended <- watchStreamEnd(replies) }) {
+	if !p.t.spawn(func() { ended <- watchKeepalives(conn, replies, idleTimeout) }) {
 		return ErrClosed
 	}
 	bw := bufio.NewWriterSize(conn, writeBufferBytes)
-	keepalive := time.NewTicker(p.t.cfg.IdleTimeout / keepalivesPerIdle)
+	keepalive := time.NewTicker(idleTimeout / keepalivesPerIdle)
 	defer keepalive.Stop()
 	var frame []byte
-	wroteSinceTick := false
 	for {
 		select {
 		case <-p.ctx.Done():
@@ -307,31 +306,42 @@ func (p *peer) writeStream(conn stdnet.Conn, replies *FrameReader) error {
 			if err := p.writeBatch(conn, bw, m, &frame); err != nil {
 				return err
 			}
-			wroteSinceTick = true
 		case <-keepalive.C:
-			if !wroteSinceTick {
-				conn.SetWriteDeadline(time.Now().Add(p.t.cfg.WriteTimeout))
-				bw.Write(appendFrameHeader(frame[:0], FrameKeepalive, 0))
-				if err := bw.Flush(); err != nil {
-					return fmt.Errorf("write keepalive: %w", err)
-				}
+			// Sent even while messages flow: the acceptor echoes each one,
+			// and the echoes are how this side learns the peer is alive.
+			conn.SetWriteDeadline(time.Now().Add(p.t.cfg.WriteTimeout))
+			bw.Write(keepaliveFrame)
+			if err := bw.Flush(); err != nil {
+				return fmt.Errorf("write keepalive: %w", err)
 			}
-			wroteSinceTick = false
 		}
 	}
 }
 
-// watchStreamEnd reads the acceptor's side of a message stream, where
-// nothing should arrive, and returns why it ended.
-func watchStreamEnd(replies *FrameReader) error {
-	kind, _, err := replies.ReadFrame()
-	switch {
-	case err == nil:
-		return protocolErrorf("the acceptor sent a %s frame on a message stream", kind)
-	case errors.Is(err, io.EOF):
-		return errors.New("closed by the peer")
+// keepaliveFrame is the whole of a keepalive frame: a header, no payload.
+var keepaliveFrame = appendFrameHeader(nil, FrameKeepalive, 0)
+
+// watchKeepalives reads the acceptor's side of a message stream, which
+// carries only the echoes of our keepalives, and returns why the stream
+// ended: the peer closed it (it restarted, or refused a frame), or no echo
+// came for idleTimeout. A peer whose host died or that sits behind a
+// partition sends no FIN and, while our writes still fit in the kernel's
+// buffers, no error either; only the missing echoes tell.
+func watchKeepalives(conn stdnet.Conn, replies *FrameReader, idleTimeout time.Duration) error {
+	for {
+		conn.SetReadDeadline(time.Now().Add(idleTimeout))
+		kind, payload, err := replies.ReadFrame()
+		switch {
+		case errors.Is(err, io.EOF):
+			return errors.New("closed by the peer")
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			return fmt.Errorf("no keepalive echo from the peer for %v", idleTimeout)
+		case err != nil:
+			return err
+		case kind != FrameKeepalive || len(payload) != 0:
+			return protocolErrorf("the acceptor sent a %s frame of %d bytes on a message stream, want only keepalives", kind, len(payload))
+		}
 	}
-	return err
 }
 
 // writeBatch writes first and whatever else is queued (up to

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	stdnet "net"
+	"sync/atomic"
 	"time"
 
 	"go.etcd.io/raft/v3/raftpb"
@@ -240,13 +241,13 @@ func (t *TCPTransport) receiveSnapshot(conn stdnet.Conn, frames *FrameReader, p 
 	default:
 		return refuse(fmt.Errorf("%d snapshots are already being received", snapshotReceivesMax))
 	}
-	data, err := t.readSnapshotData(conn, frames, header.DataBytes)
+	p.counters.bytesReceived.Add(uint64(FrameHeaderBytes + len(payload)))
+	data, err := t.readSnapshotData(conn, frames, header.DataBytes, &p.counters.bytesReceived)
 	if err != nil {
 		return refuse(err)
 	}
 	m.Snapshot.Data = data
 	p.counters.snapshotsReceived.Add(1)
-	p.counters.bytesReceived.Add(header.DataBytes)
 	if err := t.handler.Process(m); err != nil {
 		t.counters.processErrors.Add(1)
 		return refuse(fmt.Errorf("the receiving member did not take the snapshot: %w", err))
@@ -261,7 +262,7 @@ func (t *TCPTransport) receiveSnapshot(conn stdnet.Conn, frames *FrameReader, p 
 // readSnapshotData reads chunks until dataBytes have arrived, then the end
 // frame, and checks the CRC-32C. The buffer grows by doubling as data
 // arrives (never past dataBytes), so memory follows what was received.
-func (t *TCPTransport) readSnapshotData(conn stdnet.Conn, frames *FrameReader, dataBytes uint64) ([]byte, error) {
+func (t *TCPTransport) readSnapshotData(conn stdnet.Conn, frames *FrameReader, dataBytes uint64, bytesReceived *atomic.Uint64) ([]byte, error) {
 	data := make([]byte, 0, min(dataBytes, snapshotPreallocBytesMax))
 	var crc uint32
 	for uint64(len(data)) < dataBytes {
@@ -286,6 +287,7 @@ func (t *TCPTransport) readSnapshotData(conn stdnet.Conn, frames *FrameReader, d
 		}
 		data = append(data, chunk...)
 		crc = crc32.Update(crc, castagnoli, chunk)
+		bytesReceived.Add(uint64(FrameHeaderBytes + len(chunk)))
 	}
 	conn.SetReadDeadline(time.Now().Add(t.cfg.IdleTimeout))
 	kind, payload, err := frames.ReadFrame()
@@ -295,6 +297,7 @@ func (t *TCPTransport) readSnapshotData(conn stdnet.Conn, frames *FrameReader, d
 	if kind != FrameSnapshotEnd {
 		return nil, protocolErrorf("%s frame after the snapshot data, want snapshot-end", kind)
 	}
+	bytesReceived.Add(uint64(FrameHeaderBytes + len(payload)))
 	end, err := DecodeSnapshotEnd(payload)
 	if err != nil {
 		return nil, err

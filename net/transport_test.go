@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -541,4 +542,115 @@ func TestNewTCPTransportRejectsBadConfig(t *testing.T) {
 	if _, err := NewTCPTransport(testConfig(1), nil); err == nil {
 		t.Error("a nil Handler was accepted")
 	}
+}
+
+// freezableProxy forwards TCP connections to a target until frozen; frozen,
+// it holds every byte without closing anything, as a partition does.
+type freezableProxy struct {
+	url    string
+	frozen atomic.Bool
+}
+
+func startFreezableProxy(t *testing.T, targetURL string) *freezableProxy {
+	t.Helper()
+	l, err := stdnet.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := &freezableProxy{url: "http://" + l.Addr().String()}
+	var mu sync.Mutex
+	var conns []stdnet.Conn
+	var pumps sync.WaitGroup
+	stop := make(chan struct{})
+	// waitThawed holds a pump while the proxy is frozen; false at cleanup.
+	waitThawed := func() bool {
+		for proxy.frozen.Load() {
+			select {
+			case <-stop:
+				return false
+			case <-time.After(5 * time.Millisecond):
+			}
+		}
+		return true
+	}
+	pump := func(from, to stdnet.Conn) {
+		defer pumps.Done()
+		buf := make([]byte, 32<<10)
+		for {
+			n, err := from.Read(buf)
+			// Bytes and closes alike wait out a freeze.
+			if !waitThawed() || err != nil {
+				to.Close()
+				return
+			}
+			if _, err := to.Write(buf[:n]); err != nil {
+				from.Close()
+				return
+			}
+		}
+	}
+	pumps.Add(1)
+	go func() {
+		defer pumps.Done()
+		for {
+			client, err := l.Accept()
+			if err != nil {
+				return
+			}
+			server, err := stdnet.Dial("tcp", strings.TrimPrefix(targetURL, "http://"))
+			if err != nil {
+				client.Close()
+				continue
+			}
+			mu.Lock()
+			conns = append(conns, client, server)
+			mu.Unlock()
+			pumps.Add(2)
+			go pump(client, server)
+			go pump(server, client)
+		}
+	}()
+	t.Cleanup(func() {
+		close(stop)
+		l.Close()
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		pumps.Wait()
+	})
+	return proxy
+}
+
+// A partition closes nothing, so only silence can tell: the stream must be
+// declared down within IdleTimeout of missing keepalive echoes, the peer
+// reported unreachable and dropped from ActivePeers, and the stream must
+// come back once the partition heals.
+func TestPartitionIsDetectedByMissingKeepalives(t *testing.T) {
+	cfgA, cfgB := testConfig(1), testConfig(2)
+	cfgA.IdleTimeout, cfgB.IdleTimeout = 400*time.Millisecond, 400*time.Millisecond
+	cfgA.DialTimeout = 400 * time.Millisecond
+	a := startMember(t, cfgA, "127.0.0.1:0")
+	b := startMember(t, cfgB, "127.0.0.1:0")
+	proxy := startFreezableProxy(t, b.url)
+	a.transport.AddPeer(2, []string{proxy.url})
+	b.transport.AddPeer(1, []string{a.url})
+	waitActive(t, a, 2)
+
+	proxy.frozen.Store(true)
+	waitFor(t, "member 1 declares the stream to 2 down", func() bool {
+		status, _ := a.transport.PeerStatus(2)
+		return !status.Active
+	})
+	waitFor(t, "member 1 says why", func() bool { return a.logs.contains("no keepalive echo") })
+	waitFor(t, "member 2 reported unreachable", func() bool { return a.handler.unreachableCount(2) > 0 })
+	if got := a.transport.ActivePeers(); len(got) != 0 {
+		t.Errorf("ActivePeers %v during the partition", got)
+	}
+
+	proxy.frozen.Store(false)
+	waitActive(t, a, 2)
+	a.transport.Send([]*raftpb.Message{appMessage(1, 2, 1, 8)})
+	waitFor(t, "message after the partition heals", func() bool { return len(b.handler.received(1)) == 1 })
 }
