@@ -1,6 +1,7 @@
 package kvsm
 
 import (
+	"math"
 	"slices"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
@@ -340,7 +341,7 @@ func (s *Store) applyDeleteRange(d *pb.DeleteRangeRequest) ApplyResult {
 // against the state before the txn, then checks of the chosen branches, then
 // the writes at one revision. A txn that fails a check changes nothing.
 func (s *Store) applyTxn(t *pb.TxnRequest) ApplyResult {
-	if err := checkTxnRequest(t, 0); err != nil {
+	if err := checkTxnRequest(t, math.MaxInt); err != nil {
 		return s.failed(err)
 	}
 	if err := checkTxnDuplicates(t); err != nil {

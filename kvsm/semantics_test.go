@@ -422,6 +422,9 @@ func TestValidate(t *testing.T) {
 		{"too many ops", Config{}, txnReq(big), rpctypes.ErrGRPCTooManyOps},
 		{"enough ops with a higher limit", Config{MaxTxnOps: 200}, txnReq(big), nil},
 		{"nested too many ops", Config{}, txnReq(&pb.TxnRequest{Success: []*pb.RequestOp{opTxn(big)}}), rpctypes.ErrGRPCTooManyOps},
+		// A nested txn gets what its parent leaves: 2 ops outside leave 1 inside.
+		{"nested within what is left", Config{MaxTxnOps: 3}, txnReq(&pb.TxnRequest{Success: []*pb.RequestOp{opPut("a", "1"), opTxn(&pb.TxnRequest{Success: []*pb.RequestOp{opPut("b", "1")}})}}), nil},
+		{"nested beyond what is left", Config{MaxTxnOps: 3}, txnReq(&pb.TxnRequest{Success: []*pb.RequestOp{opPut("a", "1"), opTxn(&pb.TxnRequest{Success: []*pb.RequestOp{opPut("b", "1"), opPut("c", "1")}})}}), rpctypes.ErrGRPCTooManyOps},
 		{"empty op", Config{}, txnReq(&pb.TxnRequest{Success: []*pb.RequestOp{{}}}), rpctypes.ErrGRPCKeyNotFound},
 		{"empty compare key", Config{}, txnReq(&pb.TxnRequest{Compare: []*pb.Compare{{}}}), rpctypes.ErrGRPCEmptyKey},
 		{"duplicate", Config{}, txnReq(&pb.TxnRequest{Failure: []*pb.RequestOp{opPut("a", "1"), opPut("a", "2")}}), rpctypes.ErrGRPCDuplicateKey},

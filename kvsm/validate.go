@@ -86,14 +86,13 @@ func checkDeleteRequest(r *pb.DeleteRangeRequest) error {
 }
 
 // checkTxnRequest is etcd's checkTxnRequest: the largest of the compare,
-// success and failure counts may not exceed maxTxnOps, and nested txns are
-// checked against what the outer level leaves over... as etcd does it, which
-// passes maxTxnOps-opc to each op but the full maxTxnOps to a nested txn.
-// maxTxnOps <= 0 skips the count (Apply's structural check).
+// success and failure counts may not exceed maxTxnOps, and each nested txn
+// gets what its parent leaves over (maxTxnOps minus the parent's count), so
+// depth eats into the limit. Apply passes math.MaxInt: no limit, since the
+// limit is a member's configuration and applying must not depend on it.
 func checkTxnRequest(r *pb.TxnRequest, maxTxnOps int) error {
-	opc := len(r.GetCompare())
-	opc = max(opc, len(r.GetSuccess()), len(r.GetFailure()))
-	if maxTxnOps > 0 && opc > maxTxnOps {
+	opc := max(len(r.GetCompare()), len(r.GetSuccess()), len(r.GetFailure()))
+	if opc > maxTxnOps {
 		return rpctypes.ErrGRPCTooManyOps
 	}
 	for _, c := range r.GetCompare() {
@@ -103,7 +102,7 @@ func checkTxnRequest(r *pb.TxnRequest, maxTxnOps int) error {
 	}
 	for _, ops := range [][]*pb.RequestOp{r.GetSuccess(), r.GetFailure()} {
 		for _, op := range ops {
-			if err := checkRequestOp(op, maxTxnOps); err != nil {
+			if err := checkRequestOp(op, maxTxnOps-opc); err != nil {
 				return err
 			}
 		}
