@@ -95,12 +95,12 @@ func generate(cfg genConfig) *generated {
 		}
 		op.req = genRequest(rng, cfg, &leaseIDs, &nextLease, value, op)
 		ops = append(ops, op)
-		if cfg.leases && len(leaseIDs) > 0 && rng.IntN(100) < 2 {
-			// The cluster expires a lease: a revoke no client sent.
-			id := leaseIDs[rng.IntN(len(leaseIDs))]
+		if cfg.leases && rng.IntN(100) < 3 {
+			// The cluster expires a lease: a revoke no client sent, of a
+			// lease alive when it applies (picked then).
 			t := op.lin + rng.Int64N(3000)
 			ops = append(ops, &genOp{index: -1, client: -1, call: t, lin: t, ret: t, cluster: true,
-				req: Request{LeaseRevoke: &pb.LeaseRevokeRequest{ID: id}}})
+				req: Request{LeaseRevoke: &pb.LeaseRevokeRequest{ID: -1}}})
 		}
 	}
 	return execute(cfg, rng, ops)
@@ -243,6 +243,12 @@ func execute(cfg genConfig, rng *rand.Rand, ops []*genOp) *generated {
 		}
 		if q.Compact != nil && q.Compact.Revision == -1 {
 			q.Compact.Revision = max(1, s.revision-rng.Int64N(8))
+		}
+		if q.LeaseRevoke != nil && q.LeaseRevoke.ID == -1 {
+			if len(s.leases) == 0 {
+				continue
+			}
+			q.LeaseRevoke.ID = s.leases[rng.IntN(len(s.leases))]
 		}
 		var raw *pb.InternalRaftRequest
 		req, err := convertRequest(q)
