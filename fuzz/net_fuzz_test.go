@@ -161,9 +161,10 @@ func netFrameSeeds(tb testing.TB) [][]byte {
 	snapshotStream = net.AppendFrame(snapshotStream, net.FrameSnapshotChunk, []byte("456789"))
 	snapshotStream = net.AppendFrame(snapshotStream, net.FrameSnapshotEnd, net.SnapshotEnd{DataCRC32C: 0x280c069e}.AppendPayload(nil))
 
-	answers := net.AppendFrame(nil, net.FrameHelloReply, net.HelloReply{Version: net.ProtocolVersion, Accepted: true, ClusterID: 0xc1, MemberID: 2}.AppendPayload(nil))
+	answers := net.AppendFrame(nil, net.FrameHelloReply, net.HelloReply{Version: net.ProtocolVersion, Status: net.HelloAccepted, ClusterID: 0xc1, MemberID: 2}.AppendPayload(nil))
 	answers = net.AppendFrame(answers, net.FrameSnapshotAck, net.SnapshotAck{Accepted: true}.AppendPayload(nil))
 	refusals := net.AppendFrame(nil, net.FrameHelloReply, net.HelloReply{Version: net.ProtocolVersion, ClusterID: 0xc1, MemberID: 2, Reason: "cluster ID mismatch"}.AppendPayload(nil))
+	refusals = net.AppendFrame(refusals, net.FrameHelloReply, net.HelloReply{Version: net.ProtocolVersion, Status: net.HelloRemoved, ClusterID: 0xc1, MemberID: 2, Reason: "member 1 was removed from the cluster"}.AppendPayload(nil))
 	refusals = net.AppendFrame(refusals, net.FrameSnapshotAck, net.SnapshotAck{Reason: "snapshot data CRC-32C mismatch"}.AppendPayload(nil))
 
 	return [][]byte{

@@ -51,6 +51,14 @@ type Config struct {
 	// MaxSizePerMsg plus one entry, whichever is larger.
 	FrameBytesMax int
 
+	// OnRemoved is called once, from a transport goroutine, when a peer
+	// refuses this member because it was removed from the cluster (the
+	// peer called RemovePeer for it). A member removed while cut off
+	// learns it this way and must stop, as etcd's does. It must not block
+	// or call Close: it hands the news to the member loop. nil: the news is
+	// only logged.
+	OnRemoved func(by uint64)
+
 	// Logger receives the transport's log lines (connections made and lost,
 	// refusals, protocol errors). nil logs through the standard library's
 	// log.Printf.

@@ -272,17 +272,41 @@ func DecodeHello(payload []byte) (Hello, error) {
 	return h, nil
 }
 
+// HelloStatus is the acceptor's verdict on a hello.
+type HelloStatus uint8
+
+const (
+	HelloRefused  HelloStatus = 0 // refused; the reason says why
+	HelloAccepted HelloStatus = 1
+	// HelloRemoved refuses a member that was removed from the cluster: it
+	// must stop, not redial (etcd: "the member has been permanently
+	// removed from the cluster").
+	HelloRemoved HelloStatus = 2
+)
+
+func (s HelloStatus) String() string {
+	switch s {
+	case HelloRefused:
+		return "refused"
+	case HelloAccepted:
+		return "accepted"
+	case HelloRemoved:
+		return "removed"
+	}
+	return fmt.Sprintf("hello-status(%d)", uint8(s))
+}
+
 // HelloReply is the acceptor's answer to a Hello. The acceptor names itself
 // so that the dialer can check it reached the member it meant to.
 type HelloReply struct {
 	Version   uint16
-	Accepted  bool
+	Status    HelloStatus
 	ClusterID uint64
 	MemberID  uint64
 	Reason    string // why the stream was refused; empty when accepted
 }
 
-// helloReplyFixedBytes: version(2) accepted(1) cluster(8) member(8); the
+// helloReplyFixedBytes: version(2) status(1) cluster(8) member(8); the
 // reason follows.
 const helloReplyFixedBytes = 2 + 1 + 8 + 8
 
@@ -290,7 +314,7 @@ const helloReplyFixedBytes = 2 + 1 + 8 + 8
 // allows is cut.
 func (r HelloReply) AppendPayload(b []byte) []byte {
 	b = binary.BigEndian.AppendUint16(b, r.Version)
-	b = append(b, boolByte(r.Accepted))
+	b = append(b, byte(r.Status))
 	b = binary.BigEndian.AppendUint64(b, r.ClusterID)
 	b = binary.BigEndian.AppendUint64(b, r.MemberID)
 	return append(b, truncateReason(r.Reason)...)
@@ -306,22 +330,18 @@ func DecodeHelloReply(payload []byte) (HelloReply, error) {
 	if r.Version != ProtocolVersion {
 		return HelloReply{}, protocolErrorf("hello reply speaks protocol version %d, this member speaks %d", r.Version, ProtocolVersion)
 	}
-	accepted, err := decodeBool(payload[2], "hello reply")
-	if err != nil {
-		return HelloReply{}, err
+	r.Status = HelloStatus(payload[2])
+	if r.Status > HelloRemoved {
+		return HelloReply{}, protocolErrorf("hello reply with unknown status %d", payload[2])
 	}
-	r.Accepted = accepted
 	r.ClusterID = binary.BigEndian.Uint64(payload[3:])
 	r.MemberID = binary.BigEndian.Uint64(payload[11:])
 	reason, err := decodeReason(payload[helloReplyFixedBytes:])
 	if err != nil {
 		return HelloReply{}, fmt.Errorf("hello reply: %w", err)
 	}
-	if r.Accepted && reason != "" {
-		return HelloReply{}, protocolErrorf("hello reply accepts and gives a reason for refusing")
-	}
-	if !r.Accepted && reason == "" {
-		return HelloReply{}, protocolErrorf("hello reply refuses without a reason")
+	if (r.Status == HelloAccepted) != (reason == "") {
+		return HelloReply{}, protocolErrorf("hello reply %s with reason %q; a reason comes with a refusal and only then", r.Status, reason)
 	}
 	r.Reason = reason
 	return r, nil

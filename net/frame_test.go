@@ -16,7 +16,8 @@ import (
 func TestFramesRoundTrip(t *testing.T) {
 	hello := Hello{Version: ProtocolVersion, Stream: StreamSnapshot, ClusterID: 0xabc, From: 1, To: 2}
 	refused := HelloReply{Version: ProtocolVersion, ClusterID: 0xabc, MemberID: 2, Reason: "cluster ID mismatch"}
-	accepted := HelloReply{Version: ProtocolVersion, Accepted: true, ClusterID: 0xabc, MemberID: 2}
+	removed := HelloReply{Version: ProtocolVersion, Status: HelloRemoved, ClusterID: 0xabc, MemberID: 2, Reason: "member 1 was removed"}
+	accepted := HelloReply{Version: ProtocolVersion, Status: HelloAccepted, ClusterID: 0xabc, MemberID: 2}
 	message := appMessage(1, 2, 41, 300)
 	messagePayload, err := AppendMessagePayload(nil, message)
 	if err != nil {
@@ -32,6 +33,7 @@ func TestFramesRoundTrip(t *testing.T) {
 	stream = AppendFrame(stream, FrameHello, hello.AppendPayload(nil))
 	stream = AppendFrame(stream, FrameHelloReply, refused.AppendPayload(nil))
 	stream = AppendFrame(stream, FrameHelloReply, accepted.AppendPayload(nil))
+	stream = AppendFrame(stream, FrameHelloReply, removed.AppendPayload(nil))
 	stream = AppendFrame(stream, FrameMessage, messagePayload)
 	stream, err = appendMessageFrame(stream, message) // the writer's in-place path
 	if err != nil {
@@ -60,6 +62,9 @@ func TestFramesRoundTrip(t *testing.T) {
 	}
 	if got, err := DecodeHelloReply(next(FrameHelloReply)); err != nil || got != accepted {
 		t.Errorf("accepting reply: %+v, %v", got, err)
+	}
+	if got, err := DecodeHelloReply(next(FrameHelloReply)); err != nil || got != removed {
+		t.Errorf("removing reply: %+v, %v", got, err)
 	}
 	for range 2 {
 		if got, err := DecodeMessage(next(FrameMessage)); err != nil || !proto.Equal(got, message) {
@@ -161,9 +166,10 @@ func TestDecodersRefuseMalformedPayloads(t *testing.T) {
 		{"long hello", func() error { _, err := DecodeHello(append(validHello, 0)); return err }, "want 27"},
 		{"hello of version 0", func() error { _, err := DecodeHello(make([]byte, 27)); return err }, "protocol version 0"},
 		{"short reply", func() error { _, err := DecodeHelloReply(validHello[:5]); return err }, "at least"},
-		{"reply flag 2", func() error { _, err := DecodeHelloReply(reply(2, "")); return err }, "flag byte 2"},
-		{"refusal without reason", func() error { _, err := DecodeHelloReply(reply(0, "")); return err }, "without a reason"},
-		{"acceptance with reason", func() error { _, err := DecodeHelloReply(reply(1, "why")); return err }, "gives a reason"},
+		{"reply status 3", func() error { _, err := DecodeHelloReply(reply(3, "")); return err }, "unknown status 3"},
+		{"refusal without reason", func() error { _, err := DecodeHelloReply(reply(0, "")); return err }, "refused with reason"},
+		{"removal without reason", func() error { _, err := DecodeHelloReply(reply(2, "")); return err }, "removed with reason"},
+		{"acceptance with reason", func() error { _, err := DecodeHelloReply(reply(1, "why")); return err }, "accepted with reason"},
 		{"reason not UTF-8", func() error { _, err := DecodeHelloReply(reply(0, "\xff")); return err }, "UTF-8"},
 		{"reason too long", func() error { _, err := DecodeHelloReply(reply(0, strings.Repeat("x", 600))); return err }, "exceeds"},
 		{"message garbage", func() error { _, err := DecodeMessage([]byte{0xff, 0xff}); return err }, "decode raft message"},

@@ -33,25 +33,25 @@ func (t *TCPTransport) serveConn(conn stdnet.Conn) {
 		t.logf("connection from %s: %v; closing it", remote, err)
 		if errors.Is(err, ErrProtocol) {
 			t.counters.protocolErrors.Add(1)
-			t.writeRefusal(conn, err.Error())
+			t.writeRefusal(conn, HelloRefused, err.Error())
 		}
 		return
 	}
-	p, reason := t.admit(hello)
-	if reason != "" {
+	p, status, reason := t.admit(hello)
+	if status != HelloAccepted {
 		t.counters.streamsRefused.Add(1)
 		key := fmt.Sprintf("%x/%x/%s", hello.ClusterID, hello.From, reason)
 		if t.refusals.shouldLog(key, time.Now()) {
 			t.logf("refused %s stream from %s claiming member %x of cluster %x: %s", hello.Stream, remote, hello.From, hello.ClusterID, reason)
 		}
-		t.writeRefusal(conn, reason)
+		t.writeRefusal(conn, status, reason)
 		return
 	}
 	if !p.track(conn) {
 		return
 	}
 	defer p.release(conn)
-	reply := HelloReply{Version: ProtocolVersion, Accepted: true, ClusterID: t.cfg.ClusterID, MemberID: t.cfg.LocalID}
+	reply := HelloReply{Version: ProtocolVersion, Status: HelloAccepted, ClusterID: t.cfg.ClusterID, MemberID: t.cfg.LocalID}
 	if _, err := conn.Write(AppendFrame(nil, FrameHelloReply, reply.AppendPayload(nil))); err != nil {
 		t.logf("%s stream from peer %x at %s: write hello reply: %v", hello.Stream, hello.From, remote, err)
 		return
@@ -89,30 +89,36 @@ func readHello(frames *FrameReader) (Hello, error) {
 }
 
 // admit decides whether a hello may open a stream here. It returns the peer
-// it comes from, or the reason for refusing it.
-func (t *TCPTransport) admit(h Hello) (*peer, string) {
+// it comes from, or the verdict and reason for refusing it.
+func (t *TCPTransport) admit(h Hello) (*peer, HelloStatus, string) {
 	local := t.cfg.LocalID
 	switch {
 	case h.ClusterID != t.cfg.ClusterID:
-		return nil, fmt.Sprintf("cluster ID mismatch: member %x belongs to cluster %x, the dialer to cluster %x (a data directory of another cluster?)", local, t.cfg.ClusterID, h.ClusterID)
+		return nil, HelloRefused, fmt.Sprintf("cluster ID mismatch: member %x belongs to cluster %x, the dialer to cluster %x (a data directory of another cluster?)", local, t.cfg.ClusterID, h.ClusterID)
 	case h.To != local:
-		return nil, fmt.Sprintf("stream addressed to member %x reached member %x (peer URLs mixed up?)", h.To, local)
+		return nil, HelloRefused, fmt.Sprintf("stream addressed to member %x reached member %x (peer URLs mixed up?)", h.To, local)
 	case h.From == local:
-		return nil, fmt.Sprintf("the dialer claims to be member %x, which is this member (duplicate member ID?)", h.From)
+		return nil, HelloRefused, fmt.Sprintf("the dialer claims to be member %x, which is this member (duplicate member ID?)", h.From)
 	case h.Stream != StreamMessages && h.Stream != StreamSnapshot:
-		return nil, fmt.Sprintf("unknown stream kind %d", uint8(h.Stream))
+		return nil, HelloRefused, fmt.Sprintf("unknown stream kind %d", uint8(h.Stream))
 	}
-	p, _ := t.peer(h.From)
-	if p == nil {
-		return nil, fmt.Sprintf("member %x is not a peer of member %x (removed, or not added yet)", h.From, local)
+	t.mu.RLock()
+	p := t.peers[h.From]
+	_, removed := t.removed[h.From]
+	t.mu.RUnlock()
+	switch {
+	case removed:
+		return nil, HelloRemoved, fmt.Sprintf("member %x was removed from the cluster", h.From)
+	case p == nil:
+		return nil, HelloRefused, fmt.Sprintf("member %x is not a peer of member %x (not added yet?)", h.From, local)
 	}
-	return p, ""
+	return p, HelloAccepted, ""
 }
 
 // writeRefusal tells the dialer why its hello was refused, so the log on
 // its side says so too. Best effort: the connection closes next.
-func (t *TCPTransport) writeRefusal(conn stdnet.Conn, reason string) {
-	reply := HelloReply{Version: ProtocolVersion, ClusterID: t.cfg.ClusterID, MemberID: t.cfg.LocalID, Reason: reason}
+func (t *TCPTransport) writeRefusal(conn stdnet.Conn, status HelloStatus, reason string) {
+	reply := HelloReply{Version: ProtocolVersion, Status: status, ClusterID: t.cfg.ClusterID, MemberID: t.cfg.LocalID, Reason: reason}
 	conn.Write(AppendFrame(nil, FrameHelloReply, reply.AppendPayload(nil)))
 }
 

@@ -422,6 +422,9 @@ func (p *peer) dial(kind StreamKind) (stdnet.Conn, *FrameReader, string, error) 
 			if p.ctx.Err() != nil {
 				return nil, nil, "", errPeerStopped
 			}
+			if errors.Is(err, ErrRemoved) {
+				p.t.reportRemoved(p.id)
+			}
 			errs = append(errs, fmt.Errorf("%s: %w", urls[index], err))
 			continue
 		}
@@ -476,7 +479,10 @@ func exchangeHello(conn stdnet.Conn, hello Hello, timeout time.Duration) (*Frame
 	if err != nil {
 		return nil, err
 	}
-	if !reply.Accepted {
+	switch reply.Status {
+	case HelloRemoved:
+		return nil, fmt.Errorf("%w: member %x refused the %s stream: %s", ErrRemoved, reply.MemberID, hello.Stream, reply.Reason)
+	case HelloRefused:
 		return nil, fmt.Errorf("member %x refused the %s stream: %s", reply.MemberID, hello.Stream, reply.Reason)
 	}
 	if reply.ClusterID != hello.ClusterID || reply.MemberID != hello.To {

@@ -49,7 +49,14 @@ const (
 	snapshotReceivesMax = 2
 	// acceptRetryDelayMax bounds the wait after a transient Accept error.
 	acceptRetryDelayMax = time.Second
+	// removedMembersMax bounds the removed member IDs remembered for
+	// refusing their streams; the oldest are forgotten first.
+	removedMembersMax = 4096
 )
+
+// ErrRemoved is wrapped by the dial error of a member that a peer refused
+// because it was removed from the cluster.
+var ErrRemoved = errors.New("net: this member was removed from the cluster")
 
 // TCPTransport carries raft messages between members over TCP (or TLS):
 // one outbound message stream per peer that it dials and keeps up, inbound
@@ -73,6 +80,12 @@ type TCPTransport struct {
 	peers     map[uint64]*peer
 	listeners map[stdnet.Listener]struct{}
 	accepted  map[stdnet.Conn]struct{} // inbound connections, closed by Close
+	removed   map[uint64]struct{}      // removed members, refused with HelloRemoved
+	// removedOrder holds the keys of removed, oldest first, to forget the
+	// oldest beyond removedMembersMax.
+	removedOrder []uint64
+
+	removedReported atomic.Bool // OnRemoved was called
 
 	refusals refusalLog
 	counters transportCounters
@@ -109,6 +122,7 @@ func NewTCPTransport(cfg Config, h Handler) (*TCPTransport, error) {
 		peers:                map[uint64]*peer{},
 		listeners:            map[stdnet.Listener]struct{}{},
 		accepted:             map[stdnet.Conn]struct{}{},
+		removed:              map[uint64]struct{}{},
 	}
 	t.spawn(func() { t.reports.run(ctx) })
 	return t, nil
@@ -233,6 +247,12 @@ func (t *TCPTransport) AddPeer(id uint64, urls []string) {
 		p.setURLs(urls)
 		return
 	}
+	if _, ok := t.removed[id]; ok {
+		// Member IDs are not reused; this is the server's call to make.
+		t.logf("AddPeer: member %x was removed from the cluster; admitting it again", id)
+		delete(t.removed, id)
+		t.removedOrder = slices.DeleteFunc(t.removedOrder, func(removedID uint64) bool { return removedID == id })
+	}
 	p := newPeer(t, id, urls)
 	t.peers[id] = p
 	t.spawnLocked(p.run)
@@ -263,16 +283,38 @@ func (t *TCPTransport) checkURLs(id uint64, urls []string) {
 	}
 }
 
-// RemovePeer stops talking to member id: its streams and snapshot sends are
-// closed, queued messages dropped, and its inbound streams refused from now
-// on.
+// RemovePeer stops talking to member id, which was removed from the
+// cluster: its streams and snapshot sends are closed, queued messages
+// dropped, and its hellos answered with HelloRemoved from now on, so that
+// it learns it was removed. It also takes IDs that are not peers: on
+// start, the server calls it for every member removed before.
 func (t *TCPTransport) RemovePeer(id uint64) {
 	t.mu.Lock()
 	p := t.peers[id]
 	delete(t.peers, id)
+	if _, ok := t.removed[id]; !ok && id != t.cfg.LocalID {
+		t.removed[id] = struct{}{}
+		t.removedOrder = append(t.removedOrder, id)
+		if len(t.removedOrder) > removedMembersMax {
+			delete(t.removed, t.removedOrder[0])
+			t.removedOrder = t.removedOrder[1:]
+		}
+	}
 	t.mu.Unlock()
 	if p != nil {
 		p.stop()
+	}
+}
+
+// reportRemoved passes on, once, that a peer refused this member as
+// removed from the cluster.
+func (t *TCPTransport) reportRemoved(by uint64) {
+	if !t.removedReported.CompareAndSwap(false, true) {
+		return
+	}
+	t.logf("member %x says this member was removed from the cluster; it must stop", by)
+	if t.cfg.OnRemoved != nil {
+		t.cfg.OnRemoved(by)
 	}
 }
 

@@ -220,7 +220,7 @@ func startWedgedPeer(t *testing.T, id uint64) *wedgedPeer {
 			if err != nil {
 				continue
 			}
-			reply := HelloReply{Version: ProtocolVersion, Accepted: true, ClusterID: hello.ClusterID, MemberID: id}
+			reply := HelloReply{Version: ProtocolVersion, Status: HelloAccepted, ClusterID: hello.ClusterID, MemberID: id}
 			conn.Write(AppendFrame(nil, FrameHelloReply, reply.AppendPayload(nil)))
 		}
 	}()
@@ -345,7 +345,7 @@ func TestGarbageIsDisconnectedWithoutPanic(t *testing.T) {
 				if err != nil || kind != FrameHelloReply {
 					t.Fatalf("no hello reply: %v %v", kind, err)
 				}
-				if reply, err := DecodeHelloReply(payload); err != nil || !reply.Accepted {
+				if reply, err := DecodeHelloReply(payload); err != nil || reply.Status != HelloAccepted {
 					t.Fatalf("hello refused: %+v %v", reply, err)
 				}
 				// A valid message first: the stream works until the garbage.
@@ -373,6 +373,7 @@ func TestGarbageIsDisconnectedWithoutPanic(t *testing.T) {
 func TestHelloRefusals(t *testing.T) {
 	a := startMember(t, testConfig(1), "127.0.0.1:0")
 	a.transport.AddPeer(3, []string{"http://127.0.0.1:1"})
+	a.transport.RemovePeer(6) // removed before this start, as a restarted server declares
 	cases := []struct {
 		name   string
 		hello  Hello
@@ -380,6 +381,7 @@ func TestHelloRefusals(t *testing.T) {
 	}{
 		{"addressed to another member", Hello{Stream: StreamMessages, ClusterID: testClusterID, From: 3, To: 4}, "addressed to member 4"},
 		{"unknown member", Hello{Stream: StreamMessages, ClusterID: testClusterID, From: 5, To: 1}, "member 5 is not a peer"},
+		{"removed member", Hello{Stream: StreamMessages, ClusterID: testClusterID, From: 6, To: 1}, "member 6 was removed"},
 		{"own ID", Hello{Stream: StreamMessages, ClusterID: testClusterID, From: 1, To: 1}, "which is this member"},
 		{"other cluster", Hello{Stream: StreamMessages, ClusterID: 77, From: 3, To: 1}, "cluster ID mismatch"},
 		{"unknown stream kind", Hello{Stream: 9, ClusterID: testClusterID, From: 3, To: 1}, "unknown stream kind"},
@@ -400,22 +402,57 @@ func TestHelloRefusals(t *testing.T) {
 	}
 }
 
-// Removing a peer closes its streams and refuses its redials.
-func TestRemovePeerClosesAndRefusesItsStreams(t *testing.T) {
+// Removing a peer closes its streams and answers its redials with
+// HelloRemoved, so the removed member learns it is gone (once); a member
+// that was never a peer is refused without that verdict.
+func TestRemovedPeerIsToldItWasRemoved(t *testing.T) {
 	a := startMember(t, testConfig(1), "127.0.0.1:0")
-	b := startMember(t, testConfig(2), "127.0.0.1:0")
+	removedBy := make(chan uint64, 4)
+	cfg := testConfig(2)
+	cfg.OnRemoved = func(by uint64) { removedBy <- by }
+	b := startMember(t, cfg, "127.0.0.1:0")
 	connectAll(t, a, b)
+
 	a.transport.RemovePeer(2)
 	if _, ok := a.transport.PeerStatus(2); ok {
 		t.Fatal("member 2 still has a status after RemovePeer")
 	}
-	waitFor(t, "member 2's stream to 1 is refused", func() bool {
+	select {
+	case by := <-removedBy:
+		if by != 1 {
+			t.Fatalf("OnRemoved(%x), want member 1", by)
+		}
+	case <-time.After(waitTimeout):
+		t.Fatalf("member 2 was not told it was removed; log:\n%s", b.logs)
+	}
+	waitFor(t, "member 2's status names the removal", func() bool {
 		status, _ := b.transport.PeerStatus(1)
-		return strings.Contains(status.LastError, "member 2 is not a peer of member 1")
+		return strings.Contains(status.LastError, "member 2 was removed from the cluster")
 	})
+	if !b.logs.contains("says this member was removed") {
+		t.Errorf("member 2 did not log the removal; log:\n%s", b.logs)
+	}
 	a.transport.Send([]*raftpb.Message{appMessage(1, 2, 1, 8)})
 	if a.transport.Stats().MessagesDroppedUnknownPeer != 1 {
 		t.Errorf("a message to a removed peer was not counted as dropped")
+	}
+	// Redials keep being refused, but the news is passed on once.
+	waitFor(t, "more refusals", func() bool { return a.transport.Stats().StreamsRefused >= 3 })
+	if n := len(removedBy); n != 0 {
+		t.Errorf("OnRemoved called %d more times", n)
+	}
+
+	// A member 1 has never heard of is refused, not told it was removed.
+	neverCfg := testConfig(3)
+	neverCfg.OnRemoved = func(by uint64) { removedBy <- by }
+	never := startMember(t, neverCfg, "127.0.0.1:0")
+	never.transport.AddPeer(1, []string{a.url})
+	waitFor(t, "the unknown member is refused", func() bool {
+		status, _ := never.transport.PeerStatus(1)
+		return strings.Contains(status.LastError, "member 3 is not a peer of member 1")
+	})
+	if n := len(removedBy); n != 0 {
+		t.Errorf("an unknown member was told it was removed")
 	}
 }
 
