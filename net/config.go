@@ -34,7 +34,8 @@ type Config struct {
 	// inbound stream that delivered no frame, an outbound stream whose
 	// keepalives got no echo. Senders write a keepalive every
 	// IdleTimeout/keepalivesPerIdle, so only a dead, partitioned or wedged
-	// peer reaches it.
+	// peer reaches it. Give every member the same value: a member's
+	// keepalive rhythm follows its own setting, its peer's patience theirs.
 	IdleTimeout time.Duration
 	// BackoffMin and BackoffMax bound the jittered exponential wait
 	// between dial attempts to a peer.

@@ -13,7 +13,10 @@ package net
 //
 // The first frame is a Hello from the dialer that binds the connection to
 // {protocol version, stream kind, cluster ID, from ID, to ID}; the acceptor
-// answers with one HelloReply and closes the connection if it refuses.
+// answers with one HelloReply: accepted, refused with a reason (another
+// cluster, another member, not a peer), or removed (the dialer was removed
+// from the cluster and must stop), and closes the connection unless it
+// accepted.
 //
 // A message stream (StreamMessages) then carries FrameMessage frames (one
 // proto-encoded raftpb.Message each, never a MsgSnap) and, every

@@ -197,13 +197,10 @@ func (p *peer) drop(n int) {
 func (p *peer) drainQueue() {
 	dropped := 0
 	for range cap(p.queue) {
-		select {
-		case <-p.queue:
-			dropped++
-			continue
-		default:
+		if _, ok := tryReceive(p.queue); !ok {
+			break
 		}
-		break
+		dropped++
 	}
 	p.drop(dropped)
 }
