@@ -1,0 +1,396 @@
+package main
+
+// The harness: members as real processes on free loopback ports, started with
+// etcd's static bootstrap flags, each in its own process group so a SIGKILL
+// takes the whole member and nothing outlives the test.
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+)
+
+const (
+	// startTimeout bounds how long a member may take to serve a
+	// linearizable read after it starts; generous for a loaded 2-core box.
+	startTimeout = 90 * time.Second
+	// requestTimeout bounds one client request in the tests.
+	requestTimeout = 15 * time.Second
+	// logTailPrintBytes is how much of a member's log a failed test prints.
+	logTailPrintBytes = 48 << 10
+	// logKeepBytes is how much of a member's log is kept in memory.
+	logKeepBytes = 4 << 20
+)
+
+type e2eCluster struct {
+	members []*e2eMember
+}
+
+type e2eMember struct {
+	name      string
+	dataDir   string
+	clientURL string
+	peerURL   string
+	// args are the flags of every start, so a restart is the same command.
+	args []string
+	log  *logBuffer
+
+	mu     sync.Mutex
+	cmd    *exec.Cmd
+	exited chan struct{} // closed when the current process has exited
+	// killedByTest is set before the harness kills the process, so an exit
+	// it did not cause is reported as a failure.
+	killedByTest bool
+	waitErr      error
+	starts       int
+}
+
+// newCluster starts size members that bootstrap one cluster through
+// --initial-cluster, waits until each serves a linearizable read, and
+// registers their teardown. extraFlags go to every member.
+func newCluster(t *testing.T, size int, extraFlags ...string) *e2eCluster {
+	t.Helper()
+	requireE2E(t)
+	dir := t.TempDir()
+	ports := freePorts(t, 2*size)
+	c := &e2eCluster{}
+	var initialCluster []string
+	for i := 0; i < size; i++ {
+		m := &e2eMember{
+			name:      fmt.Sprintf("m%d", i),
+			clientURL: fmt.Sprintf("http://127.0.0.1:%d", ports[2*i]),
+			peerURL:   fmt.Sprintf("http://127.0.0.1:%d", ports[2*i+1]),
+			log:       &logBuffer{},
+		}
+		m.dataDir = filepath.Join(dir, m.name+".etcd")
+		c.members = append(c.members, m)
+		initialCluster = append(initialCluster, m.name+"="+m.peerURL)
+	}
+	token := fmt.Sprintf("e2e-%s-%d", sanitize(t.Name()), time.Now().UnixNano())
+	for _, m := range c.members {
+		m.args = append([]string{
+			"--name=" + m.name,
+			"--data-dir=" + m.dataDir,
+			"--listen-client-urls=" + m.clientURL,
+			"--advertise-client-urls=" + m.clientURL,
+			"--listen-peer-urls=" + m.peerURL,
+			"--initial-advertise-peer-urls=" + m.peerURL,
+			"--initial-cluster=" + strings.Join(initialCluster, ","),
+			"--initial-cluster-token=" + token,
+			"--initial-cluster-state=new",
+			// etcd's defaults, written out so both binaries surely run the
+			// same timings.
+			"--heartbeat-interval=100",
+			"--election-timeout=1000",
+		}, extraFlags...)
+	}
+	// Registered after t.TempDir, so it runs before the directory is removed.
+	t.Cleanup(func() { c.teardown(t) })
+	for _, m := range c.members {
+		m.start(t)
+	}
+	for _, m := range c.members {
+		m.waitReady(t)
+	}
+	return c
+}
+
+func (c *e2eCluster) teardown(t *testing.T) {
+	for _, m := range c.members {
+		m.mu.Lock()
+		running := m.cmd != nil && !isClosed(m.exited)
+		unexpected := m.cmd != nil && isClosed(m.exited) && !m.killedByTest
+		waitErr := m.waitErr
+		m.mu.Unlock()
+		if unexpected {
+			t.Errorf("member %s exited by itself during the test: %v", m.name, waitErr)
+		}
+		if running {
+			m.kill(t)
+		}
+	}
+	if t.Failed() {
+		for _, m := range c.members {
+			t.Logf("==== log of member %s (%s), last %d bytes ====\n%s", m.name, m.clientURL, logTailPrintBytes, m.log.tail(logTailPrintBytes))
+		}
+	}
+}
+
+func (m *e2eMember) start(t *testing.T) {
+	t.Helper()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.cmd != nil && !isClosed(m.exited) {
+		t.Fatalf("member %s is already running", m.name)
+	}
+	m.starts++
+	fmt.Fprintf(m.log, "\n==== e2e: start #%d: %s %s\n", m.starts, e2eBinary, strings.Join(m.args, " "))
+	cmd := exec.Command(e2eBinary, m.args...)
+	cmd.Env = memberEnv()
+	cmd.Stdout = m.log
+	cmd.Stderr = m.log
+	// Own process group: the kill reaches anything the member spawned.
+	// Pdeathsig: if the test binary itself dies (panic, -timeout), the
+	// kernel kills the member rather than leaving it on the ports.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start member %s: %v", m.name, err)
+	}
+	exited := make(chan struct{})
+	m.cmd, m.exited, m.killedByTest, m.waitErr = cmd, exited, false, nil
+	go func() {
+		err := cmd.Wait()
+		m.mu.Lock()
+		m.waitErr = err
+		m.mu.Unlock()
+		fmt.Fprintf(m.log, "\n==== e2e: process exited: %v\n", err)
+		close(exited)
+	}()
+}
+
+// kill sends SIGKILL to the member's process group and waits for the exit.
+func (m *e2eMember) kill(t *testing.T) {
+	t.Helper()
+	m.mu.Lock()
+	cmd, exited := m.cmd, m.exited
+	m.killedByTest = true
+	m.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	select {
+	case <-exited:
+	case <-time.After(30 * time.Second):
+		t.Errorf("member %s (pid %d) did not exit 30s after SIGKILL", m.name, cmd.Process.Pid)
+	}
+}
+
+// restart starts the member again with the same flags and data directory and
+// waits until it serves a linearizable read.
+func (m *e2eMember) restart(t *testing.T) {
+	t.Helper()
+	m.start(t)
+	m.waitReady(t)
+}
+
+// waitReady polls until the member answers a linearizable read, which needs
+// a leader and a quorum behind it; the process exiting meanwhile fails fast.
+func (m *e2eMember) waitReady(t *testing.T) {
+	t.Helper()
+	cli, err := clientv3.New(clientv3.Config{
+		Endpoints:   []string{m.clientURL},
+		DialTimeout: 5 * time.Second,
+		Logger:      zap.NewNop(),
+	})
+	if err != nil {
+		t.Fatalf("client for %s: %v", m.name, err)
+	}
+	defer cli.Close()
+	deadline := time.Now().Add(startTimeout)
+	var lastErr error
+	for time.Now().Before(deadline) {
+		m.mu.Lock()
+		exited, waitErr := m.exited, m.waitErr
+		m.mu.Unlock()
+		if isClosed(exited) {
+			t.Fatalf("member %s exited while starting: %v", m.name, waitErr)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		_, lastErr = cli.Get(ctx, "e2e-ready-probe")
+		cancel()
+		if lastErr == nil {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("member %s not serving linearizable reads after %v: %v", m.name, startTimeout, lastErr)
+}
+
+func (c *e2eCluster) endpoints() []string {
+	var eps []string
+	for _, m := range c.members {
+		eps = append(eps, m.clientURL)
+	}
+	return eps
+}
+
+// client returns a client on the given endpoints (all members if none),
+// closed when the test ends.
+func (c *e2eCluster) client(t *testing.T, endpoints ...string) *clientv3.Client {
+	t.Helper()
+	if len(endpoints) == 0 {
+		endpoints = c.endpoints()
+	}
+	cli, err := clientv3.New(clientv3.Config{
+		Endpoints:   endpoints,
+		DialTimeout: 5 * time.Second,
+		Logger:      zap.NewNop(),
+	})
+	if err != nil {
+		t.Fatalf("client for %v: %v", endpoints, err)
+	}
+	t.Cleanup(func() { cli.Close() })
+	return cli
+}
+
+// leader polls the running members until they all name the same leader
+// among them, and returns its index in c.members.
+func (c *e2eCluster) leader(t *testing.T, cli *clientv3.Client) int {
+	t.Helper()
+	deadline := time.Now().Add(startTimeout)
+	var last string
+	for time.Now().Before(deadline) {
+		leaders := map[uint64]bool{}
+		ids := map[uint64]int{}
+		ok := true
+		for i, m := range c.members {
+			if !m.running() {
+				continue
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			st, err := cli.Status(ctx, m.clientURL)
+			cancel()
+			if err != nil {
+				ok, last = false, fmt.Sprintf("status of %s: %v", m.name, err)
+				break
+			}
+			leaders[st.Leader] = true
+			ids[st.Header.MemberId] = i
+		}
+		if ok && len(leaders) == 1 {
+			for id := range leaders {
+				if i, found := ids[id]; found {
+					return i
+				}
+				last = fmt.Sprintf("leader %x is not a running member", id)
+			}
+		} else if ok {
+			last = fmt.Sprintf("members disagree on the leader: %v", leaders)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("no agreed leader after %v: %s", startTimeout, last)
+	return -1
+}
+
+func (m *e2eMember) running() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.cmd != nil && !isClosed(m.exited)
+}
+
+// memberEnv is the test's environment without ETCD_* and NODED_* variables:
+// etcd refuses a setting given both as a flag and in the environment, and a
+// stray one would change what is tested.
+func memberEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if strings.HasPrefix(kv, "ETCD_") || strings.HasPrefix(kv, "NODED_") || strings.HasPrefix(kv, "ETCDCTL_") {
+			continue
+		}
+		env = append(env, kv)
+	}
+	return env
+}
+
+var (
+	portsMu    sync.Mutex
+	portsGiven = map[int]bool{}
+)
+
+// freePorts finds n loopback ports free right now and never handed out
+// before in this process. Another process may still take one before the
+// member binds it; that shows up as a failed start with the bind error in
+// the member's log.
+func freePorts(t *testing.T, n int) []int {
+	t.Helper()
+	portsMu.Lock()
+	defer portsMu.Unlock()
+	var ports []int
+	var listeners []net.Listener
+	defer func() {
+		for _, l := range listeners {
+			l.Close()
+		}
+	}()
+	for len(ports) < n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatalf("free port: %v", err)
+		}
+		listeners = append(listeners, l)
+		port := l.Addr().(*net.TCPAddr).Port
+		if portsGiven[port] {
+			continue
+		}
+		portsGiven[port] = true
+		ports = append(ports, port)
+	}
+	return ports
+}
+
+func isClosed(ch chan struct{}) bool {
+	if ch == nil {
+		return false
+	}
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
+}
+
+func sanitize(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' {
+			return r
+		}
+		return '-'
+	}, s)
+}
+
+// logBuffer keeps the newest logKeepBytes of a member's output across its
+// restarts.
+type logBuffer struct {
+	mu  sync.Mutex
+	buf []byte
+}
+
+func (b *logBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.buf = append(b.buf, p...)
+	if len(b.buf) > logKeepBytes {
+		b.buf = append([]byte(nil), b.buf[len(b.buf)-logKeepBytes/2:]...)
+	}
+	return len(p), nil
+}
+
+func (b *logBuffer) tail(n int) string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if len(b.buf) <= n {
+		return string(b.buf)
+	}
+	return "...\n" + string(b.buf[len(b.buf)-n:])
+}
+
+// ctxTimeout is a request context for one call in a test.
+func ctxTimeout(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
+	t.Cleanup(cancel)
+	return ctx
+}
