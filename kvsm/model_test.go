@@ -760,18 +760,18 @@ func sameResult(t *rapid.T, what string, got, want ApplyResult) {
 // atomic (a revision is never split across replies), prev_kv right, and a
 // progress revision that no later event undercuts.
 type watchCheck struct {
-	id   int64
-	from int64
-	got  []*mvccpb.Event
-	all  []*mvccpb.Event // every event the model produced, never compacted
+	stream StreamID
+	key    []byte // nil: every key
+	id     int64
+	from   int64
+	got    []*mvccpb.Event
+	all    *[]*mvccpb.Event // every event the model produced, never compacted
 }
-
-const watchCheckStream StreamID = 9
 
 func (wc *watchCheck) expected() []*mvccpb.Event {
 	var out []*mvccpb.Event
-	for _, ev := range wc.all {
-		if ev.Kv.ModRevision >= wc.from {
+	for _, ev := range *wc.all {
+		if ev.Kv.ModRevision >= wc.from && (wc.key == nil || bytes.Equal(ev.Kv.Key, wc.key)) {
 			out = append(out, ev)
 		}
 	}
@@ -781,7 +781,7 @@ func (wc *watchCheck) expected() []*mvccpb.Event {
 // prevOf is the key's value just before ev, from the model's full log.
 func (wc *watchCheck) prevOf(ev *mvccpb.Event) *mvccpb.KeyValue {
 	var prev *mvccpb.Event
-	for _, e := range wc.all {
+	for _, e := range *wc.all {
 		if e.Kv.ModRevision >= ev.Kv.ModRevision {
 			break
 		}
@@ -796,19 +796,35 @@ func (wc *watchCheck) prevOf(ev *mvccpb.Event) *mvccpb.KeyValue {
 }
 
 func (wc *watchCheck) create(t *rapid.T, s *Store, from int64) {
-	resp := s.WatchCreate(watchCheckStream, &pb.WatchCreateRequest{Key: []byte{0}, RangeEnd: []byte{0}, StartRevision: from, PrevKv: true})
+	req := &pb.WatchCreateRequest{Key: []byte{0}, RangeEnd: []byte{0}, StartRevision: from, PrevKv: true}
+	if wc.key != nil {
+		req = &pb.WatchCreateRequest{Key: wc.key, StartRevision: from, PrevKv: true}
+	}
+	resp := s.WatchCreate(wc.stream, req)
 	if !resp.Created || resp.Canceled {
 		t.Fatalf("watch create from %d: %s", from, Describe(resp))
 	}
 	wc.id, wc.from, wc.got = resp.WatchId, from, nil
 }
 
-func (wc *watchCheck) poll(t *rapid.T, s *Store, m *model, budget int) {
+// pollWatches polls and hands each reply to its stream's checker.
+func pollWatches(t *rapid.T, s *Store, m *model, budget int, checks []*watchCheck) {
 	for _, r := range s.WatchPoll(budget) {
-		if r.Stream != watchCheckStream {
+		found := false
+		for _, wc := range checks {
+			if wc.stream == r.Stream {
+				wc.check(t, s, m, r.Resp)
+				found = true
+			}
+		}
+		if !found {
 			t.Fatalf("reply for unknown stream %d", r.Stream)
 		}
-		resp := r.Resp
+	}
+}
+
+func (wc *watchCheck) check(t *rapid.T, s *Store, m *model, resp *pb.WatchResponse) {
+	{
 		want := wc.expected()
 		switch {
 		case resp.WatchId == invalidWatchID:
@@ -830,7 +846,7 @@ func (wc *watchCheck) poll(t *rapid.T, s *Store, m *model, budget int) {
 			if n := len(wc.got); n > 0 {
 				next = wc.got[n-1].Kv.ModRevision + 1
 			}
-			if next >= resp.CompactRevision {
+			if wc.key == nil && next >= resp.CompactRevision {
 				t.Fatalf("cancelled at compact revision %d though its next revision %d is kept", resp.CompactRevision, next)
 			}
 			wc.create(t, s, m.compactRev)
@@ -865,8 +881,11 @@ func TestModel(t *testing.T) {
 		cfg := Config{MinLeaseTTLSeconds: rapid.Int64Range(0, 3).Draw(t, "min ttl")}
 		s := New(cfg)
 		m := newModel(cfg)
-		wc := &watchCheck{}
-		wc.create(t, s, 1)
+		var allEvents []*mvccpb.Event
+		watches := []*watchCheck{{stream: 9, all: &allEvents}, {stream: 10, key: []byte("a"), all: &allEvents}}
+		for _, wc := range watches {
+			wc.create(t, s, 1)
+		}
 		apply := func(r *pb.InternalRaftRequest) {
 			what := Describe(r)
 			if err := Validate(cfg, r); err != nil && err != rpctypes.ErrGRPCDuplicateKey {
@@ -874,7 +893,7 @@ func TestModel(t *testing.T) {
 			}
 			want := m.apply(r)
 			sameResult(t, what, s.Apply(r), want)
-			wc.all = append(wc.all, want.Events...)
+			allEvents = append(allEvents, want.Events...)
 		}
 		t.Repeat(map[string]func(*rapid.T){
 			"put": func(t *rapid.T) {
@@ -935,13 +954,14 @@ func TestModel(t *testing.T) {
 				}
 			},
 			"watch poll": func(t *rapid.T) {
-				wc.poll(t, s, m, rapid.IntRange(0, 8).Draw(t, "budget"))
+				pollWatches(t, s, m, rapid.IntRange(0, 8).Draw(t, "budget"), watches)
 			},
 			"watch pause": func(t *rapid.T) {
-				s.WatchPause(watchCheckStream, wc.id)
+				wc := rapid.SampledFrom(watches).Draw(t, "watch")
+				s.WatchPause(wc.stream, wc.id)
 			},
 			"watch progress": func(t *rapid.T) {
-				s.WatchRequestProgress(watchCheckStream)
+				s.WatchRequestProgress(rapid.SampledFrom(watches).Draw(t, "watch").stream)
 			},
 			"hashkv": func(t *rapid.T) {
 				rev := rapid.Int64Range(m.compactRev, m.rev).Draw(t, "hash rev")
@@ -971,14 +991,16 @@ func TestModel(t *testing.T) {
 		// Liveness: with budget to spare the watcher catches up, gets
 		// everything from its start revision, and a progress reply.
 		for range 20 {
-			wc.poll(t, s, m, 1000)
+			pollWatches(t, s, m, 1000, watches)
 		}
-		if got, want := len(wc.got), len(wc.expected()); got != want {
-			t.Fatalf("watcher from %d got %d of %d events", wc.from, got, want)
-		}
-		s.WatchRequestProgress(watchCheckStream)
-		if resps := s.WatchPoll(1000); len(resps) == 0 || resps[len(resps)-1].Resp.WatchId != invalidWatchID || resps[len(resps)-1].Resp.Header.Revision != m.rev {
-			t.Fatalf("no progress reply at %d once synced", m.rev)
+		for _, wc := range watches {
+			if got, want := len(wc.got), len(wc.expected()); got != want {
+				t.Fatalf("watcher of %q from %d got %d of %d events", wc.key, wc.from, got, want)
+			}
+			s.WatchRequestProgress(wc.stream)
+			if resps := s.WatchPoll(1000); len(resps) != 1 || resps[0].Resp.WatchId != invalidWatchID || resps[0].Resp.Header.Revision != m.rev {
+				t.Fatalf("no progress reply at %d once synced", m.rev)
+			}
 		}
 	})
 }

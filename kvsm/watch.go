@@ -535,6 +535,9 @@ func (s *Store) catchUp(eventBudget int) {
 // whether it stopped at a revision that did not fit the budget or the
 // stream's queue bound.
 func (s *Store) catchUpWatcher(w *watcher, budget, scanLimit int, first bool) (used, scanned int, stop catchUpStop) {
+	if w.span.kind == spanSingle {
+		return s.catchUpKey(w, budget, first)
+	}
 	st := w.stream
 	var events []*mvccpb.Event
 	revs := 0
@@ -574,6 +577,55 @@ func (s *Store) catchUpWatcher(w *watcher, budget, scanLimit int, first bool) (u
 			revs++
 		}
 		w.nextRev = main + 1
+	}
+	if len(events) > 0 {
+		st.queue = append(st.queue, queuedReply{watchID: w.id, events: len(events), resp: &pb.WatchResponse{
+			Header: s.header(), WatchId: w.id, Events: events,
+		}})
+		st.queuedEvents += len(events)
+		w.eventsSinceTick = true
+	}
+	return len(events), scanned, stop
+}
+
+// catchUpKey is catchUpWatcher for a watcher of one key: it reads that
+// key's own history, not the whole revision log.
+func (s *Store) catchUpKey(w *watcher, budget int, first bool) (used, scanned int, stop catchUpStop) {
+	st := w.stream
+	var events []*mvccpb.Event
+	revs := 0
+	if e := s.lookup(w.span.key); e != nil {
+		i := e.indexAt(w.nextRev-1) + 1 // first revision at or after nextRev
+		for i < len(e.revs) && revs < catchUpRevisionsMax {
+			main := e.revs[i].modMain
+			var revEvents []*mvccpb.Event
+			for ; i < len(e.revs) && e.revs[i].modMain == main; i++ {
+				scanned++
+				if out, want := s.wants(w, newEvent(e.key, &e.revs[i])); want {
+					revEvents = append(revEvents, out)
+				}
+			}
+			if n := len(revEvents); n > 0 {
+				mayExceed := first && len(events) == 0 && st.queuedEvents == 0
+				if !mayExceed && len(events)+n > budget {
+					stop = stopBudget
+					break
+				}
+				if !mayExceed && !st.canQueue(len(events)+n) {
+					stop = stopStreamFull
+					break
+				}
+				events = append(events, revEvents...)
+				revs++
+			}
+			w.nextRev = main + 1
+		}
+		if stop == stopNone && i == len(e.revs) {
+			// The key's whole history is read.
+			w.nextRev = max(w.nextRev, s.kv.rev+1)
+		}
+	} else {
+		w.nextRev = max(w.nextRev, s.kv.rev+1)
 	}
 	if len(events) > 0 {
 		st.queue = append(st.queue, queuedReply{watchID: w.id, events: len(events), resp: &pb.WatchResponse{
