@@ -91,19 +91,27 @@ func apply(s *state, r *request, cfg *applyConfig, rec *recorder) (*state, *resp
 		next.compactRevision = r.compactRev
 		return &next, &response{kind: kindCompact, revision: s.revision}
 	case kindLeaseGrant:
-		// lessor.Grant's checks, in its order.
-		switch {
-		case r.leaseID == 0:
-			return s, &response{kind: kindLeaseGrant, err: errLeaseNotFound}
-		case r.leaseTTL > maxLeaseTTLSeconds:
+		// lessor.Grant's checks, in its order. etcd picks the ID of a grant
+		// that asks for 0 before proposing it, so it never applies ID 0;
+		// noded proposes the 0 and its store picks at apply, as here: the
+		// lowest free ID at or above a counter that only grows.
+		if r.leaseTTL > maxLeaseTTLSeconds {
 			return s, &response{kind: kindLeaseGrant, err: errLeaseTTLTooLarge}
-		case s.hasLease(r.leaseID):
+		}
+		id := r.leaseID
+		next := *s
+		if id == 0 {
+			id = s.nextLeaseID
+			for s.hasLease(id) {
+				id++
+			}
+			next.nextLeaseID = id + 1
+		} else if s.hasLease(id) {
 			return s, &response{kind: kindLeaseGrant, err: errLeaseExist}
 		}
-		next := *s
 		next.leases = append([]int64(nil), s.leases...)
-		next.addLease(r.leaseID)
-		return &next, &response{kind: kindLeaseGrant, revision: s.revision, leaseID: r.leaseID,
+		next.addLease(id)
+		return &next, &response{kind: kindLeaseGrant, revision: s.revision, leaseID: id,
 			leaseTTL: max(r.leaseTTL, cfg.minLeaseTTL)}
 	case kindLeaseRevoke:
 		if !s.hasLease(r.leaseID) {

@@ -160,6 +160,8 @@ func TestApplySemantics(t *testing.T) {
 		{name: "grant raises the TTL to the minimum", req: grant(9, 0), want: "lease 9 ttl 1s @rev 6",
 			state: `rev 6, {"a"="3"@4(create 2, v2), "b"="2"@3(create 3, v1), "c"="4"@5(create 5, v1, lease 5), "d"="5"@6(create 6, v1)}, leases [5 9]`},
 		{name: "grant an existing lease", req: grant(5, 10), want: "error LeaseExist"},
+		{name: "grant with ID 0 lets the store pick", req: grant(0, 5), want: "lease 1 ttl 5s @rev 6",
+			state: `rev 6, {"a"="3"@4(create 2, v2), "b"="2"@3(create 3, v1), "c"="4"@5(create 5, v1, lease 5), "d"="5"@6(create 6, v1)}, leases [1 5]`},
 		{name: "grant a too long TTL", req: grant(9, maxLeaseTTLSeconds+1), want: "error LeaseTTLTooLarge"},
 		{name: "revoke deletes attached keys", req: revoke(5), want: "ok @rev 7",
 			state: `rev 7, {"a"="3"@4(create 2, v2), "b"="2"@3(create 3, v1), "d"="5"@6(create 6, v1)}`},
@@ -200,7 +202,7 @@ func TestApplySemantics(t *testing.T) {
 
 // rehash rebuilds a state from scratch, so its hash is computed afresh.
 func rehash(s *state) *state {
-	f := &state{revision: s.revision, compactRevision: s.compactRevision}
+	f := &state{revision: s.revision, compactRevision: s.compactRevision, nextLeaseID: s.nextLeaseID}
 	for _, kv := range s.keys {
 		f.keys = append(f.keys, kv)
 		f.contentHash ^= hashKeyValue(kv)

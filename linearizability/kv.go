@@ -359,22 +359,16 @@ func orderTies(history []porcupine.Operation, slots map[int]revisionSlot) {
 	}
 }
 
-// modelRequest is the request to step for an operation resolved through the
-// log: the client's, except that a lease grant asking the server to pick an
-// ID takes the ID the server logged.
+// modelRequest is the request to step for an operation: the client's,
+// except for a lease grant that left the ID to the server, which steps the
+// request as logged: with the ID etcd picked before proposing, or with 0
+// for the store to pick at apply, as noded does.
 func (run *checkRun) modelRequest(op *preparedOp) *request {
-	if op.req.kind != kindLeaseGrant || op.req.leaseID != 0 {
+	if op.req.kind != kindLeaseGrant || op.req.leaseID != 0 || len(op.entries) == 0 {
 		return op.req
 	}
-	if op.obs != nil && op.obs.err == errNone {
-		r := *op.req
-		r.leaseID = op.obs.leaseID
-		return &r
-	}
-	if len(op.entries) > 0 {
-		if logged := run.replay.entries[op.entries[0]].req; logged.kind == kindLeaseGrant {
-			return logged
-		}
+	if logged := run.replay.entries[op.entries[0]].req; logged.kind == kindLeaseGrant {
+		return logged
 	}
 	return op.req
 }

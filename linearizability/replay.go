@@ -79,7 +79,7 @@ func newReplay(committed []CommittedEntry, minLeaseTTL int64) *replay {
 				rp.compactions = append(rp.compactions, req.compactRev)
 				rp.maxCompaction = max(rp.maxCompaction, req.compactRev)
 			case kindLeaseGrant:
-				rp.leaseLives[req.leaseID] = append(rp.leaseLives[req.leaseID], leaseLife{grantPos: pos, revokePos: -1})
+				rp.leaseLives[resp.leaseID] = append(rp.leaseLives[resp.leaseID], leaseLife{grantPos: pos, revokePos: -1})
 			case kindLeaseRevoke:
 				lives := rp.leaseLives[req.leaseID]
 				lives[len(lives)-1].revokePos = pos

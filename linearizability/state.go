@@ -35,11 +35,15 @@ func (kv keyValue) String() string {
 // revision are answered from the replay of the committed log.
 type state struct {
 	revision int64
-	// compactRevision is etcd's compactMainRev: -1 until the first
-	// compaction, then the revision compacted at.
+	// compactRevision is the revision last compacted at, 0 before any
+	// compaction (as kvsm keeps it; etcd starts its compactMainRev at -1,
+	// which differs only in refusing a compaction at revision 0).
 	compactRevision int64
 	keys            []keyValue // live keys, ascending by key
 	leases          []int64    // live lease IDs, ascending
+	// nextLeaseID is where the store starts looking for an ID when a grant
+	// leaves the choice to it (see apply).
+	nextLeaseID int64
 	// contentHash is the XOR of hashKeyValue over keys and hashLease over
 	// leases, kept up to date by every write so Hash costs nothing.
 	contentHash uint64
@@ -47,7 +51,7 @@ type state struct {
 
 func initialState() *state {
 	// etcd's revision is 1 on an empty store.
-	return &state{revision: 1, compactRevision: -1}
+	return &state{revision: 1, nextLeaseID: 1}
 }
 
 // find returns the position of key in keys and whether it is there.
@@ -138,14 +142,15 @@ func (s *state) removeLease(id int64) {
 
 // hash satisfies porcupine's contract: equal states hash equal.
 func (s *state) hash() uint64 {
-	return mix64(s.contentHash ^ mix64(uint64(s.revision)) ^ mix64(uint64(s.compactRevision)+0x9e3779b97f4a7c15))
+	return mix64(s.contentHash ^ mix64(uint64(s.revision)) ^ mix64(uint64(s.compactRevision)+0x9e3779b97f4a7c15) ^
+		mix64(uint64(s.nextLeaseID)+0x3c6ef372fe94f82b))
 }
 
 func (s *state) equal(o *state) bool {
 	if s == o {
 		return true
 	}
-	if s.revision != o.revision || s.compactRevision != o.compactRevision || s.contentHash != o.contentHash ||
+	if s.revision != o.revision || s.compactRevision != o.compactRevision || s.nextLeaseID != o.nextLeaseID || s.contentHash != o.contentHash ||
 		len(s.keys) != len(o.keys) || len(s.leases) != len(o.leases) {
 		return false
 	}
@@ -165,7 +170,7 @@ func (s *state) equal(o *state) bool {
 func (s *state) String() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "rev %d", s.revision)
-	if s.compactRevision >= 0 {
+	if s.compactRevision > 0 {
 		fmt.Fprintf(&b, ", compacted at %d", s.compactRevision)
 	}
 	b.WriteString(", {")
