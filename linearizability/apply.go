@@ -183,12 +183,18 @@ func (w *writer) finish() *state {
 	return w.next
 }
 
-// applyPut is mvcctxn.Put: lease first, then ignore_* on a missing key.
+// applyPut is mvcctxn.Put: lease first, then ignore_* on a missing key;
+// kvsm checks the two the other way round, so a put breaking both may be
+// refused for either.
 func applyPut(s *state, p *putOp, rec *recorder) (*state, *response) {
-	if p.lease != 0 && !s.hasLease(p.lease) {
+	missingLease := p.lease != 0 && !s.hasLease(p.lease)
+	missingKey := (p.ignoreValue || p.ignoreLease) && !hasKey(s, p.key)
+	switch {
+	case missingLease && missingKey:
+		return s, &response{kind: kindPut, err: errLeaseNotFound, altErr: errKeyNotFound}
+	case missingLease:
 		return s, &response{kind: kindPut, err: errLeaseNotFound}
-	}
-	if (p.ignoreValue || p.ignoreLease) && !hasKey(s, p.key) {
+	case missingKey:
 		return s, &response{kind: kindPut, err: errKeyNotFound}
 	}
 	w := &writer{base: s}
