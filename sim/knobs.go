@@ -122,8 +122,8 @@ func Draw(seed uint64) Knobs {
 		}
 	}
 
-	k.Clients = int(between(1, 8))
-	k.OpsPerSecond = int(between(50, 400))
+	k.Clients = int(between(1, 16))
+	k.OpsPerSecond = int(between(100, 1500))
 	k.Keys = int(between(2, 30))
 	k.ClientTimeoutMs = between(1000, 5000)
 	k.MixPut = int(between(10, 40))
@@ -134,7 +134,7 @@ func Draw(seed uint64) Knobs {
 	k.MixLease = int(between(0, 10))
 	k.MixWatch = int(between(0, 5))
 
-	k.SafetyMs = between(5000, 15000)
+	k.SafetyMs = between(10000, 30000)
 	k.LivenessMs = 60000
 	return k
 }

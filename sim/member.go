@@ -187,6 +187,10 @@ func (w *world) restart(m *member) {
 	}
 	if hs := rec.HardState; hs != nil && hs.GetTerm() < m.durableTerm {
 		w.fail("restart %s: recovered term %d below the synced term %d", m.name, hs.GetTerm(), m.durableTerm)
+	} else if hs != nil {
+		// A torn crash may keep a hard state written but never synced; what
+		// Open recovers is durable from now on.
+		m.durableTerm = hs.GetTerm()
 	}
 	w.tracef("restart %s incarnation=%d snap=%d entries=%d", m.name, m.incarnation, snapIndex(rec.Snapshot), len(rec.Entries))
 	m.storage, m.node, m.up = st, n, true
