@@ -646,4 +646,3 @@ func sortedStrings(s []string) []string {
 	sort.Strings(out)
 	return out
 }
-
