@@ -318,6 +318,11 @@ func (s *Store) applyPut(p *pb.PutRequest) ApplyResult {
 	if err := checkPutRequest(p); err != nil {
 		return s.failed(err)
 	}
+	// A plain Put checks its lease before anything else (etcd's txn.Put);
+	// inside a txn the key comes first (checkPut).
+	if id := p.GetLease(); id != 0 && s.getLease(id) == nil {
+		return s.failed(rpctypes.ErrGRPCLeaseNotFound)
+	}
 	if err := s.checkPut(p); err != nil {
 		return s.failed(err)
 	}

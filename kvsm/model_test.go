@@ -423,6 +423,9 @@ func (m *model) apply(r *pb.InternalRaftRequest) ApplyResult {
 	hdr := func() *pb.ResponseHeader { return &pb.ResponseHeader{Revision: m.rev} }
 	switch {
 	case r.Put != nil:
+		if _, ok := m.leases[r.Put.Lease]; r.Put.Lease != 0 && !ok {
+			return fail(rpctypes.ErrGRPCLeaseNotFound)
+		}
 		if err := m.checkPut(r.Put); err != nil {
 			return fail(err)
 		}

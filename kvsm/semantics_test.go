@@ -328,6 +328,11 @@ func TestPutOptions(t *testing.T) {
 	}
 	applyErr(t, s, &pb.InternalRaftRequest{Put: &pb.PutRequest{Key: []byte("nope"), IgnoreValue: true}}, rpctypes.ErrGRPCKeyNotFound)
 	applyErr(t, s, putLeaseReq("b", "1", 42), rpctypes.ErrGRPCLeaseNotFound)
+	// Both rules broken: a plain put reports the lease (etcd's order), a
+	// put inside a txn the key.
+	both := &pb.PutRequest{Key: []byte("nope"), IgnoreValue: true, Lease: 42}
+	applyErr(t, s, &pb.InternalRaftRequest{Put: both}, rpctypes.ErrGRPCLeaseNotFound)
+	applyErr(t, s, txnReq(&pb.TxnRequest{Success: []*pb.RequestOp{{Request: &pb.RequestOp_RequestPut{RequestPut: both}}}}), rpctypes.ErrGRPCKeyNotFound)
 	applyErr(t, s, &pb.InternalRaftRequest{Put: &pb.PutRequest{Key: []byte("a"), Value: []byte("x"), IgnoreValue: true}}, rpctypes.ErrGRPCValueProvided)
 	applyErr(t, s, putReq("", "x"), rpctypes.ErrGRPCEmptyKey)
 }
