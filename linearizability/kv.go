@@ -16,12 +16,14 @@ import (
 // Operations whose outcome the client never learned are resolved through the
 // committed log, as etcd's robustness suite patches its history from the WAL:
 // an unknown write that is not in the log never happened and is dropped; one
-// that is in the log happened, and is placed with any response. Committed
-// entries no client claims (lease expiry, compaction by the cluster) happened
-// too and are added the same way. Because writes take effect in log order,
-// such an operation cannot take effect after an operation logged later has
-// returned, nor before one logged earlier was called; its interval is cut to
-// that, which keeps porcupine's search narrow.
+// that is in the log happened, whatever its response, and must take effect
+// where the log put it (see modelOutput). Committed entries no client claims
+// (lease expiry, compaction by the cluster) happened too and are added the
+// same way. Because writes take effect in log order, such an operation cannot
+// take effect after an operation logged later has returned, nor before one
+// logged earlier was called; its interval is cut to that. Every interval is
+// then cut by the revision order its response implies (tightenByRevision),
+// which keeps porcupine's search linear without changing its answer.
 
 // modelInput is a porcupine input: the request and, for failure text, the
 // operation it came from (nil for a committed entry no client claims).
