@@ -401,6 +401,39 @@ var plantedCases = []plantedCase{
 		detail:  "canceled with compact_revision 3, but the watcher was at revision 3, not behind the compaction",
 	},
 	{
+		name: "watch response header below its events",
+		build: func() *script {
+			sc := newScript()
+			sc.op(0, 0, 10, put("a", "1"))
+			sc.in.Watches = append(sc.in.Watches, sc.watch(1, watchAB(), 1, 2))
+			return sc
+		},
+		plant:   func(sc *script) { sc.in.Watches[0].Responses[1].Resp.Header.Revision = 1 },
+		checker: checkerWatchHeader,
+		detail:  `response #1 at 1010 has header revision 1 below its event PUT "a"="1"@2(create 2, v1)`,
+	},
+	{
+		name: "watch events after the cancel",
+		build: func() *script {
+			sc := newScript()
+			sc.op(0, 0, 10, put("a", "1"))
+			sc.op(0, 20, 30, put("a", "2"))
+			w := sc.watch(1, watchAB(), 1, 3)
+			cancel := WatchReceived{Time: 5000, Resp: &pb.WatchResponse{Header: &pb.ResponseHeader{Revision: 3}, Canceled: true}}
+			w.Responses = append(w.Responses, cancel)
+			sc.in.Watches = append(sc.in.Watches, w)
+			return sc
+		},
+		plant: func(sc *script) {
+			w := &sc.in.Watches[0]
+			last := w.Responses[len(w.Responses)-1]
+			w.Responses[len(w.Responses)-1] = w.Responses[len(w.Responses)-2]
+			w.Responses[len(w.Responses)-2] = last
+		},
+		checker: checkerWatchCancel,
+		detail:  "arrived after the watch was canceled",
+	},
+	{
 		name: "lease expiring early by the leader's clock",
 		build: func() *script {
 			sc := newScript()
