@@ -2,7 +2,6 @@ package sim
 
 import (
 	"fmt"
-	"hash/fnv"
 	"io"
 	"math/rand/v2"
 	"strings"
@@ -322,52 +321,4 @@ func (w *world) fail(format string, args ...any) {
 
 func (w *world) tracef(format string, args ...any) {
 	w.trace.line(w.now, fmt.Sprintf(format, args...))
-}
-
-// traceHash folds every event and effect of a run into one 64-bit FNV
-// hash: two runs with equal hashes took the same steps.
-type traceHash struct {
-	h interface {
-		Write([]byte) (int, error)
-		Sum64() uint64
-	}
-	out io.Writer
-	buf []byte
-}
-
-func newTraceHash(out io.Writer) traceHash {
-	return traceHash{h: fnv.New64a(), out: out}
-}
-
-func (t *traceHash) line(now int64, s string) {
-	t.buf = t.buf[:0]
-	t.buf = fmt.Appendf(t.buf, "%d %s\n", now, s)
-	_, _ = t.h.Write(t.buf)
-	if t.out != nil {
-		_, _ = t.out.Write(t.buf)
-	}
-}
-
-func (t *traceHash) event(now int64, e *event) {
-	var s string
-	switch e.kind {
-	case evDeliver:
-		m := e.msg
-		s = fmt.Sprintf("deliver %s %x->%x term=%d index=%d logterm=%d commit=%d ents=%d reject=%t",
-			m.GetType(), m.GetFrom(), m.GetTo(), m.GetTerm(), m.GetIndex(), m.GetLogTerm(), m.GetCommit(), len(m.GetEntries()), m.GetReject())
-	case evTick, evDiskSync:
-		s = fmt.Sprintf("%s m%d/%d %d", e.kind, e.member, e.incarnation, e.persistSeq)
-	default:
-		s = fmt.Sprintf("%s m%d c%d op%d %s", e.kind, e.member, e.client, e.opSeq, e.what)
-	}
-	t.line(now, s)
-}
-
-func (t *traceHash) sum() uint64 { return t.h.Sum64() }
-
-func (w *world) traceEffects(m *member, eff *node.Effects) {
-	if eff.Empty() {
-		return
-	}
-	w.trace.line(w.now, fmt.Sprintf("effects m%d\n%s", m.index, eff.String()))
 }

@@ -1,0 +1,43 @@
+package sim
+
+import (
+	"testing"
+	"time"
+)
+
+// BenchmarkSimulatedSecondsPerWallSecond runs a 3-member cluster under a
+// 1,000 op/s workload with no faults and reports how many simulated
+// seconds pass per wall second (issue target: at least 100). Checking the
+// history is part of a run, so it is part of the figure.
+func BenchmarkSimulatedSecondsPerWallSecond(b *testing.B) {
+	for _, faults := range []bool{false, true} {
+		name := "quiet"
+		if faults {
+			name = "faults"
+		}
+		b.Run(name, func(b *testing.B) {
+			var virtualNs, ops int64
+			start := time.Now()
+			for i := 0; i < b.N; i++ {
+				rep := Run(Options{Seed: uint64(i + 1), Tweak: func(k *Knobs) {
+					if !faults {
+						quiet(k)
+					}
+					k.ClusterSize, k.Clients, k.OpsPerSecond = 3, 40, 1000
+					k.SyncLatencyMeanUs = 1000
+					k.TickMs, k.ElectionTicks = 100, 10
+					k.DelayMinUs, k.DelayMeanUs = 200, 500
+					k.SafetyMs = 20000
+				}})
+				if !rep.OK {
+					b.Fatalf("%s", rep)
+				}
+				virtualNs += rep.Stats.VirtualNs
+				ops += rep.Stats.Ops
+			}
+			wall := time.Since(start)
+			b.ReportMetric(float64(virtualNs)/float64(wall.Nanoseconds()), "sim-s/wall-s")
+			b.ReportMetric(float64(ops)/float64(virtualNs)*1e9, "ops/sim-s")
+		})
+	}
+}
