@@ -1,0 +1,257 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	stdnet "net"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/etcdserverpb/gw"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+	"google.golang.org/grpc/test/bufconn"
+	"google.golang.org/protobuf/encoding/protojson"
+)
+
+// healthTimeout bounds the read /health and /readyz make (etcd: its
+// request timeout).
+const healthTimeout = 5 * time.Second
+
+func newHTTPHandler(ctx context.Context, m *Member, gatewayConn *bufconn.Listener) (http.Handler, error) {
+	conn, err := grpc.NewClient("passthrough:///noded-gateway",
+		grpc.WithContextDialer(func(ctx context.Context, _ string) (stdnet.Conn, error) { return gatewayConn.DialContext(ctx) }),
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(1<<31-1), grpc.MaxCallSendMsgSize(1<<31-1)),
+	)
+	if err != nil {
+		return nil, err
+	}
+	go func() { <-ctx.Done(); conn.Close() }()
+	gwmux := runtime.NewServeMux(
+		runtime.WithMarshalerOption(runtime.MIMEWildcard, &runtime.JSONPb{
+			MarshalOptions:   protojson.MarshalOptions{UseProtoNames: true, EmitUnpopulated: false},
+			UnmarshalOptions: protojson.UnmarshalOptions{DiscardUnknown: true},
+		}),
+		runtime.WithErrorHandler(gatewayError),
+	)
+	for _, register := range []func(context.Context, *runtime.ServeMux, *grpc.ClientConn) error{
+		gw.RegisterKVHandler, gw.RegisterWatchHandler, gw.RegisterLeaseHandler,
+		gw.RegisterClusterHandler, gw.RegisterMaintenanceHandler, gw.RegisterAuthHandler,
+	} {
+		if err := register(ctx, gwmux, conn); err != nil {
+			return nil, err
+		}
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/health", m.serveHealth)
+	mux.HandleFunc("/livez", m.serveChecks("livez", m.livezChecks()))
+	mux.HandleFunc("/livez/", m.serveChecks("livez", m.livezChecks()))
+	mux.HandleFunc("/readyz", m.serveChecks("readyz", m.readyzChecks()))
+	mux.HandleFunc("/readyz/", m.serveChecks("readyz", m.readyzChecks()))
+	mux.HandleFunc("/version", func(w http.ResponseWriter, r *http.Request) { writeVersion(w) })
+	mux.HandleFunc("/metrics", m.serveMetrics)
+	mux.HandleFunc("/v2/members", m.serveV2Members)
+	mux.Handle("/v3/", gwmux)
+	mux.HandleFunc("/v3beta/", func(w http.ResponseWriter, r *http.Request) {
+		r2 := r.Clone(r.Context())
+		r2.URL.Path = "/v3/" + strings.TrimPrefix(r.URL.Path, "/v3beta/")
+		r2.URL.RawPath = ""
+		gwmux.ServeHTTP(w, r2)
+	})
+	return mux, nil
+}
+
+// gatewayError writes an error as etcd 3.5's gateway did:
+// {"error":..,"code":..,"message":..} with the HTTP status of the code.
+func gatewayError(ctx context.Context, mux *runtime.ServeMux, marshaler runtime.Marshaler, w http.ResponseWriter, r *http.Request, err error) {
+	s := status.Convert(err)
+	body, _ := json.Marshal(struct {
+		Error   string `json:"error"`
+		Code    int32  `json:"code"`
+		Message string `json:"message"`
+	}{s.Message(), int32(s.Code()), s.Message()})
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(runtime.HTTPStatusFromCode(s.Code()))
+	w.Write(body)
+}
+
+func writeVersion(w http.ResponseWriter) {
+	w.Header().Set("Content-Type", "application/json")
+	fmt.Fprintf(w, `{"etcdserver":%q,"etcdcluster":%q}`, Version, ClusterVersion)
+}
+
+// serveHealth is etcd's /health: {"health":"true","reason":""}, or
+// "false" with the reason and status 503 when an alarm is raised (unless
+// excluded), there is no leader, or a read fails.
+func (m *Member) serveHealth(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet {
+		w.Header().Set("Allow", http.MethodGet)
+		http.Error(w, "Method Not Allowed", http.StatusMethodNotAllowed)
+		return
+	}
+	excluded := map[string]bool{}
+	for _, a := range r.URL.Query()["exclude"] {
+		excluded[strings.ToUpper(a)] = true
+	}
+	serializable := r.URL.Query().Get("serializable") == "true"
+	healthy, reason := m.checkHealth(r.Context(), excluded, serializable)
+	if healthy {
+		m.metrics.healthSuccess.Add(1)
+	} else {
+		m.metrics.healthFailure.Add(1)
+	}
+	body, _ := json.Marshal(struct {
+		Health string `json:"health"`
+		Reason string `json:"reason"`
+	}{strconv.FormatBool(healthy), reason})
+	if !healthy {
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}
+	w.Write(body)
+}
+
+func (m *Member) checkHealth(ctx context.Context, excludedAlarms map[string]bool, serializable bool) (bool, string) {
+	st := m.state.Load()
+	for _, a := range st.alarms {
+		name := a.GetAlarm().String()
+		if !excludedAlarms[name] {
+			return false, "ALARM " + name
+		}
+	}
+	if !serializable && !st.hasLeader() {
+		return false, "RAFT NO LEADER"
+	}
+	if err := m.probeRead(ctx, serializable); err != nil {
+		return false, "RANGE ERROR:" + err.Error()
+	}
+	return true, ""
+}
+
+func (m *Member) probeRead(ctx context.Context, serializable bool) error {
+	ctx, cancel := context.WithTimeout(ctx, healthTimeout)
+	defer cancel()
+	_, err := m.do(ctx, &pb.RangeRequest{Key: []byte("health"), KeysOnly: true, Limit: 1, Serializable: serializable})
+	if err != nil {
+		return fmt.Errorf("%s", status.Convert(err).Message())
+	}
+	return nil
+}
+
+// healthCheck is one named check of /livez or /readyz.
+type healthCheck struct {
+	name  string
+	check func(ctx context.Context) error
+}
+
+func (m *Member) livezChecks() []healthCheck {
+	return []healthCheck{{"serializable_read", func(ctx context.Context) error { return m.probeRead(ctx, true) }}}
+}
+
+func (m *Member) readyzChecks() []healthCheck {
+	return []healthCheck{
+		{"data_corruption", func(context.Context) error {
+			for _, a := range m.state.Load().alarms {
+				if a.GetAlarm() == pb.AlarmType_CORRUPT {
+					return fmt.Errorf("alarm CORRUPT raised by member %x", a.GetMemberID())
+				}
+			}
+			return nil
+		}},
+		{"serializable_read", func(ctx context.Context) error { return m.probeRead(ctx, true) }},
+		{"linearizable_read", func(ctx context.Context) error { return m.probeRead(ctx, false) }},
+		{"non_learner", func(context.Context) error {
+			if m.state.Load().status.IsLearner {
+				return fmt.Errorf("member is a learner")
+			}
+			return nil
+		}},
+	}
+}
+
+// serveChecks answers /livez and /readyz as etcd 3.6 does (the Kubernetes
+// healthz format): "ok", or with ?verbose one line per check; 503 and
+// "[-]name failed: reason" when any check fails. /readyz/<name> runs one
+// check; ?exclude=<name> skips one.
+func (m *Member) serveChecks(path string, checks []healthCheck) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet {
+			w.Header().Set("Allow", http.MethodGet)
+			http.Error(w, "Method Not Allowed", http.StatusMethodNotAllowed)
+			return
+		}
+		if one := strings.TrimPrefix(r.URL.Path, "/"+path+"/"); one != r.URL.Path && one != "" {
+			i := slices.IndexFunc(checks, func(c healthCheck) bool { return c.name == one })
+			if i < 0 {
+				http.NotFound(w, r)
+				return
+			}
+			if err := checks[i].check(r.Context()); err != nil {
+				http.Error(w, fmt.Sprintf("[-]%s failed: %v", one, err), http.StatusServiceUnavailable)
+				return
+			}
+			fmt.Fprint(w, "ok")
+			return
+		}
+		q := r.URL.Query()
+		_, verbose := q["verbose"]
+		excluded := q["exclude"]
+		var out strings.Builder
+		failed := false
+		for _, c := range checks {
+			if slices.Contains(excluded, c.name) {
+				fmt.Fprintf(&out, "[+]%s excluded: ok\n", c.name)
+				continue
+			}
+			if err := c.check(r.Context()); err != nil {
+				failed = true
+				fmt.Fprintf(&out, "[-]%s failed: %v\n", c.name, err)
+				continue
+			}
+			fmt.Fprintf(&out, "[+]%s ok\n", c.name)
+		}
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.Header().Set("X-Content-Type-Options", "nosniff")
+		switch {
+		case failed:
+			w.WriteHeader(http.StatusServiceUnavailable)
+			fmt.Fprintf(w, "%s%s check failed\n", out.String(), path)
+		case verbose:
+			fmt.Fprintf(w, "%s%s check passed\n", out.String(), path)
+		default:
+			fmt.Fprint(w, "ok")
+		}
+	}
+}
+
+// serveV2Members is etcd 3.4's GET /v2/members.
+func (m *Member) serveV2Members(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		w.Header().Set("Allow", "GET, HEAD")
+		http.Error(w, "Method Not Allowed", http.StatusMethodNotAllowed)
+		return
+	}
+	type v2Member struct {
+		ID         string   `json:"id"`
+		Name       string   `json:"name"`
+		PeerURLs   []string `json:"peerURLs"`
+		ClientURLs []string `json:"clientURLs"`
+	}
+	st := m.state.Load()
+	members := make([]v2Member, 0, len(st.status.Members))
+	for _, mem := range st.status.Members {
+		members = append(members, v2Member{ID: strconv.FormatUint(mem.ID, 16), Name: mem.Name, PeerURLs: nonNil(mem.PeerURLs), ClientURLs: nonNil(mem.ClientURLs)})
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Etcd-Cluster-ID", strconv.FormatUint(m.clusterID, 16))
+	json.NewEncoder(w).Encode(struct {
+		Members []v2Member `json:"members"`
+	}{members})
+}

@@ -1,0 +1,822 @@
+package server
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	"go.etcd.io/raft/v3"
+	"go.etcd.io/raft/v3/raftpb"
+	"go.uber.org/zap"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/noded/noded/disk"
+	"github.com/noded/noded/kvsm"
+	nodednet "github.com/noded/noded/net"
+	"github.com/noded/noded/node"
+)
+
+// Bounds on every queue the member loop owns or reads.
+const (
+	// clientQueueMax bounds client requests waiting for the loop. A request
+	// that finds it full waits up to clientQueueWait, then fails with
+	// etcd's TooManyRequests.
+	clientQueueMax  = 4096
+	clientQueueWait = time.Second
+	// pendingRequestsMax bounds requests handed to the node and not yet
+	// answered (the node's own bound is higher; this one is the host's).
+	pendingRequestsMax = 65536
+	// inboundMessagesMax bounds raft messages from peers waiting for the
+	// loop; past it they are dropped (raft resends).
+	inboundMessagesMax = 4096
+	// peerReportsMax bounds unreachable and snapshot reports waiting.
+	peerReportsMax = 1024
+	// watchOpsMax bounds watch stream requests waiting for the loop; a
+	// stream's receiver waits when it is full.
+	watchOpsMax = 4096
+	// loopCallsMax bounds maintenance calls waiting to run on the loop.
+	loopCallsMax = 64
+	// diskQueueMax bounds writes queued for the disk goroutine. The node
+	// holds back at most one waiting write, so this is only reached by
+	// commit-only writes piling up behind a slow fsync.
+	diskQueueMax = 256
+	// eventsPerRoundMax bounds the events one loop round takes before it
+	// asks the node for effects, so that a flood of one kind cannot starve
+	// the disk and the network of their batches.
+	eventsPerRoundMax = 512
+)
+
+// Member runs one noded member: the node on a goroutine of its own, the
+// disk writer, the peer transport and the client listeners.
+type Member struct {
+	cfg       Config
+	lg        *zap.Logger
+	id        uint64
+	clusterID uint64
+	tick      time.Duration
+	dataDir   string
+
+	node    *node.Node // owned by the loop goroutine
+	storage *disk.Storage
+	peers   *nodednet.TCPTransport
+
+	requests  chan *clientRequest
+	inbound   chan *raftpb.Message
+	reports   chan peerReport
+	watchOps  chan watchOp
+	calls     chan func()
+	diskJobs  chan diskJob
+	diskDone  chan diskResult
+	diskExit  chan struct{}
+	stopLoop  chan struct{}
+	loopExit  chan struct{}
+	stopped   chan struct{} // closed once the member is fully stopped
+	stopOnce  sync.Once
+	fatalOnce sync.Once
+	fatalErr  atomic.Pointer[error]
+	removed   atomic.Bool
+
+	// Loop-owned state.
+	pending       map[node.Handle]*clientRequest
+	nextHandle    node.Handle
+	streams       map[kvsm.StreamID]*hostStream
+	blocked       map[kvsm.StreamID]struct{} // streams with dropped watchers or held replies
+	knownPeers    map[uint64]string          // transport peers: ID -> joined URLs
+	compactor     *compactor
+	lastLead      uint64
+	leaderChanges uint64
+
+	state   atomic.Pointer[memberState]
+	metrics *metrics
+
+	nextStream atomic.Uint64
+	clients    *clientServer
+	forwarder  *forwarder
+}
+
+// clientRequest is one request waiting for the node's answer.
+type clientRequest struct {
+	op   proto.Message
+	done chan node.Result // capacity 1: the loop never blocks on it
+	// internal requests (auto compaction) are answered through onDone on
+	// the loop instead.
+	onDone func(node.Result)
+	write  bool
+}
+
+type peerReport struct {
+	id          uint64
+	snapshot    bool
+	unreachable bool
+	failed      bool
+}
+
+type diskJob struct {
+	persist  *node.Persist
+	snapshot *raftpb.Snapshot
+}
+
+type diskResult struct {
+	seq uint64
+	err error
+}
+
+// memberState is what the loop publishes after every round for other
+// goroutines (health, metrics, forwarding, headers). It is never changed
+// after publication.
+type memberState struct {
+	status  node.Status
+	alarms  []*pb.AlarmMember
+	dbSize  int64
+	started bool // applied at least once since start (the member has caught up with its log)
+}
+
+func (s *memberState) hasLeader() bool { return s.status.Lead != raft.None }
+
+// ErrRemoved is the member's error once it learnt it was removed.
+var ErrRemoved = errors.New("the member has been permanently removed from the cluster")
+
+// Start opens (or creates) the member's data directory, joins or forms
+// the cluster, and starts serving peers and clients. It returns once
+// every listener is up.
+func Start(cfg Config) (*Member, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	lg := cfg.Logger
+	if lg == nil {
+		lg = zap.NewNop()
+	}
+	m := &Member{
+		cfg:        cfg,
+		lg:         lg,
+		tick:       time.Duration(cfg.HeartbeatMs) * time.Millisecond,
+		requests:   make(chan *clientRequest, clientQueueMax),
+		inbound:    make(chan *raftpb.Message, inboundMessagesMax),
+		reports:    make(chan peerReport, peerReportsMax),
+		watchOps:   make(chan watchOp, watchOpsMax),
+		calls:      make(chan func(), loopCallsMax),
+		diskJobs:   make(chan diskJob, diskQueueMax),
+		diskDone:   make(chan diskResult, diskQueueMax),
+		diskExit:   make(chan struct{}),
+		stopLoop:   make(chan struct{}),
+		loopExit:   make(chan struct{}),
+		stopped:    make(chan struct{}),
+		pending:    map[node.Handle]*clientRequest{},
+		streams:    map[kvsm.StreamID]*hostStream{},
+		blocked:    map[kvsm.StreamID]struct{}{},
+		knownPeers: map[uint64]string{},
+		metrics:    newMetrics(),
+	}
+	peerListeners, err := m.listenPeers()
+	if err != nil {
+		return nil, err
+	}
+	closeAll := func() {
+		for _, l := range peerListeners {
+			l.Close()
+		}
+	}
+	joinMembers, err := m.openStorage()
+	if err != nil {
+		closeAll()
+		return nil, err
+	}
+	transport, err := nodednet.NewTCPTransport(nodednet.Config{
+		LocalID:   m.id,
+		ClusterID: m.clusterID,
+		// A raft message carries at most one request over raft's
+		// MaxSizePerMsg, so twice the larger of the two bounds it.
+		FrameBytesMax: 2*max(cfg.MaxRequestBytes+grpcOverheadBytes, node.DefaultMaxSizePerMsg) + 1<<20,
+		Logger: func(format string, args ...any) {
+			lg.Info(fmt.Sprintf(format, args...))
+		},
+	}, peerHandler{m})
+	if err != nil {
+		m.storage.Close()
+		closeAll()
+		return nil, err
+	}
+	m.peers = transport
+	for _, jm := range joinMembers {
+		if jm.ID != m.id {
+			m.peers.AddPeer(jm.ID, jm.PeerURLs)
+			m.knownPeers[jm.ID] = strings.Join(jm.PeerURLs, ",")
+		}
+	}
+	m.compactor = newCompactor(&m.cfg, lg)
+	m.forwarder = newForwarder(m)
+	m.publishState()
+
+	go m.runDisk()
+	go m.run()
+	for _, pl := range peerListeners {
+		m.servePeers(pl)
+	}
+	clients, err := newClientServer(m)
+	if err != nil {
+		m.Stop()
+		return nil, err
+	}
+	m.clients = clients
+	lg.Info("started member",
+		zap.String("name", cfg.Name),
+		zap.String("member-id", fmt.Sprintf("%x", m.id)),
+		zap.String("cluster-id", fmt.Sprintf("%x", m.clusterID)),
+		zap.String("data-dir", m.dataDir),
+		zap.Strings("advertise-client-urls", URLStrings(cfg.AdvertiseClientURLs)),
+		zap.Strings("listen-client-urls", clients.addrs()),
+		zap.String("version", Version),
+	)
+	return m, nil
+}
+
+// metadata is what the WAL holds about whose it is: member ID, cluster ID.
+func walMetadata(memberID, clusterID uint64) []byte {
+	b := binary.BigEndian.AppendUint64(nil, memberID)
+	return binary.BigEndian.AppendUint64(b, clusterID)
+}
+
+// openStorage opens the data directory, or creates it for a new or joining
+// member, and builds the node. For a joining member it returns the
+// members the cluster reported, to dial before the first snapshot arrives.
+func (m *Member) openStorage() ([]node.Member, error) {
+	cfg := &m.cfg
+	dataDir, err := filepath.Abs(cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	m.dataDir = dataDir
+	walDir := filepath.Join(dataDir, "member", "wal")
+	if cfg.WALDir != "" {
+		if walDir, err = filepath.Abs(cfg.WALDir); err != nil {
+			return nil, err
+		}
+	}
+	snapDir := filepath.Join(dataDir, "member", "snap")
+	// One FS over the whole tree, so that the WAL and the snapshots may live
+	// on different paths (etcd's --wal-dir).
+	fsys := disk.NewOSFS("/")
+	rel := func(p string) string { return strings.TrimPrefix(filepath.ToSlash(p), "/") }
+	opts := disk.Options{SnapshotsKept: cfg.MaxSnapshots}
+
+	if disk.Exists(fsys, rel(walDir)) {
+		st, rec, err := disk.Open(fsys, rel(walDir), rel(snapDir), opts)
+		if err != nil {
+			return nil, fmt.Errorf("open data directory %s: %w", dataDir, err)
+		}
+		if len(rec.Metadata) != 16 {
+			st.Close()
+			return nil, fmt.Errorf("data directory %s: WAL metadata of %d bytes is not a noded member's", dataDir, len(rec.Metadata))
+		}
+		m.id = binary.BigEndian.Uint64(rec.Metadata[:8])
+		m.clusterID = binary.BigEndian.Uint64(rec.Metadata[8:])
+		if cfg.InitialClusterState == ClusterStateNew {
+			if _, _, want, err := cfg.bootstrapMembers(); err == nil && want != m.clusterID {
+				st.Close()
+				return nil, fmt.Errorf("data directory %s holds member %x of cluster %x, but --initial-cluster and --initial-cluster-token describe cluster %x: "+
+					"start it with the flags of the cluster it belongs to, or give it another --data-dir", dataDir, m.id, m.clusterID, want)
+			}
+		}
+		n, err := node.Restart(m.nodeConfig(), node.Durable{Snapshot: rec.Snapshot, HardState: rec.HardState, Entries: rec.Entries})
+		if err != nil {
+			st.Close()
+			return nil, fmt.Errorf("restart from %s: %w", dataDir, err)
+		}
+		m.lg.Info("restarting member from its data directory; --initial-cluster flags are ignored",
+			zap.String("member-id", fmt.Sprintf("%x", m.id)), zap.String("cluster-id", fmt.Sprintf("%x", m.clusterID)),
+			zap.Uint64("snapshot-index", rec.Snapshot.GetMetadata().GetIndex()), zap.Int("entries", len(rec.Entries)))
+		m.storage, m.node = st, n
+		return nil, nil
+	}
+
+	var joinMembers []node.Member
+	var n *node.Node
+	switch cfg.InitialClusterState {
+	case ClusterStateNew:
+		members, self, clusterID, err := cfg.bootstrapMembers()
+		if err != nil {
+			return nil, err
+		}
+		m.id, m.clusterID = self, clusterID
+		if n, err = node.Bootstrap(m.nodeConfig(), members); err != nil {
+			return nil, err
+		}
+		joinMembers = members
+	default:
+		cluster, err := fetchCluster(cfg)
+		if err != nil {
+			return nil, err
+		}
+		m.id, m.clusterID = cluster.self, cluster.clusterID
+		if n, err = node.Restart(m.nodeConfig(), node.Durable{}); err != nil {
+			return nil, err
+		}
+		joinMembers = cluster.members
+	}
+	st, err := disk.Create(fsys, rel(walDir), rel(snapDir), walMetadata(m.id, m.clusterID), opts)
+	if err != nil {
+		return nil, fmt.Errorf("create data directory %s: %w", dataDir, err)
+	}
+	m.storage, m.node = st, n
+	return joinMembers, nil
+}
+
+func (m *Member) nodeConfig() node.Config {
+	cfg := &m.cfg
+	tickMs := cfg.HeartbeatMs
+	// Request IDs as etcd's idutil makes them: the member's low 16 bits,
+	// then milliseconds since the epoch, then a counter. Every incarnation
+	// starts at a later time, so it never reuses an earlier one's IDs.
+	base := (m.id&0xffff)<<48 | (uint64(time.Now().UnixMilli())&(1<<40-1))<<8
+	return node.Config{
+		ID:                       m.id,
+		ClusterID:                m.clusterID,
+		Name:                     cfg.Name,
+		ClientURLs:               URLStrings(cfg.AdvertiseClientURLs),
+		TickMs:                   tickMs,
+		ElectionTicks:            int(cfg.ElectionMs / tickMs),
+		HeartbeatTicks:           1,
+		SnapshotCount:            cfg.SnapshotCount,
+		SnapshotCatchUpEntries:   cfg.SnapshotCatchUpEntries,
+		MaxTxnOps:                cfg.MaxTxnOps,
+		MaxRequestBytes:          cfg.MaxRequestBytes,
+		QuotaBackendBytes:        cfg.QuotaBackendBytes,
+		WatchProgressNotifyTicks: max(1, int(cfg.WatchProgressNotifyInterval.Milliseconds()/tickMs)),
+		MaxLearners:              cfg.MaxLearners,
+		StrictReconfigCheck:      cfg.StrictReconfigCheck,
+		RequestIDBase:            base,
+		Logger:                   raftLogger{m.lg.Named("raft").Sugar()},
+		Version:                  Version,
+	}
+}
+
+// ID is the member's ID; ClusterID the cluster's.
+func (m *Member) ID() uint64        { return m.id }
+func (m *Member) ClusterID() uint64 { return m.clusterID }
+
+// ClientAddrs are the addresses the client listeners are bound to.
+func (m *Member) ClientAddrs() []string { return m.clients.addrs() }
+
+// Done is closed once the member has stopped, for any reason.
+func (m *Member) Done() <-chan struct{} { return m.stopped }
+
+// Err is why the member stopped on its own: a fatal disk error, or
+// ErrRemoved. nil after Stop.
+func (m *Member) Err() error {
+	if p := m.fatalErr.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// fatal records err and stops the member. It never waits for the loop (it
+// may be called from it).
+func (m *Member) fatal(err error) {
+	m.fatalOnce.Do(func() {
+		m.fatalErr.Store(&err)
+		if errors.Is(err, ErrRemoved) {
+			m.lg.Warn("member stops: it was removed from the cluster", zap.String("member-id", fmt.Sprintf("%x", m.id)))
+		} else {
+			m.lg.Error("member stops on a fatal error", zap.Error(err))
+		}
+		go m.Stop()
+	})
+}
+
+// Stop stops serving clients, ends the loop, lets the disk goroutine finish
+// the writes it was handed, closes the storage and the transport. It is
+// idempotent and returns once everything is stopped.
+func (m *Member) Stop() {
+	m.stopOnce.Do(func() {
+		if m.clients != nil {
+			m.clients.stop()
+		}
+		close(m.stopLoop)
+		<-m.loopExit
+		close(m.diskJobs)
+		<-m.diskExit
+		if err := m.storage.Close(); err != nil {
+			m.lg.Warn("close storage", zap.Error(err))
+		}
+		m.peers.Close()
+		m.forwarder.close()
+		close(m.stopped)
+	})
+	<-m.stopped
+}
+
+// run is the member loop: the only goroutine that touches the node.
+func (m *Member) run() {
+	defer close(m.loopExit)
+	ticker := time.NewTicker(m.tick)
+	defer ticker.Stop()
+	if m.cfg.InitialElectionTickAdvance {
+		// etcd fast-forwards all but the last ticks of the first election
+		// timeout so that a fresh cluster elects a leader in one tick
+		// rather than a whole timeout; raft's randomised timeout still
+		// spreads the candidates.
+		for i := 0; i < int(m.cfg.ElectionMs/m.cfg.HeartbeatMs)-1; i++ {
+			m.node.Tick()
+		}
+	}
+	for {
+		select {
+		case <-m.stopLoop:
+			m.failPending(rpctypes.ErrGRPCStopped)
+			return
+		case <-ticker.C:
+			m.onTick()
+		case msg := <-m.inbound:
+			m.node.Step(msg)
+		case req := <-m.requests:
+			m.submit(req)
+		case op := <-m.watchOps:
+			m.onWatchOp(op)
+		case r := <-m.reports:
+			m.onReport(r)
+		case d := <-m.diskDone:
+			if !m.onDiskDone(d) {
+				return
+			}
+		case f := <-m.calls:
+			f()
+		}
+		if !m.drain() {
+			return
+		}
+		if !m.carryOut(m.node.Effects()) {
+			return
+		}
+		m.publishState()
+	}
+}
+
+// drain takes events that are already waiting, up to eventsPerRoundMax,
+// so that one round of effects covers them all (group commit: proposals
+// that arrive while the disk syncs join one batch).
+func (m *Member) drain() bool {
+	for i := 0; i < eventsPerRoundMax; i++ {
+		select {
+		case msg := <-m.inbound:
+			m.node.Step(msg)
+		case req := <-m.requests:
+			m.submit(req)
+		case op := <-m.watchOps:
+			m.onWatchOp(op)
+		case r := <-m.reports:
+			m.onReport(r)
+		case d := <-m.diskDone:
+			if !m.onDiskDone(d) {
+				return false
+			}
+		default:
+			return true
+		}
+	}
+	return true
+}
+
+func (m *Member) onTick() {
+	m.node.Tick()
+	m.retryBlockedStreams()
+	m.compactor.maybeCompact(m)
+}
+
+func (m *Member) onReport(r peerReport) {
+	if r.unreachable {
+		m.node.ReportUnreachable(r.id)
+	}
+	if r.snapshot {
+		m.node.ReportSnapshot(r.id, r.failed)
+	}
+}
+
+func (m *Member) onDiskDone(d diskResult) bool {
+	if d.err != nil {
+		// The write may or may not be on disk: nothing that depends on it
+		// may be acknowledged, so the member stops here.
+		m.fatal(fmt.Errorf("disk: %w", d.err))
+		m.failPending(rpctypes.ErrGRPCStopped)
+		return false
+	}
+	m.node.Persisted(d.seq)
+	return true
+}
+
+// submit hands a client request to the node under a fresh handle.
+func (m *Member) submit(req *clientRequest) {
+	if len(m.pending) >= pendingRequestsMax {
+		m.answer(req, node.Result{Err: rpctypes.ErrGRPCRequestTooManyRequests})
+		return
+	}
+	m.nextHandle++
+	h := m.nextHandle
+	m.pending[h] = req
+	if req.write {
+		m.metrics.proposalsPending.Add(1)
+	}
+	m.node.Submit(h, req.op)
+}
+
+func (m *Member) answer(req *clientRequest, r node.Result) {
+	if req.onDone != nil {
+		req.onDone(r)
+		return
+	}
+	req.done <- r
+}
+
+func (m *Member) failPending(err error) {
+	for h, req := range m.pending {
+		delete(m.pending, h)
+		if req.write {
+			m.metrics.proposalsPending.Add(-1)
+		}
+		m.answer(req, node.Result{Handle: h, Err: err})
+	}
+}
+
+// carryOut does what the node asked, in the order it asked: writes to the
+// disk goroutine (which syncs and reports back), messages to peers,
+// results to waiting clients, watch replies to their streams.
+func (m *Member) carryOut(eff node.Effects) bool {
+	for _, p := range eff.Persist {
+		// The disk goroutine always takes jobs (after a failure it drops
+		// them), and the node waits on one write at a time, so this never
+		// blocks for longer than one write.
+		m.diskJobs <- diskJob{persist: p}
+	}
+	if len(eff.Messages) > 0 {
+		m.peers.Send(eff.Messages)
+	}
+	for _, r := range eff.Results {
+		req, ok := m.pending[r.Handle]
+		if !ok {
+			continue
+		}
+		delete(m.pending, r.Handle)
+		if req.write {
+			m.metrics.proposalsPending.Add(-1)
+			if isProposalFailure(r.Err) {
+				m.metrics.proposalsFailed.Add(1)
+			}
+		}
+		m.answer(req, r)
+	}
+	for _, sr := range eff.Watch {
+		m.deliverWatch(sr)
+	}
+	if eff.SaveSnapshot != nil {
+		m.diskJobs <- diskJob{snapshot: eff.SaveSnapshot}
+	}
+	if eff.Removed {
+		m.removed.Store(true)
+		m.fatal(ErrRemoved)
+		m.failPending(rpctypes.ErrGRPCStopped)
+		return false
+	}
+	return true
+}
+
+// isProposalFailure tells a proposal that failed in the cluster (timeout,
+// leader loss, overload) from one the state machine answered with an error.
+func isProposalFailure(err error) bool {
+	if err == nil {
+		return false
+	}
+	var nl *node.NotLeaderError
+	if errors.As(err, &nl) {
+		return true
+	}
+	switch err {
+	case rpctypes.ErrGRPCTimeout, rpctypes.ErrGRPCLeaderChanged, rpctypes.ErrGRPCNoLeader,
+		rpctypes.ErrGRPCRequestTooManyRequests, rpctypes.ErrGRPCStopped, rpctypes.ErrGRPCTimeoutDueToLeaderFail:
+		return true
+	}
+	return false
+}
+
+// publishState makes the node's status visible to other goroutines and
+// keeps the transport's peers in step with the member table.
+func (m *Member) publishState() {
+	st := m.node.Status()
+	store := m.node.Store()
+	prev := m.state.Load()
+	s := &memberState{status: st, alarms: store.Alarms(), dbSize: store.SizeBytes()}
+	s.started = prev != nil && (prev.started || st.AppliedIndex > 0)
+	if st.Lead != m.lastLead {
+		if st.Lead != raft.None {
+			m.leaderChanges++
+			m.metrics.leaderChanges.Store(m.leaderChanges)
+		}
+		m.lastLead = st.Lead
+	}
+	m.compactor.observe(st.Revision, st.State == raft.StateLeader)
+	m.state.Store(s)
+	m.syncPeers(st.Members)
+}
+
+func (m *Member) syncPeers(members []node.Member) {
+	if len(members) == 0 {
+		return // not applied yet (a joining member before its snapshot)
+	}
+	seen := make(map[uint64]bool, len(members))
+	for _, mem := range members {
+		seen[mem.ID] = true
+		if mem.ID == m.id {
+			continue
+		}
+		urls := strings.Join(mem.PeerURLs, ",")
+		known, ok := m.knownPeers[mem.ID]
+		switch {
+		case !ok:
+			m.peers.AddPeer(mem.ID, slices.Clone(mem.PeerURLs))
+		case known != urls:
+			m.peers.UpdatePeer(mem.ID, slices.Clone(mem.PeerURLs))
+		default:
+			continue
+		}
+		m.knownPeers[mem.ID] = urls
+	}
+	for id := range m.knownPeers {
+		if !seen[id] {
+			// Removed from the cluster: the transport refuses its streams
+			// from now on.
+			m.peers.RemovePeer(id)
+			delete(m.knownPeers, id)
+		}
+	}
+}
+
+// runDisk is the disk goroutine: it writes each job in order, syncs the
+// ones the node waits on and reports them durable. After an error it
+// reports once and drops the rest: the member is stopping.
+func (m *Member) runDisk() {
+	defer close(m.diskExit)
+	var failed bool
+	for job := range m.diskJobs {
+		if failed {
+			continue
+		}
+		if err := m.write(job); err != nil {
+			failed = true
+			m.diskDone <- diskResult{err: err}
+		} else if job.persist != nil && job.persist.Wait {
+			m.diskDone <- diskResult{seq: job.persist.Seq}
+		}
+	}
+}
+
+func (m *Member) write(job diskJob) error {
+	if job.snapshot != nil {
+		start := time.Now()
+		err := m.storage.SaveSnapshot(job.snapshot)
+		m.metrics.snapshotSave.observe(time.Since(start).Seconds())
+		return err
+	}
+	p := job.persist
+	if p.Snapshot != nil {
+		if err := m.storage.SaveSnapshot(p.Snapshot); err != nil {
+			return err
+		}
+	}
+	if err := m.storage.Append(p.HardState, p.Entries); err != nil {
+		return err
+	}
+	if !p.Wait {
+		return nil
+	}
+	start := time.Now()
+	err := m.storage.Sync()
+	m.metrics.walFsync.observe(time.Since(start).Seconds())
+	return err
+}
+
+// do hands a request to the loop and waits for its answer. A full queue
+// answers TooManyRequests after clientQueueWait rather than blocking.
+func (m *Member) do(ctx context.Context, op proto.Message) (proto.Message, error) {
+	req := &clientRequest{op: op, done: make(chan node.Result, 1), write: isWrite(op)}
+	select {
+	case m.requests <- req:
+	default:
+		timer := time.NewTimer(clientQueueWait)
+		defer timer.Stop()
+		select {
+		case m.requests <- req:
+		case <-timer.C:
+			return nil, rpctypes.ErrGRPCRequestTooManyRequests
+		case <-ctx.Done():
+			return nil, status.FromContextError(ctx.Err()).Err()
+		case <-m.stopLoop:
+			return nil, rpctypes.ErrGRPCStopped
+		}
+	}
+	select {
+	case r := <-req.done:
+		return r.Resp, r.Err
+	case <-ctx.Done():
+		return nil, status.FromContextError(ctx.Err()).Err()
+	case <-m.loopExit:
+		return nil, rpctypes.ErrGRPCStopped
+	}
+}
+
+func isWrite(op proto.Message) bool {
+	switch r := op.(type) {
+	case *pb.PutRequest, *pb.DeleteRangeRequest, *pb.CompactionRequest, *pb.LeaseGrantRequest, *pb.LeaseRevokeRequest:
+		return true
+	case *pb.TxnRequest:
+		return !kvsm.IsTxnReadOnly(r)
+	}
+	return false
+}
+
+// call runs f on the loop goroutine (with the node) and waits for it.
+func (m *Member) call(ctx context.Context, f func()) error {
+	done := make(chan struct{})
+	select {
+	case m.calls <- func() { f(); close(done) }:
+	case <-ctx.Done():
+		return status.FromContextError(ctx.Err()).Err()
+	case <-m.stopLoop:
+		return rpctypes.ErrGRPCStopped
+	}
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return status.FromContextError(ctx.Err()).Err()
+	case <-m.loopExit:
+		return rpctypes.ErrGRPCStopped
+	}
+}
+
+// peerHandler receives what the transport delivers and hands it to the
+// loop's bounded queues without blocking the transport for long.
+type peerHandler struct{ m *Member }
+
+var errInboundFull = errors.New("server: inbound message queue full; message dropped")
+
+func (h peerHandler) Process(msg *raftpb.Message) error {
+	m := h.m
+	if msg.GetType() == raftpb.MessageType_MsgSnap {
+		// A snapshot took a while to arrive; wait for room rather than make
+		// the leader send it again.
+		select {
+		case m.inbound <- msg:
+			return nil
+		case <-m.stopLoop:
+			return rpctypes.ErrGRPCStopped
+		}
+	}
+	select {
+	case m.inbound <- msg:
+		return nil
+	default:
+		m.metrics.inboundDropped.Add(1)
+		return errInboundFull
+	}
+}
+
+func (h peerHandler) ReportUnreachable(id uint64) {
+	select {
+	case h.m.reports <- peerReport{id: id, unreachable: true}:
+	default: // raft learns it again from the next failed send
+	}
+}
+
+func (h peerHandler) ReportSnapshot(id uint64, failed bool) {
+	// raft waits for this outcome before it sends the follower anything
+	// else, so it is never dropped.
+	select {
+	case h.m.reports <- peerReport{id: id, snapshot: true, failed: failed}:
+	case <-h.m.stopLoop:
+	}
+}
+
+// raftLogger sends raft's log to zap; debug lines are dropped.
+type raftLogger struct{ s *zap.SugaredLogger }
+
+func (l raftLogger) Debug(...any)                {}
+func (l raftLogger) Debugf(string, ...any)       {}
+func (l raftLogger) Error(v ...any)              { l.s.Error(v...) }
+func (l raftLogger) Errorf(f string, v ...any)   { l.s.Errorf(f, v...) }
+func (l raftLogger) Info(v ...any)               { l.s.Info(v...) }
+func (l raftLogger) Infof(f string, v ...any)    { l.s.Infof(f, v...) }
+func (l raftLogger) Warning(v ...any)            { l.s.Warn(v...) }
+func (l raftLogger) Warningf(f string, v ...any) { l.s.Warnf(f, v...) }
+func (l raftLogger) Fatal(v ...any)              { l.s.Fatal(v...) }
+func (l raftLogger) Fatalf(f string, v ...any)   { l.s.Fatalf(f, v...) }
+func (l raftLogger) Panic(v ...any)              { l.s.Panic(v...) }
+func (l raftLogger) Panicf(f string, v ...any)   { l.s.Panicf(f, v...) }

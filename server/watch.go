@@ -1,0 +1,448 @@
+package server
+
+import (
+	"errors"
+	"io"
+	"time"
+
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/noded/noded/kvsm"
+)
+
+// Watch streams. The node (kvsm) decides what each watcher sees; the loop
+// routes its replies to a bounded queue per stream, and the stream's gRPC
+// goroutine sends them. A stream whose client reads slower than events
+// arrive must not make the member buffer without bound, and must lose
+// nothing:
+//
+//   - When a watcher's reply finds the queue full, the loop drops it and
+//     cancels the watcher in the node (so kvsm stops reading history for
+//     it), remembering the first revision the client has not been sent.
+//   - Once the queue has drained, the loop re-creates the watcher in the
+//     node with the same ID, settings and that start revision; kvsm catches
+//     it up from history. The cancel and created replies of this
+//     round trip are swallowed: the client sees one unbroken watcher.
+//   - Control replies (created, canceled) are never dropped: they wait in
+//     a short list of their own, in order, ahead of anything else.
+//   - A stream-wide progress reply must not claim a revision a dropped
+//     watcher has not delivered, so while one is dropped it is held back
+//     and asked for again after the resume.
+const (
+	// watchSendQueueMax bounds replies queued for one stream's sender.
+	watchSendQueueMax = 128
+	// watchHeldRepliesMax bounds control replies waiting for room; a
+	// client that opens watchers faster than it reads loses the stream.
+	watchHeldRepliesMax = 1024
+	// watchLeaderChecks: a stream with hasleader set fails after this
+	// many election timeouts without a leader (etcd's monitorLeader).
+	watchLeaderChecks = 3
+)
+
+var errWatchTooSlow = status.Error(codes.ResourceExhausted, "etcdserver: watch stream client too slow: too many replies waiting")
+
+type watchOp struct {
+	stream kvsm.StreamID
+	open   *hostStream
+	req    *pb.WatchRequest
+	close  bool
+}
+
+// hostStream is the loop's side of one watch stream.
+type hostStream struct {
+	id    kvsm.StreamID
+	sendq chan *pb.WatchResponse // read by the stream's gRPC goroutine
+	fail  chan error             // capacity 1: the loop ends the stream
+
+	// Loop-owned.
+	held         []*pb.WatchResponse // control replies waiting for room, in order
+	watchers     map[int64]*hostWatcher
+	creates      []int64 // IDs of creates handed to the node, awaiting their created reply
+	nextWatchID  int64
+	progressHeld bool
+	dead         bool
+}
+
+type hostWatcher struct {
+	create         *pb.WatchCreateRequest // as handed to the node, with its ID
+	nextRev        int64                  // the first revision not yet sent to the client
+	dropped        bool                   // cancelled in the node; to be re-created
+	swallowCancel  bool                   // the node's reply to our cancel is still to come
+	swallowCreated bool                   // the node's reply to our re-create is still to come
+}
+
+func (hs *hostStream) anyDropped() bool {
+	for _, w := range hs.watchers {
+		if w.dropped || w.swallowCancel {
+			return true
+		}
+	}
+	return false
+}
+
+// onWatchOp runs on the loop.
+func (m *Member) onWatchOp(op watchOp) {
+	switch {
+	case op.open != nil:
+		m.streams[op.stream] = op.open
+	case op.close:
+		delete(m.streams, op.stream)
+		delete(m.blocked, op.stream)
+		m.node.WatchCloseStream(op.stream)
+	case op.req != nil:
+		hs := m.streams[op.stream]
+		if hs == nil || hs.dead {
+			return
+		}
+		m.onWatchRequest(hs, op.req)
+	}
+}
+
+func (m *Member) onWatchRequest(hs *hostStream, req *pb.WatchRequest) {
+	switch {
+	case req.GetCreateRequest() != nil:
+		cr := proto.Clone(req.GetCreateRequest()).(*pb.WatchCreateRequest)
+		id := cr.GetWatchId()
+		if id != 0 {
+			if _, taken := hs.watchers[id]; taken {
+				m.emitControl(hs, &pb.WatchResponse{Header: m.header(), WatchId: -1, Created: true, Canceled: true,
+					CancelReason: "mvcc: duplicate watch ID provided on the WatchStream"})
+				return
+			}
+		} else {
+			// The host numbers watchers itself (as kvsm would: the lowest
+			// free ID from a counter) so that a watcher it dropped keeps
+			// its ID while the node does not know it.
+			for {
+				if _, taken := hs.watchers[hs.nextWatchID]; !taken {
+					break
+				}
+				hs.nextWatchID++
+			}
+			id = hs.nextWatchID
+			hs.nextWatchID++
+			cr.WatchId = id
+		}
+		hs.watchers[id] = &hostWatcher{create: cr}
+		hs.creates = append(hs.creates, id)
+		m.node.Watch(hs.id, &pb.WatchRequest{RequestUnion: &pb.WatchRequest_CreateRequest{CreateRequest: cr}})
+	case req.GetCancelRequest() != nil:
+		id := req.GetCancelRequest().GetWatchId()
+		if w := hs.watchers[id]; w != nil && (w.dropped || w.swallowCancel) {
+			// The node no longer has it; answer for it.
+			delete(hs.watchers, id)
+			m.emitControl(hs, &pb.WatchResponse{Header: m.header(), WatchId: id, Canceled: true})
+			return
+		}
+		m.node.Watch(hs.id, req)
+	case req.GetProgressRequest() != nil:
+		if hs.anyDropped() {
+			hs.progressHeld = true
+			m.blocked[hs.id] = struct{}{}
+			return
+		}
+		m.node.Watch(hs.id, req)
+	}
+}
+
+// header is a response header for replies the host makes itself.
+func (m *Member) header() *pb.ResponseHeader {
+	st := m.node.Status()
+	return &pb.ResponseHeader{ClusterId: m.clusterID, MemberId: m.id, Revision: st.Revision, RaftTerm: st.Term}
+}
+
+// deliverWatch routes one of the node's watch replies (on the loop).
+func (m *Member) deliverWatch(sr kvsm.StreamResponse) {
+	hs := m.streams[sr.Stream]
+	if hs == nil || hs.dead {
+		return
+	}
+	resp := sr.Resp
+	id := resp.GetWatchId()
+	switch {
+	case resp.GetCreated():
+		if w := hs.watchers[id]; id != -1 && w != nil && w.swallowCreated {
+			w.swallowCreated = false
+			return
+		}
+		if len(hs.creates) == 0 {
+			return
+		}
+		created := hs.creates[0]
+		hs.creates = hs.creates[1:]
+		w := hs.watchers[created]
+		if resp.GetCanceled() || w == nil {
+			delete(hs.watchers, created)
+		} else if start := w.create.GetStartRevision(); start > 0 {
+			w.nextRev = start
+		} else {
+			w.nextRev = resp.GetHeader().GetRevision() + 1
+		}
+		m.emitControl(hs, resp)
+	case resp.GetCanceled():
+		w := hs.watchers[id]
+		if w == nil {
+			return // the host already answered for it
+		}
+		if w.swallowCancel {
+			w.swallowCancel = false
+			return
+		}
+		delete(hs.watchers, id)
+		m.emitControl(hs, resp)
+	case id == -1:
+		if hs.anyDropped() {
+			hs.progressHeld = true
+			m.blocked[hs.id] = struct{}{}
+			return
+		}
+		m.emitControl(hs, resp)
+	default:
+		w := hs.watchers[id]
+		if w == nil || w.dropped || w.swallowCancel {
+			return // stale: the watcher is gone or will be re-created from nextRev
+		}
+		if len(hs.held) == 0 {
+			select {
+			case hs.sendq <- resp:
+				if evs := resp.GetEvents(); len(evs) > 0 {
+					w.nextRev = evs[len(evs)-1].GetKv().GetModRevision() + 1
+				} else {
+					w.nextRev = max(w.nextRev, resp.GetHeader().GetRevision()+1)
+				}
+				return
+			default:
+			}
+		}
+		m.dropWatcher(hs, id, w, resp)
+	}
+}
+
+// dropWatcher cancels a watcher in the node because its reply found no
+// room; it is re-created later from the first revision not sent.
+func (m *Member) dropWatcher(hs *hostStream, id int64, w *hostWatcher, unsent *pb.WatchResponse) {
+	if evs := unsent.GetEvents(); len(evs) > 0 {
+		w.nextRev = evs[0].GetKv().GetModRevision()
+	} else {
+		w.nextRev = max(w.nextRev, unsent.GetHeader().GetRevision()+1)
+	}
+	w.dropped = true
+	w.swallowCancel = true
+	m.metrics.watchersDropped.Add(1)
+	m.blocked[hs.id] = struct{}{}
+	m.node.Watch(hs.id, &pb.WatchRequest{RequestUnion: &pb.WatchRequest_CancelRequest{CancelRequest: &pb.WatchCancelRequest{WatchId: id}}})
+}
+
+// emitControl sends a reply that must not be lost, after any held ones.
+func (m *Member) emitControl(hs *hostStream, resp *pb.WatchResponse) {
+	if len(hs.held) == 0 {
+		select {
+		case hs.sendq <- resp:
+			return
+		default:
+		}
+	}
+	if len(hs.held) >= watchHeldRepliesMax {
+		hs.dead = true
+		hs.held = nil
+		select {
+		case hs.fail <- errWatchTooSlow:
+		default:
+		}
+		return
+	}
+	hs.held = append(hs.held, resp)
+	m.blocked[hs.id] = struct{}{}
+}
+
+// retryBlockedStreams runs every tick: held replies go out as room frees,
+// then dropped watchers are re-created once the queue is half empty.
+func (m *Member) retryBlockedStreams() {
+	for sid := range m.blocked {
+		hs := m.streams[sid]
+		if hs == nil || hs.dead {
+			delete(m.blocked, sid)
+			continue
+		}
+		for len(hs.held) > 0 {
+			select {
+			case hs.sendq <- hs.held[0]:
+				hs.held[0] = nil
+				hs.held = hs.held[1:]
+				continue
+			default:
+			}
+			break
+		}
+		if len(hs.held) > 0 || len(hs.sendq) > cap(hs.sendq)/2 {
+			continue
+		}
+		waiting := false
+		for id, w := range hs.watchers {
+			if w.swallowCancel {
+				waiting = true
+				continue
+			}
+			if !w.dropped {
+				continue
+			}
+			create := proto.Clone(w.create).(*pb.WatchCreateRequest)
+			create.WatchId = id
+			create.StartRevision = w.nextRev
+			w.dropped = false
+			w.swallowCreated = true
+			m.node.Watch(hs.id, &pb.WatchRequest{RequestUnion: &pb.WatchRequest_CreateRequest{CreateRequest: create}})
+		}
+		if waiting {
+			continue
+		}
+		if hs.progressHeld {
+			hs.progressHeld = false
+			m.node.Watch(hs.id, &pb.WatchRequest{RequestUnion: &pb.WatchRequest_ProgressRequest{ProgressRequest: &pb.WatchProgressRequest{}}})
+		}
+		delete(m.blocked, sid)
+	}
+}
+
+// watchServer is etcd's Watch service.
+type watchServer struct {
+	pb.UnimplementedWatchServer
+	m *Member
+}
+
+func requiresLeader(md metadata.MD) bool {
+	vs := md.Get(rpctypes.MetadataRequireLeaderKey)
+	return len(vs) > 0 && vs[0] == rpctypes.MetadataHasLeader
+}
+
+func (s *watchServer) Watch(stream pb.Watch_WatchServer) error {
+	m := s.m
+	ctx := stream.Context()
+	md, _ := metadata.FromIncomingContext(ctx)
+	needLeader := requiresLeader(md)
+	if needLeader && !m.state.Load().hasLeader() {
+		return rpctypes.ErrGRPCNoLeader
+	}
+	id := kvsm.StreamID(m.nextStream.Add(1))
+	hs := &hostStream{
+		id:       id,
+		sendq:    make(chan *pb.WatchResponse, watchSendQueueMax),
+		fail:     make(chan error, 1),
+		watchers: map[int64]*hostWatcher{},
+	}
+	if err := m.sendWatchOp(ctx, watchOp{stream: id, open: hs}); err != nil {
+		return err
+	}
+	defer m.closeWatchStream(id)
+
+	recvErr := make(chan error, 1)
+	go func() {
+		for {
+			req, err := stream.Recv()
+			if err != nil {
+				recvErr <- err
+				return
+			}
+			if err := m.sendWatchOp(ctx, watchOp{stream: id, req: req}); err != nil {
+				recvErr <- err
+				return
+			}
+		}
+	}()
+
+	var leaderCheck <-chan time.Time
+	if needLeader {
+		t := time.NewTicker(time.Duration(m.cfg.ElectionMs) * time.Millisecond)
+		defer t.Stop()
+		leaderCheck = t.C
+	}
+	leaderless := 0
+	for {
+		select {
+		case resp := <-hs.sendq:
+			if err := sendFragments(resp, m.cfg.MaxRequestBytes, stream.Send); err != nil {
+				return err
+			}
+		case err := <-recvErr:
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return err
+		case err := <-hs.fail:
+			return err
+		case <-leaderCheck:
+			if m.state.Load().hasLeader() {
+				leaderless = 0
+			} else if leaderless++; leaderless >= watchLeaderChecks {
+				return rpctypes.ErrGRPCNoLeader
+			}
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-m.loopExit:
+			return rpctypes.ErrGRPCStopped
+		}
+	}
+}
+
+func (m *Member) sendWatchOp(ctxDone interface{ Done() <-chan struct{} }, op watchOp) error {
+	select {
+	case m.watchOps <- op:
+		return nil
+	case <-ctxDone.Done():
+		return status.Error(codes.Canceled, "context canceled")
+	case <-m.loopExit:
+		return rpctypes.ErrGRPCStopped
+	}
+}
+
+// closeWatchStream tells the loop a stream ended, so the node forgets its
+// watchers; it waits for room (the loop drains its queue every round).
+func (m *Member) closeWatchStream(id kvsm.StreamID) {
+	select {
+	case m.watchOps <- watchOp{stream: id, close: true}:
+	case <-m.loopExit:
+	}
+}
+
+// sendFragments sends a reply, split as etcd splits one larger than the
+// request limit that holds two or more events: fragments of whole events,
+// each but the last marked fragment=true (clients join them).
+func sendFragments(wr *pb.WatchResponse, maxRequestBytes int, send func(*pb.WatchResponse) error) error {
+	if len(wr.GetEvents()) < 2 || proto.Size(wr) < maxRequestBytes {
+		return send(wr)
+	}
+	events := wr.GetEvents()
+	idx := 0
+	for {
+		cur := &pb.WatchResponse{
+			Header: wr.GetHeader(), WatchId: wr.GetWatchId(), Created: wr.GetCreated(), Canceled: wr.GetCanceled(),
+			CompactRevision: wr.GetCompactRevision(), CancelReason: wr.GetCancelReason(), Fragment: true,
+		}
+		var batch []*mvccpb.Event
+		for idx < len(events) {
+			batch = append(batch, events[idx])
+			cur.Events = batch
+			if len(batch) > 1 && proto.Size(cur) >= maxRequestBytes {
+				batch = batch[:len(batch)-1]
+				cur.Events = batch
+				break
+			}
+			idx++
+		}
+		if idx == len(events) {
+			cur.Fragment = false
+		}
+		if err := send(cur); err != nil {
+			return err
+		}
+		if !cur.Fragment {
+			return nil
+		}
+	}
+}
