@@ -25,6 +25,10 @@ func BenchmarkSimulatedSecondsPerWallSecond(b *testing.B) {
 					}
 					k.ClusterSize, k.Clients, k.OpsPerSecond = 3, 40, 1000
 					k.SyncLatencyMeanUs = 1000
+					// A fixed mix: mostly reads and writes, a few watches (every
+					// prefix watcher receives every write, so watches multiply
+					// the work), no compaction racing the checker.
+					k.MixPut, k.MixRange, k.MixDelete, k.MixTxn, k.MixCompact, k.MixLease, k.MixWatch = 40, 40, 5, 10, 0, 5, 0
 					k.TickMs, k.ElectionTicks = 100, 10
 					k.DelayMinUs, k.DelayMeanUs = 200, 500
 					k.SafetyMs = 20000

@@ -59,6 +59,7 @@ type clientWatch struct {
 	// A stream is ordered both ways (it is one gRPC stream over TCP): each
 	// direction's next message arrives no earlier than the previous one.
 	lastToMember, lastToClient int64
+	slow                       bool // its reader stalls now and then (SlowWatchers)
 	created                    bool
 	ended                      bool
 	lastRev                    int64
@@ -505,7 +506,8 @@ func (w *world) createWatch(c *client, cr *pb.WatchCreateRequest) {
 	c.watchSeq++
 	m := w.members[c.member]
 	cw := &clientWatch{client: c.index, member: c.member, incarnation: m.incarnation,
-		stream: uint64(c.index+1)<<32 | c.watchSeq, hist: len(w.watches)}
+		stream: uint64(c.index+1)<<32 | c.watchSeq, hist: len(w.watches),
+		slow: w.k.SlowWatchers && w.wrng.IntN(2) == 0}
 	w.watches = append(w.watches, linearizability.WatchHistory{Client: c.index, Member: m.id, Create: cr})
 	c.watches = append(c.watches, cw)
 	w.streams[cw.stream] = cw
@@ -536,6 +538,16 @@ func (w *world) watchToClient(m *member, sr kvsm.StreamResponse) {
 	cw := w.streams[uint64(sr.Stream)]
 	if cw == nil {
 		return
+	}
+	if cw.slow && cw.created && w.phase == phaseSafety && w.wrng.IntN(20) == 0 {
+		// The client stops reading for 1 to 10 s. Its stream backs up, and the
+		// member, as a server with a full send queue does, stops queueing
+		// live events for the watcher: it falls back to catching up from
+		// history (etcd's victim watchers), under compaction and load.
+		stall := 1e9 + w.wrng.Int64N(9e9)
+		cw.lastToClient = max(cw.lastToClient, w.now) + stall
+		m.node.WatchPause(sr.Stream, cw.watchID)
+		w.tracef("watch stream %x stalls %dms", cw.stream, stall/1e6)
 	}
 	cw.lastToClient = max(cw.lastToClient, w.now+w.clientLatency())
 	w.q.schedule(&event{at: cw.lastToClient, kind: evWatchArrive, member: m.index, incarnation: m.incarnation,

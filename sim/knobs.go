@@ -42,6 +42,7 @@ type Knobs struct {
 	Corruption        bool // one member's synced WAL gets a bit flipped, then it restarts
 	MembershipChanges bool
 	ReplyLoss         bool
+	SlowWatchers      bool  // some watch streams stall for seconds; the member pauses their watchers (W1)
 	DriftPermille     []int // per member, when ClockDrift
 
 	// Workload.
@@ -136,6 +137,7 @@ func Draw(seed uint64) Knobs {
 
 	k.SafetyMs = between(10000, 30000)
 	k.LivenessMs = 60000
+	k.SlowWatchers = chance(30)
 	return k
 }
 
@@ -155,6 +157,7 @@ func (k Knobs) String() string {
 		{k.Partitions, "partitions"}, {k.Clogs, "clogs"}, {k.Crashes, "crashes"}, {k.TornCrashes, "torn"},
 		{k.Pauses, "pauses"}, {k.ClockDrift, "drift"}, {k.ClockJumps, "clock-jumps"}, {k.FsyncErrors, "fsync-errors"},
 		{k.Corruption, "corruption"}, {k.MembershipChanges, "membership"}, {k.ReplyLoss, "reply-loss"},
+		{k.SlowWatchers, "slow-watchers"},
 	} {
 		if f.on {
 			faults = append(faults, f.name)
