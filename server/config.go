@@ -74,6 +74,8 @@ type Config struct {
 
 	WatchProgressNotifyInterval time.Duration // 0: etcd's 10 minutes
 
+	DisableGateway bool // etcd's --enable-grpc-gateway=false: no /v3 JSON gateway
+
 	// ClientListeners and PeerListeners, when set, are used instead of
 	// listening on ListenClientURLs and ListenPeerURLs (tests pass :0
 	// listeners so that ports never collide). The member closes them.

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -36,10 +37,10 @@ func newHTTPHandler(ctx context.Context, m *Member, gatewayConn *bufconn.Listene
 	}
 	go func() { <-ctx.Done(); conn.Close() }()
 	gwmux := runtime.NewServeMux(
-		runtime.WithMarshalerOption(runtime.MIMEWildcard, &runtime.JSONPb{
+		runtime.WithMarshalerOption(runtime.MIMEWildcard, &compactJSONPb{&runtime.JSONPb{
 			MarshalOptions:   protojson.MarshalOptions{UseProtoNames: true, EmitUnpopulated: false},
 			UnmarshalOptions: protojson.UnmarshalOptions{DiscardUnknown: true},
-		}),
+		}}),
 		runtime.WithErrorHandler(gatewayError),
 	)
 	for _, register := range []func(context.Context, *runtime.ServeMux, *grpc.ClientConn) error{
@@ -59,6 +60,9 @@ func newHTTPHandler(ctx context.Context, m *Member, gatewayConn *bufconn.Listene
 	mux.HandleFunc("/version", func(w http.ResponseWriter, r *http.Request) { writeVersion(w) })
 	mux.HandleFunc("/metrics", m.serveMetrics)
 	mux.HandleFunc("/v2/members", m.serveV2Members)
+	if m.cfg.DisableGateway {
+		return mux, nil
+	}
 	mux.Handle("/v3/", gwmux)
 	mux.HandleFunc("/v3beta/", func(w http.ResponseWriter, r *http.Request) {
 		r2 := r.Clone(r.Context())
@@ -67,6 +71,23 @@ func newHTTPHandler(ctx context.Context, m *Member, gatewayConn *bufconn.Listene
 		gwmux.ServeHTTP(w, r2)
 	})
 	return mux, nil
+}
+
+// compactJSONPb is the gateway's JSON marshaler without the whitespace
+// protojson inserts at random (it does so on purpose, so that nobody
+// relies on its output bytes); etcd's gateway output has none.
+type compactJSONPb struct{ *runtime.JSONPb }
+
+func (c *compactJSONPb) Marshal(v any) ([]byte, error) {
+	b, err := c.JSONPb.Marshal(v)
+	if err != nil {
+		return nil, err
+	}
+	var out bytes.Buffer
+	if err := json.Compact(&out, b); err != nil {
+		return b, nil
+	}
+	return out.Bytes(), nil
 }
 
 // gatewayError writes an error as etcd 3.5's gateway did:

@@ -356,7 +356,7 @@ func (m *Member) nodeConfig() node.Config {
 		MaxLearners:              cfg.MaxLearners,
 		StrictReconfigCheck:      cfg.StrictReconfigCheck,
 		RequestIDBase:            base,
-		Logger:                   raftLogger{m.lg.Named("raft").Sugar()},
+		Logger:                   raftLogger{m.lg.Named("raft").WithOptions(zap.AddCallerSkip(1)).Sugar()},
 		Version:                  Version,
 	}
 }
