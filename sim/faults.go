@@ -80,6 +80,10 @@ func (w *world) injectFault() {
 		w.clog()
 	case faultCrash:
 		if m := w.randomMember(func(m *member) bool { return m.up }); m != nil {
+			if w.frng.IntN(5) == 0 {
+				w.crashLoop(m)
+				break
+			}
 			w.crash(m, "injected")
 			w.scheduleRestart(m)
 		}
@@ -285,9 +289,30 @@ func (w *world) clockJump(m *member) {
 	w.tracef("clock of %s stalls until %d", m.name, m.tickJumpUntil)
 }
 
-// corrupt flips a bit in one member's synced write-ahead log, then crashes
-// and restarts it: the member must refuse to start (fail-stop) rather than
-// run on a log it cannot trust (D4). One member per run at most, so a
+// crashLoop crashes a member three to ten times within a few seconds,
+// some of them right as it comes back (D11).
+func (w *world) crashLoop(m *member) {
+	crashes := 3 + w.frng.IntN(8)
+	w.tracef("crash loop on %s: %d crashes", m.name, crashes)
+	at := int64(0)
+	for i := 0; i < crashes; i++ {
+		w.after(at, "crash-loop crash "+m.name, func() { w.crash(m, "crash loop") })
+		restartAfter := w.frng.Int64N(w.electionNs() + 1)
+		w.after(at+restartAfter, "crash-loop restart "+m.name, func() {
+			if !m.up {
+				w.stats.Restarts++
+				w.restart(m)
+			}
+		})
+		at += restartAfter + w.frng.Int64N(2*w.electionNs()+1)
+	}
+}
+
+// corrupt damages one member's synced write-ahead log, then crashes and
+// restarts it: the member must refuse to start (fail-stop) rather than run
+// on a log it cannot trust. Half the time a bit flips in what is already
+// on disk (D4); half the time the member's next write lands at the wrong
+// offset while it runs on, unaware (D5). One member per run at most, so a
 // quorum stays whole.
 func (w *world) corrupt() {
 	for _, m := range w.members {
@@ -297,6 +322,24 @@ func (w *world) corrupt() {
 	}
 	m := w.randomMember(func(m *member) bool { return m.up })
 	if m == nil {
+		return
+	}
+	if w.frng.IntN(2) == 0 {
+		delta := int64(w.frng.IntN(8192)) - 4096
+		if delta == 0 {
+			delta = 512
+		}
+		m.fs.MisdirectNextWrite(delta)
+		m.corrupted = true
+		w.stats.Corrupted++
+		w.tracef("corrupt %s: its next write lands %d bytes off", m.name, delta)
+		inc := m.incarnation
+		w.after(w.holdNs(), "crash misdirected "+m.name, func() {
+			if m.incarnation == inc {
+				w.crash(m, "after a misdirected write")
+				w.scheduleRestart(m)
+			}
+		})
 		return
 	}
 	name, bit, ok := m.fs.FlipRandomBit(w.frng, func(name string) bool { return strings.HasPrefix(name, walDir+"/") })
