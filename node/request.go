@@ -534,8 +534,10 @@ func (n *Node) memberAdd(h Handle, r *pb.MemberAddRequest) {
 	}
 	if !r.GetIsLearner() && n.cfg.StrictReconfigCheck {
 		voters, started := n.members.voters()
-		// The new member counts as a voter that has not started.
-		if started < (voters+1)/2+1 {
+		// The new member counts as a voter that has not started. As in
+		// etcd, a started one-member cluster may always add a second
+		// voter (the way a cluster grows back from one member's data).
+		if started < (voters+1)/2+1 && !(voters == 1 && started == 1) {
 			n.reply(h, nil, rpctypes.ErrGRPCMemberNotEnoughStarted)
 			return
 		}
