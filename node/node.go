@@ -524,6 +524,10 @@ func (n *Node) Status() Status {
 // while it was cut off learns that it is gone.
 func (n *Node) IsRemovedMember(id uint64) bool { return n.members.isRemoved(id) }
 
+// RemovedMembers lists the IDs removed from the cluster, ascending, so that
+// a restarted host can tell its transport to refuse them as removed.
+func (n *Node) RemovedMembers() []uint64 { return slices.Clone(n.members.removed) }
+
 // StateHash hashes the applied state; members at the same applied index
 // must agree on it.
 func (n *Node) StateHash() uint64 { return n.store.StateHash() }
