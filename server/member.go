@@ -87,14 +87,15 @@ type Member struct {
 	removed   atomic.Bool
 
 	// Loop-owned state.
-	pending       map[node.Handle]*clientRequest
-	nextHandle    node.Handle
-	streams       map[kvsm.StreamID]*hostStream
-	blocked       map[kvsm.StreamID]struct{} // streams with dropped watchers or held replies
-	knownPeers    map[uint64]string          // transport peers: ID -> joined URLs
-	compactor     *compactor
-	lastLead      uint64
-	leaderChanges uint64
+	pending        map[node.Handle]*clientRequest
+	nextHandle     node.Handle
+	streams        map[kvsm.StreamID]*hostStream
+	blocked        map[kvsm.StreamID]struct{} // streams with dropped watchers or held replies
+	knownPeers     map[uint64]string          // transport peers: ID -> joined URLs
+	refusedRemoved int                        // removed IDs already handed to the transport
+	compactor      *compactor
+	lastLead       uint64
+	leaderChanges  uint64
 
 	state   atomic.Pointer[memberState]
 	metrics *metrics
@@ -201,6 +202,12 @@ func Start(cfg Config) (*Member, error) {
 		Logger: func(format string, args ...any) {
 			lg.Info(fmt.Sprintf(format, args...))
 		},
+		// A peer refused this member as removed: it was removed while it
+		// could not hear about it, and stops as etcd's does.
+		OnRemoved: func(by uint64) {
+			m.removed.Store(true)
+			m.fatal(ErrRemoved)
+		},
 	}, peerHandler{m})
 	if err != nil {
 		m.storage.Close()
@@ -208,6 +215,13 @@ func Start(cfg Config) (*Member, error) {
 		return nil, err
 	}
 	m.peers = transport
+	// Members removed before this start are refused as removed, so that
+	// one that missed its removal learns it from this member too.
+	removed := m.node.RemovedMembers()
+	for _, id := range removed {
+		m.peers.RemovePeer(id)
+	}
+	m.refusedRemoved = len(removed)
 	for _, jm := range joinMembers {
 		if jm.ID != m.id {
 			m.peers.AddPeer(jm.ID, jm.PeerURLs)
@@ -632,6 +646,7 @@ func (m *Member) syncPeers(members []node.Member) {
 		return // not applied yet (a joining member before its snapshot)
 	}
 	seen := make(map[uint64]bool, len(members))
+	changed := false
 	for _, mem := range members {
 		seen[mem.ID] = true
 		if mem.ID == m.id {
@@ -648,14 +663,24 @@ func (m *Member) syncPeers(members []node.Member) {
 			continue
 		}
 		m.knownPeers[mem.ID] = urls
+		changed = true
 	}
 	for id := range m.knownPeers {
 		if !seen[id] {
-			// Removed from the cluster: the transport refuses its streams
-			// from now on.
-			m.peers.RemovePeer(id)
 			delete(m.knownPeers, id)
+			changed = true
 		}
+	}
+	if !changed {
+		return
+	}
+	// Removed from the cluster: the transport refuses their streams with
+	// the removed verdict from now on. The list only grows.
+	if removed := m.node.RemovedMembers(); len(removed) > m.refusedRemoved {
+		for _, id := range removed {
+			m.peers.RemovePeer(id)
+		}
+		m.refusedRemoved = len(removed)
 	}
 }
 

@@ -1,0 +1,278 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	stdnet "net"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/noded/noded/node"
+)
+
+func leaderAndFollower(t *testing.T, tms []*testMember) (leader, follower *testMember) {
+	t.Helper()
+	lead := waitLeader(t, tms)
+	for _, tm := range tms {
+		if tm.m == nil {
+			continue
+		}
+		if tm.m.ID() == lead {
+			leader = tm
+		} else if follower == nil {
+			follower = tm
+		}
+	}
+	return leader, follower
+}
+
+// TestThreeMembers starts a three-member cluster in one process and checks
+// that IDs are etcd's, writes on one member are read linearizably on the
+// others, member list shows everyone started, leases granted on a follower
+// are kept alive through it (the follower forwards to the leader), and the
+// cluster keeps serving after its leader stops.
+func TestThreeMembers(t *testing.T) {
+	tms := startCluster(t, 3)
+	for _, tm := range tms {
+		want := node.MemberID([]string{tm.peerURL}, tm.cfg.InitialClusterToken, nil)
+		if tm.m.ID() != want {
+			t.Fatalf("%s has ID %x, want etcd's %x", tm.name, tm.m.ID(), want)
+		}
+	}
+	ctx := testContext(t)
+	clients := make([]*clientv3.Client, len(tms))
+	for i, tm := range tms {
+		clients[i] = newClient(t, tm)
+	}
+	for i := range 30 {
+		if _, err := clients[i%3].Put(ctx, fmt.Sprintf("k%02d", i), fmt.Sprint(i)); err != nil {
+			t.Fatal(err)
+		}
+		// Every write is visible at once on every member (linearizable).
+		get, err := clients[(i+1)%3].Get(ctx, fmt.Sprintf("k%02d", i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(get.Kvs) != 1 || string(get.Kvs[0].Value) != fmt.Sprint(i) {
+			t.Fatalf("read of k%02d on another member: %v", i, get.Kvs)
+		}
+	}
+
+	list, err := clients[0].MemberList(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(list.Members) != 3 {
+		t.Fatalf("member list has %d members, want 3", len(list.Members))
+	}
+	for _, mem := range list.Members {
+		if mem.Name == "" || len(mem.ClientURLs) != 1 || len(mem.PeerURLs) != 1 || mem.IsLearner {
+			t.Fatalf("member %v: want a started voter with its name and URLs", mem)
+		}
+	}
+
+	leader, follower := leaderAndFollower(t, tms)
+	fc := newClient(t, follower)
+	grant, err := fc.Grant(ctx, 60)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ka, err := fc.KeepAliveOnce(ctx, grant.ID)
+	if err != nil {
+		t.Fatalf("keepalive through a follower: %v", err)
+	}
+	if ka.TTL != 60 {
+		t.Fatalf("keepalive through a follower: TTL %d, want 60", ka.TTL)
+	}
+	ttl, err := fc.TimeToLive(ctx, grant.ID)
+	if err != nil {
+		t.Fatalf("time-to-live through a follower: %v", err)
+	}
+	if ttl.GrantedTTL != 60 || ttl.TTL <= 0 || ttl.TTL > 60 {
+		t.Fatalf("time-to-live: granted %d remaining %d, want 60 and (0, 60]", ttl.GrantedTTL, ttl.TTL)
+	}
+
+	// Stop the leader: the other two elect one and go on.
+	stoppedID := leader.m.ID()
+	leader.m.Stop()
+	leader.m = nil
+	rest := []*testMember{}
+	for _, tm := range tms {
+		if tm.m != nil {
+			rest = append(rest, tm)
+		}
+	}
+	waitFor(t, "a new leader among the two left", func() bool {
+		a, b := rest[0].m.state.Load().status.Lead, rest[1].m.state.Load().status.Lead
+		return a != 0 && a != stoppedID && a == b
+	})
+	rc := newClient(t, rest...)
+	waitFor(t, "a write after the leader stopped", func() bool {
+		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		defer cancel()
+		_, err := rc.Put(cctx, "after", "leader-stop")
+		return err == nil
+	})
+	get, err := rc.Get(ctx, "k29")
+	if err != nil || len(get.Kvs) != 1 {
+		t.Fatalf("read after the leader stopped: %v %v", get, err)
+	}
+}
+
+// TestMemberAddJoinRemove adds a member with MemberAdd, starts it with
+// --initial-cluster-state existing (it learns the cluster from a peer's
+// GET /members and its state from the leader's snapshot), then removes it:
+// the removed member stops with ErrRemoved.
+func TestMemberAddJoinRemove(t *testing.T) {
+	tms := startCluster(t, 1)
+	c := newClient(t, tms[0])
+	ctx := testContext(t)
+	for i := range 20 {
+		if _, err := c.Put(ctx, fmt.Sprintf("before-%d", i), "v"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	extra := newTestConfigs(t, 1)[0]
+	extra.name = "joiner"
+	extra.cfg.Name = "joiner"
+	add, err := c.MemberAdd(ctx, []string{extra.peerURL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if add.Member.Name != "" || len(add.Members) != 2 {
+		t.Fatalf("member add: %v with %d members, want an unstarted member of 2", add.Member, len(add.Members))
+	}
+	extra.cfg.InitialClusterState = ClusterStateExisting
+	extra.cfg.InitialCluster = fmt.Sprintf("%s=%s,joiner=%s", tms[0].name, tms[0].peerURL, extra.peerURL)
+	extra.cfg.InitialClusterToken = tms[0].cfg.InitialClusterToken
+	extra.start(t)
+	if extra.m.ID() != add.Member.ID || extra.m.ClusterID() != tms[0].m.ClusterID() {
+		t.Fatalf("joined as %x of %x, want %x of %x", extra.m.ID(), extra.m.ClusterID(), add.Member.ID, tms[0].m.ClusterID())
+	}
+	all := append(tms, extra)
+	waitLeader(t, all)
+	ec := newClient(t, extra)
+	get, err := ec.Get(ctx, "before-", clientv3.WithPrefix(), clientv3.WithSerializable())
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the joined member to catch up", func() bool {
+		get, err = ec.Get(ctx, "before-", clientv3.WithPrefix())
+		return err == nil && len(get.Kvs) == 20
+	})
+
+	if _, err := c.MemberRemove(ctx, extra.m.ID()); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-extra.m.Done():
+	case <-time.After(waitMax):
+		t.Fatal("removed member did not stop")
+	}
+	if !errors.Is(extra.m.Err(), ErrRemoved) {
+		t.Fatalf("removed member stopped with %v, want %v", extra.m.Err(), ErrRemoved)
+	}
+	list, err := c.MemberList(ctx)
+	if err != nil || len(list.Members) != 1 {
+		t.Fatalf("member list after remove: %v %v", list, err)
+	}
+	if _, err := c.MemberRemove(ctx, extra.m.ID()); err != rpctypes.ErrMemberNotFound {
+		t.Fatalf("removing it again: %v, want %v", err, rpctypes.ErrMemberNotFound)
+	}
+}
+
+// TestRestartFromDataDir stops a member and starts it again from its data
+// directory: it keeps its IDs and its data, and ignores --initial-cluster.
+// A data directory of another cluster is refused.
+func TestRestartFromDataDir(t *testing.T) {
+	tms := startCluster(t, 1)
+	c := newClient(t, tms[0])
+	ctx := testContext(t)
+	var lastRev int64
+	for i := range 50 {
+		put, err := c.Put(ctx, fmt.Sprintf("key-%d", i), strings.Repeat("v", i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		lastRev = put.Header.Revision
+	}
+	id, clusterID := tms[0].m.ID(), tms[0].m.ClusterID()
+	tms[0].m.Stop()
+
+	restart := tms[0].cfg
+	restart.ClientListeners = nil
+	restart.PeerListeners = nil
+	cl, pl := listenLoopback(t), listenLoopback(t)
+	restart.ClientListeners, restart.PeerListeners = append(restart.ClientListeners, cl), append(restart.PeerListeners, pl)
+	cu := urlOf(t, cl)
+	restart.AdvertiseClientURLs = []url.URL{cu}
+	restart.InitialCluster = "somebody-else=http://127.0.0.1:1" // ignored: the data directory decides
+	restart.InitialClusterState = ClusterStateExisting
+	re := &testMember{name: tms[0].name, cfg: restart, clientURL: cu.String()}
+	re.start(t)
+	if re.m.ID() != id || re.m.ClusterID() != clusterID {
+		t.Fatalf("restarted as %x of %x, want %x of %x", re.m.ID(), re.m.ClusterID(), id, clusterID)
+	}
+	waitLeader(t, []*testMember{re})
+	rc := newClient(t, re)
+	get, err := rc.Get(ctx, "key-", clientv3.WithPrefix())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(get.Kvs) != 50 || get.Header.Revision < lastRev {
+		t.Fatalf("after restart: %d keys at revision %d, want 50 at >= %d", len(get.Kvs), get.Header.Revision, lastRev)
+	}
+	re.m.Stop()
+
+	other := tms[0].cfg
+	other.ClientListeners, other.PeerListeners = []stdnet.Listener{listenLoopback(t)}, []stdnet.Listener{listenLoopback(t)}
+	other.InitialClusterToken = "another-cluster"
+	other.InitialClusterState = ClusterStateNew
+	m, err := Start(other)
+	if err == nil {
+		m.Stop()
+		t.Fatal("a data directory of another cluster was accepted")
+	}
+	if !strings.Contains(err.Error(), "describe cluster") {
+		t.Fatalf("refusal %q does not say the data directory is another cluster's", err)
+	}
+}
+
+// TestMoveLeaderAndStatus moves leadership with Maintenance.MoveLeader and
+// checks Status on every member names the new leader and etcd's version.
+func TestMoveLeaderAndStatus(t *testing.T) {
+	tms := startCluster(t, 3)
+	leader, follower := leaderAndFollower(t, tms)
+	ctx := testContext(t)
+	lc := newClient(t, leader)
+	if _, err := lc.MoveLeader(ctx, follower.m.ID()); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the new leader to be known", func() bool {
+		for _, tm := range tms {
+			if tm.m.state.Load().status.Lead != follower.m.ID() {
+				return false
+			}
+		}
+		return true
+	})
+	for _, tm := range tms {
+		st, err := newClient(t, tm).Status(ctx, tm.clientURL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Leader != follower.m.ID() || st.Version != Version || st.Header.MemberId != tm.m.ID() {
+			t.Fatalf("status of %s: leader %x version %s member %x", tm.name, st.Leader, st.Version, st.Header.MemberId)
+		}
+	}
+	fc := newClient(t, leader) // the old leader is a follower now
+	if _, err := fc.MoveLeader(ctx, leader.m.ID()); err != rpctypes.ErrNotLeader {
+		t.Fatalf("move-leader on a follower: %v, want %v", err, rpctypes.ErrNotLeader)
+	}
+}
