@@ -41,7 +41,30 @@ const operatorHandleBit = 1 << 62
 func (o *operator) idle() bool { return !o.active }
 
 func (o *operator) start(w *world) {
-	if o.active || o.joined >= maxJoinedMembers {
+	if o.active {
+		return
+	}
+	// Now and then, lighter work than a replacement: move the leadership
+	// to another voter, or give a member a new peer URL. Neither waits for
+	// an outcome; the checkers and the liveness phase judge the cluster.
+	switch w.frng.IntN(4) {
+	case 0:
+		if l := w.leader(); l != nil {
+			if t := w.randomMember(func(m *member) bool { return m.up && m != l && !w.isLearner(m) }); t != nil {
+				w.tracef("operator: move leader %s -> %s", l.name, t.name)
+				o.sendTo(w, l, &pb.MoveLeaderRequest{TargetID: t.id})
+				return
+			}
+		}
+	case 1:
+		if m := w.randomMember(func(m *member) bool { return m.up }); m != nil {
+			m.peerURL = fmt.Sprintf("http://m%d-%d:2380", m.index, w.now)
+			w.tracef("operator: update %s peer URL to %s", m.name, m.peerURL)
+			o.send(w, &pb.MemberUpdateRequest{ID: m.id, PeerURLs: []string{m.peerURL}}, false)
+			return
+		}
+	}
+	if o.joined >= maxJoinedMembers {
 		return
 	}
 	target := w.randomMember(func(m *member) bool { return m.up || !m.failStopped })
@@ -137,6 +160,15 @@ func (o *operator) round(w *world) {
 	o.again(w)
 }
 
+func (w *world) isLearner(m *member) bool {
+	for _, tm := range w.table() {
+		if tm.ID == m.id {
+			return tm.IsLearner
+		}
+	}
+	return false
+}
+
 func (o *operator) done(w *world) {
 	w.tracef("operator: replacement done")
 	o.active = false
@@ -164,9 +196,12 @@ func (o *operator) send(w *world, req proto.Message, leaderOnly bool) {
 	if target == nil {
 		return
 	}
+	o.sendTo(w, target, req)
+}
+
+func (o *operator) sendTo(w *world, m *member, req proto.Message) {
 	o.seq++
 	h := node.Handle(operatorHandleBit | o.seq)
-	m := target
 	w.after(w.clientLatency(), "operator request", func() {
 		if m.up && !m.paused && m.node != nil {
 			m.node.Submit(h, req)
