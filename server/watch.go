@@ -55,31 +55,41 @@ type watchOp struct {
 }
 
 // hostStream is the loop's side of one watch stream.
+//
+// The client's watch IDs are the host's: the node numbers watchers its own
+// way (always automatically), and the host maps between the two, so that a
+// watcher it re-created keeps the ID the client knows while the node gives
+// it a new one.
 type hostStream struct {
 	id    kvsm.StreamID
 	sendq chan *pb.WatchResponse // read by the stream's gRPC goroutine
 	fail  chan error             // capacity 1: the loop ends the stream
 
 	// Loop-owned.
-	held         []*pb.WatchResponse // control replies waiting for room, in order
-	watchers     map[int64]*hostWatcher
-	creates      []int64 // IDs of creates handed to the node, awaiting their created reply
+	held         []*pb.WatchResponse    // control replies waiting for room, in order
+	watchers     map[int64]*hostWatcher // by the client's watch ID
+	byNode       map[int64]*hostWatcher // by the node's watch ID, once the node created it
+	creates      []*hostWatcher         // creates handed to the node, awaiting their created reply, in order
 	nextWatchID  int64
 	progressHeld bool
 	dead         bool
 }
 
 type hostWatcher struct {
-	create         *pb.WatchCreateRequest // as handed to the node, with its ID
-	nextRev        int64                  // the first revision not yet sent to the client
-	dropped        bool                   // cancelled in the node; to be re-created
-	swallowCancel  bool                   // the node's reply to our cancel is still to come
-	swallowCreated bool                   // the node's reply to our re-create is still to come
+	clientID  int64
+	nodeID    int64                  // valid while inNode
+	create    *pb.WatchCreateRequest // the client's request (its settings are kept on re-create)
+	nextRev   int64                  // the first revision not yet sent to the client
+	inNode    bool                   // the node has it (created and not cancelled by the host)
+	recreate  bool                   // its pending create is the host's re-create: swallow the reply
+	dropped   bool                   // paused: cancelled in the node, to be re-created
+	cancelled bool                   // the host cancelled it in the node; swallow the node's cancel reply
+	gone      bool                   // the client cancelled it while it was paused
 }
 
 func (hs *hostStream) anyDropped() bool {
 	for _, w := range hs.watchers {
-		if w.dropped || w.swallowCancel {
+		if w.dropped {
 			return true
 		}
 	}
@@ -104,10 +114,18 @@ func (m *Member) onWatchOp(op watchOp) {
 	}
 }
 
+func watchCreate(cr *pb.WatchCreateRequest) *pb.WatchRequest {
+	return &pb.WatchRequest{RequestUnion: &pb.WatchRequest_CreateRequest{CreateRequest: cr}}
+}
+
+func watchCancel(id int64) *pb.WatchRequest {
+	return &pb.WatchRequest{RequestUnion: &pb.WatchRequest_CancelRequest{CancelRequest: &pb.WatchCancelRequest{WatchId: id}}}
+}
+
 func (m *Member) onWatchRequest(hs *hostStream, req *pb.WatchRequest) {
 	switch {
 	case req.GetCreateRequest() != nil:
-		cr := proto.Clone(req.GetCreateRequest()).(*pb.WatchCreateRequest)
+		cr := req.GetCreateRequest()
 		id := cr.GetWatchId()
 		if id != 0 {
 			if _, taken := hs.watchers[id]; taken {
@@ -116,9 +134,7 @@ func (m *Member) onWatchRequest(hs *hostStream, req *pb.WatchRequest) {
 				return
 			}
 		} else {
-			// The host numbers watchers itself (as kvsm would: the lowest
-			// free ID from a counter) so that a watcher it dropped keeps
-			// its ID while the node does not know it.
+			// etcd's automatic IDs: the lowest free one from a counter.
 			for {
 				if _, taken := hs.watchers[hs.nextWatchID]; !taken {
 					break
@@ -127,20 +143,26 @@ func (m *Member) onWatchRequest(hs *hostStream, req *pb.WatchRequest) {
 			}
 			id = hs.nextWatchID
 			hs.nextWatchID++
-			cr.WatchId = id
 		}
-		hs.watchers[id] = &hostWatcher{create: cr}
-		hs.creates = append(hs.creates, id)
-		m.node.Watch(hs.id, &pb.WatchRequest{RequestUnion: &pb.WatchRequest_CreateRequest{CreateRequest: cr}})
+		w := &hostWatcher{clientID: id, create: proto.Clone(cr).(*pb.WatchCreateRequest)}
+		hs.watchers[id] = w
+		hs.creates = append(hs.creates, w)
+		forNode := proto.Clone(cr).(*pb.WatchCreateRequest)
+		forNode.WatchId = 0
+		m.node.Watch(hs.id, watchCreate(forNode))
 	case req.GetCancelRequest() != nil:
-		id := req.GetCancelRequest().GetWatchId()
-		if w := hs.watchers[id]; w != nil && (w.dropped || w.swallowCancel) {
-			// The node no longer has it; answer for it.
-			delete(hs.watchers, id)
-			m.emitControl(hs, &pb.WatchResponse{Header: m.header(), WatchId: id, Canceled: true})
+		w := hs.watchers[req.GetCancelRequest().GetWatchId()]
+		if w == nil {
+			return // etcd sends nothing for an unknown ID
+		}
+		if !w.inNode {
+			// Paused (or its re-create is on the way): answer for it.
+			delete(hs.watchers, w.clientID)
+			w.gone = true
+			m.emitControl(hs, &pb.WatchResponse{Header: m.header(), WatchId: w.clientID, Canceled: true})
 			return
 		}
-		m.node.Watch(hs.id, req)
+		m.node.Watch(hs.id, watchCancel(w.nodeID))
 	case req.GetProgressRequest() != nil:
 		if hs.anyDropped() {
 			hs.progressHeld = true
@@ -164,39 +186,62 @@ func (m *Member) deliverWatch(sr kvsm.StreamResponse) {
 		return
 	}
 	resp := sr.Resp
-	id := resp.GetWatchId()
 	switch {
 	case resp.GetCreated():
-		if w := hs.watchers[id]; id != -1 && w != nil && w.swallowCreated {
-			w.swallowCreated = false
-			return
-		}
 		if len(hs.creates) == 0 {
 			return
 		}
-		created := hs.creates[0]
+		w := hs.creates[0]
+		hs.creates[0] = nil
 		hs.creates = hs.creates[1:]
-		w := hs.watchers[created]
-		if resp.GetCanceled() || w == nil {
-			delete(hs.watchers, created)
-		} else if start := w.create.GetStartRevision(); start > 0 {
+		if resp.GetCanceled() {
+			// The node refused it (a negative start revision, an empty
+			// range): the client hears the refusal; a refused re-create
+			// (not expected) ends the watcher for the client.
+			delete(hs.watchers, w.clientID)
+			if w.recreate {
+				if !w.gone {
+					m.emitControl(hs, &pb.WatchResponse{Header: resp.GetHeader(), WatchId: w.clientID, Canceled: true, CancelReason: resp.GetCancelReason()})
+				}
+				return
+			}
+			m.emitControl(hs, resp)
+			return
+		}
+		w.nodeID = resp.GetWatchId()
+		w.inNode = true
+		hs.byNode[w.nodeID] = w
+		if w.recreate {
+			w.recreate = false
+			if w.gone {
+				// The client cancelled it meanwhile; so does the node now.
+				w.cancelled = true
+				m.node.Watch(hs.id, watchCancel(w.nodeID))
+			}
+			return
+		}
+		if start := w.create.GetStartRevision(); start > 0 {
 			w.nextRev = start
 		} else {
 			w.nextRev = resp.GetHeader().GetRevision() + 1
 		}
+		resp.WatchId = w.clientID
 		m.emitControl(hs, resp)
 	case resp.GetCanceled():
-		w := hs.watchers[id]
+		w := hs.byNode[resp.GetWatchId()]
 		if w == nil {
-			return // the host already answered for it
-		}
-		if w.swallowCancel {
-			w.swallowCancel = false
 			return
 		}
-		delete(hs.watchers, id)
+		delete(hs.byNode, resp.GetWatchId())
+		if w.cancelled {
+			w.cancelled = false
+			return
+		}
+		w.inNode = false
+		delete(hs.watchers, w.clientID)
+		resp.WatchId = w.clientID
 		m.emitControl(hs, resp)
-	case id == -1:
+	case resp.GetWatchId() == -1:
 		if hs.anyDropped() {
 			hs.progressHeld = true
 			m.blocked[hs.id] = struct{}{}
@@ -204,10 +249,11 @@ func (m *Member) deliverWatch(sr kvsm.StreamResponse) {
 		}
 		m.emitControl(hs, resp)
 	default:
-		w := hs.watchers[id]
-		if w == nil || w.dropped || w.swallowCancel {
-			return // stale: the watcher is gone or will be re-created from nextRev
+		w := hs.byNode[resp.GetWatchId()]
+		if w == nil || w.dropped || w.cancelled {
+			return // stale: gone, or to be re-created from nextRev
 		}
+		resp.WatchId = w.clientID
 		if len(hs.held) == 0 {
 			select {
 			case hs.sendq <- resp:
@@ -220,23 +266,24 @@ func (m *Member) deliverWatch(sr kvsm.StreamResponse) {
 			default:
 			}
 		}
-		m.dropWatcher(hs, id, w, resp)
+		m.dropWatcher(hs, w, resp)
 	}
 }
 
 // dropWatcher cancels a watcher in the node because its reply found no
 // room; it is re-created later from the first revision not sent.
-func (m *Member) dropWatcher(hs *hostStream, id int64, w *hostWatcher, unsent *pb.WatchResponse) {
+func (m *Member) dropWatcher(hs *hostStream, w *hostWatcher, unsent *pb.WatchResponse) {
 	if evs := unsent.GetEvents(); len(evs) > 0 {
 		w.nextRev = evs[0].GetKv().GetModRevision()
 	} else {
 		w.nextRev = max(w.nextRev, unsent.GetHeader().GetRevision()+1)
 	}
 	w.dropped = true
-	w.swallowCancel = true
+	w.cancelled = true
+	w.inNode = false
 	m.metrics.watchersDropped.Add(1)
 	m.blocked[hs.id] = struct{}{}
-	m.node.Watch(hs.id, &pb.WatchRequest{RequestUnion: &pb.WatchRequest_CancelRequest{CancelRequest: &pb.WatchCancelRequest{WatchId: id}}})
+	m.node.Watch(hs.id, watchCancel(w.nodeID))
 }
 
 // emitControl sends a reply that must not be lost, after any held ones.
@@ -262,7 +309,7 @@ func (m *Member) emitControl(hs *hostStream, resp *pb.WatchResponse) {
 }
 
 // retryBlockedStreams runs every tick: held replies go out as room frees,
-// then dropped watchers are re-created once the queue is half empty.
+// then paused watchers are re-created once the queue is half empty.
 func (m *Member) retryBlockedStreams() {
 	for sid := range m.blocked {
 		hs := m.streams[sid]
@@ -284,25 +331,28 @@ func (m *Member) retryBlockedStreams() {
 			continue
 		}
 		waiting := false
-		for id, w := range hs.watchers {
-			if w.swallowCancel {
-				waiting = true
+		for _, w := range hs.watchers {
+			if w.cancelled {
+				waiting = true // the node has not confirmed the cancel yet
 				continue
 			}
 			if !w.dropped {
 				continue
 			}
 			create := proto.Clone(w.create).(*pb.WatchCreateRequest)
-			create.WatchId = id
+			create.WatchId = 0
 			create.StartRevision = w.nextRev
 			w.dropped = false
-			w.swallowCreated = true
-			m.node.Watch(hs.id, &pb.WatchRequest{RequestUnion: &pb.WatchRequest_CreateRequest{CreateRequest: create}})
+			w.recreate = true
+			hs.creates = append(hs.creates, w)
+			m.node.Watch(hs.id, watchCreate(create))
 		}
 		if waiting {
 			continue
 		}
 		if hs.progressHeld {
+			// Asked after the re-creates: the node answers it only once
+			// they have caught up.
 			hs.progressHeld = false
 			m.node.Watch(hs.id, &pb.WatchRequest{RequestUnion: &pb.WatchRequest_ProgressRequest{ProgressRequest: &pb.WatchProgressRequest{}}})
 		}
@@ -335,6 +385,7 @@ func (s *watchServer) Watch(stream pb.Watch_WatchServer) error {
 		sendq:    make(chan *pb.WatchResponse, watchSendQueueMax),
 		fail:     make(chan error, 1),
 		watchers: map[int64]*hostWatcher{},
+		byNode:   map[int64]*hostWatcher{},
 	}
 	if err := m.sendWatchOp(ctx, watchOp{stream: id, open: hs}); err != nil {
 		return err
