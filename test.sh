@@ -26,16 +26,19 @@ if [ -n "$unformatted" ]; then
   echo "gofmt would change:"; echo "$unformatted"; exit 1
 fi
 
-echo "== go test (simulator seeds in two processes)"
-# Runs of the simulator cannot overlap in one process, so the CI seed set
-# is split over two shards, one per core, beside the other packages.
+echo "== simulator: the CI seed set, in two processes"
+# Runs of the simulator cannot overlap in one process, so the seed set is
+# split over two shards, one per core. They run before the other packages
+# so that the end-to-end tests, which time real processes, get the machine.
 NODED_SIM_SHARD=0/2 go test -count=1 -timeout 20m ./sim/ -run 'TestSeeds$' &
 shard0=$!
 NODED_SIM_SHARD=1/2 go test -count=1 -timeout 20m ./sim/ -run 'TestSeeds$' &
 shard1=$!
-NODED_SIM_SEEDS=0 go test -count=1 -timeout 20m ./...
 wait $shard0
 wait $shard1
+
+echo "== go test ./..."
+NODED_SIM_SEEDS=0 go test -count=1 -timeout 20m ./...
 
 echo "== WebAssembly: the simulator's trace hashes match the native run"
 GOOS=js GOARCH=wasm go test -count=1 -timeout 20m \
