@@ -185,7 +185,7 @@ func (n *Node) applyConfChange(e *raftpb.Entry) {
 		return
 	}
 	members := n.members.protos()
-	h := n.header(0)
+	h := n.clusterHeader()
 	switch w.op.(type) {
 	case *pb.MemberAddRequest:
 		m, _ := n.members.get(cc.GetNodeId())

@@ -479,6 +479,15 @@ func (n *Node) header(rev int64) *pb.ResponseHeader {
 	}
 }
 
+// clusterHeader is the header of the Cluster service's responses: etcd
+// leaves the store revision out of them (etcdctl member list -w json shows
+// no revision), so noded does too.
+func (n *Node) clusterHeader() *pb.ResponseHeader {
+	h := n.header(0)
+	h.Revision = 0
+	return h
+}
+
 // Status is what the member knows about itself, for hosts (and
 // Maintenance.Status).
 type Status struct {

@@ -145,7 +145,7 @@ func (n *Node) serveRead(w *waiter) {
 		n.fillHeader(resp, err)
 		n.resolve(w, resp, err)
 	case *pb.MemberListRequest:
-		n.resolve(w, &pb.MemberListResponse{Header: n.header(0), Members: n.members.protos()}, nil)
+		n.resolve(w, &pb.MemberListResponse{Header: n.clusterHeader(), Members: n.members.protos()}, nil)
 	default:
 		n.resolve(w, nil, ErrUnsupported)
 	}

@@ -208,7 +208,7 @@ func (n *Node) Submit(h Handle, op proto.Message) {
 			n.linearizableRead(h, r)
 			return
 		}
-		n.reply(h, &pb.MemberListResponse{Header: n.header(0), Members: n.members.protos()}, nil)
+		n.reply(h, &pb.MemberListResponse{Header: n.clusterHeader(), Members: n.members.protos()}, nil)
 	case *pb.StatusRequest:
 		n.reply(h, n.statusResponse(), nil)
 	case *pb.HashKVRequest:
