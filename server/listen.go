@@ -223,7 +223,16 @@ func newClientServer(m *Member) (*clientServer, error) {
 		sn := newSniffer(l, http2Preface[:3])
 		cs.sniffers = append(cs.sniffers, sn)
 		cs.wg.Add(3)
-		go func() { defer cs.wg.Done(); sn.run() }()
+		go func() {
+			defer cs.wg.Done()
+			// Connections wait in the listen backlog until the member is
+			// ready (etcd's ReadyNotify).
+			select {
+			case <-m.ready:
+				sn.run()
+			case <-ctx.Done():
+			}
+		}()
 		go func() { defer cs.wg.Done(); cs.grpc.Serve(sn.matched) }()
 		go func() { defer cs.wg.Done(); cs.http.Serve(sn.other) }()
 	}

@@ -81,6 +81,8 @@ type Member struct {
 	stopLoop  chan struct{}
 	loopExit  chan struct{}
 	stopped   chan struct{} // closed once the member is fully stopped
+	ready     chan struct{} // closed once the member serves clients (see publishState)
+	readyOnce sync.Once
 	stopOnce  sync.Once
 	fatalOnce sync.Once
 	fatalErr  atomic.Pointer[error]
@@ -173,6 +175,7 @@ func Start(cfg Config) (*Member, error) {
 		stopLoop:   make(chan struct{}),
 		loopExit:   make(chan struct{}),
 		stopped:    make(chan struct{}),
+		ready:      make(chan struct{}),
 		pending:    map[node.Handle]*clientRequest{},
 		streams:    map[kvsm.StreamID]*hostStream{},
 		blocked:    map[kvsm.StreamID]struct{}{},
@@ -638,8 +641,32 @@ func (m *Member) publishState() {
 	}
 	m.compactor.observe(st.Revision, st.State == raft.StateLeader)
 	m.state.Store(s)
+	m.maybeReady(st)
 	m.syncPeers(st.Members)
 }
+
+// maybeReady opens the client port once the member has a leader and the
+// applied member table carries this member's name and client URLs, as
+// etcd serves clients only after its published attributes are applied
+// (ReadyNotify): until then connections wait rather than fail with "no
+// leader".
+func (m *Member) maybeReady(st node.Status) {
+	if st.Lead == raft.None {
+		return
+	}
+	for _, mem := range st.Members {
+		if mem.ID == m.id && mem.Name == m.cfg.Name && slices.Equal(mem.ClientURLs, URLStrings(m.cfg.AdvertiseClientURLs)) {
+			m.readyOnce.Do(func() {
+				m.lg.Info("ready to serve client requests", zap.String("member-id", fmt.Sprintf("%x", m.id)))
+				close(m.ready)
+			})
+			return
+		}
+	}
+}
+
+// Ready is closed once the member serves clients.
+func (m *Member) Ready() <-chan struct{} { return m.ready }
 
 func (m *Member) syncPeers(members []node.Member) {
 	if len(members) == 0 {

@@ -29,13 +29,15 @@ import (
 )
 
 func main() {
-	os.Exit(run(os.Args[1:], os.Environ(), os.Stdout, os.Stderr))
+	signals := make(chan os.Signal, 2)
+	signal.Notify(signals, syscall.SIGTERM, syscall.SIGINT)
+	os.Exit(run(os.Args[1:], os.Environ(), os.Stdout, os.Stderr, signals))
 }
 
 // run is main with its inputs and outputs handed in; it returns the exit
 // code: 0 after a clean stop, 1 for a configuration or runtime error, 2
 // for a command line that does not parse (as etcd).
-func run(args, environ []string, stdout, stderr io.Writer) int {
+func run(args, environ []string, stdout, stderr io.Writer, signals <-chan os.Signal) int {
 	o := newOptions()
 	var warnings []string
 	err := o.parse(args, environ, func(w string) { warnings = append(warnings, w) })
@@ -61,7 +63,7 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 			return 1
 		}
 	}
-	lg, err := newLogger(o.str("log-level"), o.str("log-format"), o.str("log-outputs"))
+	lg, err := newLogger(o.str("log-level"), o.str("log-format"), o.str("log-outputs"), stdout, stderr)
 	if err != nil {
 		fmt.Fprintf(stderr, "noded: %v\n", err)
 		return 1
@@ -72,8 +74,7 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 	}
 	cfg, notes, err := o.toConfig()
 	if err != nil {
-		lg.Error("error verifying flags, see 'noded --help'", zap.Error(err))
-		fmt.Fprintf(stderr, "noded: error verifying flags, %v. See 'noded --help'.\n", err)
+		lg.Error(fmt.Sprintf("error verifying flags, %v. See 'noded --help'.", err))
 		return 1
 	}
 	for _, n := range notes {
@@ -85,15 +86,11 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 	m, err := server.Start(cfg)
 	if err != nil {
 		lg.Error("cannot start member", zap.Error(err))
-		fmt.Fprintf(stderr, "noded: %v\n", err)
 		return 1
 	}
-	signals := make(chan os.Signal, 2)
-	signal.Notify(signals, syscall.SIGTERM, syscall.SIGINT)
 	select {
 	case sig := <-signals:
 		lg.Info("received signal; shutting down", zap.String("signal", sig.String()))
-		signal.Stop(signals)
 		m.Stop()
 		lg.Info("stopped member cleanly")
 		return 0
@@ -104,7 +101,7 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 			return 0
 		}
 		if err != nil {
-			fmt.Fprintf(stderr, "noded: member stopped: %v\n", err)
+			lg.Error("member stopped", zap.Error(err))
 			return 1
 		}
 		return 0
@@ -113,36 +110,45 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 
 // newLogger builds etcd's zap logger: JSON lines (or console) with ts,
 // level, caller and msg, to stderr unless --log-outputs says otherwise.
-func newLogger(level, format, outputs string) (*zap.Logger, error) {
+func newLogger(level, format, outputs string, stdout, stderr io.Writer) (*zap.Logger, error) {
 	var lvl zapcore.Level
 	if err := lvl.UnmarshalText([]byte(level)); err != nil {
 		return nil, fmt.Errorf("unknown log level %q", level)
 	}
-	if format != "json" && format != "console" {
+	ec := zapcore.EncoderConfig{
+		TimeKey: "ts", LevelKey: "level", NameKey: "logger", CallerKey: "caller", MessageKey: "msg",
+		StacktraceKey: "stacktrace", LineEnding: zapcore.DefaultLineEnding,
+		EncodeLevel: zapcore.LowercaseLevelEncoder, EncodeTime: zapcore.ISO8601TimeEncoder,
+		EncodeDuration: zapcore.StringDurationEncoder, EncodeCaller: zapcore.ShortCallerEncoder,
+	}
+	var enc zapcore.Encoder
+	switch format {
+	case "json":
+		enc = zapcore.NewJSONEncoder(ec)
+	case "console":
+		enc = zapcore.NewConsoleEncoder(ec)
+	default:
 		return nil, fmt.Errorf("unknown log format %q: only json and console are supported", format)
 	}
-	var paths []string
+	var sinks []zapcore.WriteSyncer
+	var files []string
 	for _, out := range strings.Split(outputs, ",") {
 		switch out = strings.TrimSpace(out); out {
 		case "", "default", "stderr":
-			paths = append(paths, "stderr")
+			sinks = append(sinks, zapcore.AddSync(stderr))
 		case "stdout":
-			paths = append(paths, "stdout")
+			sinks = append(sinks, zapcore.AddSync(stdout))
 		default:
-			paths = append(paths, out)
+			files = append(files, out)
 		}
 	}
-	zc := zap.Config{
-		Level:    zap.NewAtomicLevelAt(lvl),
-		Encoding: format,
-		EncoderConfig: zapcore.EncoderConfig{
-			TimeKey: "ts", LevelKey: "level", NameKey: "logger", CallerKey: "caller", MessageKey: "msg",
-			StacktraceKey: "stacktrace", LineEnding: zapcore.DefaultLineEnding,
-			EncodeLevel: zapcore.LowercaseLevelEncoder, EncodeTime: zapcore.ISO8601TimeEncoder,
-			EncodeDuration: zapcore.StringDurationEncoder, EncodeCaller: zapcore.ShortCallerEncoder,
-		},
-		OutputPaths:      paths,
-		ErrorOutputPaths: []string{"stderr"},
+	if len(files) > 0 {
+		sink, _, err := zap.Open(files...)
+		if err != nil {
+			return nil, fmt.Errorf("--log-outputs: %w", err)
+		}
+		sinks = append(sinks, sink)
 	}
-	return zc.Build()
+	core := zapcore.NewCore(enc, zapcore.NewMultiWriteSyncer(sinks...), lvl)
+	return zap.New(core, zap.AddCaller()), nil
 }

@@ -1,0 +1,235 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+
+	"github.com/noded/noded/server"
+)
+
+func parseConfig(t *testing.T, args, env []string) (server.Config, error) {
+	t.Helper()
+	o := newOptions()
+	if err := o.parse(args, env, func(string) {}); err != nil {
+		return server.Config{}, err
+	}
+	cfg, _, err := o.toConfig()
+	return cfg, err
+}
+
+// TestDefaultsAreEtcds: with no flags, one member named default on
+// localhost:2379/2380 with its data in default.etcd.
+func TestDefaultsAreEtcds(t *testing.T) {
+	cfg, err := parseConfig(t, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Name != "default" || cfg.DataDir != "default.etcd" || cfg.InitialCluster != "default=http://localhost:2380" ||
+		server.URLStrings(cfg.ListenClientURLs)[0] != "http://localhost:2379" || cfg.HeartbeatMs != 100 || cfg.ElectionMs != 1000 ||
+		cfg.InitialClusterToken != "etcd-cluster" || cfg.InitialClusterState != "new" || cfg.MaxRequestBytes != 1572864 || cfg.MaxTxnOps != 128 {
+		t.Fatalf("defaults: %+v", cfg)
+	}
+	named, err := parseConfig(t, []string{"--name", "infra1"}, nil)
+	if err != nil || named.DataDir != "infra1.etcd" || named.InitialCluster != "infra1=http://localhost:2380" {
+		t.Fatalf("--name infra1: data dir %q initial cluster %q (%v)", named.DataDir, named.InitialCluster, err)
+	}
+}
+
+// TestEnvironment: every flag from its ETCD_* variable; a flag set both
+// ways is etcd's fatal conflict.
+func TestEnvironment(t *testing.T) {
+	cfg, err := parseConfig(t, nil, []string{"ETCD_NAME=envname", "ETCD_HEARTBEAT_INTERVAL=50", "ETCD_ELECTION_TIMEOUT=500",
+		"ETCD_LISTEN_CLIENT_URLS=http://127.0.0.1:12379", "ETCD_ADVERTISE_CLIENT_URLS=http://127.0.0.1:12379", "ETCD_AUTO_COMPACTION_MODE=revision",
+		"ETCD_AUTO_COMPACTION_RETENTION=1000", "NODED_MAX_TXN_OPS=64"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Name != "envname" || cfg.HeartbeatMs != 50 || cfg.ElectionMs != 500 || cfg.AutoCompactionMode != "revision" || cfg.MaxTxnOps != 64 ||
+		server.URLStrings(cfg.ListenClientURLs)[0] != "http://127.0.0.1:12379" {
+		t.Fatalf("config from the environment: %+v", cfg)
+	}
+	_, err = parseConfig(t, []string{"--name", "flag"}, []string{"ETCD_NAME=env"})
+	if err == nil || err.Error() != `conflicting environment variable "ETCD_NAME" is shadowed by corresponding command-line flag (either unset environment variable or disable flag)` {
+		t.Fatalf("flag and environment both set: %v", err)
+	}
+	var warned []string
+	o := newOptions()
+	if err := o.parse(nil, []string{"ETCD_NO_SUCH_FLAG=1"}, func(w string) { warned = append(warned, w) }); err != nil {
+		t.Fatal(err)
+	}
+	if len(warned) != 1 || warned[0] != "unrecognized environment variable ETCD_NO_SUCH_FLAG=1" {
+		t.Fatalf("unknown ETCD_ variable: warnings %q", warned)
+	}
+}
+
+// TestValidation: etcd's errors for bad combinations, with etcd's texts
+// and exit codes.
+func TestValidation(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		text string
+		code int
+	}{
+		{[]string{"--listen-client-urls", "http://127.0.0.1:1"}, "--advertise-client-urls is required when --listen-client-urls is set explicitly", 1},
+		{[]string{"--heartbeat-interval", "300"}, "--election-timeout[1000ms] should be at least as 5 times as --heartbeat-interval[300ms]", 1},
+		{[]string{"--initial-cluster-state", "bogus"}, `unexpected clusterState "bogus"`, 1},
+		{[]string{"--auto-compaction-mode", "weekly"}, `unknown auto-compaction-mode "weekly"`, 1},
+		{[]string{"--listen-peer-urls", "http://example.com:2380"}, "expected IP in URL for binding (http://example.com:2380)", 1},
+		{[]string{"--cert-file", "x.pem"}, "--cert-file: client TLS is not supported yet", 1},
+		{[]string{"--bogus"}, "unknown flag: --bogus", 2},
+	} {
+		var stdout, stderr bytes.Buffer
+		code := run(tc.args, nil, &stdout, &stderr, nil)
+		if code != tc.code || !strings.Contains(logText(stderr.String()), tc.text) {
+			t.Errorf("%v: exit %d, stderr %q; want exit %d and %q", tc.args, code, stderr.String(), tc.code, tc.text)
+		}
+	}
+	// A member not in its own initial cluster fails at start.
+	dir := t.TempDir()
+	var stderr bytes.Buffer
+	code := run([]string{"--name", "a", "--data-dir", dir, "--initial-cluster", "b=http://127.0.0.1:2380"}, nil, &bytes.Buffer{}, &stderr, nil)
+	if code != 1 || !strings.Contains(logText(stderr.String()), `couldn't find local name "a" in the initial cluster configuration`) {
+		t.Fatalf("member missing from its initial cluster: exit %d %q", code, stderr.String())
+	}
+}
+
+// logText renders JSON log lines as their messages and errors, so that
+// tests match texts with quotes in them.
+func logText(out string) string {
+	var b strings.Builder
+	for _, line := range strings.Split(out, "\n") {
+		var entry map[string]any
+		if json.Unmarshal([]byte(line), &entry) != nil {
+			b.WriteString(line + "\n")
+			continue
+		}
+		fmt.Fprintf(&b, "%v %v\n", entry["msg"], entry["error"])
+	}
+	return b.String()
+}
+
+func TestVersionAndHelp(t *testing.T) {
+	var out bytes.Buffer
+	if code := run([]string{"--version"}, nil, &out, &bytes.Buffer{}, nil); code != 0 || !strings.HasPrefix(out.String(), "etcd Version: "+server.Version+"\nGit SHA: ") {
+		t.Fatalf("--version: %d %q", code, out.String())
+	}
+	out.Reset()
+	if code := run([]string{"--help"}, nil, &out, &bytes.Buffer{}, nil); code != 0 ||
+		!strings.Contains(out.String(), "  --initial-cluster 'default=http://localhost:2380'\n    Initial cluster configuration for bootstrapping.\n") ||
+		!strings.Contains(out.String(), "(accepted and ignored by noded:") {
+		t.Fatalf("--help: %d %q", code, out.String())
+	}
+}
+
+// TestConfigFile: a YAML file keyed by flag names replaces flags and
+// environment, as etcd's --config-file.
+func TestConfigFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "noded.yaml")
+	yaml := `name: fromfile
+data-dir: /var/lib/fromfile
+heartbeat-interval: 50
+election-timeout: 600
+listen-client-urls: http://127.0.0.1:22379
+advertise-client-urls: http://127.0.0.1:22379
+initial-cluster: fromfile=http://localhost:2380
+initial-cluster-state: new
+snapshot-count: 5000
+auto-compaction-retention: "1h"
+`
+	if err := os.WriteFile(path, []byte(yaml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	o := newOptions()
+	if err := o.parse([]string{"--config-file", path, "--name", "ignored"}, nil, func(string) {}); err != nil {
+		t.Fatal(err)
+	}
+	if err := o.loadConfigFile(path); err != nil {
+		t.Fatal(err)
+	}
+	cfg, _, err := o.toConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Name != "fromfile" || cfg.DataDir != "/var/lib/fromfile" || cfg.HeartbeatMs != 50 || cfg.ElectionMs != 600 ||
+		cfg.SnapshotCount != 5000 || cfg.AutoCompactionRetention != "1h" || server.URLStrings(cfg.AdvertiseClientURLs)[0] != "http://127.0.0.1:22379" {
+		t.Fatalf("config from file: %+v", cfg)
+	}
+}
+
+// startedAddr waits for the member's "started member" log line and
+// returns its client address.
+func startedAddr(t *testing.T, logPath string) string {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		data, _ := os.ReadFile(logPath)
+		for _, line := range strings.Split(string(data), "\n") {
+			var entry struct {
+				Msg    string   `json:"msg"`
+				Listen []string `json:"listen-client-urls"`
+			}
+			if json.Unmarshal([]byte(line), &entry) == nil && entry.Msg == "started member" && len(entry.Listen) > 0 {
+				return entry.Listen[0]
+			}
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("no 'started member' line in %s", logPath)
+	return ""
+}
+
+// TestRunAndStop runs the daemon in-process on port 0, writes through
+// etcd's client, stops it with SIGTERM (exit 0), and runs it again on the
+// same data directory: the data is there.
+func TestRunAndStop(t *testing.T) {
+	dir := t.TempDir()
+	for round := range 2 {
+		logPath := filepath.Join(dir, "log-"+string(rune('a'+round)))
+		args := []string{"--name", "solo", "--data-dir", filepath.Join(dir, "data"),
+			"--listen-client-urls", "http://127.0.0.1:0", "--advertise-client-urls", "http://127.0.0.1:0",
+			"--listen-peer-urls", "http://127.0.0.1:0", "--initial-advertise-peer-urls", "http://127.0.0.1:0",
+			"--initial-cluster", "solo=http://127.0.0.1:0", "--heartbeat-interval", "20", "--election-timeout", "200",
+			"--log-outputs", logPath}
+		signals := make(chan os.Signal, 1)
+		exit := make(chan int, 1)
+		go func() { exit <- run(args, nil, &bytes.Buffer{}, &bytes.Buffer{}, signals) }()
+		addr := startedAddr(t, logPath)
+		c, err := clientv3.New(clientv3.Config{Endpoints: []string{addr}, DialTimeout: 10 * time.Second, Logger: zap.NewNop()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		if round == 0 {
+			if _, err := c.Put(ctx, "survives", "restart"); err != nil {
+				t.Fatal(err)
+			}
+		} else {
+			get, err := c.Get(ctx, "survives")
+			if err != nil || len(get.Kvs) != 1 || string(get.Kvs[0].Value) != "restart" {
+				t.Fatalf("after restart: %v %v", get, err)
+			}
+		}
+		cancel()
+		c.Close()
+		signals <- syscall.SIGTERM
+		select {
+		case code := <-exit:
+			if code != 0 {
+				t.Fatalf("exit %d after SIGTERM, want 0", code)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatal("noded did not stop after SIGTERM")
+		}
+	}
+}
