@@ -7,12 +7,14 @@ import (
 	stdnet "net"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/noded/noded/disk"
 	"github.com/noded/noded/node"
 )
 
@@ -274,5 +276,63 @@ func TestMoveLeaderAndStatus(t *testing.T) {
 	fc := newClient(t, leader) // the old leader is a follower now
 	if _, err := fc.MoveLeader(ctx, leader.m.ID()); err != rpctypes.ErrNotLeader {
 		t.Fatalf("move-leader on a follower: %v, want %v", err, rpctypes.ErrNotLeader)
+	}
+}
+
+// faultyFS is the OS's files with fsync failing on command.
+type faultyFS struct {
+	disk.FS
+	failSyncs *atomic.Bool
+}
+
+type faultyFile struct {
+	disk.File
+	failSyncs *atomic.Bool
+}
+
+func (f faultyFS) wrap(file disk.File, err error) (disk.File, error) {
+	if err != nil {
+		return nil, err
+	}
+	return faultyFile{file, f.failSyncs}, nil
+}
+
+func (f faultyFS) Create(name string) (disk.File, error)     { return f.wrap(f.FS.Create(name)) }
+func (f faultyFS) OpenAppend(name string) (disk.File, error) { return f.wrap(f.FS.OpenAppend(name)) }
+
+func (f faultyFile) Sync() error {
+	if f.failSyncs.Load() {
+		return errors.New("injected fsync failure: input/output error")
+	}
+	return f.File.Sync()
+}
+
+// TestFsyncErrorStopsTheMember makes fsync fail under a write: the write
+// is never acknowledged and the member stops with the disk error, as an
+// fsync error may have lost data the OS had accepted.
+func TestFsyncErrorStopsTheMember(t *testing.T) {
+	tms := newTestConfigs(t, 1)
+	var failSyncs atomic.Bool
+	tms[0].cfg.FS = faultyFS{FS: disk.NewOSFS("/"), failSyncs: &failSyncs}
+	tms[0].start(t)
+	waitLeader(t, tms)
+	c := newClient(t, tms[0])
+	ctx := testContext(t)
+	if _, err := c.Put(ctx, "before", "ok"); err != nil {
+		t.Fatal(err)
+	}
+	failSyncs.Store(true)
+	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if _, err := c.Put(pctx, "during", "failing fsync"); err == nil {
+		t.Fatal("a write whose fsync failed was acknowledged")
+	}
+	select {
+	case <-tms[0].m.Done():
+	case <-time.After(waitMax):
+		t.Fatal("the member did not stop after an fsync error")
+	}
+	if err := tms[0].m.Err(); err == nil || !strings.Contains(err.Error(), "injected fsync failure") {
+		t.Fatalf("member stopped with %v, want the fsync error", err)
 	}
 }

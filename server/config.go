@@ -11,6 +11,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/noded/noded/disk"
 	"github.com/noded/noded/node"
 )
 
@@ -83,6 +84,10 @@ type Config struct {
 	PeerListeners   []stdnet.Listener
 
 	Logger *zap.Logger // nil: no logging
+
+	// FS, when set, holds the data directory instead of the operating
+	// system's files (rooted at "/"; tests wrap it to inject disk faults).
+	FS disk.FS
 }
 
 // Default limits and timings, etcd 3.5's defaults.

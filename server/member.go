@@ -283,7 +283,10 @@ func (m *Member) openStorage() ([]node.Member, error) {
 	snapDir := filepath.Join(dataDir, "member", "snap")
 	// One FS over the whole tree, so that the WAL and the snapshots may live
 	// on different paths (etcd's --wal-dir).
-	fsys := disk.NewOSFS("/")
+	fsys := cfg.FS
+	if fsys == nil {
+		fsys = disk.NewOSFS("/")
+	}
 	rel := func(p string) string { return strings.TrimPrefix(filepath.ToSlash(p), "/") }
 	opts := disk.Options{SnapshotsKept: cfg.MaxSnapshots}
 
