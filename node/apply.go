@@ -41,6 +41,7 @@ func (n *Node) applyEntries(ents []*raftpb.Entry) {
 	}
 	if len(ents) > 0 {
 		n.serveReads()
+		n.askHeldReadIndex()
 	}
 }
 

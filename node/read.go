@@ -27,6 +27,7 @@ type readBatch struct {
 	reads      []*waiter
 	index      uint64
 	issuedTick int64
+	asked      bool // raft has it (false while a new leader holds it back)
 }
 
 func (q *readQueue) size() int {
@@ -63,10 +64,42 @@ func (n *Node) maybeIssueReadIndex() {
 		return
 	}
 	n.reads.ctxSeq++
-	b := &readBatch{ctx: n.reads.ctxSeq, reads: n.reads.unissued, issuedTick: n.tick}
+	b := &readBatch{ctx: n.reads.ctxSeq, reads: n.reads.unissued}
 	n.reads.unissued = nil
 	n.reads.inflight = b
-	n.rn.ReadIndex(readCtx(b.ctx))
+	n.askReadIndex(b)
+}
+
+// askReadIndex asks raft for the read index of a batch (again, when
+// retrying). As leader it first waits until an entry of its own term is
+// committed: only then does its commit index cover everything earlier
+// terms committed. raft holds ReadIndex back for exactly that reason,
+// except on a one-voter cluster, where it answers at once with the commit
+// index the member restarted with; that index is written without a sync
+// and can lag the log after a crash, so the read would miss a write
+// already acknowledged. Tick asks again until it may.
+func (n *Node) askReadIndex(b *readBatch) {
+	b.issuedTick = n.tick
+	b.asked = !n.isLeader() || n.committedInCurrentTerm()
+	if b.asked {
+		n.rn.ReadIndex(readCtx(b.ctx))
+	}
+}
+
+// askHeldReadIndex asks for a batch a new leader held back, as soon as it
+// has committed an entry of its term.
+func (n *Node) askHeldReadIndex() {
+	if b := n.reads.inflight; b != nil && !b.asked {
+		n.askReadIndex(b)
+	}
+}
+
+// committedInCurrentTerm reports whether the commit index is at an entry
+// of the current term.
+func (n *Node) committedInCurrentTerm() bool {
+	bs := n.rn.BasicStatus()
+	term, err := n.storage.Term(bs.GetCommit())
+	return err == nil && term == bs.GetTerm()
 }
 
 func readCtx(seq uint64) []byte {
@@ -94,8 +127,7 @@ func (n *Node) retryReadIndex() {
 		return
 	}
 	if n.tick-b.issuedTick >= int64(n.cfg.ReadIndexRetryTicks) {
-		b.issuedTick = n.tick
-		n.rn.ReadIndex(readCtx(b.ctx))
+		n.askReadIndex(b)
 	}
 }
 

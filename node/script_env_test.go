@@ -42,6 +42,10 @@ type scriptMember struct {
 	inbox   []*raftpb.Message
 	durable Durable
 	removed bool
+	// While diskHeld, writes are made but their syncs do not complete:
+	// Persisted waits for release-disk (a slow disk).
+	diskHeld bool
+	held     []uint64
 }
 
 func newScriptEnv(t *testing.T) *scriptEnv {
@@ -139,6 +143,10 @@ func (e *scriptEnv) drain(m *scriptMember) bool {
 		}
 		for _, p := range eff.Persist {
 			if p.Wait {
+				if m.diskHeld {
+					m.held = append(m.held, p.Seq)
+					continue
+				}
 				m.node.Persisted(p.Seq)
 			}
 		}
@@ -458,6 +466,14 @@ func (e *scriptEnv) runCmd(c *scriptCmd) string {
 	case "crash":
 		m := e.up(id(0))
 		m.node, m.inbox = nil, nil
+		if v, ok := c.kv["commit"]; ok {
+			// The commit index is written without a sync: a crash may lose
+			// its latest updates while the synced entries stay.
+			n, _ := strconv.ParseUint(v, 10, 64)
+			hs := proto.Clone(m.durable.HardState).(*raftpb.HardState)
+			hs.Commit = proto.Uint64(n)
+			m.durable.HardState = hs
+		}
 		return ""
 	case "restart":
 		m := e.members[id(0)]
@@ -468,6 +484,25 @@ func (e *scriptEnv) runCmd(c *scriptCmd) string {
 		m.node = nd
 		e.stabilize()
 		return ""
+	case "hold-disk":
+		e.up(id(0)).diskHeld = true
+		return ""
+	case "release-disk":
+		// release-disk n [syncs=N]: complete the first N held syncs (all by
+		// default); the disk stays slow while syncs are left.
+		m := e.up(id(0))
+		count := int(num("syncs", int64(len(m.held))))
+		if _, ok := c.kv["syncs"]; !ok {
+			m.diskHeld = false
+		}
+		for i := 0; i < count && len(m.held) > 0; i++ {
+			seq := m.held[0]
+			m.held = m.held[1:]
+			m.node.Persisted(seq)
+			e.drain(m)
+		}
+		e.stabilize()
+		return withWatch("")
 	case "dup-next-proposal":
 		e.dupProp[id(0)] = true
 		return ""
