@@ -419,6 +419,9 @@ func (m *Member) fatal(err error) {
 // idempotent and returns once everything is stopped.
 func (m *Member) Stop() {
 	m.stopOnce.Do(func() {
+		if m.Err() == nil {
+			m.transferLeadership()
+		}
 		if m.clients != nil {
 			m.clients.stop()
 		}
@@ -434,6 +437,40 @@ func (m *Member) Stop() {
 		close(m.stopped)
 	})
 	<-m.stopped
+}
+
+// transferLeadership hands leadership to a connected voter before a
+// leader stops, as etcd does on a graceful stop, so that the cluster need
+// not wait out an election timeout. It gives up after a bound.
+func (m *Member) transferLeadership() {
+	st := m.state.Load()
+	if st == nil || st.status.State != raft.StateLeader {
+		return
+	}
+	active := m.peers.ActivePeers()
+	var target uint64
+	for _, mem := range st.status.Members {
+		if mem.ID != m.id && !mem.IsLearner && slices.Contains(active, mem.ID) {
+			target = mem.ID
+			break
+		}
+	}
+	if target == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), leaderTransferTimeout(m.cfg.ElectionMs))
+	defer cancel()
+	if _, err := m.do(ctx, &pb.MoveLeaderRequest{TargetID: target}); err != nil {
+		m.lg.Warn("leadership transfer on stop failed", zap.String("target", fmt.Sprintf("%x", target)), zap.Error(err))
+		return
+	}
+	m.lg.Info("transferred leadership before stopping", zap.String("to", fmt.Sprintf("%x", target)))
+}
+
+// leaderTransferTimeout bounds the leadership transfer on stop: a few
+// election timeouts, at least a second.
+func leaderTransferTimeout(electionMs int64) time.Duration {
+	return max(time.Second, 3*time.Duration(electionMs)*time.Millisecond)
 }
 
 // run is the member loop: the only goroutine that touches the node.
