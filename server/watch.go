@@ -2,6 +2,7 @@ package server
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"time"
 
@@ -40,10 +41,18 @@ const (
 	// watchHeldRepliesMax bounds control replies waiting for room; a
 	// client that opens watchers faster than it reads loses the stream.
 	watchHeldRepliesMax = 1024
+	// watchStreamsMax bounds the watch streams of one member; a stream
+	// beyond it is refused with ResourceExhausted.
+	watchStreamsMax = 1 << 16
+	// watchersPerStreamMax bounds the watchers of one stream; a create
+	// beyond it is refused (created and canceled, with a reason).
+	watchersPerStreamMax = 1 << 16
 	// watchLeaderChecks: a stream with hasleader set fails after this
 	// many election timeouts without a leader (etcd's monitorLeader).
 	watchLeaderChecks = 3
 )
+
+var errTooManyWatchStreams = status.Error(codes.ResourceExhausted, "etcdserver: too many watch streams")
 
 var errWatchTooSlow = status.Error(codes.ResourceExhausted, "etcdserver: watch stream client too slow: too many replies waiting")
 
@@ -100,6 +109,10 @@ func (hs *hostStream) anyDropped() bool {
 func (m *Member) onWatchOp(op watchOp) {
 	switch {
 	case op.open != nil:
+		if len(m.streams) >= watchStreamsMax {
+			op.open.fail <- errTooManyWatchStreams
+			return
+		}
 		m.streams[op.stream] = op.open
 	case op.close:
 		delete(m.streams, op.stream)
@@ -127,6 +140,11 @@ func (m *Member) onWatchRequest(hs *hostStream, req *pb.WatchRequest) {
 	case req.GetCreateRequest() != nil:
 		cr := req.GetCreateRequest()
 		id := cr.GetWatchId()
+		if len(hs.watchers) >= watchersPerStreamMax {
+			m.emitControl(hs, &pb.WatchResponse{Header: m.header(), WatchId: -1, Created: true, Canceled: true,
+				CancelReason: fmt.Sprintf("noded: a watch stream holds at most %d watchers", watchersPerStreamMax)})
+			return
+		}
 		if id != 0 {
 			if _, taken := hs.watchers[id]; taken {
 				m.emitControl(hs, &pb.WatchResponse{Header: m.header(), WatchId: -1, Created: true, Canceled: true,
