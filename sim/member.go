@@ -110,6 +110,7 @@ func (w *world) bootstrap(m *member, initial []node.Member) {
 
 // join starts a member added at runtime, with an empty disk.
 func (w *world) join(m *member) {
+	m.joined = true
 	st, err := disk.Create(m.fs, walDir, snapDir, metadataFor(m.id, w.clusterID), disk.Options{})
 	if err != nil {
 		w.fail("join %s: create storage: %v", m.name, err)
@@ -180,7 +181,16 @@ func (w *world) restart(m *member) {
 		w.fail("restart %s: metadata %x is not this member's", m.name, rec.Metadata)
 		return
 	}
-	n, err := node.Restart(w.nodeConfig(m), node.Durable{Snapshot: rec.Snapshot, HardState: rec.HardState, Entries: rec.Entries})
+	var n *node.Node
+	if rec.Snapshot == nil && rec.HardState == nil && len(rec.Entries) == 0 && !m.joined {
+		// Nothing of its first start reached the disk, and a member sends
+		// nothing before its first sync: it never took part, so it
+		// bootstraps again. (Restarting empty would leave it without a
+		// configuration: a one-member cluster would never elect anyone.)
+		n, err = node.Bootstrap(w.nodeConfig(m), w.initial)
+	} else {
+		n, err = node.Restart(w.nodeConfig(m), node.Durable{Snapshot: rec.Snapshot, HardState: rec.HardState, Entries: rec.Entries})
+	}
 	if err != nil {
 		w.fail("restart %s: %v", m.name, err)
 		return

@@ -144,6 +144,7 @@ type world struct {
 	net  *net.SimNetwork
 
 	clusterID uint64
+	initial   []node.Member // the initial members, as every one bootstraps with them
 	members   []*member
 	clients   []*client
 	operator  operator
@@ -308,6 +309,7 @@ func (w *world) setUpCluster() {
 		w.members = append(w.members, w.newMember(i, url, id))
 	}
 	w.clusterID = node.ClusterID(ids)
+	w.initial = initial
 	for _, m := range w.members {
 		w.bootstrap(m, initial)
 	}
