@@ -336,3 +336,28 @@ func TestFsyncErrorStopsTheMember(t *testing.T) {
 		t.Fatalf("member stopped with %v, want the fsync error", err)
 	}
 }
+
+// TestRequireLeader: with etcd's hasleader metadata, requests and watch
+// streams fail with ErrNoLeader on a member cut off from its quorum.
+func TestRequireLeader(t *testing.T) {
+	tms := startCluster(t, 3)
+	c := newClient(t, tms[0])
+	ctx := testContext(t)
+	if _, err := c.Put(ctx, "k", "v"); err != nil {
+		t.Fatal(err)
+	}
+	tms[1].m.Stop()
+	tms[2].m.Stop()
+	waitFor(t, "the last member to lose its leader", func() bool { return !tms[0].m.state.Load().hasLeader() })
+	rctx := clientv3.WithRequireLeader(ctx)
+	if _, err := c.Get(rctx, "k"); err != rpctypes.ErrNoLeader {
+		t.Fatalf("get with hasleader and no leader: %v, want %v", err, rpctypes.ErrNoLeader)
+	}
+	if get, err := c.Get(ctx, "k", clientv3.WithSerializable()); err != nil || len(get.Kvs) != 1 {
+		t.Fatalf("serializable get without hasleader: %v %v", get, err)
+	}
+	wr := recvWatch(t, c.Watch(rctx, "k"))
+	if wr.Err() != rpctypes.ErrNoLeader {
+		t.Fatalf("watch with hasleader and no leader: %v, want %v", wr.Err(), rpctypes.ErrNoLeader)
+	}
+}

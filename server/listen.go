@@ -13,11 +13,13 @@ import (
 	"time"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/test/bufconn"
 )
 
@@ -182,8 +184,8 @@ func newClientServer(m *Member) (*clientServer, error) {
 		grpc.MaxConcurrentStreams(math.MaxUint32),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: false}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 2 * time.Hour, Timeout: 20 * time.Second}),
-		grpc.ChainUnaryInterceptor(m.metrics.unaryInterceptor),
-		grpc.ChainStreamInterceptor(m.metrics.streamInterceptor),
+		grpc.ChainUnaryInterceptor(m.metrics.unaryInterceptor, m.requireLeaderUnary),
+		grpc.ChainStreamInterceptor(m.metrics.streamInterceptor, m.requireLeaderStream),
 	)
 	pb.RegisterKVServer(cs.grpc, &kvServer{m: m})
 	pb.RegisterWatchServer(cs.grpc, &watchServer{m: m})
@@ -242,6 +244,24 @@ func newClientServer(m *Member) (*clientServer, error) {
 func (cs *clientServer) serve(l stdnet.Listener) {
 	cs.wg.Add(1)
 	go func() { defer cs.wg.Done(); cs.grpc.Serve(l) }()
+}
+
+// requireLeaderUnary fails a call that carries etcd's hasleader metadata
+// while the member knows no leader (etcd's unary interceptor).
+func (m *Member) requireLeaderUnary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	if md, ok := metadata.FromIncomingContext(ctx); ok && requiresLeader(md) && !m.state.Load().hasLeader() {
+		return nil, rpctypes.ErrGRPCNoLeader
+	}
+	return handler(ctx, req)
+}
+
+// requireLeaderStream refuses a stream with hasleader while there is no
+// leader; watch streams also end when the leader is lost for long.
+func (m *Member) requireLeaderStream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	if md, ok := metadata.FromIncomingContext(ss.Context()); ok && requiresLeader(md) && !m.state.Load().hasLeader() {
+		return rpctypes.ErrGRPCNoLeader
+	}
+	return handler(srv, ss)
 }
 
 // listenHost maps etcd's localhost to the loopback address, as etcd binds
