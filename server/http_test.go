@@ -387,3 +387,29 @@ func TestAutoCompactionPeriodic(t *testing.T) {
 		}
 	}
 }
+
+// TestGatewayWatch streams a watch through the JSON gateway: newline
+// separated {"result":..} objects, the created reply first, then events.
+func TestGatewayWatch(t *testing.T) {
+	tms := startCluster(t, 1)
+	ctx := testContext(t)
+	req, err := http.NewRequestWithContext(ctx, "POST", tms[0].clientURL+"/v3/watch", strings.NewReader(`{"create_request":{"key":"Zm9v"}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	lines := bufio.NewScanner(resp.Body)
+	if !lines.Scan() || !strings.Contains(lines.Text(), `"created":true`) || !strings.HasPrefix(lines.Text(), `{"result":{"header":`) {
+		t.Fatalf("first line of a gateway watch: %q %v", lines.Text(), lines.Err())
+	}
+	if _, err := newClient(t, tms[0]).Put(ctx, "foo", "bar"); err != nil {
+		t.Fatal(err)
+	}
+	if !lines.Scan() || !strings.Contains(lines.Text(), `"events":[{"kv":{"key":"Zm9v","create_revision":"2","mod_revision":"2","version":"1","value":"YmFy"}}]`) {
+		t.Fatalf("event line of a gateway watch: %q %v", lines.Text(), lines.Err())
+	}
+}

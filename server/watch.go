@@ -440,7 +440,11 @@ func (s *watchServer) Watch(stream pb.Watch_WatchServer) error {
 			}
 		case err := <-recvErr:
 			if errors.Is(err, io.EOF) {
-				return nil
+				// The client closed its side: as in etcd, the stream goes
+				// on sending until the client goes away (the JSON gateway
+				// closes its side after the request body).
+				recvErr = nil
+				continue
 			}
 			return err
 		case err := <-hs.fail:
