@@ -273,6 +273,30 @@ func TestMoveLeaderAndStatus(t *testing.T) {
 			t.Fatalf("status of %s: leader %x version %s member %x", tm.name, st.Leader, st.Version, st.Header.MemberId)
 		}
 	}
+	// Every member hashes the same state at the same revision.
+	put, err := lc.Put(ctx, "hashed", "v")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var hashes []uint32
+	for _, tm := range tms {
+		c := newClient(t, tm)
+		waitFor(t, "the member to apply the put", func() bool {
+			get, err := c.Get(ctx, "hashed", clientv3.WithSerializable())
+			return err == nil && len(get.Kvs) == 1
+		})
+		hk, err := c.HashKV(ctx, tm.clientURL, put.Header.Revision)
+		if err != nil {
+			t.Fatal(err)
+		}
+		hashes = append(hashes, hk.Hash)
+		if _, err := c.Defragment(ctx, tm.clientURL); err != nil {
+			t.Fatalf("defragment: %v", err)
+		}
+	}
+	if hashes[0] != hashes[1] || hashes[1] != hashes[2] {
+		t.Fatalf("HashKV at revision %d differs across members: %x", put.Header.Revision, hashes)
+	}
 	fc := newClient(t, leader) // the old leader is a follower now
 	if _, err := fc.MoveLeader(ctx, leader.m.ID()); err != rpctypes.ErrNotLeader {
 		t.Fatalf("move-leader on a follower: %v, want %v", err, rpctypes.ErrNotLeader)
@@ -359,5 +383,55 @@ func TestRequireLeader(t *testing.T) {
 	wr := recvWatch(t, c.Watch(rctx, "k"))
 	if wr.Err() != rpctypes.ErrNoLeader {
 		t.Fatalf("watch with hasleader and no leader: %v, want %v", wr.Err(), rpctypes.ErrNoLeader)
+	}
+}
+
+// TestLearnerPromoteAndUpdate adds a learner, starts it, promotes it once
+// it has caught up, and updates its peer URLs.
+func TestLearnerPromoteAndUpdate(t *testing.T) {
+	tms := startCluster(t, 1)
+	c := newClient(t, tms[0])
+	ctx := testContext(t)
+	if _, err := c.Put(ctx, "k", "v"); err != nil {
+		t.Fatal(err)
+	}
+	learner := newTestConfigs(t, 1)[0]
+	learner.name, learner.cfg.Name = "learner", "learner"
+	add, err := c.MemberAddAsLearner(ctx, []string{learner.peerURL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !add.Member.IsLearner {
+		t.Fatalf("added %v, want a learner", add.Member)
+	}
+	learner.cfg.InitialClusterState = ClusterStateExisting
+	learner.cfg.InitialCluster = fmt.Sprintf("%s=%s,learner=%s", tms[0].name, tms[0].peerURL, learner.peerURL)
+	learner.start(t)
+	lc := newClient(t, learner)
+	waitFor(t, "the learner to catch up", func() bool {
+		get, err := lc.Get(ctx, "k", clientv3.WithSerializable())
+		return err == nil && len(get.Kvs) == 1
+	})
+	if _, err := lc.Get(ctx, "k"); rpctypes.ErrorDesc(err) != "etcdserver: rpc not supported for learner" {
+		t.Fatalf("linearizable read on a learner: %v, want etcd's rpc not supported for learner", err)
+	}
+	waitFor(t, "the promotion to be accepted", func() bool {
+		_, err := c.MemberPromote(ctx, add.Member.ID)
+		return err == nil
+	})
+	list, err := c.MemberList(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mem := range list.Members {
+		if mem.IsLearner {
+			t.Fatalf("after promotion: %v is still a learner", mem)
+		}
+	}
+	if _, err := c.MemberUpdate(ctx, add.Member.ID, []string{learner.peerURL}); err != nil {
+		t.Fatalf("member update: %v", err)
+	}
+	if _, err := c.MemberUpdate(ctx, add.Member.ID, []string{tms[0].peerURL}); err != rpctypes.ErrPeerURLExist {
+		t.Fatalf("member update to another member's URL: %v, want %v", err, rpctypes.ErrPeerURLExist)
 	}
 }
