@@ -206,7 +206,7 @@ func TestSlowWatcherLosesNothing(t *testing.T) {
 	if err != nil || !created.Created {
 		t.Fatalf("create: %v %v", created, err)
 	}
-	const writers, perWriter = 8, 100
+	const writers, perWriter = 8, 150
 	value := strings.Repeat("v", 32*1024)
 	var wg sync.WaitGroup
 	errs := make(chan error, writers)
