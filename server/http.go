@@ -42,6 +42,7 @@ func newHTTPHandler(ctx context.Context, m *Member, gatewayConn *bufconn.Listene
 			UnmarshalOptions: protojson.UnmarshalOptions{DiscardUnknown: true},
 		}}),
 		runtime.WithErrorHandler(gatewayError),
+		runtime.WithRoutingErrorHandler(gatewayRoutingError),
 	)
 	for _, register := range []func(context.Context, *runtime.ServeMux, *grpc.ClientConn) error{
 		gw.RegisterKVHandler, gw.RegisterWatchHandler, gw.RegisterLeaseHandler,
@@ -102,6 +103,15 @@ func gatewayError(ctx context.Context, mux *runtime.ServeMux, marshaler runtime.
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(runtime.HTTPStatusFromCode(s.Code()))
 	w.Write(body)
+}
+
+// gatewayRoutingError answers an unknown /v3 path or method as etcd's
+// gateway does: plain-text 404 Not Found or 405 Method Not Allowed.
+func gatewayRoutingError(ctx context.Context, mux *runtime.ServeMux, marshaler runtime.Marshaler, w http.ResponseWriter, r *http.Request, httpStatus int) {
+	if httpStatus == http.StatusNotImplemented {
+		httpStatus = http.StatusMethodNotAllowed
+	}
+	http.Error(w, http.StatusText(httpStatus), httpStatus)
 }
 
 func writeVersion(w http.ResponseWriter) {

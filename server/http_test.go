@@ -91,6 +91,12 @@ func TestHTTPEndpoints(t *testing.T) {
 	if code != 400 || body != `{"error":"etcdserver: key is not provided","code":3,"message":"etcdserver: key is not provided"}` {
 		t.Fatalf("/v3/kv/range with an empty key: %d %q", code, body)
 	}
+	if code, _, body = httpDo(t, "POST", base+"/v3/kv/nope", `{}`); code != 404 || body != "Not Found\n" {
+		t.Fatalf("unknown gateway path: %d %q, want etcd's 404 Not Found", code, body)
+	}
+	if code, _, body = httpDo(t, "GET", base+"/v3/kv/range", ""); code != 405 || body != "Method Not Allowed\n" {
+		t.Fatalf("GET on a POST gateway path: %d %q, want etcd's 405 Method Not Allowed", code, body)
+	}
 	code, _, body = httpDo(t, "POST", base+"/v3/maintenance/status", `{}`)
 	var status struct {
 		Version string `json:"version"`

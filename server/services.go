@@ -303,7 +303,11 @@ func (s *maintenanceServer) Hash(ctx context.Context, r *pb.HashRequest) (*pb.Ha
 }
 
 func (s *maintenanceServer) HashKV(ctx context.Context, r *pb.HashKVRequest) (*pb.HashKVResponse, error) {
-	return doTyped[*pb.HashKVResponse](ctx, s.m, r)
+	resp, err := doTyped[*pb.HashKVResponse](ctx, s.m, r)
+	if err == nil && resp.CompactRevision == 0 {
+		resp.CompactRevision = -1 // etcd's "never compacted"
+	}
+	return resp, err
 }
 
 func (s *maintenanceServer) MoveLeader(ctx context.Context, r *pb.MoveLeaderRequest) (*pb.MoveLeaderResponse, error) {
