@@ -48,6 +48,7 @@ type Config struct {
 	AdvertiseClientURLs      []url.URL
 	ListenPeerURLs           []url.URL
 	InitialAdvertisePeerURLs []url.URL
+	ListenMetricsURLs        []url.URL // etcd's --listen-metrics-urls: /metrics and the health endpoints only
 
 	InitialCluster      string // name=peerURL,... (a name repeats for several URLs)
 	InitialClusterToken string
@@ -80,8 +81,9 @@ type Config struct {
 	// ClientListeners and PeerListeners, when set, are used instead of
 	// listening on ListenClientURLs and ListenPeerURLs (tests pass :0
 	// listeners so that ports never collide). The member closes them.
-	ClientListeners []stdnet.Listener
-	PeerListeners   []stdnet.Listener
+	ClientListeners  []stdnet.Listener
+	PeerListeners    []stdnet.Listener
+	MetricsListeners []stdnet.Listener
 
 	Logger *zap.Logger // nil: no logging
 
@@ -210,7 +212,7 @@ func (c *Config) Validate() error {
 	for _, group := range []struct {
 		flag string
 		urls []url.URL
-	}{{"--listen-client-urls", c.ListenClientURLs}, {"--listen-peer-urls", c.ListenPeerURLs}} {
+	}{{"--listen-client-urls", c.ListenClientURLs}, {"--listen-peer-urls", c.ListenPeerURLs}, {"--listen-metrics-urls", c.ListenMetricsURLs}} {
 		for _, u := range group.urls {
 			host, _, _ := stdnet.SplitHostPort(u.Host)
 			if host != "" && host != "localhost" && stdnet.ParseIP(host) == nil {

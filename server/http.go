@@ -74,6 +74,19 @@ func newHTTPHandler(ctx context.Context, m *Member, gatewayConn *bufconn.Listene
 	return mux, nil
 }
 
+// metricsHandler serves --listen-metrics-urls: /metrics and the health
+// endpoints, as etcd does there.
+func (m *Member) metricsHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/metrics", m.serveMetrics)
+	mux.HandleFunc("/health", m.serveHealth)
+	mux.HandleFunc("/livez", m.serveChecks("livez", m.livezChecks()))
+	mux.HandleFunc("/livez/", m.serveChecks("livez", m.livezChecks()))
+	mux.HandleFunc("/readyz", m.serveChecks("readyz", m.readyzChecks()))
+	mux.HandleFunc("/readyz/", m.serveChecks("readyz", m.readyzChecks()))
+	return mux
+}
+
 // compactJSONPb is the gateway's JSON marshaler without the whitespace
 // protojson inserts at random (it does so on purpose, so that nobody
 // relies on its output bytes); etcd's gateway output has none.

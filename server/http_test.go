@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	stdnet "net"
 	"net/http"
 	"regexp"
 	"strconv"
@@ -417,5 +418,26 @@ func TestGatewayWatch(t *testing.T) {
 	}
 	if !lines.Scan() || !strings.Contains(lines.Text(), `"events":[{"kv":{"key":"Zm9v","create_revision":"2","mod_revision":"2","version":"1","value":"YmFy"}}]`) {
 		t.Fatalf("event line of a gateway watch: %q %v", lines.Text(), lines.Err())
+	}
+}
+
+// TestMetricsListener: --listen-metrics-urls serves /metrics and the
+// health endpoints, and nothing else.
+func TestMetricsListener(t *testing.T) {
+	tms := newTestConfigs(t, 1)
+	ml := listenLoopback(t)
+	tms[0].cfg.MetricsListeners = []stdnet.Listener{ml}
+	tms[0].start(t)
+	waitLeader(t, tms)
+	base := "http://" + ml.Addr().String()
+	if code, _, body := httpDo(t, "GET", base+"/health", ""); code != 200 || body != `{"health":"true","reason":""}` {
+		t.Fatalf("/health on the metrics URL: %d %q", code, body)
+	}
+	code, _, body := httpDo(t, "GET", base+"/metrics", "")
+	if code != 200 || parseMetrics(t, body)["etcd_server_has_leader"] != 1 {
+		t.Fatalf("/metrics on the metrics URL: %d", code)
+	}
+	if code, _, _ := httpDo(t, "POST", base+"/v3/kv/range", `{"key":"Zm9v"}`); code != 404 {
+		t.Fatalf("the gateway on the metrics URL: %d, want 404", code)
 	}
 }

@@ -172,6 +172,7 @@ type clientServer struct {
 	health   *health.Server
 	sniffers []*sniffer
 	gateway  *bufconn.Listener
+	metrics  []*http.Server
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
 }
@@ -219,6 +220,28 @@ func newClientServer(m *Member) (*clientServer, error) {
 			}
 			listeners = append(listeners, l)
 		}
+	}
+	metricsListeners := m.cfg.MetricsListeners
+	if metricsListeners == nil {
+		for _, u := range m.cfg.ListenMetricsURLs {
+			l, err := stdnet.Listen("tcp", listenHost(u.Host))
+			if err != nil {
+				for _, l := range append(listeners, metricsListeners...) {
+					l.Close()
+				}
+				cancel()
+				return nil, fmt.Errorf("listen on metrics URL %s: %w", u.String(), err)
+			}
+			metricsListeners = append(metricsListeners, l)
+		}
+	}
+	for _, l := range metricsListeners {
+		// etcd serves these at once, not after the member is ready: a
+		// probe must be able to see a member that is not.
+		srv := &http.Server{Handler: m.metricsHandler(), ReadHeaderTimeout: 30 * time.Second, ErrorLog: zap.NewStdLog(m.lg)}
+		cs.metrics = append(cs.metrics, srv)
+		cs.wg.Add(1)
+		go func() { defer cs.wg.Done(); srv.Serve(l) }()
 	}
 	cs.serve(cs.gateway)
 	for _, l := range listeners {
@@ -292,6 +315,9 @@ func (cs *clientServer) stop() {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	cs.http.Shutdown(ctx)
+	for _, srv := range cs.metrics {
+		srv.Shutdown(ctx)
+	}
 	done := make(chan struct{})
 	go func() { cs.grpc.GracefulStop(); close(done) }()
 	select {

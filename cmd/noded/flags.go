@@ -62,7 +62,7 @@ var flagDefs = []flagDef{
 	{name: "initial-election-tick-advance", kind: kindBool, def: "true", usage: "Whether to fast-forward initial election ticks on boot for faster election.", group: groupMember},
 	{name: "listen-peer-urls", def: "http://localhost:2380", usage: "List of URLs to listen on for peer traffic.", group: groupMember},
 	{name: "listen-client-urls", def: "http://localhost:2379", usage: "List of URLs to listen on for client traffic.", group: groupMember},
-	{name: "listen-metrics-urls", def: "", usage: "List of URLs to listen on for the metrics and health endpoints.", group: groupProfiling, refused: "a separate metrics listener is not supported yet; /metrics and /health are served on the client URLs"},
+	{name: "listen-metrics-urls", def: "", usage: "List of URLs to listen on for the metrics and health endpoints.", group: groupProfiling},
 	{name: "max-snapshots", kind: kindUint, def: "5", usage: "Maximum number of snapshot files to retain (0 is unlimited).", group: groupMember},
 	{name: "max-wals", kind: kindUint, def: "5", usage: "Maximum number of wal files to retain (0 is unlimited).", group: groupMember, ignored: "WAL segments are released as soon as a snapshot covers them"},
 	{name: "quota-backend-bytes", kind: kindInt, def: "0", usage: "Raise alarms when backend size exceeds the given quota (0 defaults to low space quota).", group: groupMember},
@@ -338,6 +338,9 @@ func (o *options) toConfig() (server.Config, []string, error) {
 	}
 	if cfg.InitialAdvertisePeerURLs, err = server.ParseURLs(o.str("initial-advertise-peer-urls")); err != nil {
 		return cfg, nil, fmt.Errorf("--initial-advertise-peer-urls: %w", err)
+	}
+	if cfg.ListenMetricsURLs, err = server.ParseURLs(o.str("listen-metrics-urls")); err != nil {
+		return cfg, nil, fmt.Errorf("--listen-metrics-urls: %w", err)
 	}
 	if cfg.AdvertiseClientURLs, err = server.ParseURLs(o.str("advertise-client-urls")); err != nil {
 		return cfg, nil, fmt.Errorf("--advertise-client-urls: %w", err)
