@@ -3,6 +3,9 @@ package server
 import (
 	"strings"
 	"testing"
+	"time"
+
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -150,5 +153,44 @@ func TestErrorsCarryEtcdCodes(t *testing.T) {
 	}
 	if len(get.Kvs) != 0 || get.Header.Revision != 1 {
 		t.Fatalf("after only refused requests: %d keys at revision %d, want none at revision 1", len(get.Kvs), get.Header.Revision)
+	}
+}
+
+// TestFullQueueAnswersTooManyRequests holds the member loop so that client
+// requests pile up: those beyond the queue's bound fail with etcd's
+// TooManyRequests after a bounded wait instead of blocking forever, and
+// the queued ones are served once the loop runs again.
+func TestFullQueueAnswersTooManyRequests(t *testing.T) {
+	tms := startCluster(t, 1)
+	m := tms[0].m
+	ctx := testContext(t)
+	hold, held := make(chan struct{}), make(chan struct{})
+	go m.call(ctx, func() { close(held); <-hold })
+	<-held
+	const extra = 50
+	results := make(chan error, clientQueueMax+extra)
+	for range clientQueueMax + extra {
+		go func() {
+			_, err := m.do(ctx, &pb.RangeRequest{Key: []byte("k"), Serializable: true})
+			results <- err
+		}()
+	}
+	tooMany := 0
+	for tooMany < extra {
+		select {
+		case err := <-results:
+			if err != rpctypes.ErrGRPCRequestTooManyRequests {
+				t.Fatalf("a request beyond the queue: %v, want %v", err, rpctypes.ErrGRPCRequestTooManyRequests)
+			}
+			tooMany++
+		case <-time.After(waitMax):
+			t.Fatalf("only %d of %d requests beyond the queue were refused", tooMany, extra)
+		}
+	}
+	close(hold)
+	for range clientQueueMax {
+		if err := <-results; err != nil {
+			t.Fatalf("a queued request: %v", err)
+		}
 	}
 }
