@@ -2,6 +2,7 @@ package linearizability
 
 import (
 	"fmt"
+	"io"
 	"math"
 	"strings"
 	"time"
@@ -231,4 +232,23 @@ func (r Result) String() string {
 		b.WriteByte('\n')
 	}
 	return b.String()
+}
+
+// WriteHistory writes the history as the checkers read it, one operation a
+// line (client, interval in virtual nanoseconds, request, outcome), then
+// the committed log, one entry a line: the text a failing run keeps beside
+// porcupine's visualization.
+func WriteHistory(in Input, w io.Writer) error {
+	run := newCheckRun(in, Options{})
+	for _, op := range run.ops {
+		if _, err := fmt.Fprintf(w, "%s -> %s\n", op, op.outcome()); err != nil {
+			return err
+		}
+	}
+	for _, e := range run.replay.entries {
+		if _, err := fmt.Fprintf(w, "committed %d req=%x %s -> %s\n", e.index, e.requestID, e.req, e.resp); err != nil {
+			return err
+		}
+	}
+	return nil
 }

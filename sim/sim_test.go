@@ -86,6 +86,10 @@ func keepReport(t *testing.T, rep Report) string {
 		return "(not kept)"
 	}
 	_ = os.WriteFile(filepath.Join(dir, "report.txt"), []byte(rep.String()+"\n"+rep.Check.String()), 0o644)
+	if f, err := os.Create(filepath.Join(dir, "history.txt")); err == nil {
+		_ = linearizability.WriteHistory(rep.Input, f)
+		f.Close()
+	}
 	if f, err := os.Create(filepath.Join(dir, "history.html")); err == nil {
 		_ = linearizability.VisualizeKV(rep.Input, f)
 		f.Close()

@@ -112,6 +112,14 @@ func writeReport(root string, rep sim.Report) (string, error) {
 	if err := os.WriteFile(filepath.Join(dir, "report.txt"), []byte(rep.String()+"\n"+rep.Check.String()), 0o644); err != nil {
 		return "", err
 	}
+	hist, err := os.Create(filepath.Join(dir, "history.txt"))
+	if err != nil {
+		return "", err
+	}
+	defer hist.Close()
+	if err := linearizability.WriteHistory(rep.Input, hist); err != nil {
+		return dir, fmt.Errorf("history: %w", err)
+	}
 	f, err := os.Create(filepath.Join(dir, "history.html"))
 	if err != nil {
 		return "", err
