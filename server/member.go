@@ -86,7 +86,6 @@ type Member struct {
 	stopOnce  sync.Once
 	fatalOnce sync.Once
 	fatalErr  atomic.Pointer[error]
-	removed   atomic.Bool
 
 	// Loop-owned state.
 	pending        map[node.Handle]*clientRequest
@@ -138,10 +137,12 @@ type diskResult struct {
 // goroutines (health, metrics, forwarding, headers). It is never changed
 // after publication.
 type memberState struct {
-	status  node.Status
-	alarms  []*pb.AlarmMember
-	dbSize  int64
-	started bool // applied at least once since start (the member has caught up with its log)
+	status node.Status
+	alarms []*pb.AlarmMember
+	dbSize int64
+	// view is the applied key-value state, frozen: serializable reads are
+	// served from it on the client's goroutine, without the loop.
+	view *kvsm.View
 }
 
 func (s *memberState) hasLeader() bool { return s.status.Lead != raft.None }
@@ -208,7 +209,6 @@ func Start(cfg Config) (*Member, error) {
 		// A peer refused this member as removed: it was removed while it
 		// could not hear about it, and stops as etcd's does.
 		OnRemoved: func(by uint64) {
-			m.removed.Store(true)
 			m.fatal(ErrRemoved)
 		},
 	}, peerHandler{m})
@@ -512,10 +512,13 @@ func (m *Member) run() {
 		if !m.drain() {
 			return
 		}
-		if !m.carryOut(m.node.Effects()) {
+		eff := m.node.Effects()
+		// Published before results go out, so that a client that got an
+		// answer reads at least that state from the published view.
+		m.publishState()
+		if !m.carryOut(eff) {
 			return
 		}
-		m.publishState()
 	}
 }
 
@@ -638,7 +641,6 @@ func (m *Member) carryOut(eff node.Effects) bool {
 		m.diskJobs <- diskJob{snapshot: eff.SaveSnapshot}
 	}
 	if eff.Removed {
-		m.removed.Store(true)
 		m.fatal(ErrRemoved)
 		m.failPending(rpctypes.ErrGRPCStopped)
 		return false
@@ -669,9 +671,14 @@ func isProposalFailure(err error) bool {
 func (m *Member) publishState() {
 	st := m.node.Status()
 	store := m.node.Store()
-	prev := m.state.Load()
 	s := &memberState{status: st, alarms: store.Alarms(), dbSize: store.SizeBytes()}
-	s.started = prev != nil && (prev.started || st.AppliedIndex > 0)
+	// A view is O(1) to take, but the next write after it copies the
+	// tree path it touches: take one only when the state changed.
+	if prev := m.state.Load(); prev != nil && prev.view != nil && prev.status.Revision == st.Revision && prev.status.CompactRevision == st.CompactRevision {
+		s.view = prev.view
+	} else {
+		s.view = store.View()
+	}
 	if st.Lead != m.lastLead {
 		if st.Lead != raft.None {
 			m.leaderChanges++

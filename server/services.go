@@ -45,6 +45,20 @@ func (s *kvServer) Range(ctx context.Context, r *pb.RangeRequest) (*pb.RangeResp
 	if len(r.GetKey()) == 0 {
 		return nil, rpctypes.ErrGRPCEmptyKey
 	}
+	if r.GetSerializable() {
+		// A serializable read is served from the member's own applied
+		// state: the view the loop published, without a trip through it.
+		st := s.m.state.Load()
+		if st.status.Removed {
+			return nil, rpctypes.ErrGRPCStopped
+		}
+		resp, err := st.view.Range(r)
+		if err != nil {
+			return nil, err
+		}
+		resp.Header.ClusterId, resp.Header.MemberId, resp.Header.RaftTerm = s.m.clusterID, s.m.id, st.status.Term
+		return resp, nil
+	}
 	return doTyped[*pb.RangeResponse](ctx, s.m, r)
 }
 
