@@ -6,6 +6,7 @@ import (
 	"fmt"
 	stdnet "net"
 	"net/url"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -433,5 +434,36 @@ func TestLearnerPromoteAndUpdate(t *testing.T) {
 	}
 	if _, err := c.MemberUpdate(ctx, add.Member.ID, []string{tms[0].peerURL}); err != rpctypes.ErrPeerURLExist {
 		t.Fatalf("member update to another member's URL: %v, want %v", err, rpctypes.ErrPeerURLExist)
+	}
+}
+
+// A member whose first start stopped before its first sync leaves a data
+// directory with a WAL that holds nothing. It never took part in the
+// cluster, so it bootstraps again; restarting it empty would leave it with
+// no configuration, and a one-member cluster would never elect a leader.
+func TestFirstStartThatNeverSyncedBootstrapsAgain(t *testing.T) {
+	tms := newTestConfigs(t, 1)
+	tm := tms[0]
+	_, self, clusterID, err := tm.cfg.bootstrapMembers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dataDir, err := filepath.Abs(tm.cfg.DataDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rel := func(p string) string { return strings.TrimPrefix(filepath.ToSlash(p), "/") }
+	st, err := disk.Create(disk.NewOSFS("/"), rel(filepath.Join(dataDir, "member", "wal")), rel(filepath.Join(dataDir, "member", "snap")),
+		walMetadata(self, clusterID), disk.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+	tm.start(t)
+	waitLeader(t, tms)
+	if _, err := newClient(t, tm).Put(testContext(t), "k", "v"); err != nil {
+		t.Fatal(err)
 	}
 }

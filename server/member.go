@@ -308,6 +308,24 @@ func (m *Member) openStorage() ([]node.Member, error) {
 					"start it with the flags of the cluster it belongs to, or give it another --data-dir", dataDir, m.id, m.clusterID, want)
 			}
 		}
+		if rec.Snapshot == nil && rec.HardState == nil && len(rec.Entries) == 0 && cfg.InitialClusterState == ClusterStateNew {
+			// Nothing of the member's first start reached the disk (it stopped
+			// before its first sync), and a member sends nothing before its
+			// first sync: it never took part, so it bootstraps again.
+			// Restarting empty would leave it with no configuration, and a
+			// one-member cluster would never elect a leader.
+			if members, self, clusterID, err := cfg.bootstrapMembers(); err == nil && self == m.id && clusterID == m.clusterID {
+				n, err := node.Bootstrap(m.nodeConfig(), members)
+				if err != nil {
+					st.Close()
+					return nil, err
+				}
+				m.lg.Info("data directory holds nothing of the first start; bootstrapping again",
+					zap.String("member-id", fmt.Sprintf("%x", m.id)), zap.String("cluster-id", fmt.Sprintf("%x", m.clusterID)))
+				m.storage, m.node = st, n
+				return members, nil
+			}
+		}
 		n, err := node.Restart(m.nodeConfig(), node.Durable{Snapshot: rec.Snapshot, HardState: rec.HardState, Entries: rec.Entries})
 		if err != nil {
 			st.Close()
