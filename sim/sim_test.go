@@ -23,7 +23,7 @@ var (
 // (or narrows) it to seeds 1..N; NODED_SIM_SHARD=i/n runs every n-th seed
 // starting at i, so that CI can spread the set over processes (runs of the
 // simulator cannot overlap within one process).
-const ciSeeds = 200
+const ciSeeds = 500
 
 func seedsToRun(t *testing.T) []uint64 {
 	if *flagSeed != 0 {
