@@ -19,7 +19,7 @@ var (
 	flagUpdate = flag.Bool("sim.update", false, "rewrite testdata/trace_hashes.txt")
 )
 
-// ciSeeds is the fixed set every CI run checks. NODED_SIM_SEEDS=N widens
+// ciSeeds is the fixed set every CI run checks (about 100 s of CPU). NODED_SIM_SEEDS=N widens
 // (or narrows) it to seeds 1..N; NODED_SIM_SHARD=i/n runs every n-th seed
 // starting at i, so that CI can spread the set over processes (runs of the
 // simulator cannot overlap within one process).
