@@ -24,6 +24,11 @@ type operator struct {
 	joining *member
 	seq     uint64
 	joined  int
+	// tableApplied is the applied index of the newest member table read.
+	// A table applied at a lower index (a member restarting, replaying its
+	// log) says less than one already read and is ignored: it could show a
+	// learner not yet added, or a member not yet there.
+	tableApplied uint64
 }
 
 type operatorStep uint8
@@ -83,9 +88,10 @@ func (o *operator) start(w *world) {
 }
 
 // table reads the member table of the running member that has applied the
-// most. (A member removed while it was cut off never learns it and keeps
-// the old table; reading its table would wait on it forever.)
-func (w *world) table() []node.Member {
+// most, and the index it applied up to. (A member removed while it was cut
+// off never learns it and keeps the old table; reading its table would
+// wait on it forever.)
+func (w *world) table() ([]node.Member, uint64) {
 	var best *node.Status
 	for _, m := range w.members {
 		if m.up && !m.removed && m.node != nil {
@@ -96,20 +102,21 @@ func (w *world) table() []node.Member {
 		}
 	}
 	if best == nil {
-		return nil
+		return nil, 0
 	}
-	return best.Members
+	return best.Members, best.AppliedIndex
 }
 
 func (o *operator) round(w *world) {
 	if !o.active {
 		return
 	}
-	table := w.table()
-	if table == nil {
+	table, applied := w.table()
+	if table == nil || applied < o.tableApplied {
 		o.again(w)
 		return
 	}
+	o.tableApplied = applied
 	find := func(pred func(node.Member) bool) (node.Member, bool) {
 		for _, m := range table {
 			if pred(m) {
@@ -161,7 +168,8 @@ func (o *operator) round(w *world) {
 }
 
 func (w *world) isLearner(m *member) bool {
-	for _, tm := range w.table() {
+	table, _ := w.table()
+	for _, tm := range table {
 		if tm.ID == m.id {
 			return tm.IsLearner
 		}
