@@ -364,28 +364,10 @@ func (s *Store) applyTxn(t *pb.TxnRequest) ApplyResult {
 	return ApplyResult{Resp: resp, Rev: s.kv.rev, Events: events}
 }
 
-// checkTxnPath adds the put checks to kvState.checkTxnPath.
+// checkTxnPath adds the put checks (lease, ignore_*) to
+// kvState.checkTxnPath.
 func (s *Store) checkTxnPath(t *pb.TxnRequest, path []bool) ([]bool, error) {
-	ops := branch(t, path[0])
-	path = path[1:]
-	for _, op := range ops {
-		switch {
-		case op.GetRequestRange() != nil:
-			if err := s.kv.checkRangeRevision(op.GetRequestRange()); err != nil {
-				return nil, err
-			}
-		case op.GetRequestPut() != nil:
-			if err := s.checkPut(op.GetRequestPut()); err != nil {
-				return nil, err
-			}
-		case op.GetRequestTxn() != nil:
-			var err error
-			if path, err = s.checkTxnPath(op.GetRequestTxn(), path); err != nil {
-				return nil, err
-			}
-		}
-	}
-	return path, nil
+	return s.kv.checkTxnPathWith(t, path, s.checkPut)
 }
 
 // execTxn runs the chosen branch. Nested txn responses keep an empty header,

@@ -397,6 +397,12 @@ func (kv *kvState) readTxn(cfg Config, t *pb.TxnRequest, probe *keyEntry) (*pb.T
 // checkTxnPath makes etcd's apply-time checks of the chosen branches that do
 // not need a lease table: range revisions. Puts are checked by the Store.
 func (kv *kvState) checkTxnPath(t *pb.TxnRequest, path []bool) ([]bool, error) {
+	return kv.checkTxnPathWith(t, path, nil)
+}
+
+// checkTxnPathWith is checkTxnPath with checkPut (when not nil) applied to
+// every put on the path.
+func (kv *kvState) checkTxnPathWith(t *pb.TxnRequest, path []bool, checkPut func(*pb.PutRequest) error) ([]bool, error) {
 	ops := branch(t, path[0])
 	path = path[1:]
 	for _, op := range ops {
@@ -405,9 +411,13 @@ func (kv *kvState) checkTxnPath(t *pb.TxnRequest, path []bool) ([]bool, error) {
 			if err := kv.checkRangeRevision(op.GetRequestRange()); err != nil {
 				return nil, err
 			}
+		case op.GetRequestPut() != nil && checkPut != nil:
+			if err := checkPut(op.GetRequestPut()); err != nil {
+				return nil, err
+			}
 		case op.GetRequestTxn() != nil:
 			var err error
-			if path, err = kv.checkTxnPath(op.GetRequestTxn(), path); err != nil {
+			if path, err = kv.checkTxnPathWith(op.GetRequestTxn(), path, checkPut); err != nil {
 				return nil, err
 			}
 		}

@@ -563,14 +563,8 @@ func (s *Store) catchUpWatcher(w *watcher, budget, scanLimit int, first bool) (u
 			pos = s.revLog.next(pos)
 			le, ok = s.revLog.at(pos)
 		}
-		if n := len(revEvents); n > 0 {
-			mayExceed := first && len(events) == 0 && st.queuedEvents == 0
-			if !mayExceed && len(events)+n > budget {
-				stop = stopBudget
-				break
-			}
-			if !mayExceed && !st.canQueue(len(events)+n) {
-				stop = stopStreamFull
+		if len(revEvents) > 0 {
+			if stop = admitRevision(st, events, revEvents, budget, first); stop != stopNone {
 				break
 			}
 			events = append(events, revEvents...)
@@ -586,6 +580,25 @@ func (s *Store) catchUpWatcher(w *watcher, budget, scanLimit int, first bool) (u
 		w.eventsSinceTick = true
 	}
 	return len(events), scanned, stop
+}
+
+// admitRevision decides whether one revision's events join a catch-up
+// reply that already holds events: not if they would pass the event
+// budget or the stream's queue bound. The first revision of a watcher's
+// first reply on an empty stream is always admitted, however large, since
+// a revision is never split and the watcher must make progress.
+func admitRevision(st *watchStream, events, revEvents []*mvccpb.Event, budget int, first bool) catchUpStop {
+	n := len(events) + len(revEvents)
+	if first && len(events) == 0 && st.queuedEvents == 0 {
+		return stopNone
+	}
+	if n > budget {
+		return stopBudget
+	}
+	if !st.canQueue(n) {
+		return stopStreamFull
+	}
+	return stopNone
 }
 
 // catchUpKey is catchUpWatcher for a watcher of one key: it reads that
@@ -605,14 +618,8 @@ func (s *Store) catchUpKey(w *watcher, budget int, first bool) (used, scanned in
 					revEvents = append(revEvents, out)
 				}
 			}
-			if n := len(revEvents); n > 0 {
-				mayExceed := first && len(events) == 0 && st.queuedEvents == 0
-				if !mayExceed && len(events)+n > budget {
-					stop = stopBudget
-					break
-				}
-				if !mayExceed && !st.canQueue(len(events)+n) {
-					stop = stopStreamFull
+			if len(revEvents) > 0 {
+				if stop = admitRevision(st, events, revEvents, budget, first); stop != stopNone {
 					break
 				}
 				events = append(events, revEvents...)
