@@ -77,6 +77,7 @@ type Config struct {
 	WatchProgressNotifyInterval time.Duration // 0: etcd's 10 minutes
 
 	DisableGateway bool // etcd's --enable-grpc-gateway=false: no /v3 JSON gateway
+	EnablePprof    bool // etcd's --enable-pprof: Go's profiles at /debug/pprof/ on the client URLs
 
 	// ClientListeners and PeerListeners, when set, are used instead of
 	// listening on ListenClientURLs and ListenPeerURLs (tests pass :0

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	stdnet "net"
 	"net/http"
+	"net/http/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -61,6 +62,13 @@ func newHTTPHandler(ctx context.Context, m *Member, gatewayConn *bufconn.Listene
 	mux.HandleFunc("/version", func(w http.ResponseWriter, r *http.Request) { writeVersion(w) })
 	mux.HandleFunc("/metrics", m.serveMetrics)
 	mux.HandleFunc("/v2/members", m.serveV2Members)
+	if m.cfg.EnablePprof {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	if m.cfg.DisableGateway {
 		return mux, nil
 	}

@@ -441,3 +441,23 @@ func TestMetricsListener(t *testing.T) {
 		t.Fatalf("the gateway on the metrics URL: %d, want 404", code)
 	}
 }
+
+// --enable-pprof serves Go's profiles on the client URL, as etcd does; off
+// by default.
+func TestPprofOnlyWhenEnabled(t *testing.T) {
+	for _, enabled := range []bool{false, true} {
+		tms := newTestConfigs(t, 1)
+		tms[0].cfg.EnablePprof = enabled
+		tms[0].start(t)
+		waitLeader(t, tms)
+		resp, err := http.Get(tms[0].clientURL + "/debug/pprof/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if got, want := resp.StatusCode == http.StatusOK, enabled; got != want {
+			t.Errorf("--enable-pprof=%t: GET /debug/pprof/ answered %d", enabled, resp.StatusCode)
+		}
+		tms[0].m.Stop()
+	}
+}

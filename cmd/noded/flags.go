@@ -114,7 +114,7 @@ var flagDefs = []flagDef{
 	{name: "bcrypt-cost", kind: kindUint, def: "10", usage: "Specify bcrypt algorithm cost factor for auth password hashing.", group: groupAuth, ignored: "authentication is not supported yet"},
 	{name: "auth-token-ttl", kind: kindUint, def: "300", usage: "The lifetime in seconds of the auth token.", group: groupAuth, ignored: "authentication is not supported yet"},
 
-	{name: "enable-pprof", kind: kindBool, def: "false", usage: "Enable runtime profiling data via HTTP server. Address is at client URL + \"/debug/pprof/\"", group: groupProfiling, ignored: "pprof is not served"},
+	{name: "enable-pprof", kind: kindBool, def: "false", usage: "Enable runtime profiling data via HTTP server. Address is at client URL + \"/debug/pprof/\"", group: groupProfiling},
 	{name: "metrics", def: "basic", usage: "Set level of detail for exported metrics, specify 'extensive' to include server side grpc histogram metrics.", group: groupProfiling, ignored: "noded exports one set of metrics"},
 	{name: "enable-grpc-gateway", kind: kindBool, def: "true", usage: "Enable GRPC gateway.", group: groupProfiling},
 
@@ -396,6 +396,7 @@ func (o *options) toConfig() (server.Config, []string, error) {
 		return cfg, nil, fmt.Errorf("--watch-progress-notify-interval %v is below the minimum of 100ms", cfg.WatchProgressNotifyInterval)
 	}
 	cfg.DisableGateway = !o.boolean("enable-grpc-gateway")
+	cfg.EnablePprof = o.boolean("enable-pprof")
 	if err := cfg.Validate(); err != nil {
 		return cfg, nil, err
 	}
