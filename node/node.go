@@ -350,6 +350,9 @@ func (n *Node) finishReady(rd raft.Ready) {
 		if err := n.installSnapshotState(rd.Snapshot, parts); err != nil {
 			panic(fmt.Sprintf("node %x: %v", n.cfg.ID, err))
 		}
+		// Reads waiting for an index the snapshot covers need not wait for
+		// the next entry.
+		n.serveReads()
 	}
 	if len(rd.Entries) > 0 {
 		if err := n.storage.Append(rd.Entries); err != nil {
