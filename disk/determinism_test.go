@@ -11,7 +11,7 @@ import (
 // the same natively and under GOOS=js GOARCH=wasm; it changes only when the
 // WAL format, SimFS's crash model or the sweep workload changes (then update
 // it, after checking both platforms agree).
-const simTraceHashGolden = "563f634790946cfcb46ddce6f393670974ee5a6a1eb3aaa62be98210590ead95"
+const simTraceHashGolden = "0936153b584fc8d83be545fff81320c39bcb5abc7d6c2d56eca5afd1a72f4658"
 
 // simTrace runs the sweep workload under several seeded crashes and bit
 // flips and renders every SimFS state and every Open result: the twin's

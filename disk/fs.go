@@ -25,7 +25,7 @@ type FS interface {
 	// Open opens the named file for reading only.
 	Open(name string) (File, error)
 	// OpenAppend opens an existing file for reading and writing with the
-	// write offset at its end.
+	// write offset at its end (its size, allocated space included).
 	OpenAppend(name string) (File, error)
 	// Rename renames a file within one directory (both names must have the
 	// same parent), replacing newname if it exists.
@@ -42,17 +42,31 @@ type FS interface {
 	Stat(name string) (sizeBytes int64, err error)
 }
 
-// File is an open file. Writes are sequential: each Write lands at the
-// file's write offset and advances it.
+// File is an open file. Write lands at the file's write offset and
+// advances it (for files written front to back: snapshots); WriteAt lands
+// where it is told and leaves the write offset alone (for WAL segments,
+// whose records go at offsets the Storage tracks inside space allocated
+// beforehand).
 type File interface {
 	Write(p []byte) (int, error)
+	WriteAt(p []byte, off int64) (int, error)
 	ReadAt(p []byte, off int64) (int, error)
-	// Sync makes the file's contents durable. An error is fatal for the
-	// member: what was written may or may not be on the medium.
+	// Sync makes the file's contents durable, its size included. An error
+	// is fatal for the member: what was written may or may not be on the
+	// medium. OSFS uses fdatasync where it has it: it skips flushing
+	// timestamps, which nothing here reads, but still flushes the size and
+	// the allocation that reading the data back needs.
 	Sync() error
 	// Truncate changes the file's size; the write offset moves back to the
 	// new end if it was past it.
 	Truncate(sizeBytes int64) error
+	// Allocate makes the file at least sizeBytes long, the new bytes reading
+	// as zeros, and reserves their space on the medium where the platform
+	// can, so that writes into it later change no file size and need no
+	// block allocation: their Sync then flushes data without a journal
+	// commit for metadata. It never shrinks the file or changes its
+	// existing bytes. Like a write, it is durable only after Sync.
+	Allocate(sizeBytes int64) error
 	Close() error
 }
 

@@ -157,15 +157,28 @@ type osFile struct {
 	f *os.File
 }
 
-func (f *osFile) Write(p []byte) (int, error)             { return f.f.Write(p) }
-func (f *osFile) ReadAt(p []byte, off int64) (int, error) { return f.f.ReadAt(p, off) }
-func (f *osFile) Close() error                            { return f.f.Close() }
+func (f *osFile) Write(p []byte) (int, error)              { return f.f.Write(p) }
+func (f *osFile) WriteAt(p []byte, off int64) (int, error) { return f.f.WriteAt(p, off) }
+func (f *osFile) ReadAt(p []byte, off int64) (int, error)  { return f.f.ReadAt(p, off) }
+func (f *osFile) Close() error                             { return f.f.Close() }
 
-func (f *osFile) Sync() error {
-	if err := f.f.Sync(); err != nil {
-		return fmt.Errorf("fsync %s: %w", f.f.Name(), err)
+// Sync and Allocate are in osfs_linux.go (fdatasync, fallocate) and
+// osfs_other.go (fsync, and extending the size without reserving space).
+
+// extendTo makes the file sizeBytes long if it is shorter, without
+// reserving space: the new bytes read as zeros and are allocated as they are
+// written. It is Allocate where the platform or file system cannot reserve
+// space; the size is what Open reads, so the WAL's shape is the same either
+// way and only the speed of later syncs differs.
+func (f *osFile) extendTo(sizeBytes int64) error {
+	fi, err := f.f.Stat()
+	if err != nil {
+		return err
 	}
-	return nil
+	if fi.Size() >= sizeBytes {
+		return nil
+	}
+	return f.f.Truncate(sizeBytes)
 }
 
 func (f *osFile) Truncate(sizeBytes int64) error {

@@ -5,13 +5,20 @@ package disk
 // crash keeps only the durable part (or a seeded-random prefix of the rest).
 //
 // Fault model.
-//   - File contents: every file has its durable bytes (as of its last Sync)
-//     and the ordered list of writes and truncates since. Crash keeps the
-//     durable bytes plus, by mode, none of the pending operations
-//     (CrashLoseUnsynced), a random prefix of them whose last write may be
-//     torn at any byte (CrashTorn), or such a prefix followed by zeros up to
-//     the size the file had before the crash (CrashZeroTail: a preallocated
-//     or extended file whose data blocks never reached the medium).
+//   - File contents: every file has its durable contents (as of its last
+//     Sync) and the ordered list of writes, truncates and allocations since.
+//     Crash keeps the durable contents plus, by mode, none of the pending
+//     operations (CrashLoseUnsynced), a random prefix of them whose last
+//     write may be torn at any byte (CrashTorn), or such a prefix followed
+//     by zeros up to the size the file had before the crash (CrashZeroTail:
+//     a preallocated or extended file whose data blocks never reached the
+//     medium). An allocation (File.Allocate) is such an operation: a crash
+//     before the Sync after it may keep it or lose it, and it is kept only
+//     with everything before it.
+//   - Allocated space: a file is its written bytes followed by zeros up to
+//     its size, and only the written bytes are stored, so a preallocated
+//     64 MiB segment costs what was written into it. Reads, Stat and
+//     DurableSize see the size, allocated zeros included.
 //   - Directories: creates, renames and removes in a directory are pending
 //     until SyncDir of that directory. Crash keeps none of them
 //     (CrashLoseUnsynced) or a random prefix per directory (the other modes),
@@ -19,9 +26,9 @@ package disk
 //     journalling file system gives. Entries under a lost directory are lost.
 //   - FailNextSync: the next File.Sync or SyncDir returns the error and makes
 //     nothing durable.
-//   - FlipBit / FlipRandomBit: a bit flips in every version of the file
-//     (what reads see, the durable bytes and any pending write covering it):
-//     media corruption, synced data included.
+//   - FlipBit / FlipRandomBit: a bit of the written bytes flips in every
+//     version of the file (what reads see, the durable bytes and any pending
+//     write covering it): media corruption, synced data included.
 //   - MisdirectNextWrite: the next Write lands offsetDelta bytes away from
 //     where it was aimed; the place it was aimed at keeps its old bytes
 //     (zeros past the old end), and the write offset advances as if the
@@ -88,9 +95,45 @@ var errStaleHandle = errors.New("file handle opened before a simulated crash")
 const simPendingOpsMax = 1 << 16
 
 type simInode struct {
-	data    []byte // what reads see now
-	durable []byte // what survives any crash: contents as of the last Sync
+	data    simContent // what reads see now
+	durable simContent // what survives any crash: contents as of the last Sync
 	pending []simFileOp
+}
+
+// simContent is a file's contents: written, then zeros up to sizeBytes
+// (allocated or extended space nothing was written to). Invariant:
+// len(written) <= sizeBytes.
+type simContent struct {
+	written   []byte
+	sizeBytes int64
+}
+
+func (c simContent) clone() simContent {
+	return simContent{written: slices.Clone(c.written), sizeBytes: c.sizeBytes}
+}
+
+// readAt copies the contents from off into p, zeros past the written bytes,
+// and returns how many bytes it filled (fewer than len(p) at the end).
+func (c simContent) readAt(p []byte, off int64) int {
+	if off >= c.sizeBytes {
+		return 0
+	}
+	n := int(min(int64(len(p)), c.sizeBytes-off))
+	copied := 0
+	if off < int64(len(c.written)) {
+		copied = copy(p[:n], c.written[off:])
+	}
+	clear(p[copied:n])
+	return n
+}
+
+// materialize makes the first upToBytes bytes (at most the size) part of
+// written, so that they can be changed in place.
+func (c *simContent) materialize(upToBytes int64) {
+	upToBytes = min(upToBytes, c.sizeBytes)
+	if upToBytes > int64(len(c.written)) {
+		c.written = append(c.written, make([]byte, upToBytes-int64(len(c.written)))...)
+	}
 }
 
 type simFileOpKind uint8
@@ -98,13 +141,14 @@ type simFileOpKind uint8
 const (
 	simWrite simFileOpKind = iota + 1
 	simTruncate
+	simAllocate
 )
 
 type simFileOp struct {
 	kind      simFileOpKind
 	offset    int64  // simWrite: where the bytes land
 	data      []byte // simWrite: the bytes (owned)
-	sizeBytes int64  // simTruncate: the new size
+	sizeBytes int64  // simTruncate: the new size; simAllocate: the size at least
 }
 
 type simNode struct {
@@ -157,8 +201,8 @@ func NewSimFS() *SimFS {
 }
 
 // OpsCount returns how many mutating operations (Create, OpenAppend, Write,
-// Sync, Truncate, Rename, Remove, MkdirAll, SyncDir) have been attempted and
-// carried out so far. Crash-point sweeps use it to number crash points.
+// WriteAt, Sync, Truncate, Allocate, Rename, Remove, MkdirAll, SyncDir)
+// have been attempted and carried out so far. Crash-point sweeps use it to number crash points.
 func (s *SimFS) OpsCount() int64 { return s.opsCount }
 
 // HaltAfterOps lets n more mutating operations through; the one after them,
@@ -196,8 +240,8 @@ func (s *SimFS) takeSyncErr() error {
 	return err
 }
 
-// MisdirectNextWrite makes the next Write land offsetDelta bytes away from
-// its aim (clamped at offset 0).
+// MisdirectNextWrite makes the next Write or WriteAt land offsetDelta bytes
+// away from its aim (clamped at offset 0).
 func (s *SimFS) MisdirectNextWrite(offsetDelta int64) {
 	s.misdirectArmed = true
 	s.misdirectDeltaBytes = offsetDelta
@@ -300,7 +344,7 @@ func (s *SimFS) OpenAppend(name string) (File, error) {
 	if err != nil {
 		return nil, err
 	}
-	return s.newHandle(c, n.inode, true, int64(len(n.inode.data))), nil
+	return s.newHandle(c, n.inode, true, n.inode.data.sizeBytes), nil
 }
 
 // Rename implements FS.
@@ -432,7 +476,7 @@ func (s *SimFS) Stat(name string) (int64, error) {
 	if n.dir {
 		return 0, nil
 	}
-	return int64(len(n.inode.data)), nil
+	return n.inode.data.sizeBytes, nil
 }
 
 func applyDirOp(ns map[string]*simNode, op simDirOp) {
@@ -493,7 +537,7 @@ func (s *SimFS) Crash(rng *rand.Rand, mode CrashMode) {
 
 // crash replaces the file's contents by what a crash in mode leaves.
 func (in *simInode) crash(rng *rand.Rand, mode CrashMode) {
-	preCrashSizeBytes := len(in.data)
+	preCrashSizeBytes := in.data.sizeBytes
 	out := in.durable
 	if mode != CrashLoseUnsynced && len(in.pending) > 0 {
 		whole := rng.IntN(len(in.pending) + 1)
@@ -507,34 +551,32 @@ func (in *simInode) crash(rng *rand.Rand, mode CrashMode) {
 				out = torn.apply(out)
 			}
 		}
-		if mode == CrashZeroTail && len(out) < preCrashSizeBytes {
-			out = append(out, make([]byte, preCrashSizeBytes-len(out))...)
+		if mode == CrashZeroTail {
+			out.sizeBytes = max(out.sizeBytes, preCrashSizeBytes)
 		}
 	}
 	in.durable = out
-	in.data = slices.Clone(out)
+	in.data = out.clone()
 	in.pending = nil
 }
 
-// apply returns b with the operation applied (b may be reused).
-func (op simFileOp) apply(b []byte) []byte {
+// apply returns c with the operation applied (c.written may be reused).
+func (op simFileOp) apply(c simContent) simContent {
 	switch op.kind {
 	case simWrite:
 		end := op.offset + int64(len(op.data))
-		if end > int64(len(b)) {
-			b = append(b, make([]byte, end-int64(len(b)))...)
-		}
-		copy(b[op.offset:], op.data)
+		c.sizeBytes = max(c.sizeBytes, end)
+		c.materialize(end)
+		copy(c.written[op.offset:], op.data)
 	case simTruncate:
-		if op.sizeBytes <= int64(len(b)) {
-			b = b[:op.sizeBytes]
-		} else {
-			b = append(b, make([]byte, op.sizeBytes-int64(len(b)))...)
-		}
+		c.written = c.written[:min(int64(len(c.written)), op.sizeBytes)]
+		c.sizeBytes = op.sizeBytes
+	case simAllocate:
+		c.sizeBytes = max(c.sizeBytes, op.sizeBytes)
 	default:
 		assertf(false, "unknown file operation %d", op.kind)
 	}
-	return b
+	return c
 }
 
 func (in *simInode) addPending(op simFileOp) {
@@ -561,6 +603,18 @@ func (in *simInode) truncate(sizeBytes int64) {
 	in.addPending(op)
 }
 
+// allocate records an allocation only if it grows the file: one that does
+// not would change nothing in any crash outcome either, since a crash keeps
+// it only with every operation before it, which together give today's size.
+func (in *simInode) allocate(sizeBytes int64) {
+	if sizeBytes <= in.data.sizeBytes {
+		return
+	}
+	op := simFileOp{kind: simAllocate, sizeBytes: sizeBytes}
+	in.data = op.apply(in.data)
+	in.addPending(op)
+}
+
 func (in *simInode) sync() {
 	for _, op := range in.pending {
 		in.durable = op.apply(in.durable)
@@ -568,8 +622,11 @@ func (in *simInode) sync() {
 	in.pending = nil
 }
 
-// FlipBit flips one bit of a file everywhere it is stored: in what reads
-// see, in the durable bytes, and in any pending write that covers it.
+// FlipBit flips one bit of a file's written bytes everywhere they are
+// stored: in what reads see, in the durable bytes if they hold a written
+// byte there, and in any pending write that covers it. Allocated space
+// nothing was written to has no bit to flip: a file system reads it as
+// zeros whatever the medium holds there.
 func (s *SimFS) FlipBit(name string, bitOffset int64) error {
 	_, n, err := s.lookupFile("flipbit", name)
 	if err != nil {
@@ -577,13 +634,13 @@ func (s *SimFS) FlipBit(name string, bitOffset int64) error {
 	}
 	in := n.inode
 	byteOffset := bitOffset / 8
-	if bitOffset < 0 || byteOffset >= int64(len(in.data)) {
-		return fmt.Errorf("disk: flip bit %d of %s: file has %d bytes", bitOffset, name, len(in.data))
+	if bitOffset < 0 || byteOffset >= int64(len(in.data.written)) {
+		return fmt.Errorf("disk: flip bit %d of %s: file has %d written bytes", bitOffset, name, len(in.data.written))
 	}
 	mask := byte(1) << (bitOffset % 8)
-	in.data[byteOffset] ^= mask
-	if byteOffset < int64(len(in.durable)) {
-		in.durable[byteOffset] ^= mask
+	in.data.written[byteOffset] ^= mask
+	if byteOffset < int64(len(in.durable.written)) {
+		in.durable.written[byteOffset] ^= mask
 	}
 	for _, op := range in.pending {
 		if op.kind == simWrite && byteOffset >= op.offset && byteOffset < op.offset+int64(len(op.data)) {
@@ -593,14 +650,14 @@ func (s *SimFS) FlipBit(name string, bitOffset int64) error {
 	return nil
 }
 
-// FlipRandomBit flips a bit chosen by rng in a non-empty file chosen by rng
-// among those whose name passes nameFilter (nil: all). ok is false when no
-// file qualifies.
+// FlipRandomBit flips a bit chosen by rng among the written bytes (see
+// FlipBit) of a file chosen by rng among those with written bytes whose
+// name passes nameFilter (nil: all). ok is false when no file qualifies.
 func (s *SimFS) FlipRandomBit(rng *rand.Rand, nameFilter func(string) bool) (name string, bitOffset int64, ok bool) {
 	var candidates []string
 	for _, c := range slices.Sorted(maps.Keys(s.current)) {
 		n := s.current[c]
-		if !n.dir && len(n.inode.data) > 0 && (nameFilter == nil || nameFilter(c)) {
+		if !n.dir && len(n.inode.data.written) > 0 && (nameFilter == nil || nameFilter(c)) {
 			candidates = append(candidates, c)
 		}
 	}
@@ -608,7 +665,7 @@ func (s *SimFS) FlipRandomBit(rng *rand.Rand, nameFilter func(string) bool) (nam
 		return "", 0, false
 	}
 	name = candidates[rng.IntN(len(candidates))]
-	bitOffset = rng.Int64N(int64(len(s.current[name].inode.data)) * 8)
+	bitOffset = rng.Int64N(int64(len(s.current[name].inode.data.written)) * 8)
 	err := s.FlipBit(name, bitOffset)
 	assertf(err == nil, "flip a bit inside %s: %v", name, err)
 	return name, bitOffset, true
@@ -625,7 +682,7 @@ func (s *SimFS) DurableSize(name string) int64 {
 	if !ok || n.dir {
 		return -1
 	}
-	return int64(len(n.inode.durable))
+	return n.inode.durable.sizeBytes
 }
 
 // String lists every entry in sorted order with its size now, its durable
@@ -649,8 +706,8 @@ func (s *SimFS) String() string {
 			fmt.Fprintf(&b, "\n  dir  %s entry=%s", name, entry)
 			continue
 		}
-		fmt.Fprintf(&b, "\n  file %s size=%d synced=%d pending-ops=%d entry=%s",
-			name, len(n.inode.data), len(n.inode.durable), len(n.inode.pending), entry)
+		fmt.Fprintf(&b, "\n  file %s size=%d written=%d synced=%d pending-ops=%d entry=%s",
+			name, n.inode.data.sizeBytes, len(n.inode.data.written), n.inode.durable.sizeBytes, len(n.inode.pending), entry)
 	}
 	return b.String()
 }
@@ -680,6 +737,17 @@ func (f *simFile) check(op string) error {
 }
 
 func (f *simFile) Write(p []byte) (int, error) {
+	n, err := f.write(p, f.offset)
+	f.offset += int64(n)
+	return n, err
+}
+
+func (f *simFile) WriteAt(p []byte, off int64) (int, error) {
+	return f.write(p, off)
+}
+
+// write lands p at aimedOffset, or elsewhere if a misdirected write is armed.
+func (f *simFile) write(p []byte, aimedOffset int64) (int, error) {
 	if err := f.fs.beginOp(); err != nil {
 		return 0, err
 	}
@@ -689,17 +757,19 @@ func (f *simFile) Write(p []byte) (int, error) {
 	if !f.writable {
 		return 0, &fs.PathError{Op: "write", Path: f.name, Err: fs.ErrPermission}
 	}
-	at := f.offset
+	if aimedOffset < 0 {
+		return 0, &fs.PathError{Op: "write", Path: f.name, Err: fs.ErrInvalid}
+	}
+	at := aimedOffset
 	if f.fs.misdirectArmed {
 		f.fs.misdirectArmed = false
 		at = max(0, at+f.fs.misdirectDeltaBytes)
 		// The place aimed at keeps its old bytes; past the end it reads zeros.
-		if aimedEnd := f.offset + int64(len(p)); aimedEnd > int64(len(f.inode.data)) {
+		if aimedEnd := aimedOffset + int64(len(p)); aimedEnd > f.inode.data.sizeBytes {
 			f.inode.truncate(aimedEnd)
 		}
 	}
 	f.inode.writeAt(p, at)
-	f.offset += int64(len(p))
 	return len(p), nil
 }
 
@@ -713,10 +783,10 @@ func (f *simFile) ReadAt(p []byte, off int64) (int, error) {
 	if off < 0 {
 		return 0, &fs.PathError{Op: "read", Path: f.name, Err: fs.ErrInvalid}
 	}
-	if off >= int64(len(f.inode.data)) {
+	if off >= f.inode.data.sizeBytes {
 		return 0, io.EOF
 	}
-	n := copy(p, f.inode.data[off:])
+	n := f.inode.data.readAt(p, off)
 	if n < len(p) {
 		return n, io.EOF
 	}
@@ -749,6 +819,20 @@ func (f *simFile) Truncate(sizeBytes int64) error {
 	}
 	f.inode.truncate(sizeBytes)
 	f.offset = min(f.offset, sizeBytes)
+	return nil
+}
+
+func (f *simFile) Allocate(sizeBytes int64) error {
+	if err := f.fs.beginOp(); err != nil {
+		return err
+	}
+	if err := f.check("allocate"); err != nil {
+		return err
+	}
+	if !f.writable || sizeBytes < 0 {
+		return &fs.PathError{Op: "allocate", Path: f.name, Err: fs.ErrInvalid}
+	}
+	f.inode.allocate(sizeBytes)
 	return nil
 }
 

@@ -3,6 +3,7 @@ package disk
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"testing"
@@ -247,6 +248,34 @@ func TestFSConformance(t *testing.T) {
 		note("stat", err)
 		out.WriteString(string(rune('0' + size)))
 		out.WriteString("\n")
+		// Allocation: the size grows, the new bytes read zeros, a smaller
+		// allocation shrinks nothing; WriteAt lands where told and moves no
+		// write offset; OpenAppend's offset is the allocated end.
+		h, err := fsys.Create("a/b/p")
+		note("create p", err)
+		note("allocate", h.Allocate(64))
+		_, err = h.WriteAt([]byte("mid"), 10)
+		note("writeat", err)
+		note("allocate smaller", h.Allocate(8))
+		_, err = h.Write([]byte("W"))
+		note("write after writeat", err)
+		size, err = fsys.Stat("a/b/p")
+		note("stat p", err)
+		window := make([]byte, 16)
+		n, err = h.ReadAt(window, 0)
+		fmt.Fprintf(&out, "size %d read %d %q %v\n", size, n, window[:n], err)
+		note("sync p", h.Sync())
+		note("close p", h.Close())
+		h, err = fsys.OpenAppend("a/b/p")
+		note("openappend p", err)
+		_, err = h.Write([]byte("E"))
+		note("append p", err)
+		size, err = fsys.Stat("a/b/p")
+		note("stat p again", err)
+		n, err = h.ReadAt(window, 56)
+		fmt.Fprintf(&out, "size %d tail %d %q eof=%v\n", size, n, window[:n], err == io.EOF)
+		note("close p again", h.Close())
+
 		note("remove", fsys.Remove("a/b/g"))
 		_, err = fsys.Stat("a/b/g")
 		note("stat removed", err)
