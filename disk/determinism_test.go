@@ -11,7 +11,7 @@ import (
 // the same natively and under GOOS=js GOARCH=wasm; it changes only when the
 // WAL format, SimFS's crash model or the sweep workload changes (then update
 // it, after checking both platforms agree).
-const simTraceHashGolden = "0936153b584fc8d83be545fff81320c39bcb5abc7d6c2d56eca5afd1a72f4658"
+const simTraceHashGolden = "bd5f4884ca9c0ef5e4699c29785e84bebe0c0e07147a6fa822c427f9d19b701a"
 
 // simTrace runs the sweep workload under several seeded crashes and bit
 // flips and renders every SimFS state and every Open result: the twin's

@@ -16,8 +16,9 @@
 //
 // Create (or Open) gives a Storage. On every raft Ready: Append(hardState,
 // entries) writes the records through the FS at once; Sync makes everything
-// appended since the last Sync durable with one fsync (group commit); only
-// then may the member send the Ready's messages. SaveSnapshot makes a
+// appended since the last Sync durable with one sync of the open segment
+// (fdatasync on Linux; group commit); only then may the member send the
+// Ready's messages. SaveSnapshot makes a
 // snapshot durable and releases what it covers. Any write or fsync error is
 // returned by that call and by every call after it: the member must stop.
 //
@@ -35,7 +36,12 @@
 // (segment header chained to the previous segment's last CRC, metadata, the
 // newest snapshot record and hard state), so older segments can be removed.
 // A full segment is fsynced before the next one starts, so only the newest
-// segment can end torn.
+// segment can end torn. Each segment is allocated Options.SegmentSizeBytes
+// of zeros (fallocate on Linux), durably, before its first record, and
+// records are written at tracked offsets inside it, so that a sync flushes
+// data without a metadata commit for a growing file, as etcd does; a
+// segment is its records followed by zeros (a record may run past the
+// allocation, growing the file).
 //
 // Snapshots (snap.go): <index>-<term>.snap, written to a temporary name,
 // fsynced, renamed and the directory fsynced; then a snapshot record in the
@@ -45,10 +51,12 @@
 //
 // # Opening
 //
-// Open replays the segments, cuts a torn tail of the newest one (judged by
-// shape: a record cut short, or damage followed only by zeros), refuses any
-// other damage with a *CorruptError naming file and offset, picks the newest
-// snapshot the WAL vouches for and continues from, and makes what it returns
-// durable before returning it. It never starts empty on a WAL that needs a
-// snapshot it cannot find.
+// Open replays the segments, reading zeros after a segment's last whole
+// record as the end of its data (and leaving them, to append into), cuts a
+// torn tail of the newest one (judged by shape: a record cut short, or a
+// damaged header, followed only by zeros), refuses any other damage (a
+// damaged whole record, non-zero bytes after zeros) with a *CorruptError
+// naming file and offset, picks the newest snapshot the WAL vouches for and
+// continues from, and makes what it returns durable before returning it. It
+// never starts empty on a WAL that needs a snapshot it cannot find.
 package disk

@@ -89,15 +89,15 @@ func TestFaultFsyncError(t *testing.T) {
 }
 
 // TestFaultBitFlipAnywhereIsRefused (D4): a WAL whose every record was
-// synced, with one bit flipped at any byte (every byte is tried, in the
-// head, the middle and the very last record), is refused with a
-// CorruptError naming the file and the offset of the damaged record; it is
-// never opened with the damage cut away or let through.
+// synced, with one bit flipped at any byte of its data (every byte is
+// tried, in the head, the middle and the very last record), is refused
+// with a CorruptError naming the file and the offset of the damaged
+// record; it is never opened with the damage cut away or let through.
 func TestFaultBitFlipAnywhereIsRefused(t *testing.T) {
 	fsys, seg := syncedWAL(t, 6)
-	size, err := fsys.Stat(seg)
+	size := dataEndBytes(t, fsys, seg)
+	data, _, err := readSegment(fsys, seg)
 	must(t, err)
-	data := readAllT(t, fsys, seg)
 	recordStarts := map[int64]bool{}
 	for off := 0; off < len(data); {
 		_, n, _, err := DecodeRecord(data[off:], 0) // chain not needed for framing
@@ -140,7 +140,7 @@ func TestFaultBitFlipAnywhereIsRefused(t *testing.T) {
 func TestFaultBitFlipInTail(t *testing.T) {
 	t.Run("synced last record is refused", func(t *testing.T) {
 		fsys, seg := syncedWAL(t, 4)
-		size, _ := fsys.Stat(seg)
+		size := dataEndBytes(t, fsys, seg)
 		must(t, fsys.FlipBit(seg, (size-10)*8))
 		_, _, err := Open(fsys, "wal", "snap", Options{})
 		if !errors.Is(err, ErrCorrupt) || !corruptMessage.MatchString(err.Error()) {
@@ -151,7 +151,7 @@ func TestFaultBitFlipInTail(t *testing.T) {
 		fsys, seg := syncedWAL(t, 4)
 		s, _ := mustOpen(t, fsys, Options{})
 		must(t, s.Append(nil, ents(5, 5, 1))) // not synced
-		size, _ := fsys.Stat(seg)
+		size := dataEndBytes(t, fsys, seg)
 		must(t, fsys.FlipBit(seg, (size-10)*8))
 		fsys.Crash(nil, CrashLoseUnsynced)
 		_, rec := mustOpen(t, fsys, Options{})
@@ -165,7 +165,7 @@ func TestFaultBitFlipInTail(t *testing.T) {
 		s, _ := mustOpen(t, fsys, Options{})
 		must(t, s.Append(nil, ents(5, 5, 1)))
 		must(t, s.Close()) // no crash: the page cache still holds it
-		size, _ := fsys.Stat(seg)
+		size := dataEndBytes(t, fsys, seg)
 		must(t, fsys.FlipBit(seg, (size-10)*8))
 		if _, _, err := Open(fsys, "wal", "snap", Options{}); !errors.Is(err, ErrCorrupt) {
 			t.Fatalf("Open = %v, want a refusal", err)
@@ -176,10 +176,10 @@ func TestFaultBitFlipInTail(t *testing.T) {
 		for seed := uint64(0); seed < 40; seed++ {
 			fsys, seg := syncedWAL(t, 4)
 			s, _ := mustOpen(t, fsys, Options{})
+			sizeBefore := dataEndBytes(t, fsys, seg) // all synced by Open
 			must(t, s.Append(nil, ents(5, 8, 1)))
-			sizeBefore := fsys.DurableSize(seg)
 			fsys.Crash(newRand(seed), CrashTorn)
-			size, _ := fsys.Stat(seg)
+			size := dataEndBytes(t, fsys, seg)
 			if size > sizeBefore {
 				rng := newRand(seed + 1000)
 				must(t, fsys.FlipBit(seg, sizeBefore*8+rng.Int64N((size-sizeBefore)*8)))
@@ -233,8 +233,9 @@ func TestFaultMisdirectedWrite(t *testing.T) {
 }
 
 // TestFaultZeroTail (D3): a crash that leaves zeros where unsynced records
-// were is a torn tail: Open cuts it (truncating the file), keeps every
-// synced record, and later appends reopen cleanly.
+// were is the end of the data, or a torn tail if part of a record is left
+// before them: Open cuts that, keeps every synced record and the segment's
+// allocation (durably), and later appends reopen cleanly.
 func TestFaultZeroTail(t *testing.T) {
 	cut := 0
 	for seed := uint64(0); seed < 30; seed++ {
@@ -242,16 +243,26 @@ func TestFaultZeroTail(t *testing.T) {
 		s, _ := mustOpen(t, fsys, Options{})
 		must(t, s.Append(hardState(1, 1, 4), ents(5, 9, 1)))
 		fsys.Crash(newRand(seed), CrashZeroTail)
-		sizeAfterCrash, _ := fsys.Stat(seg)
+		dataEndAfterCrash := dataEndBytes(t, fsys, seg)
 		s, rec := mustOpen(t, fsys, Options{})
 		checkPrefixOf(t, rec, 4)
-		sizeAfterOpen, _ := fsys.Stat(seg)
-		if sizeAfterOpen < sizeAfterCrash {
+		dataEndAfterOpen := dataEndBytes(t, fsys, seg)
+		if dataEndAfterOpen < dataEndAfterCrash {
 			cut++
 		}
-		if fsys.DurableSize(seg) != sizeAfterOpen {
-			t.Fatalf("seed %d: the cut is not durable (%d synced of %d)", seed, fsys.DurableSize(seg), sizeAfterOpen)
+		if dataEndAfterOpen != s.openSegmentSizeBytes {
+			t.Fatalf("seed %d: data ends at %d after Open, its records at %d", seed, dataEndAfterOpen, s.openSegmentSizeBytes)
 		}
+		if size, _ := fsys.Stat(seg); size != DefaultSegmentSizeBytes || fsys.DurableSize(seg) != size {
+			t.Fatalf("seed %d: after Open the segment is %d bytes, %d durable; want its allocation, %d, kept durably",
+				seed, size, fsys.DurableSize(seg), DefaultSegmentSizeBytes)
+		}
+		must(t, s.Close())
+		fsys.Crash(nil, CrashLoseUnsynced) // the cut was synced: a crash now keeps it
+		if got := dataEndBytes(t, fsys, seg); got != dataEndAfterOpen {
+			t.Fatalf("seed %d: the cut is not durable: data ends at %d after a crash, %d before", seed, got, dataEndAfterOpen)
+		}
+		s, _ = mustOpen(t, fsys, Options{})
 		next := uint64(len(rec.Entries)) + 1
 		must(t, s.Append(nil, ents(next, next+1, 1)))
 		must(t, s.Sync())

@@ -123,12 +123,20 @@ func readFile(fsys FS, name string, limitBytes int64) ([]byte, error) {
 
 // writeFileDurably writes a whole file under a temporary name, syncs it,
 // renames it into place and syncs the directory: a crash at any point leaves
-// either no file under name or the whole of data.
-func writeFileDurably(fsys FS, name string, data []byte) error {
+// either no file under name or the whole of data. With allocateSizeBytes
+// above len(data) the file is allocated to that size first (zeros after
+// data), and the allocation is as durable as data when the file appears.
+func writeFileDurably(fsys FS, name string, data []byte, allocateSizeBytes int64) error {
 	tmp := name + tmpSuffix
 	f, err := fsys.Create(tmp)
 	if err != nil {
 		return err
+	}
+	if allocateSizeBytes > int64(len(data)) {
+		if err := f.Allocate(allocateSizeBytes); err != nil {
+			f.Close()
+			return fmt.Errorf("disk: allocate %d bytes for %s: %w", allocateSizeBytes, tmp, err)
+		}
 	}
 	if _, err := f.Write(data); err != nil {
 		f.Close()

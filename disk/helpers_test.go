@@ -1,6 +1,7 @@
 package disk
 
 import (
+	"encoding/binary"
 	"fmt"
 	"math/rand/v2"
 	"testing"
@@ -70,4 +71,21 @@ func must(t testing.TB, err error) {
 	if err != nil {
 		t.Fatal(err)
 	}
+}
+
+// dataEndBytes returns where a file's data ends: the offset after its last
+// non-zero byte (what Open reads of a segment; zeros after it are allocated
+// space).
+func dataEndBytes(t testing.TB, fsys FS, name string) int64 {
+	t.Helper()
+	data, _, err := readSegment(fsys, name)
+	if err != nil {
+		t.Fatalf("read %s: %v", name, err)
+	}
+	return int64(len(data))
+}
+
+// recordSizeFromHeader returns the size a record's sound header claims.
+func recordSizeFromHeader(b []byte) int {
+	return EncodedSizeBytes(int(binary.LittleEndian.Uint32(b[0:4])))
 }

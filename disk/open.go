@@ -114,14 +114,22 @@ func (r *replay) record(rec Record, seq uint64) error {
 // Storage open for appending after the last whole record, with what it
 // recovered.
 //
-// A torn or zeroed tail of the newest segment (a crash mid-append) is cut
-// back to the last whole record and truncated away, so later appends are
-// clean. Open then syncs the newest segment and the WAL directory: what it
-// returns is durable, even if the process that wrote it never synced; a newest segment torn inside its head (a crash while
-// starting it) is removed. Any other damage is refused with a
-// *CorruptError naming the file and offset (errors.Is(err, ErrCorrupt)),
-// and Open changes nothing then. So is a WAL that no valid snapshot file
-// lets it continue from.
+// Zeros after the last whole record of a segment are the allocated space
+// not yet written (see Storage.rollover): the end of the data, kept as it
+// is so that appends continue into it at the end of the data. A torn tail
+// of the newest segment (a crash mid-append: a record cut short, or a
+// damaged header, followed only by zeros) is cut back to the last whole
+// record by truncating the file there and allocating it again, so the
+// bytes after the data read zeros once more. A newest segment torn inside
+// its head (a crash while starting it) is removed. The newest segment is
+// allocated to Options.SegmentSizeBytes if it is shorter (a WAL written
+// before segments were preallocated, or a cut). Open then syncs the newest
+// segment and the WAL directory: what it returns is durable, even if the
+// process that wrote it never synced, and so are the cut and the
+// allocation. Any other damage (a damaged whole record, non-zero bytes
+// after zeros) is refused with a *CorruptError naming the file and offset
+// (errors.Is(err, ErrCorrupt)), and Open changes nothing then. So is a WAL
+// that no valid snapshot file lets it continue from.
 func Open(fsys FS, walDir, snapDir string, opts Options) (*Storage, Recovered, error) {
 	opts = opts.withDefaults()
 	segs, walTmps, err := listSegments(fsys, walDir)
@@ -140,15 +148,15 @@ func Open(fsys FS, walDir, snapDir string, opts Options) (*Storage, Recovered, e
 
 	r := &replay{}
 	var (
-		newest          segmentScan
-		newestSizeBytes int64
-		dropNewest      bool
-		prevEndCRC      uint32
-		retained        = segs
-		headRecords     int
+		newest              segmentScan
+		newestFileSizeBytes int64
+		dropNewest          bool
+		prevEndCRC          uint32
+		retained            = segs
+		headRecords         int
 	)
 	for i, seg := range segs {
-		data, err := readFile(fsys, seg.name, fileSizeBytesMax)
+		data, fileSizeBytes, err := readSegment(fsys, seg.name)
 		if err != nil {
 			return nil, Recovered{}, err
 		}
@@ -187,7 +195,7 @@ func Open(fsys FS, walDir, snapDir string, opts Options) (*Storage, Recovered, e
 			}
 		}
 		prevEndCRC = sc.endCRC
-		newest, newestSizeBytes, headRecords = sc, int64(len(data)), sc.header.headRecords
+		newest, newestFileSizeBytes, headRecords = sc, fileSizeBytes, sc.header.headRecords
 	}
 	if !r.haveMetadata {
 		return nil, Recovered{}, &CorruptError{File: retained[0].name, Err: errors.New("no metadata record")}
@@ -229,17 +237,30 @@ func Open(fsys FS, walDir, snapDir string, opts Options) (*Storage, Recovered, e
 	if err != nil {
 		return nil, Recovered{}, err
 	}
-	if newest.validEndBytes < newestSizeBytes {
+	fileSizeBytes := newestFileSizeBytes
+	if newest.tornReason != "" {
+		// Truncate, then allocate again below, rather than overwrite the
+		// torn bytes with zeros: a crash partway through a zeroing write
+		// could leave zeros before torn bytes, which reads as damage; a
+		// crash between truncate and allocate leaves a clean shorter file.
 		if err := f.Truncate(newest.validEndBytes); err != nil {
 			f.Close()
 			return nil, Recovered{}, fmt.Errorf("disk: cut torn tail of %s at offset %d: %w", last.name, newest.validEndBytes, err)
+		}
+		fileSizeBytes = newest.validEndBytes
+	}
+	if fileSizeBytes < opts.SegmentSizeBytes && newest.validEndBytes < opts.SegmentSizeBytes {
+		if err := f.Allocate(opts.SegmentSizeBytes); err != nil {
+			f.Close()
+			return nil, Recovered{}, fmt.Errorf("disk: allocate %d bytes for %s: %w", opts.SegmentSizeBytes, last.name, err)
 		}
 	}
 	// What Open returns, raft takes as persisted. After a process restart
 	// without a machine crash, the page cache may still hold records the
 	// last process wrote but never synced (and the newest segment's
 	// directory entry may be unsynced): make them durable now. This also
-	// makes the cut of a torn tail durable before anything is appended.
+	// makes the cut of a torn tail and the allocation durable before
+	// anything is appended.
 	if err := f.Sync(); err != nil {
 		f.Close()
 		return nil, Recovered{}, fmt.Errorf("disk: fsync %s: %w", last.name, err)

@@ -62,9 +62,28 @@ func TestRecordDamageKinds(t *testing.T) {
 	}
 }
 
-// TestScanSegmentTornVersusCorrupt pins the tail rule: cut only what has the
-// shape of a torn write (ends inside a record, or a damaged record followed
-// only by zeros); refuse a damaged whole record even at the very end.
+// scanBytes reads data as Open reads a segment (readSegment: up to the last
+// non-zero byte) and scans it.
+func scanBytes(t *testing.T, data []byte, newest bool) (segmentScan, error) {
+	t.Helper()
+	fsys := NewSimFS()
+	f, err := fsys.Create("x.wal")
+	must(t, err)
+	_, err = f.Write(data)
+	must(t, err)
+	read, sizeBytes, err := readSegment(fsys, "x.wal")
+	must(t, err)
+	if sizeBytes != int64(len(data)) || !bytes.Equal(read, bytes.TrimRight(data, "\x00")) {
+		t.Fatalf("readSegment returned %d of %d bytes, size %d", len(read), len(data), sizeBytes)
+	}
+	return scanSegment("wal/x.wal", read, newest)
+}
+
+// TestScanSegmentTornVersusCorrupt pins the tail rule: zeros after the last
+// whole record are the end of the data; cut only what has the shape of a
+// torn write (ends inside a record, or a damaged record followed only by
+// zeros); refuse a damaged whole record even at the very end, and data
+// after zeros.
 func TestScanSegmentTornVersusCorrupt(t *testing.T) {
 	s := &Storage{metadata: []byte("m")}
 	seg, crc := s.encodeHead(nil, segmentInfo{seq: 0, firstIndex: 1}, 0)
@@ -72,23 +91,34 @@ func TestScanSegmentTornVersusCorrupt(t *testing.T) {
 	seg, crc = AppendRecord(seg, Record{Type: RecordEntry, Index: 1, Term: 1, Body: mustMarshal(ent(1, 1, "one"))}, crc)
 	oneEnd := len(seg)
 	seg, _ = AppendRecord(seg, Record{Type: RecordEntry, Index: 2, Term: 1, Body: mustMarshal(ent(2, 1, "two"))}, crc)
+	zeros := func(n int) []byte { return make([]byte, n) }
+	cat := func(parts ...[]byte) []byte { return bytes.Join(parts, nil) }
+	damagedHeader := flip(seg, oneEnd+3)[oneEnd : oneEnd+recordHeaderSizeBytes]
 	for _, tc := range []struct {
 		name     string
 		data     []byte
 		validEnd int
+		torn     bool
 		corrupt  bool
 	}{
-		{"whole", seg, len(seg), false},
-		{"cut in last body", seg[:len(seg)-5], oneEnd, false},
-		{"cut in last header", seg[:oneEnd+20], oneEnd, false},
-		{"last zeroed from mid-body", append(bytes.Clone(seg[:oneEnd+40]), make([]byte, len(seg)-oneEnd-40+100)...), oneEnd, false},
-		{"last header zeroed", append(bytes.Clone(seg[:oneEnd+5]), make([]byte, 300)...), oneEnd, false},
-		{"bit flip in last record", flip(seg, oneEnd+35), 0, true},
-		{"bit flip in last length", flip(seg, oneEnd+1), 0, true},
-		{"bit flip in middle", flip(seg, headEnd+35), 0, true},
-		{"zeros then data", append(append(bytes.Clone(seg[:oneEnd]), make([]byte, 64)...), seg[oneEnd:]...), 0, true},
+		{"whole", seg, len(seg), false, false},
+		{"whole, then allocated zeros", cat(seg, zeros(4096)), len(seg), false, false},
+		{"head only, then allocated zeros", cat(seg[:headEnd], zeros(200)), headEnd, false, false},
+		{"cut in last body", seg[:len(seg)-5], oneEnd, true, false},
+		{"cut in last header", seg[:oneEnd+20], oneEnd, true, false},
+		{"last zeroed from mid-body", cat(seg[:oneEnd+40], zeros(len(seg)-oneEnd-40+100)), oneEnd, true, false},
+		{"last header zeroed", cat(seg[:oneEnd+5], zeros(300)), oneEnd, true, false},
+		{"last end marker zeroed", cat(seg[:len(seg)-1], zeros(1)), oneEnd, true, false},
+		{"damaged header, then zeros", cat(seg[:oneEnd], damagedHeader, zeros(100)), oneEnd, true, false},
+		{"bit flip in last record", flip(seg, oneEnd+35), 0, false, true},
+		{"bit flip in last record, then zeros", cat(flip(seg, oneEnd+35), zeros(100)), 0, false, true},
+		{"bit flip in last length", flip(seg, oneEnd+1), 0, false, true},
+		{"bit flip in middle", flip(seg, headEnd+35), 0, false, true},
+		{"zeros then data", cat(seg[:oneEnd], zeros(64), seg[oneEnd:]), 0, false, true},
+		{"whole, zeros, then a stray byte", cat(seg, zeros(recordHeaderSizeBytes), []byte{1}, zeros(50)), 0, false, true},
+		{"damaged header, then data after zeros", cat(seg[:oneEnd], damagedHeader, zeros(100), []byte{1}), 0, false, true},
 	} {
-		sc, err := scanSegment("wal/x.wal", tc.data, true)
+		sc, err := scanBytes(t, tc.data, true)
 		if tc.corrupt {
 			var ce *CorruptError
 			if !errors.As(err, &ce) || ce.File != "wal/x.wal" {
@@ -96,13 +126,49 @@ func TestScanSegmentTornVersusCorrupt(t *testing.T) {
 			}
 			continue
 		}
-		if err != nil || sc.validEndBytes != int64(tc.validEnd) {
-			t.Errorf("%s: valid end %d err %v, want %d", tc.name, sc.validEndBytes, err, tc.validEnd)
+		if err != nil || sc.validEndBytes != int64(tc.validEnd) || (sc.tornReason != "") != tc.torn {
+			t.Errorf("%s: valid end %d torn %q err %v, want %d torn %v", tc.name, sc.validEndBytes, sc.tornReason, err, tc.validEnd, tc.torn)
 		}
 	}
 	// A torn tail in an older segment is corruption: it was synced whole.
-	if _, err := scanSegment("wal/x.wal", seg[:len(seg)-5], false); !errors.Is(err, ErrCorrupt) {
+	if _, err := scanBytes(t, seg[:len(seg)-5], false); !errors.Is(err, ErrCorrupt) {
 		t.Errorf("torn older segment: %v", err)
+	}
+	// Zeros after an older segment's last record are not: allocated space it
+	// did not fill (the next segment's header chains to its last record, so
+	// records lost there would still be caught).
+	if sc, err := scanBytes(t, cat(seg, zeros(500)), false); err != nil || sc.validEndBytes != int64(len(seg)) {
+		t.Errorf("older segment with allocated zeros: valid end %d, %v", sc.validEndBytes, err)
+	}
+}
+
+// TestReadSegmentFindsDataEnd: readSegment finds the last non-zero byte
+// wherever it falls against its chunks and blocks, and reads nothing of an
+// all-zero file.
+func TestReadSegmentFindsDataEnd(t *testing.T) {
+	sizeBytes := int64(2*zeroScanChunkBytes + 3*len(zeroBlock) + 17)
+	for _, last := range []int64{-1, 0, 1, int64(len(zeroBlock)) - 1, int64(len(zeroBlock)), zeroScanChunkBytes - 1, zeroScanChunkBytes,
+		zeroScanChunkBytes + 1, sizeBytes - zeroScanChunkBytes, sizeBytes - 2, sizeBytes - 1} {
+		fsys := NewSimFS()
+		f, err := fsys.Create("s.wal")
+		must(t, err)
+		must(t, f.Allocate(sizeBytes))
+		if last >= 0 {
+			_, err = f.WriteAt([]byte{0x80}, last)
+			must(t, err)
+		}
+		if last > 0 {
+			_, err = f.WriteAt([]byte{7}, last/2) // a non-zero byte before it, to check it is read too
+			must(t, err)
+		}
+		data, gotSizeBytes, err := readSegment(fsys, "s.wal")
+		must(t, err)
+		if gotSizeBytes != sizeBytes || int64(len(data)) != last+1 {
+			t.Fatalf("last non-zero byte at %d: read %d bytes of %d, want %d of %d", last, len(data), gotSizeBytes, last+1, sizeBytes)
+		}
+		if last >= 0 && (data[last] != 0x80 || (last > 0 && data[last/2] != 7)) {
+			t.Fatalf("last non-zero byte at %d: the data read differs from the file", last)
+		}
 	}
 }
 

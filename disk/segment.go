@@ -1,6 +1,7 @@
 package disk
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -118,51 +119,45 @@ type segmentScan struct {
 	header  segmentHeader
 	first   Record // the segment-header record
 	records []scannedRecord
-	// validEndBytes is where the last whole record ends; bytes after it are
-	// a torn tail (only ever accepted in the newest segment).
+	// validEndBytes is where the last whole record ends; up to the last
+	// non-zero byte, bytes after it are a torn tail (only ever accepted in
+	// the newest segment); after that, zeros.
 	validEndBytes int64
 	endCRC        uint32 // recordCRC of the last whole record
 	// tornReason says why the bytes after validEndBytes were judged a torn
-	// write; empty if the file ends exactly at validEndBytes.
+	// write; empty if nothing but zeros follows validEndBytes.
 	tornReason string
 	// headComplete is false if the file ends (torn or not) inside its head.
 	headComplete bool
 }
 
-// scanSegment decodes the records of one segment. newest says whether this
-// is the newest segment, the only one where a torn tail may be cut.
+// scanSegment decodes the records of one segment. data is the segment up to
+// its last non-zero byte (readSegment): the rest of the file is zeros, the
+// allocated space after the last record, which is the normal end of a
+// segment's data and never damage. newest says whether this is the newest
+// segment, the only one where a torn tail may be cut.
 //
 // A torn tail is recognised by its shape only, never by a checksum failure
 // of a whole record, because Open cannot know which bytes were synced:
-//   - the file ends inside a record (header incomplete, or a verified header
-//     whose body runs past the end of the file); or
-//   - a record is damaged and every byte from its end marker (for a damaged
-//     header: from the end of its header) to the end of the file is zero:
-//     a write torn over zeroed space.
+//   - the data ends inside a record: the file ends there, or only zeros
+//     follow (a record whose header is incomplete, or whose verified header
+//     claims more bytes than are left before the zeros; a record's end
+//     marker is never zero, so a record written whole never ends in the
+//     zeros); or
+//   - a damaged header is the last non-zero data: a header torn over zeros.
 //
-// Anything else that fails (a damaged whole record, whatever follows it) is
-// corruption and refused with a *CorruptError. So a flipped bit in the last
-// record is refused even if that record had never been synced: refusing
-// unsynced garbage costs a manual repair, cutting a synced record would lose
-// an acknowledged write.
+// Anything else that fails (a damaged whole record, whatever follows it;
+// non-zero bytes after zeros, as a misdirected write leaves) is corruption
+// and refused with a *CorruptError. So a flipped bit in the last record is
+// refused even if that record had never been synced: refusing unsynced
+// garbage costs a manual repair, cutting a synced record would lose an
+// acknowledged write.
 func scanSegment(name string, data []byte, newest bool) (segmentScan, error) {
 	var sc segmentScan
 	corrupt := func(off int64, format string, args ...any) error {
 		return &CorruptError{File: name, OffsetBytes: off, Err: fmt.Errorf(format, args...)}
 	}
-	lastNonZero := -2 // computed on first need; -1 means all zero
-	lastNonZeroOffset := func() int {
-		if lastNonZero == -2 {
-			lastNonZero = -1
-			for i := len(data) - 1; i >= 0; i-- {
-				if data[i] != 0 {
-					lastNonZero = i
-					break
-				}
-			}
-		}
-		return lastNonZero
-	}
+	assertf(len(data) == 0 || data[len(data)-1] != 0, "scan of %s given data that ends in zeros", name)
 	var chain uint32
 	off := 0
 	for recordsRead := 0; off < len(data); recordsRead++ {
@@ -172,11 +167,9 @@ func scanSegment(name string, data []byte, newest bool) (segmentScan, error) {
 			torn := ""
 			switch {
 			case errors.Is(err, ErrRecordIncomplete):
-				torn = "the file ends inside a record"
-			case errors.Is(err, ErrRecordHeaderCorrupt) && lastNonZeroOffset() < off+recordHeaderSizeBytes:
+				torn = "the data ends inside a record, at the end of the file or before zeros to it"
+			case errors.Is(err, ErrRecordHeaderCorrupt) && len(data) <= off+recordHeaderSizeBytes:
 				torn = "a damaged header followed by zeros to the end"
-			case errors.Is(err, ErrRecordCorrupt) && lastNonZeroOffset() < off+recordSizeFromHeader(data[off:])-1:
-				torn = "a damaged record whose end is zeros to the end"
 			}
 			if torn == "" {
 				return sc, corrupt(int64(off), "%v", err)
@@ -214,11 +207,79 @@ func scanSegment(name string, data []byte, newest bool) (segmentScan, error) {
 	return sc, nil
 }
 
-// recordSizeFromHeader returns the size a record's verified header claims.
-// It is only called after DecodeRecord found the header sound and the whole
-// record present.
-func recordSizeFromHeader(b []byte) int {
-	return EncodedSizeBytes(int(binary.LittleEndian.Uint32(b[0:4])))
+// zeroScanChunkBytes is how much of a segment's tail readSegment reads at a
+// time while it looks for the end of the data.
+const zeroScanChunkBytes = 1 << 20
+
+// zeroBlock is compared against to find non-zero bytes a block at a time.
+var zeroBlock [4096]byte
+
+// readSegment reads a segment up to its last non-zero byte and returns that
+// with the file's size. The rest is zeros: allocated space after the last
+// record (or a torn write's zeroed blocks), in which no whole record can
+// end, so it is read in chunks from the end and checked, never held: a
+// preallocated segment costs memory for its data only.
+func readSegment(fsys FS, name string) (data []byte, fileSizeBytes int64, err error) {
+	fileSizeBytes, err = fsys.Stat(name)
+	if err != nil {
+		return nil, 0, err
+	}
+	if fileSizeBytes < 0 || fileSizeBytes > fileSizeBytesMax {
+		return nil, 0, fmt.Errorf("disk: %s is %d bytes, more than the %d this package reads", name, fileSizeBytes, fileSizeBytesMax)
+	}
+	f, err := fsys.Open(name)
+	if err != nil {
+		return nil, 0, err
+	}
+	defer f.Close()
+	chunk := make([]byte, min(zeroScanChunkBytes, fileSizeBytes))
+	dataEnd := fileSizeBytes
+	for dataEnd > 0 {
+		start := max(0, dataEnd-int64(len(chunk)))
+		part := chunk[:dataEnd-start]
+		if err := readFullAt(f, part, start); err != nil {
+			return nil, 0, fmt.Errorf("disk: read %s: %w", name, err)
+		}
+		if i := lastNonZeroIndex(part); i >= 0 {
+			data = make([]byte, start+int64(i)+1)
+			copy(data[start:], part[:i+1])
+			if err := readFullAt(f, data[:start], 0); err != nil {
+				return nil, 0, fmt.Errorf("disk: read %s: %w", name, err)
+			}
+			return data, fileSizeBytes, nil
+		}
+		dataEnd = start // each pass moves dataEnd down by a whole chunk: bounded by the size
+	}
+	return nil, fileSizeBytes, nil
+}
+
+// readFullAt fills p from off, as the file's size promised.
+func readFullAt(f File, p []byte, off int64) error {
+	n, err := f.ReadAt(p, off)
+	if n == len(p) {
+		return nil // io.ReaderAt may return io.EOF with a full read at the end
+	}
+	if err == nil {
+		err = fmt.Errorf("got %d of %d bytes at offset %d", n, len(p), off)
+	}
+	return err
+}
+
+// lastNonZeroIndex returns the index of b's last non-zero byte, or -1.
+func lastNonZeroIndex(b []byte) int {
+	end := len(b)
+	for end > 0 { // each pass moves end down by a block
+		start := max(0, end-len(zeroBlock))
+		if !bytes.Equal(b[start:end], zeroBlock[:end-start]) {
+			for i := end - 1; i >= start; i-- {
+				if b[i] != 0 {
+					return i
+				}
+			}
+		}
+		end = start
+	}
+	return -1
 }
 
 // segmentInfo is a retained segment.

@@ -262,3 +262,116 @@ func TestManySnapshotsInOneSegment(t *testing.T) {
 		t.Fatalf("snapshot %d entries %s", rec.Snapshot.GetMetadata().GetIndex(), describeEntries(rec.Entries))
 	}
 }
+
+// TestSegmentsArePreallocated: every segment is allocated SegmentSizeBytes
+// before records go into it, durably; records land at the end of the data,
+// so a clean reopen keeps the allocation (the zeros after the data are the
+// end, not damage) and appends continue into it. A segment written without
+// preallocation (by an earlier version) is allocated by Open.
+func TestSegmentsArePreallocated(t *testing.T) {
+	const segmentSizeBytes = 1000
+	opts := Options{SegmentSizeBytes: segmentSizeBytes}
+	fsys := NewSimFS()
+	s := mustCreate(t, fsys, opts)
+	seg0 := "wal/" + segmentName(0, 1)
+	if size, _ := fsys.Stat(seg0); size != segmentSizeBytes || fsys.DurableSize(seg0) != segmentSizeBytes {
+		t.Fatalf("first segment %d bytes, %d durable, want %d allocated durably", size, fsys.DurableSize(seg0), segmentSizeBytes)
+	}
+	must(t, s.Append(hardState(1, 1, 0), ents(1, 3, 1)))
+	must(t, s.Sync())
+	dataEnd := dataEndBytes(t, fsys, seg0)
+	if dataEnd != s.openSegmentSizeBytes || dataEnd >= segmentSizeBytes {
+		t.Fatalf("records end at %d, the data at %d", s.openSegmentSizeBytes, dataEnd)
+	}
+	must(t, s.Close())
+
+	s, rec := mustOpen(t, fsys, opts)
+	if len(rec.Entries) != 3 {
+		t.Fatalf("reopen: %s", describeEntries(rec.Entries))
+	}
+	if size, _ := fsys.Stat(seg0); size != segmentSizeBytes || dataEndBytes(t, fsys, seg0) != dataEnd {
+		t.Fatalf("reopen changed the segment: %d bytes, data to %d; want %d and %d", size, dataEndBytes(t, fsys, seg0), segmentSizeBytes, dataEnd)
+	}
+	must(t, s.Append(nil, ents(4, 4, 1)))
+	must(t, s.Sync())
+	if got := dataEndBytes(t, fsys, seg0); got != s.openSegmentSizeBytes || got <= dataEnd {
+		t.Fatalf("append after reopen: data ends at %d, records at %d, before at %d", got, s.openSegmentSizeBytes, dataEnd)
+	}
+	// Roll over: the next segment is allocated, synced and its entry
+	// synced before its first record.
+	before := fsys.OpsCount()
+	for i := uint64(5); len(s.segments) == 1; i++ {
+		if i > 100 {
+			t.Fatalf("no rollover after %d entries: %s", i, s)
+		}
+		must(t, s.Append(nil, ents(i, i, 1)))
+	}
+	seg1 := s.segments[1].name
+	if size := fsys.DurableSize(seg1); size != segmentSizeBytes {
+		t.Fatalf("new segment: %d bytes durable before its first Sync, want its allocation %d\n%s", size, segmentSizeBytes, fsys)
+	}
+	if fsys.OpsCount() == before {
+		t.Fatal("no FS operations for a rollover")
+	}
+	must(t, s.Sync())
+	last := s.LastIndex()
+	must(t, s.Close())
+	_, rec = mustOpen(t, fsys, opts)
+	if n := len(rec.Entries); n != int(last) || rec.Entries[n-1].GetIndex() != last {
+		t.Fatalf("after rollover: %s", describeEntries(rec.Entries))
+	}
+
+	// A WAL whose newest segment is not preallocated: Open allocates it.
+	legacy := NewSimFS()
+	s = mustCreate(t, legacy, opts)
+	must(t, s.Append(hardState(1, 1, 0), ents(1, 2, 1)))
+	must(t, s.Sync())
+	must(t, s.Close())
+	f, err := legacy.OpenAppend(seg0)
+	must(t, err)
+	must(t, f.Truncate(dataEndBytes(t, legacy, seg0)))
+	must(t, f.Sync())
+	must(t, f.Close())
+	s, _ = mustOpen(t, legacy, opts)
+	if size, _ := legacy.Stat(seg0); size != segmentSizeBytes || legacy.DurableSize(seg0) != segmentSizeBytes {
+		t.Fatalf("Open left an unallocated segment at %d bytes (%d durable)", size, legacy.DurableSize(seg0))
+	}
+	must(t, s.Close())
+}
+
+// TestStrayBytesInAllocatedSpace: non-zero bytes in the zeros after the data
+// (a write that went astray) are refused with the offset where the data
+// ended, unless they fit inside one record header right at the end of the
+// data, which is the shape of a header torn over zeros: that is cut (and
+// the cut is durable), losing no record.
+func TestStrayBytesInAllocatedSpace(t *testing.T) {
+	for _, distanceBytes := range []int64{0, 7, recordHeaderSizeBytes - 1, recordHeaderSizeBytes, 100, 4096, DefaultSegmentSizeBytes} {
+		t.Run(fmt.Sprintf("at+%d", distanceBytes), func(t *testing.T) {
+			fsys, seg := syncedWAL(t, 4)
+			dataEnd := dataEndBytes(t, fsys, seg)
+			at := min(dataEnd+distanceBytes, DefaultSegmentSizeBytes-1)
+			f, err := fsys.OpenAppend(seg)
+			must(t, err)
+			_, err = f.WriteAt([]byte{0x5a}, at)
+			must(t, err)
+			must(t, f.Sync())
+			must(t, f.Close())
+			_, rec, err := Open(fsys, "wal", "snap", Options{})
+			if at-dataEnd < recordHeaderSizeBytes {
+				if err != nil {
+					t.Fatalf("a stray byte where a torn header could be: %v", err)
+				}
+				checkPrefixOf(t, rec, 4)
+				fsys.Crash(nil, CrashLoseUnsynced)
+				if got := dataEndBytes(t, fsys, seg); got != dataEnd {
+					t.Fatalf("after Open and a crash the data ends at %d, want the cut at %d", got, dataEnd)
+				}
+				return
+			}
+			var ce *CorruptError
+			if !errors.As(err, &ce) || ce.File != seg || ce.OffsetBytes != dataEnd {
+				t.Fatalf("a stray byte at %d, %d after the data: Open = %v, want a CorruptError at %d", at, at-dataEnd, err, dataEnd)
+			}
+		})
+	}
+}

@@ -16,7 +16,8 @@ import (
 // Options tunes a Storage. Zero values take the defaults.
 type Options struct {
 	// SegmentSizeBytes: a segment that has reached this size is closed and a
-	// new one started before the next record. Default 64 MiB.
+	// new one started before the next record. Each segment is allocated
+	// this size up front (see rollover). Default 64 MiB.
 	SegmentSizeBytes int64
 	// SnapshotsKept: snapshot files kept after a new one is saved. Default 5.
 	// With 2 or more, WAL segments are released only up to the previous
@@ -87,16 +88,19 @@ type Storage struct {
 	// markers are the snapshot records in the retained WAL, oldest first.
 	markers []snapshotMarker
 
-	segments             []segmentInfo // retained, oldest first; the last is open in file
-	file                 File
-	openSegmentSizeBytes int64 // size of the open segment, counting buffered bytes
-	segmentHasLog        bool  // the open segment holds records past its head
+	segments []segmentInfo // retained, oldest first; the last is open in file
+	file     File
+	// openSegmentSizeBytes is where the open segment's records end, counting
+	// buffered bytes: the next record goes there. The file is usually
+	// longer (allocated space, zeros), so this is tracked, never taken from
+	// the file's size.
+	openSegmentSizeBytes int64
+	segmentHasLog        bool // the open segment holds records past its head
 	chain                uint32
 
-	buf            []byte // records not yet handed to the FS (< writeChunkBytesMax)
-	bodyBuf        []byte
-	unsynced       bool // something was written since the last Sync
-	dirSyncPending bool // a segment was created since the last Sync
+	buf      []byte // records not yet handed to the FS (< writeChunkBytesMax)
+	bodyBuf  []byte
+	unsynced bool // something was written since the last Sync
 
 	err error // sticky
 }
@@ -141,7 +145,7 @@ func Create(fsys FS, walDir, snapDir string, metadata []byte, opts Options) (*St
 	s := &Storage{fs: fsys, walDir: walDir, snapDir: snapDir, opts: opts, metadata: slices.Clone(metadata)}
 	seg := segmentInfo{seq: 0, firstIndex: 1, name: path.Join(walDir, segmentName(0, 1))}
 	head, chain := s.encodeHead(nil, seg, 0)
-	if err := writeFileDurably(fsys, seg.name, head); err != nil {
+	if err := writeFileDurably(fsys, seg.name, head, opts.SegmentSizeBytes); err != nil {
 		return nil, fmt.Errorf("disk: create WAL in %s: %w", walDir, err)
 	}
 	f, err := fsys.OpenAppend(seg.name)
@@ -270,18 +274,20 @@ func (s *Storage) add(rec Record) error {
 	return nil
 }
 
-// flush hands the gathered records to the FS.
+// flush hands the gathered records to the FS, right after the records
+// before them.
 func (s *Storage) flush() error {
 	if len(s.buf) == 0 {
 		return nil
 	}
 	seg := s.segments[len(s.segments)-1]
-	n, err := s.file.Write(s.buf)
+	offset := s.openSegmentSizeBytes - int64(len(s.buf))
+	n, err := s.file.WriteAt(s.buf, offset)
 	if err == nil && n != len(s.buf) {
 		err = fmt.Errorf("short write: %d of %d bytes", n, len(s.buf))
 	}
 	if err != nil {
-		return s.fail(fmt.Errorf("disk: write %s at offset %d: %w", seg.name, s.openSegmentSizeBytes-int64(len(s.buf)), err))
+		return s.fail(fmt.Errorf("disk: write %s at offset %d: %w", seg.name, offset, err))
 	}
 	s.unsynced = true
 	if cap(s.buf) > retainedBufferBytesMax {
@@ -295,6 +301,20 @@ func (s *Storage) flush() error {
 // rollover syncs and closes the open segment and starts the next one. The
 // old segment is synced whole first, so only the newest segment can ever
 // end in a torn record.
+//
+// The new segment is allocated SegmentSizeBytes (zeros) and the allocation
+// made durable, the file synced and then the directory, before any record
+// goes into it. Then every later write lands inside space the file system
+// has already reserved and sized, and its Sync (fdatasync on OSFS) flushes
+// data blocks without a metadata commit: on ext4, 1000 x (300-byte write +
+// sync) took ~310 us a sync this way against ~500 us appending to a growing
+// file (and ~510 us with FALLOC_FL_KEEP_SIZE, which leaves the size to grow).
+// Syncing the allocation before use also means a crash leaves the new
+// segment either absent, or present with its whole allocated length and
+// some prefix of its records followed by zeros, never a length that only
+// partly reached the medium; Open reads zeros after the last whole record
+// as the end of the data. A crash before the head is whole leaves a newest
+// segment with no whole head (empty or all zeros), which Open removes.
 func (s *Storage) rollover() error {
 	if err := s.flush(); err != nil {
 		return err
@@ -315,17 +335,26 @@ func (s *Storage) rollover() error {
 	}
 	s.segments = append(s.segments, seg)
 	s.file = f
+	if err := f.Allocate(s.opts.SegmentSizeBytes); err != nil {
+		return s.fail(fmt.Errorf("disk: allocate %d bytes for %s: %w", s.opts.SegmentSizeBytes, seg.name, err))
+	}
+	if err := f.Sync(); err != nil {
+		return s.fail(fmt.Errorf("disk: fsync %s: %w", seg.name, err))
+	}
+	if err := s.fs.SyncDir(s.walDir); err != nil {
+		return s.fail(fmt.Errorf("disk: fsync directory %s: %w", s.walDir, err))
+	}
 	assertf(len(s.buf) == 0, "rollover with %d bytes buffered", len(s.buf))
 	s.buf, s.chain = s.encodeHead(s.buf, seg, s.chain)
 	s.openSegmentSizeBytes = int64(len(s.buf))
 	s.segmentHasLog = false
-	s.dirSyncPending = true
 	return s.flush()
 }
 
-// Sync makes everything appended so far durable with one fsync of the open
-// segment (plus one of the WAL directory after a rollover). It does nothing
-// if nothing was appended since the last Sync. An error is fatal.
+// Sync makes everything appended so far durable with one sync of the open
+// segment (the segment's directory entry was made durable when it was
+// started). It does nothing if nothing was appended since the last Sync.
+// An error is fatal.
 func (s *Storage) Sync() error {
 	if s.err != nil {
 		return s.err
@@ -333,18 +362,12 @@ func (s *Storage) Sync() error {
 	if err := s.flush(); err != nil {
 		return err
 	}
-	if !s.unsynced && !s.dirSyncPending {
+	if !s.unsynced {
 		return nil
 	}
 	seg := s.segments[len(s.segments)-1]
 	if err := s.file.Sync(); err != nil {
 		return s.fail(fmt.Errorf("disk: fsync %s: %w", seg.name, err))
-	}
-	if s.dirSyncPending {
-		if err := s.fs.SyncDir(s.walDir); err != nil {
-			return s.fail(fmt.Errorf("disk: fsync directory %s: %w", s.walDir, err))
-		}
-		s.dirSyncPending = false
 	}
 	s.unsynced = false
 	return nil
@@ -399,7 +422,7 @@ func (s *Storage) SaveSnapshot(snap *raftpb.Snapshot) error {
 		return err
 	}
 	name := path.Join(s.snapDir, snapName(index, term))
-	if err := writeFileDurably(s.fs, name, fileBytes); err != nil {
+	if err := writeFileDurably(s.fs, name, fileBytes, 0); err != nil {
 		return s.fail(fmt.Errorf("disk: save snapshot %s: %w", name, err))
 	}
 	m := snapshotMarker{index: index, term: term, reset: reset, payloadCRC: payloadCRC, fileSizeBytes: int64(len(fileBytes)), usable: true}
@@ -562,7 +585,7 @@ func (s *Storage) String() string {
 		}
 	}
 	b.WriteString("]")
-	if s.unsynced || s.dirSyncPending {
+	if s.unsynced {
 		b.WriteString(" unsynced")
 	}
 	if s.err != nil {
