@@ -11,7 +11,7 @@ import (
 // the same natively and under GOOS=js GOARCH=wasm; it changes only when the
 // WAL format, SimFS's crash model or the sweep workload changes (then update
 // it, after checking both platforms agree).
-const simTraceHashGolden = "bd5f4884ca9c0ef5e4699c29785e84bebe0c0e07147a6fa822c427f9d19b701a"
+const simTraceHashGolden = "08bba002d8415234ed7f0fac2b96d51ced8b0409ab420b0dbc3cf1393de6055b"
 
 // simTrace runs the sweep workload under several seeded crashes and bit
 // flips and renders every SimFS state and every Open result: the twin's
@@ -22,7 +22,7 @@ func simTrace(t *testing.T) string {
 		rng := newRand(seed)
 		fsys := NewSimFS()
 		fsys.HaltAfterOps(int64(20 + rng.IntN(140)))
-		_ = sweepWorkload(fsys, newLogModel())
+		_ = sweepWorkload(fsys, newLogModel(), sweepOptions)
 		fsys.Crash(rng, CrashModes[seed%3])
 		trace += fsys.String() + "\n"
 		if !Exists(fsys, "wal") {

@@ -23,6 +23,17 @@ type Options struct {
 	// With 2 or more, WAL segments are released only up to the previous
 	// snapshot, so Open can fall back to it if the newest file is damaged.
 	SnapshotsKept int
+
+	// planted holds deliberate bugs that tests plant to prove the crash
+	// sweep catches them; production code cannot set it.
+	planted plantedBugs
+}
+
+// plantedBugs are durability steps a test can make Storage skip.
+type plantedBugs struct {
+	// skipAllocationSync: a new segment's allocation and directory entry
+	// are not made durable before records go into it.
+	skipAllocationSync bool
 }
 
 const (
@@ -338,11 +349,13 @@ func (s *Storage) rollover() error {
 	if err := f.Allocate(s.opts.SegmentSizeBytes); err != nil {
 		return s.fail(fmt.Errorf("disk: allocate %d bytes for %s: %w", s.opts.SegmentSizeBytes, seg.name, err))
 	}
-	if err := f.Sync(); err != nil {
-		return s.fail(fmt.Errorf("disk: fsync %s: %w", seg.name, err))
-	}
-	if err := s.fs.SyncDir(s.walDir); err != nil {
-		return s.fail(fmt.Errorf("disk: fsync directory %s: %w", s.walDir, err))
+	if !s.opts.planted.skipAllocationSync {
+		if err := f.Sync(); err != nil {
+			return s.fail(fmt.Errorf("disk: fsync %s: %w", seg.name, err))
+		}
+		if err := s.fs.SyncDir(s.walDir); err != nil {
+			return s.fail(fmt.Errorf("disk: fsync directory %s: %w", s.walDir, err))
+		}
 	}
 	assertf(len(s.buf) == 0, "rollover with %d bytes buffered", len(s.buf))
 	s.buf, s.chain = s.encodeHead(s.buf, seg, s.chain)
