@@ -48,6 +48,10 @@ func FuzzDiskRecordDecode(f *testing.F) {
 	})
 }
 
+// openWALOptions are what FuzzDiskOpenWAL opens with: segments allocated
+// small, so that allocating the newest costs little.
+var openWALOptions = disk.Options{SegmentSizeBytes: 4096}
+
 // segmentSeparator splits FuzzDiskOpenWAL's input into files.
 var segmentSeparator = []byte("\x00--noded-file--\x00")
 
@@ -67,7 +71,7 @@ func FuzzDiskOpenWAL(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		fsys := buildWALDir(t, data)
 		before := heapAllocatedBytes()
-		s, rec, err := disk.Open(fsys, "wal", "snap", disk.Options{SegmentSizeBytes: 4096})
+		s, rec, err := disk.Open(fsys, "wal", "snap", openWALOptions)
 		if allocated, limit := heapAllocatedBytes()-before, uint64(64*len(data)+(4<<20)); allocated > limit {
 			t.Fatalf("Open of %d input bytes allocated %d bytes (limit %d)", len(data), allocated, limit)
 		}
@@ -97,7 +101,7 @@ func FuzzDiskOpenWAL(f *testing.F) {
 		if err := s.Close(); err != nil {
 			t.Fatal(err)
 		}
-		_, rec2, err := disk.Open(fsys, "wal", "snap", disk.Options{SegmentSizeBytes: 4096})
+		_, rec2, err := disk.Open(fsys, "wal", "snap", openWALOptions)
 		if err != nil {
 			t.Fatalf("reopen after an append to an opened WAL: %v", err)
 		}
@@ -158,8 +162,11 @@ func buildWALDir(t *testing.T, data []byte) *disk.SimFS {
 	return fsys
 }
 
-// openWALSeeds writes real WALs (rollovers, overwrites, snapshots, a torn
-// tail) and returns each directory as FuzzDiskOpenWAL input.
+// openWALSeeds writes real WALs (rollovers into preallocated segments,
+// overwrites, snapshots) and returns each directory as FuzzDiskOpenWAL
+// input: as written (segments are their records then allocated zeros), and
+// with the newest segment's last record torn, once followed by its zeros
+// and once at the end of the file.
 func openWALSeeds(tb testing.TB) [][]byte {
 	ent := func(i, term uint64) *raftpb.Entry {
 		return &raftpb.Entry{Index: proto.Uint64(i), Term: proto.Uint64(term), Data: []byte(fmt.Sprintf("v%d", i))}
@@ -205,7 +212,8 @@ func openWALSeeds(tb testing.TB) [][]byte {
 			tb.Fatal(err)
 		}
 		s.Close()
-		var input []byte
+		var files [][]byte
+		newestSegment := -1
 		for _, dir := range []string{"wal", "snap"} {
 			names, err := fsys.List(dir)
 			if err != nil {
@@ -218,14 +226,36 @@ func openWALSeeds(tb testing.TB) [][]byte {
 				}
 				size, _ := fsys.Stat(dir + "/" + n)
 				b := make([]byte, size)
-				file.ReadAt(b, 0)
-				if len(input) > 0 {
+				if _, err := file.ReadAt(b, 0); err != nil {
+					tb.Fatal(err)
+				}
+				file.Close()
+				if dir == "wal" {
+					newestSegment = len(files)
+				}
+				files = append(files, b)
+			}
+		}
+		newest := files[newestSegment]
+		dataEnd := len(bytes.TrimRight(newest, "\x00"))
+		if dataEnd == len(newest) {
+			tb.Fatalf("variant %d: the newest segment has no allocated space after its data", variant)
+		}
+		tornOverZeros := append(bytes.Clone(newest[:dataEnd-3]), make([]byte, len(newest)-dataEnd+3)...)
+		tornAtEnd := newest[:dataEnd-3]
+		for _, newestVersion := range [][]byte{newest, tornOverZeros, tornAtEnd} {
+			var input []byte
+			for i, b := range files {
+				if i == newestSegment {
+					b = newestVersion
+				}
+				if i > 0 {
 					input = append(input, segmentSeparator...)
 				}
 				input = append(input, b...)
 			}
+			seeds = append(seeds, input)
 		}
-		seeds = append(seeds, input, input[:len(input)-3]) // whole, and with a torn tail
 	}
 	return seeds
 }
@@ -233,14 +263,48 @@ func openWALSeeds(tb testing.TB) [][]byte {
 // TestDiskOpenWALSeedsOpen: the real WALs seeding FuzzDiskOpenWAL, laid out
 // by buildWALDir, open (whole and with a torn tail), so the fuzzer starts
 // from inputs that reach deep into Open rather than failing on the names.
+// Open keeps the zeros after the data and cuts the torn record.
 func TestDiskOpenWALSeedsOpen(t *testing.T) {
 	for i, seed := range openWALSeeds(t) {
-		_, rec, err := disk.Open(buildWALDir(t, seed), "wal", "snap", disk.Options{})
+		fsys := buildWALDir(t, seed)
+		names, err := fsys.List("wal")
+		if err != nil {
+			t.Fatal(err)
+		}
+		newest := "wal/" + names[len(names)-1]
+		dataEndBefore := len(bytes.TrimRight(readWhole(t, fsys, newest), "\x00"))
+		_, rec, err := disk.Open(fsys, "wal", "snap", openWALOptions)
 		if err != nil {
 			t.Fatalf("seed %d: %v", i, err)
 		}
 		if len(rec.Entries) == 0 {
 			t.Fatalf("seed %d opened with no entries", i)
 		}
+		after := readWhole(t, fsys, newest)
+		dataEndAfter := len(bytes.TrimRight(after, "\x00"))
+		if torn := i%3 != 0; torn && dataEndAfter >= dataEndBefore || !torn && dataEndAfter != dataEndBefore {
+			t.Fatalf("seed %d (torn %v): the newest segment's data ended at %d, after Open at %d", i, torn, dataEndBefore, dataEndAfter)
+		}
+		if int64(len(after)) < openWALOptions.SegmentSizeBytes {
+			t.Fatalf("seed %d: after Open the newest segment is %d bytes, not allocated", i, len(after))
+		}
 	}
+}
+
+func readWhole(t *testing.T, fsys disk.FS, name string) []byte {
+	t.Helper()
+	size, err := fsys.Stat(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := fsys.Open(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	b := make([]byte, size)
+	if n, err := f.ReadAt(b, 0); n != len(b) {
+		t.Fatalf("read %s: %d of %d bytes: %v", name, n, len(b), err)
+	}
+	return b
 }
