@@ -47,7 +47,7 @@ func checkPrefixOf(t *testing.T, rec Recovered, atLeast uint64) {
 // acknowledging. After the crash that follows, only what was synced before
 // is guaranteed, and Open works.
 func TestFaultFsyncError(t *testing.T) {
-	for _, where := range []string{"sync", "rollover", "snapshot file", "snapshot dir"} {
+	for _, where := range []string{"sync", "rollover", "rollover allocation", "rollover dir", "snapshot file", "snapshot dir"} {
 		t.Run(where, func(t *testing.T) {
 			fsys := NewSimFS()
 			s := mustCreate(t, fsys, Options{SegmentSizeBytes: 400})
@@ -60,8 +60,10 @@ func TestFaultFsyncError(t *testing.T) {
 				must(t, s.Append(nil, ents(4, 5, 1)))
 				fsys.FailNextSync(eio)
 				err = s.Sync()
-			case "rollover":
-				fsys.FailNextSync(eio) // the fsync of the full segment before the next starts
+			case "rollover", "rollover allocation", "rollover dir":
+				// The syncs of a rollover: the full segment, then the next
+				// one's allocation, then the directory holding it.
+				fsys.FailNthSync(map[string]int{"rollover": 1, "rollover allocation": 2, "rollover dir": 3}[where], eio)
 				for i := uint64(4); i < 40 && err == nil; i++ {
 					err = s.Append(nil, ents(i, i, 1))
 				}
