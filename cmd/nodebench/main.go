@@ -110,7 +110,8 @@ func run(o options, out io.Writer) error {
 	}()
 
 	if o.nodedEndpoints == "" && o.nodedBinary == "" {
-		o.nodedBinary = filepath.Join(dir, "noded")
+		// Not dir/noded: that is the noded side's cluster directory.
+		o.nodedBinary = filepath.Join(dir, "noded-bin")
 		progress("building ./cmd/noded")
 		build := exec.Command("go", "build", "-o", o.nodedBinary, "github.com/noded/noded/cmd/noded")
 		build.Stdout, build.Stderr = os.Stderr, os.Stderr
