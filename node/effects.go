@@ -31,11 +31,12 @@ func (r Result) String() string {
 	return fmt.Sprintf("result h=%d %s", r.Handle, describeMessage(r.Resp))
 }
 
-// Persist is one batch of raft state the host must write to disk. When
-// Wait is set the node holds back everything that depends on it (messages,
-// applying entries) until the host reports the write durable with
-// Persisted(Seq). Without Wait the write may stay unsynced: it carries only
-// a commit index, which raft re-learns after a crash.
+// Persist is one batch of raft state the host must write to disk, in the
+// order given. When Wait is set the node holds back what depends on it (a
+// vote, an acknowledgement) until the host reports it durable with
+// Persisted(Seq); several may be outstanding, and the host reports them in
+// order. Without Wait the write may stay unsynced: it carries only a commit
+// index, which raft re-learns after a crash.
 //
 // Order of writes within a Persist: Snapshot (if any), then Entries, then
 // HardState, so that a durable hard state never names a commit index past
@@ -139,12 +140,13 @@ type Effects struct {
 	Applied      []AppliedEntry   // only with Config.ReportApplied
 	LeaseEvents  []LeaseEvent     // only with Config.ReportLeaseEvents
 	Removed      bool             // this member was removed from the cluster; the host stops it
+	More         bool             // the node held work back so the host could start a write first: call Effects again
 }
 
 // Empty reports whether there is nothing to do.
 func (e *Effects) Empty() bool {
 	return len(e.Persist) == 0 && len(e.Messages) == 0 && len(e.Results) == 0 && len(e.Watch) == 0 &&
-		e.SaveSnapshot == nil && len(e.Proposed) == 0 && len(e.Applied) == 0 && len(e.LeaseEvents) == 0 && !e.Removed
+		e.SaveSnapshot == nil && len(e.Proposed) == 0 && len(e.Applied) == 0 && len(e.LeaseEvents) == 0 && !e.Removed && !e.More
 }
 
 // String describes the effects deterministically, one item a line, for

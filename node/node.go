@@ -17,17 +17,23 @@ import (
 // Watch*, Persisted, Report*); Effects returns what it asks of its host.
 // It is not safe for concurrent use: the host calls it from one thread.
 //
-// The raft contract it keeps (go.etcd.io/raft's README, with synchronous
-// storage writes):
+// The raft contract it keeps (go.etcd.io/raft with AsyncStorageWrites):
 //
-//  1. A Ready's hard state, entries and snapshot are handed to the host as a
-//     Persist; nothing that depends on them happens until the host reports
-//     them durable with Persisted.
-//  2. Then its messages are released, its committed entries applied, and
-//     raft advanced; only then is the next Ready taken.
+//  1. Raft asks for a write (MsgStorageAppend: entries, hard state, a
+//     snapshot) and the node hands it to the host as a Persist. The replies
+//     that depend on it (a vote, an append acknowledgement, the leader's own
+//     acknowledgement) are held until the host reports the write durable
+//     with Persisted; writes complete in the order they were asked for.
+//  2. Raft asks for committed, durable entries to be applied
+//     (MsgStorageApply); the node applies them and tells raft.
+//  3. Messages that need nothing durable (a leader's appends to followers,
+//     heartbeats, vote requests) go out at once.
 //
-// So an acknowledged write is on a quorum's disk, and a vote or a term is
-// never sent before it is durable.
+// Writes and applies overlap: while the host syncs one batch, the node
+// applies the previous one (Effects returns early with More set, so that
+// the host starts the write first). An acknowledged write is still on a
+// quorum's disk, and a vote or an acknowledgement is never sent before
+// what it vouches for is durable.
 type Node struct {
 	cfg     Config
 	rn      *raft.RawNode
@@ -46,7 +52,9 @@ type Node struct {
 	removed       bool
 
 	persistSeq uint64
-	persisting *inflightReady // the Ready waiting on a durable write
+	appends    []pendingAppend   // writes handed to the host, oldest first
+	applies    []*raftpb.Message // MsgStorageApply not applied yet, oldest first
+	lastHS     *raftpb.HardState // the last hard state handed to the host
 
 	sendSnapshot *raftpb.Snapshot // the last snapshot made for a follower (snapshotForSending)
 
@@ -63,11 +71,19 @@ type Node struct {
 	out Effects
 }
 
-type inflightReady struct {
-	seq      uint64
-	rd       raft.Ready
-	finished bool // already finished (only under the planted AckBeforeSync bug)
+// pendingAppend is a write raft asked for, handed to the host, whose
+// replies wait for it to be durable.
+type pendingAppend struct {
+	persist *Persist
+	msg     *raftpb.Message // the MsgStorageAppend
+	done    bool            // completed early (only under the planted AckBeforeSync bug)
 }
+
+// PersistsInFlightMax bounds the writes handed to the host and not yet
+// durable. Raft makes one per Ready; a host that stops syncing stalls the
+// node here, visibly, rather than letting the queue grow. Hosts size their
+// own queues of completions by it.
+const PersistsInFlightMax = 1024
 
 // Durable is what a member recovered from its disk.
 type Durable struct {
@@ -200,6 +216,7 @@ func newNode(cfg Config, mem *raft.MemoryStorage, applied uint64) (*Node, error)
 		MaxCommittedSizePerReady:  4 * cfg.MaxSizePerMsg,
 		MaxUncommittedEntriesSize: 1 << 30,
 		MaxInflightMsgs:           cfg.MaxInflightMsgs,
+		AsyncStorageWrites:        true,
 		CheckQuorum:               true,
 		PreVote:                   true,
 		ReadOnlyOption:            raft.ReadOnlySafe,
@@ -271,25 +288,40 @@ func (n *Node) ReportSnapshot(id uint64, failed bool) {
 	n.rn.ReportSnapshot(id, status)
 }
 
-// Persisted reports that the Persist with this sequence number is durable.
+// Persisted reports that the Persist with this sequence number is durable,
+// and with it every earlier one. The host reports the writes it was asked
+// to wait on (Persist.Wait), in the order it got them.
 func (n *Node) Persisted(seq uint64) {
-	p := n.persisting
-	if p == nil || p.seq != seq {
-		panic(fmt.Sprintf("node %x: persisted seq %d, but waiting on %v", n.cfg.ID, seq, p))
+	if len(n.appends) == 0 || n.appends[0].persist.Seq > seq {
+		panic(fmt.Sprintf("node %x: persisted seq %d, but the oldest write waiting is %v", n.cfg.ID, seq, n.oldestAppend()))
 	}
-	n.persisting = nil
-	if !p.finished {
-		n.finishReady(p.rd)
+	for len(n.appends) > 0 && n.appends[0].persist.Seq <= seq {
+		n.completeAppend()
+	}
+	// Writes that need no sync and were queued behind this one are done too.
+	for len(n.appends) > 0 && !n.appends[0].persist.Wait {
+		n.completeAppend()
 	}
 }
 
+func (n *Node) oldestAppend() string {
+	if len(n.appends) == 0 {
+		return "none"
+	}
+	return n.appends[0].persist.String()
+}
+
 // Effects drives raft as far as it can go without waiting on the disk and
-// returns everything the host must do, clearing it.
+// returns everything the host must do, clearing it. When More is set the
+// node has work left that it held back so that the host could start a
+// write first; the host carries out these effects and calls Effects again.
 func (n *Node) Effects() Effects {
+	n.runApplies()
 	n.drive()
 	n.pollWatches()
 	out := n.out
 	n.out = Effects{}
+	out.More = len(n.applies) > 0
 	return out
 }
 
@@ -298,76 +330,126 @@ func (n *Node) Effects() Effects {
 const readyLoopMax = 64
 
 func (n *Node) drive() {
-	for i := 0; i < readyLoopMax; i++ {
-		if n.persisting != nil || !n.rn.HasReady() {
+	for i := 0; i < readyLoopMax && n.rn.HasReady(); i++ {
+		if len(n.appends) >= PersistsInFlightMax {
 			return
 		}
 		rd := n.rn.Ready()
 		n.onSoftState(rd.SoftState)
 		n.onReadStates(rd.ReadStates)
-		hasSnap := rd.Snapshot != nil && !raft.IsEmptySnap(rd.Snapshot)
-		hasHS := rd.HardState != nil && !raft.IsEmptyHardState(rd.HardState)
-		if !hasSnap && !hasHS && len(rd.Entries) == 0 {
-			n.finishReady(rd)
-			continue
+		for _, m := range rd.Messages {
+			switch m.GetTo() {
+			case raft.LocalAppendThread:
+				n.startAppend(m)
+			case raft.LocalApplyThread:
+				n.applies = append(n.applies, m)
+			default:
+				n.out.Messages = append(n.out.Messages, m)
+			}
 		}
-		n.persistSeq++
-		p := &Persist{Seq: n.persistSeq, Wait: rd.MustSync || hasSnap, Entries: rd.Entries}
-		if hasSnap {
-			p.Snapshot = rd.Snapshot
+		if len(n.out.Persist) > 0 && len(n.applies) > 0 {
+			// Let the host start the write before the node spends time
+			// applying: the next Effects call applies.
+			return
 		}
-		if hasHS {
-			p.HardState = rd.HardState
-		}
-		n.out.Persist = append(n.out.Persist, p)
-		if !p.Wait {
-			// Only the commit index moved: raft re-learns it after a crash,
-			// so nothing waits for it to be synced.
-			n.finishReady(rd)
-			continue
-		}
-		n.persisting = &inflightReady{seq: p.Seq, rd: rd}
-		if n.cfg.Planted.AckBeforeSync {
-			n.finishReady(rd)
-			n.persisting.finished = true
-		}
-		return
+		n.runApplies()
 	}
 }
 
-// finishReady does what a Ready asks once its writes are durable.
-func (n *Node) finishReady(rd raft.Ready) {
-	if rd.Snapshot != nil && !raft.IsEmptySnap(rd.Snapshot) {
-		if err := n.storage.ApplySnapshot(rd.Snapshot); err != nil {
-			panic(fmt.Sprintf("node %x: apply snapshot %d: %v", n.cfg.ID, rd.Snapshot.GetMetadata().GetIndex(), err))
+// startAppend hands one write to the host. It needs a sync when it carries
+// entries, a snapshot or a new term or vote; a write of the commit index
+// alone does not (raft re-learns it after a crash), and completes as soon
+// as every write before it has.
+func (n *Node) startAppend(m *raftpb.Message) {
+	n.persistSeq++
+	p := &Persist{Seq: n.persistSeq, Entries: m.GetEntries()}
+	if m.Term != nil {
+		p.HardState = &raftpb.HardState{Term: m.Term, Vote: m.Vote, Commit: m.Commit}
+	}
+	if s := m.GetSnapshot(); s != nil && !raft.IsEmptySnap(s) {
+		p.Snapshot = s
+	}
+	p.Wait = len(p.Entries) > 0 || p.Snapshot != nil ||
+		(p.HardState != nil && (p.HardState.GetTerm() != n.lastHS.GetTerm() || p.HardState.GetVote() != n.lastHS.GetVote()))
+	if p.HardState != nil {
+		n.lastHS = p.HardState
+	}
+	n.out.Persist = append(n.out.Persist, p)
+	n.appends = append(n.appends, pendingAppend{persist: p, msg: m})
+	if n.cfg.Planted.AckBeforeSync {
+		// Planted bug: act on the write before it is durable.
+		n.finishAppend(&n.appends[len(n.appends)-1])
+		n.appends[len(n.appends)-1].done = true
+	}
+	if !p.Wait && len(n.appends) == 1 {
+		n.completeAppend()
+	}
+}
+
+// completeAppend finishes the oldest write: it is durable.
+func (n *Node) completeAppend() {
+	pa := n.appends[0]
+	n.appends[0] = pendingAppend{}
+	n.appends = n.appends[1:]
+	if !pa.done {
+		n.finishAppend(&pa)
+	}
+}
+
+// finishAppend does what a durable write allows: raft's in-memory log
+// takes the entries (raft reads them back from it), a snapshot replaces the
+// applied state, and the held replies go out or back to raft.
+func (n *Node) finishAppend(pa *pendingAppend) {
+	m := pa.msg
+	if s := pa.persist.Snapshot; s != nil {
+		if err := n.storage.ApplySnapshot(s); err != nil {
+			panic(fmt.Sprintf("node %x: apply snapshot %d: %v", n.cfg.ID, s.GetMetadata().GetIndex(), err))
 		}
-		parts, err := decodeSnapshot(rd.Snapshot.GetData())
+		parts, err := decodeSnapshot(s.GetData())
 		if err != nil {
 			// The leader built it and the transport checksummed it: a snapshot
 			// that does not decode is corruption, and the member stops.
-			panic(fmt.Sprintf("node %x: snapshot %d from the leader: %v", n.cfg.ID, rd.Snapshot.GetMetadata().GetIndex(), err))
+			panic(fmt.Sprintf("node %x: snapshot %d from the leader: %v", n.cfg.ID, s.GetMetadata().GetIndex(), err))
 		}
-		if err := n.installSnapshotState(rd.Snapshot, parts); err != nil {
+		if err := n.installSnapshotState(s, parts); err != nil {
 			panic(fmt.Sprintf("node %x: %v", n.cfg.ID, err))
 		}
 		// Reads waiting for an index the snapshot covers need not wait for
 		// the next entry.
 		n.serveReads()
 	}
-	if len(rd.Entries) > 0 {
-		if err := n.storage.Append(rd.Entries); err != nil {
+	if len(m.GetEntries()) > 0 {
+		if err := n.storage.Append(m.GetEntries()); err != nil {
 			panic(fmt.Sprintf("node %x: append to raft storage: %v", n.cfg.ID, err))
 		}
 	}
-	if rd.HardState != nil && !raft.IsEmptyHardState(rd.HardState) {
-		if err := n.storage.SetHardState(rd.HardState); err != nil {
+	if hs := pa.persist.HardState; hs != nil {
+		if err := n.storage.SetHardState(hs); err != nil {
 			panic(fmt.Sprintf("node %x: hard state: %v", n.cfg.ID, err))
 		}
 	}
-	n.out.Messages = append(n.out.Messages, rd.Messages...)
-	n.applyEntries(rd.CommittedEntries)
-	n.rn.Advance(rd)
-	n.maybeSnapshot()
+	for _, resp := range m.GetResponses() {
+		if resp.GetTo() == n.cfg.ID {
+			_ = n.rn.Step(resp) // a stale self-response (older term) is refused by raft, as intended
+			continue
+		}
+		n.out.Messages = append(n.out.Messages, resp)
+	}
+}
+
+// runApplies applies what raft asked to be applied, oldest first, and
+// tells raft.
+func (n *Node) runApplies() {
+	for len(n.applies) > 0 {
+		m := n.applies[0]
+		n.applies[0] = nil
+		n.applies = n.applies[1:]
+		n.applyEntries(m.GetEntries())
+		for _, resp := range m.GetResponses() {
+			_ = n.rn.Step(resp)
+		}
+		n.maybeSnapshot()
+	}
 }
 
 func (n *Node) encodeSnapshot() []byte {
@@ -525,7 +607,7 @@ func (n *Node) Status() Status {
 		ID: n.cfg.ID, Lead: bs.Lead, Term: bs.GetTerm(), State: bs.RaftState,
 		AppliedIndex: n.appliedIndex, CommitIndex: bs.GetCommit(), LastIndex: last, SnapshotIndex: n.snapshotIndex,
 		Revision: n.store.Rev(), CompactRevision: n.store.CompactRev(),
-		IsLearner: self.IsLearner, Removed: n.removed, Tick: n.tick, Persisting: n.persisting != nil,
+		IsLearner: self.IsLearner, Removed: n.removed, Tick: n.tick, Persisting: len(n.appends) > 0,
 		PendingRequests: len(n.waiting) + n.reads.size(),
 		Members:         slices.Clone(n.members.members),
 	}

@@ -162,16 +162,19 @@ func Start(cfg Config) (*Member, error) {
 		lg = zap.NewNop()
 	}
 	m := &Member{
-		cfg:        cfg,
-		lg:         lg,
-		tick:       time.Duration(cfg.HeartbeatMs) * time.Millisecond,
-		requests:   make(chan *clientRequest, clientQueueMax),
-		inbound:    make(chan *raftpb.Message, inboundMessagesMax),
-		reports:    make(chan peerReport, peerReportsMax),
-		watchOps:   make(chan watchOp, watchOpsMax),
-		calls:      make(chan func(), loopCallsMax),
-		diskJobs:   make(chan diskJob, diskQueueMax),
-		diskDone:   make(chan diskResult, diskQueueMax),
+		cfg:      cfg,
+		lg:       lg,
+		tick:     time.Duration(cfg.HeartbeatMs) * time.Millisecond,
+		requests: make(chan *clientRequest, clientQueueMax),
+		inbound:  make(chan *raftpb.Message, inboundMessagesMax),
+		reports:  make(chan peerReport, peerReportsMax),
+		watchOps: make(chan watchOp, watchOpsMax),
+		calls:    make(chan func(), loopCallsMax),
+		diskJobs: make(chan diskJob, diskQueueMax),
+		// Room for every write the node can have outstanding, and a failure:
+		// the disk goroutine never blocks reporting, so the loop, which may
+		// block handing it a job, can always make progress.
+		diskDone:   make(chan diskResult, node.PersistsInFlightMax+1),
 		diskExit:   make(chan struct{}),
 		stopLoop:   make(chan struct{}),
 		loopExit:   make(chan struct{}),
@@ -530,14 +533,33 @@ func (m *Member) run() {
 		if !m.drain() {
 			return
 		}
+		if !m.effects() {
+			return
+		}
+	}
+}
+
+// effectRoundsMax bounds the Effects calls one loop round makes: the node
+// asks for another only to apply what it held back behind a write.
+const effectRoundsMax = 64
+
+// effects takes the node's effects and carries them out, again while the
+// node says it has more: it returns early so that a write reaches the disk
+// goroutine before the loop spends time applying the batch before it.
+func (m *Member) effects() bool {
+	for round := 0; round < effectRoundsMax; round++ {
 		eff := m.node.Effects()
 		// Published before results go out, so that a client that got an
 		// answer reads at least that state from the published view.
 		m.publishState()
 		if !m.carryOut(eff) {
-			return
+			return false
+		}
+		if !eff.More {
+			return true
 		}
 	}
+	return true
 }
 
 // drain takes events that are already waiting, up to eventsPerRoundMax,
@@ -631,8 +653,9 @@ func (m *Member) failPending(err error) {
 func (m *Member) carryOut(eff node.Effects) bool {
 	for _, p := range eff.Persist {
 		// The disk goroutine always takes jobs (after a failure it drops
-		// them), and the node waits on one write at a time, so this never
-		// blocks for longer than one write.
+		// them) and never blocks reporting back (diskDone has room for every
+		// write the node can have outstanding), so this waits at most for
+		// the writes ahead of it.
 		m.diskJobs <- diskJob{persist: p}
 	}
 	if len(eff.Messages) > 0 {
@@ -776,42 +799,77 @@ func (m *Member) syncPeers(members []node.Member) {
 	}
 }
 
-// runDisk is the disk goroutine: it writes each job in order, syncs the
-// ones the node waits on and reports them durable. After an error it
-// reports once and drops the rest: the member is stopping.
+// runDisk is the disk goroutine. It takes the next job and every job
+// already queued behind it (up to diskBatchMax), writes them in order, and
+// syncs once for all the writes the node waits on among them (group
+// commit: the node hands over a write per raft Ready, and several pile up
+// while a sync runs); then it reports each of those durable, in order.
+// After an error it reports once and drops the rest: the member is
+// stopping.
 func (m *Member) runDisk() {
 	defer close(m.diskExit)
 	var failed bool
+	batch := make([]diskJob, 0, diskBatchMax)
 	for job := range m.diskJobs {
 		if failed {
 			continue
 		}
-		if err := m.write(job); err != nil {
+		batch = append(batch[:0], job)
+	collect:
+		for len(batch) < diskBatchMax {
+			select {
+			case next, ok := <-m.diskJobs:
+				if !ok {
+					break collect
+				}
+				batch = append(batch, next)
+			default:
+				break collect
+			}
+		}
+		if err := m.writeBatch(batch); err != nil {
 			failed = true
 			m.diskDone <- diskResult{err: err}
-		} else if job.persist != nil && job.persist.Wait {
-			m.diskDone <- diskResult{seq: job.persist.Seq}
+			continue
+		}
+		for _, j := range batch {
+			if j.persist != nil && j.persist.Wait {
+				m.diskDone <- diskResult{seq: j.persist.Seq}
+			}
 		}
 	}
 }
 
-func (m *Member) write(job diskJob) error {
-	if job.snapshot != nil {
-		start := time.Now()
-		err := m.storage.SaveSnapshot(job.snapshot)
-		m.metrics.snapshotSave.observe(time.Since(start).Seconds())
-		return err
-	}
-	p := job.persist
-	if p.Snapshot != nil {
-		if err := m.storage.SaveSnapshot(p.Snapshot); err != nil {
+// diskBatchMax bounds the jobs one sync covers.
+const diskBatchMax = 256
+
+// writeBatch writes jobs in order and syncs once if any of them is a write
+// the node waits on. A local snapshot is saved (and made durable) in its
+// place in the order.
+func (m *Member) writeBatch(jobs []diskJob) error {
+	wait := false
+	for _, job := range jobs {
+		if job.snapshot != nil {
+			start := time.Now()
+			err := m.storage.SaveSnapshot(job.snapshot)
+			m.metrics.snapshotSave.observe(time.Since(start).Seconds())
+			if err != nil {
+				return err
+			}
+			continue
+		}
+		p := job.persist
+		if p.Snapshot != nil {
+			if err := m.storage.SaveSnapshot(p.Snapshot); err != nil {
+				return err
+			}
+		}
+		if err := m.storage.Append(p.HardState, p.Entries); err != nil {
 			return err
 		}
+		wait = wait || p.Wait
 	}
-	if err := m.storage.Append(p.HardState, p.Entries); err != nil {
-		return err
-	}
-	if !p.Wait {
+	if !wait {
 		return nil
 	}
 	start := time.Now()

@@ -53,7 +53,7 @@ func (w *world) checkLiveness() {
 		if m.removed || m.failStopped {
 			continue
 		}
-		if !m.up || m.paused || m.persisting != nil {
+		if !m.up || m.paused || len(m.syncQueue) > 0 {
 			return
 		}
 		st := m.node.Status()

@@ -34,9 +34,10 @@ type member struct {
 	tickJumpUntil int64 // clock jumped back: no ticks until then
 	pausedInbox   []*event
 
-	tickBase    int64  // ticks of earlier incarnations, so the member's clock never runs back
-	durableTerm uint64 // the highest term in a hard state known synced
-	persisting  *node.Persist
+	tickBase    int64           // ticks of earlier incarnations, so the member's clock never runs back
+	durableTerm uint64          // the highest term in a hard state known synced
+	syncQueue   []*node.Persist // writes the node waits on, oldest first
+	lastSyncAt  int64           // when the newest queued sync completes: syncs complete in order
 }
 
 // pausedInboxMax bounds what a paused member buffers (a real process's
@@ -146,7 +147,7 @@ func (w *world) crash(m *member, why string) {
 	m.fs.Crash(w.frng, mode)
 	m.tickBase += m.node.Status().Tick
 	m.node, m.storage, m.up, m.paused = nil, nil, false, false
-	m.persisting = nil
+	m.syncQueue, m.lastSyncAt = nil, 0
 	m.pausedInbox = nil
 	m.incarnation++
 	w.streamsBroken(m)
@@ -219,16 +220,32 @@ func (w *world) scheduleTick(m *member) {
 	w.q.schedule(&event{at: w.now + m.tickPeriodNs, kind: evTick, member: m.index, incarnation: m.incarnation})
 }
 
-// drive takes the member's effects and carries them out.
+// effectRoundsMax bounds the Effects calls one drive makes: the node asks
+// for another round only to apply what it held back behind a write.
+const effectRoundsMax = 64
+
+// drive takes the member's effects and carries them out, again while the
+// node says it has more.
 func (w *world) drive(m *member) {
-	if !m.up || m.node == nil {
-		return
+	for round := 0; round < effectRoundsMax; round++ {
+		if !m.up || m.node == nil {
+			return
+		}
+		eff := m.node.Effects()
+		w.traceEffects(m, &eff)
+		if !w.carryOut(m, &eff) || !eff.More {
+			return
+		}
 	}
-	eff := m.node.Effects()
-	w.traceEffects(m, &eff)
+	w.fail("%s: still has more work after %d rounds of effects", m.name, effectRoundsMax)
+}
+
+// carryOut does what one batch of effects asks; false if the member
+// stopped (a disk error, its removal).
+func (w *world) carryOut(m *member, eff *node.Effects) bool {
 	for _, p := range eff.Persist {
 		if !w.persist(m, p) {
-			return // crashed on a disk error
+			return false // crashed on a disk error
 		}
 	}
 	for _, msg := range eff.Messages {
@@ -243,7 +260,7 @@ func (w *world) drive(m *member) {
 	if eff.SaveSnapshot != nil {
 		if err := m.storage.SaveSnapshot(eff.SaveSnapshot); err != nil {
 			w.crash(m, fmt.Sprintf("save snapshot: %v", err))
-			return
+			return false
 		}
 	}
 	for _, p := range eff.Proposed {
@@ -262,12 +279,15 @@ func (w *world) drive(m *member) {
 		m.node = nil
 		m.incarnation++
 		w.streamsBroken(m)
+		return false
 	}
+	return true
 }
 
-// persist writes a Persist to the member's disk now; the sync completes
-// after a simulated disk latency, and only then does the node learn it is
-// durable. A crash in between loses what was not synced.
+// persist writes a Persist to the member's disk now; its sync completes
+// after a simulated disk latency (syncs complete in the order they were
+// asked for, as one disk queue does), and only then does the node learn it
+// is durable. A crash in between loses what was not synced.
 func (w *world) persist(m *member, p *node.Persist) bool {
 	if p.Snapshot != nil {
 		if err := m.storage.SaveSnapshot(p.Snapshot); err != nil {
@@ -282,28 +302,34 @@ func (w *world) persist(m *member, p *node.Persist) bool {
 	if !p.Wait {
 		return true
 	}
-	if m.persisting != nil {
-		w.fail("%s: a second Persist waits while seq %d is not durable", m.name, m.persisting.Seq)
+	if len(m.syncQueue) >= syncQueueMax {
+		w.fail("%s: more than %d writes waiting for a sync", m.name, syncQueueMax)
+		return false
 	}
-	m.persisting = p
+	m.syncQueue = append(m.syncQueue, p)
 	latency := int64(w.drng.ExpFloat64() * float64(w.k.SyncLatencyMeanUs*1000))
-	w.q.schedule(&event{at: w.now + latency, kind: evDiskSync, member: m.index, incarnation: m.incarnation, persistSeq: p.Seq})
+	m.lastSyncAt = max(m.lastSyncAt, w.now+latency)
+	w.q.schedule(&event{at: m.lastSyncAt, kind: evDiskSync, member: m.index, incarnation: m.incarnation, persistSeq: p.Seq})
 	return true
 }
 
+// syncQueueMax bounds a member's outstanding writes (the node bounds them
+// itself; this is the host's own check).
+const syncQueueMax = 4096
+
 func (w *world) diskSynced(m *member, seq uint64) {
-	p := m.persisting
-	if p == nil || p.Seq != seq {
-		w.fail("%s: sync of seq %d completed, but waiting on %v", m.name, seq, p)
+	if len(m.syncQueue) == 0 || m.syncQueue[0].Seq != seq {
+		w.fail("%s: sync of seq %d completed out of order (queue %d long)", m.name, seq, len(m.syncQueue))
 		return
 	}
+	p := m.syncQueue[0]
 	if err := m.storage.Sync(); err != nil {
 		// fsync failed: the member must not acknowledge anything it wrote,
 		// and cannot know what reached the disk. It stops (crash).
 		w.crash(m, fmt.Sprintf("fsync: %v", err))
 		return
 	}
-	m.persisting = nil
+	m.syncQueue = m.syncQueue[1:]
 	if hs := p.HardState; hs != nil && hs.GetTerm() > m.durableTerm {
 		m.durableTerm = hs.GetTerm()
 	}
@@ -329,13 +355,15 @@ func (w *world) send(from *member, msg *raftpb.Message) {
 }
 
 // checkSendAfterPersist asserts raft's contract from outside the node: a
-// member never sends a message of a term its disk does not hold yet.
+// member never sends a vote or an append acknowledgement of a term its
+// disk does not hold yet. (Requests may leave earlier: a candidate asks for
+// votes, and a leader sends entries, before its own write is durable.)
 func (w *world) checkSendAfterPersist(from *member, msg *raftpb.Message) {
 	if w.opts.Planted.AckBeforeSync && !w.opts.assertSendsUnderPlantedBugs {
 		return // the planted bug breaks exactly this; the checkers must catch it
 	}
 	switch msg.GetType() {
-	case raftpb.MsgVote, raftpb.MsgVoteResp, raftpb.MsgApp, raftpb.MsgAppResp:
+	case raftpb.MsgVoteResp, raftpb.MsgAppResp:
 		if msg.GetTerm() > from.durableTerm {
 			w.fail("%s sent %s at term %d before term %d was durable", from.name, msg.GetType(), msg.GetTerm(), from.durableTerm)
 		}
