@@ -96,6 +96,11 @@ const (
 	// LeaseExpiryProposed: the leader proposed a revoke because the lease
 	// expired by its clock.
 	LeaseExpiryProposed
+	// LeaseTakenOver: a member that just won leadership took the lease over
+	// from the applied state, with TTLTicks from that tick on. It reports
+	// leases no leader may ever have reported granting (a leader that
+	// crashed before applying its own grant).
+	LeaseTakenOver
 )
 
 func (k LeaseEventKind) String() string {
@@ -108,6 +113,8 @@ func (k LeaseEventKind) String() string {
 		return "BecameLeader"
 	case LeaseExpiryProposed:
 		return "ExpiryProposed"
+	case LeaseTakenOver:
+		return "TakenOver"
 	}
 	return fmt.Sprintf("LeaseEventKind(%d)", uint8(k))
 }
@@ -119,8 +126,8 @@ type LeaseEvent struct {
 	LocalTick int64
 	Lease     int64
 	Kind      LeaseEventKind
-	// TTLTicks is the lease's TTL in this member's ticks for Granted and
-	// KeepAliveAcked, and 0 otherwise.
+	// TTLTicks is the lease's TTL in this member's ticks for Granted,
+	// KeepAliveAcked and TakenOver, and 0 otherwise.
 	TTLTicks int64
 	// ElectionTicks is the member's election timeout in ticks. It is shown
 	// in failures: the rule checked is etcd's floor (a new leader gives every

@@ -23,7 +23,7 @@ func (run *checkRun) checkLeases() {
 	// own view.
 	ttlAnywhere := map[int64]int64{}
 	for _, e := range events {
-		if e.Kind == LeaseGranted || e.Kind == LeaseKeepAliveAcked {
+		if e.Kind == LeaseGranted || e.Kind == LeaseKeepAliveAcked || e.Kind == LeaseTakenOver {
 			if ttl, ok := ttlAnywhere[e.Lease]; !ok || e.TTLTicks < ttl {
 				ttlAnywhere[e.Lease] = e.TTLTicks
 			}
@@ -38,7 +38,7 @@ func (run *checkRun) checkLeases() {
 	})
 	type leaderView struct {
 		becameLeader *LeaseEvent
-		refreshed    map[int64]*LeaseEvent // last Granted or KeepAliveAcked per lease
+		refreshed    map[int64]*LeaseEvent // last Granted, KeepAliveAcked or TakenOver per lease
 	}
 	views := map[uint64]*leaderView{}
 	for _, i := range order {
@@ -51,7 +51,7 @@ func (run *checkRun) checkLeases() {
 		switch e.Kind {
 		case LeaseBecameLeader:
 			v.becameLeader = e
-		case LeaseGranted, LeaseKeepAliveAcked:
+		case LeaseGranted, LeaseKeepAliveAcked, LeaseTakenOver:
 			v.refreshed[e.Lease] = e
 		case LeaseExpiryProposed:
 			run.checkExpiry(e, v.becameLeader, v.refreshed[e.Lease], ttlAnywhere)

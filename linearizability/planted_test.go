@@ -466,6 +466,24 @@ var plantedCases = []plantedCase{
 		detail:  "the member became leader at tick 50 and must give the lease its full TTL of 100 ticks (until tick 150",
 	},
 	{
+		// A lease whose grant no leader applied as leader (the proposer
+		// crashed first): the next leader takes it over at its election and
+		// must not expire it before a full TTL from then.
+		name: "new leader expiring a lease it took over before a full TTL",
+		build: func() *script {
+			sc := newScript()
+			sc.in.Leases = []LeaseEvent{
+				{Member: 2, LocalTick: 50, Kind: LeaseBecameLeader, ElectionTicks: 10},
+				{Member: 2, LocalTick: 50, Lease: 7, Kind: LeaseTakenOver, TTLTicks: 100, ElectionTicks: 10},
+				{Member: 2, LocalTick: 160, Lease: 7, Kind: LeaseExpiryProposed, ElectionTicks: 10},
+			}
+			return sc
+		},
+		plant:   func(sc *script) { sc.in.Leases[2].LocalTick = 149 },
+		checker: checkerLeaseExpiry,
+		detail:  "lease expired early: the member last saw it at member 2 tick 50 TakenOver lease 7 ttl 100 ticks, so it lives until tick 150",
+	},
+	{
 		name: "key surviving its lease's revoke",
 		build: func() *script {
 			sc := newScript()

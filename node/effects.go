@@ -96,6 +96,7 @@ const (
 	LeaseKeepAliveAcked
 	LeaseBecameLeader
 	LeaseExpiryProposed
+	LeaseTakenOver // a new leader took the lease over with a fresh TTL
 )
 
 func (k LeaseEventKind) String() string {
@@ -108,6 +109,8 @@ func (k LeaseEventKind) String() string {
 		return "became-leader"
 	case LeaseExpiryProposed:
 		return "expiry-proposed"
+	case LeaseTakenOver:
+		return "taken-over"
 	}
 	return fmt.Sprintf("lease-event-%d", uint8(k))
 }

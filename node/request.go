@@ -494,7 +494,9 @@ func (n *Node) refreshAllLeases() {
 	n.leases.reset()
 	extend := int64(n.cfg.ElectionTicks)
 	for _, l := range n.store.Leases() {
-		n.leases.set(l.ID, n.tick+n.expiryTicks(n.cfg.ticksFromSeconds(l.GrantedTTLSeconds))+extend)
+		ttlTicks := n.cfg.ticksFromSeconds(l.GrantedTTLSeconds)
+		n.leases.set(l.ID, n.tick+n.expiryTicks(ttlTicks)+extend)
+		n.leaseEvent(LeaseTakenOver, l.ID, ttlTicks)
 	}
 }
 

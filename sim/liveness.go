@@ -120,6 +120,8 @@ func (w *world) leaseEvent(m *member, le node.LeaseEvent) {
 		kind = linearizability.LeaseBecameLeader
 	case node.LeaseExpiryProposed:
 		kind = linearizability.LeaseExpiryProposed
+	case node.LeaseTakenOver:
+		kind = linearizability.LeaseTakenOver
 	}
 	w.leaseEvents = append(w.leaseEvents, linearizability.LeaseEvent{
 		Member: m.id, LocalTick: m.tickBase + le.LocalTick, Lease: le.Lease, Kind: kind, TTLTicks: le.TTLTicks,
