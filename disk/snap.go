@@ -55,11 +55,14 @@ var marshalOptions = proto.MarshalOptions{Deterministic: true}
 
 // encodeSnapshotFile returns the bytes of a snapshot file and its payload CRC.
 func encodeSnapshotFile(snap *raftpb.Snapshot) ([]byte, uint32, error) {
-	payload, err := marshalOptions.Marshal(snap)
+	// One buffer for header and payload: a snapshot's data can be tens of
+	// megabytes, and marshalling it apart would copy it once more.
+	b := make([]byte, snapHeaderSizeBytes, snapHeaderSizeBytes+marshalOptions.Size(snap))
+	b, err := marshalOptions.MarshalAppend(b, snap)
 	if err != nil {
 		return nil, 0, fmt.Errorf("disk: encode snapshot: %w", err)
 	}
-	b := make([]byte, snapHeaderSizeBytes, snapHeaderSizeBytes+len(payload))
+	payload := b[snapHeaderSizeBytes:]
 	copy(b[0:8], snapMagic)
 	binary.LittleEndian.PutUint32(b[8:12], snapFormatVersion)
 	payloadCRC := crc32.Checksum(payload, castagnoli)
@@ -68,7 +71,7 @@ func encodeSnapshotFile(snap *raftpb.Snapshot) ([]byte, uint32, error) {
 	binary.LittleEndian.PutUint64(b[24:32], snap.GetMetadata().GetIndex())
 	binary.LittleEndian.PutUint64(b[32:40], snap.GetMetadata().GetTerm())
 	binary.LittleEndian.PutUint32(b[40:44], crc32.Checksum(b[:40], castagnoli))
-	return append(b, payload...), payloadCRC, nil
+	return b, payloadCRC, nil
 }
 
 // decodeSnapshotFile checks and decodes a snapshot file's bytes against the

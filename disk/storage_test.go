@@ -375,3 +375,64 @@ func TestStrayBytesInAllocatedSpace(t *testing.T) {
 		})
 	}
 }
+
+// TestSnapshotWrittenThenCommitted: a snapshot file written while the log
+// goes on taking appends counts only once committed. A crash between the
+// two leaves the previous snapshot in force and the written file removed;
+// after the commit Open loads it with the entries appended meanwhile.
+func TestSnapshotWrittenThenCommitted(t *testing.T) {
+	written := func() (*SimFS, *Storage, SnapshotFile) {
+		fsys := NewSimFS()
+		s := mustCreate(t, fsys, Options{})
+		must(t, s.Append(hardState(1, 1, 10), ents(1, 10, 1)))
+		must(t, s.Sync())
+		must(t, s.SaveSnapshot(snapshot(5, 1, "state@5")))
+		f, err := s.WriteSnapshotFile(snapshot(10, 1, "state@10"))
+		must(t, err)
+		must(t, s.Append(hardState(1, 1, 15), ents(11, 15, 1)))
+		must(t, s.Sync())
+		return fsys, s, f
+	}
+
+	crashed, _, _ := written()
+	crashed.Crash(newRand(1), CrashLoseUnsynced)
+	_, rec := mustOpen(t, crashed, Options{})
+	if got := rec.Snapshot.GetMetadata().GetIndex(); got != 5 || describeEntries(rec.Entries) != describeEntries(ents(6, 15, 1)) {
+		t.Fatalf("crash before the commit: snapshot %d entries %s", got, describeEntries(rec.Entries))
+	}
+	if names, _ := crashed.List("snap"); len(names) != 1 {
+		t.Fatalf("snapshot files %v after Open, want the uncommitted one removed", names)
+	}
+
+	fsys, s, f := written()
+	must(t, s.CommitSnapshot(f))
+	must(t, s.Close())
+	_, rec = mustOpen(t, fsys, Options{})
+	if got := rec.Snapshot.GetMetadata().GetIndex(); got != 10 || string(rec.Snapshot.GetData()) != "state@10" ||
+		describeEntries(rec.Entries) != describeEntries(ents(11, 15, 1)) {
+		t.Fatalf("after the commit: snapshot %d entries %s", got, describeEntries(rec.Entries))
+	}
+}
+
+// TestSnapshotFileOvertaken: a snapshot written while the WAL saved a newer
+// one (sent by the leader) is removed at its commit, not committed behind
+// the newer one and not an error.
+func TestSnapshotFileOvertaken(t *testing.T) {
+	fsys := NewSimFS()
+	s := mustCreate(t, fsys, Options{})
+	must(t, s.Append(hardState(1, 1, 10), ents(1, 10, 1)))
+	must(t, s.Sync())
+	f, err := s.WriteSnapshotFile(snapshot(8, 1, "local@8"))
+	must(t, err)
+	must(t, s.SaveSnapshot(snapshot(20, 2, "leader@20")))
+	must(t, s.CommitSnapshot(f))
+	names, _ := fsys.List("snap")
+	if len(names) != 1 || names[0] != snapName(20, 2) {
+		t.Fatalf("snapshot files %v, want only the leader's", names)
+	}
+	must(t, s.Close())
+	_, rec := mustOpen(t, fsys, Options{})
+	if got := rec.Snapshot.GetMetadata().GetIndex(); got != 20 || len(rec.Entries) != 0 {
+		t.Fatalf("snapshot %d entries %s", got, describeEntries(rec.Entries))
+	}
+}

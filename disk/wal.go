@@ -408,6 +408,8 @@ func (s *Storage) newestSnapshotIndex() uint64 { return newestMarkerIndex(s.mark
 // damaged), else up to snap itself. A snapshot past the log's last index,
 // or one whose term disagrees with the log's at its index (a snapshot sent
 // by the leader), restarts the log after it, as raft does.
+//
+// SaveSnapshot is WriteSnapshotFile then CommitSnapshot on one goroutine.
 func (s *Storage) SaveSnapshot(snap *raftpb.Snapshot) error {
 	if s.err != nil {
 		return s.err
@@ -426,19 +428,76 @@ func (s *Storage) SaveSnapshot(snap *raftpb.Snapshot) error {
 				index, term, newest.index, newest.term)
 		}
 	}
+	f, err := s.WriteSnapshotFile(snap)
+	if err != nil {
+		return s.fail(err)
+	}
+	return s.CommitSnapshot(f)
+}
+
+// SnapshotFile is a snapshot written durably to its file but not yet
+// vouched for by the WAL: until CommitSnapshot, Open ignores it.
+type SnapshotFile struct {
+	index, term   uint64
+	payloadCRC    uint32
+	fileSizeBytes int64
+	name          string
+}
+
+// String describes the file for logs.
+func (f SnapshotFile) String() string {
+	return fmt.Sprintf("snapshot %d/%d (%d bytes)", f.index, f.term, f.fileSizeBytes)
+}
+
+// WriteSnapshotFile writes snap's file durably (temp, fsync, rename, fsync
+// directory) and nothing else. It reads only what never changes after Open
+// (the FS and the snapshot directory), so a host may run it on a goroutine
+// of its own while the WAL goes on taking appends and syncs: a large
+// snapshot then does not hold up the log's group commit. The host runs one
+// at a time, never during SaveSnapshot or CommitSnapshot (both list and
+// remove snapshot files), and hands each result to CommitSnapshot before
+// writing the next.
+// An error is as fatal as a failed fsync of the log.
+func (s *Storage) WriteSnapshotFile(snap *raftpb.Snapshot) (SnapshotFile, error) {
+	index, term := snap.GetMetadata().GetIndex(), snap.GetMetadata().GetTerm()
+	if index == 0 {
+		return SnapshotFile{}, errors.New("disk: save snapshot at index 0")
+	}
+	fileBytes, payloadCRC, err := encodeSnapshotFile(snap)
+	if err != nil {
+		return SnapshotFile{}, err
+	}
+	name := path.Join(s.snapDir, snapName(index, term))
+	if err := writeFileDurably(s.fs, name, fileBytes, 0); err != nil {
+		return SnapshotFile{}, fmt.Errorf("disk: save snapshot %s: %w", name, err)
+	}
+	return SnapshotFile{index: index, term: term, payloadCRC: payloadCRC, fileSizeBytes: int64(len(fileBytes)), name: name}, nil
+}
+
+// CommitSnapshot makes a written snapshot file count: the WAL's snapshot
+// record and its fsync, then the release of what the snapshot made
+// redundant (see SaveSnapshot). A file overtaken while it was being written
+// (the WAL committed a snapshot at or after its index meanwhile, one the
+// leader sent) is removed instead, unless it is that very snapshot.
+func (s *Storage) CommitSnapshot(f SnapshotFile) error {
+	if s.err != nil {
+		return s.err
+	}
+	index, term := f.index, f.term
+	if i := markerIndexOf(s.markers, index, term); i >= 0 && s.markers[i].usable {
+		return nil // already saved; the file was written again with the same bytes
+	}
+	if i := newestUsableMarker(s.markers, -1); i >= 0 && index <= s.markers[i].index {
+		if err := s.fs.Remove(f.name); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return s.fail(fmt.Errorf("disk: remove overtaken snapshot %s: %w", f.name, err))
+		}
+		return nil
+	}
 	reset := index > s.shape.last
 	if t, ok := s.shape.termAt(index); !reset && ok && t != term {
 		reset = true
 	}
-	fileBytes, payloadCRC, err := encodeSnapshotFile(snap)
-	if err != nil {
-		return err
-	}
-	name := path.Join(s.snapDir, snapName(index, term))
-	if err := writeFileDurably(s.fs, name, fileBytes, 0); err != nil {
-		return s.fail(fmt.Errorf("disk: save snapshot %s: %w", name, err))
-	}
-	m := snapshotMarker{index: index, term: term, reset: reset, payloadCRC: payloadCRC, fileSizeBytes: int64(len(fileBytes)), usable: true}
+	m := snapshotMarker{index: index, term: term, reset: reset, payloadCRC: f.payloadCRC, fileSizeBytes: f.fileSizeBytes, usable: true}
 	if err := s.add(Record{Type: RecordSnapshot, Index: index, Term: term, Body: m.encode(reset)}); err != nil {
 		return err
 	}
@@ -517,13 +576,15 @@ func (s *Storage) forgetMarkers() {
 // releaseSnapshotFiles keeps the SnapshotsKept newest snapshot files and
 // removes the rest, oldest first in effect; files known to be damaged, and
 // files newer than every snapshot record (saves that crashed before their
-// commit point), are removed and do not count. Leftover temporary files go too.
+// commit point), are removed and do not count. Temporary files stay: one
+// may be a WriteSnapshotFile in progress on another goroutine, and Open
+// removes those a crash left behind.
 func (s *Storage) releaseSnapshotFiles() error {
-	files, tmps, err := listSnapFiles(s.fs, s.snapDir)
+	files, _, err := listSnapFiles(s.fs, s.snapDir)
 	if err != nil {
 		return s.fail(fmt.Errorf("disk: list %s: %w", s.snapDir, err))
 	}
-	remove := tmps
+	var remove []string
 	kept := 0
 	newest := s.newestSnapshotIndex()
 	for k := len(files) - 1; k >= 0; k-- { // newest first

@@ -36,19 +36,53 @@ const (
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
-// encoder writes the canonical encoding to a hash or a buffer.
+// encoder writes the canonical encoding to a hash or to a list of chunks.
+// Chunks rather than one growing buffer: a large store's snapshot is tens
+// of megabytes, and growing a buffer copies it over and over; callers
+// that frame the snapshot copy the chunks once, into a buffer of the
+// right size.
 type encoder struct {
-	w   hash.Hash
-	buf []byte // when w is nil
-	tmp [binary.MaxVarintLen64]byte
+	w         hash.Hash
+	chunks    [][]byte // filled chunks, when w is nil
+	buf       []byte   // the chunk being filled
+	sizeBytes int      // of chunks and buf together
+	tmp       [binary.MaxVarintLen64]byte
 }
+
+// Chunks start small, so that the many small snapshots of simulated runs
+// stay cheap, and double up to encodeChunkBytesMax.
+const (
+	encodeChunkBytesMin = 4 << 10
+	encodeChunkBytesMax = 1 << 20
+)
 
 func (e *encoder) write(p []byte) {
 	if e.w != nil {
 		e.w.Write(p)
 		return
 	}
+	if len(e.buf)+len(p) > cap(e.buf) {
+		next := min(max(2*cap(e.buf), encodeChunkBytesMin), encodeChunkBytesMax)
+		if len(e.buf) > 0 {
+			e.chunks = append(e.chunks, e.buf)
+		}
+		e.buf = make([]byte, 0, max(next, len(p)))
+	}
 	e.buf = append(e.buf, p...)
+	e.sizeBytes += len(p)
+}
+
+// finish returns the chunks, ending with the CRC-32C of everything before.
+func (e *encoder) finish() [][]byte {
+	chunks := e.chunks
+	if len(e.buf) > 0 {
+		chunks = append(chunks, e.buf)
+	}
+	var crc uint32
+	for _, c := range chunks {
+		crc = crc32.Update(crc, castagnoli, c)
+	}
+	return append(chunks, binary.LittleEndian.AppendUint32(nil, crc))
 }
 
 func (e *encoder) uvarint(v uint64) { e.write(e.tmp[:binary.PutUvarint(e.tmp[:], v)]) }
@@ -95,9 +129,21 @@ func (s *Store) encode(e *encoder) {
 // key, the revision and compact revision, leases, alarms and the lease-ID
 // counter. Watchers are not state and are not included.
 func (s *Store) Snapshot() []byte {
+	chunks, sizeBytes := s.SnapshotChunks()
+	b := make([]byte, 0, sizeBytes)
+	for _, c := range chunks {
+		b = append(b, c...)
+	}
+	return b
+}
+
+// SnapshotChunks is Snapshot in pieces: their concatenation is what
+// Snapshot returns, sizeBytes long. A caller that frames the snapshot in
+// a larger buffer copies the pieces once instead of Snapshot's bytes.
+func (s *Store) SnapshotChunks() (chunks [][]byte, sizeBytes int) {
 	e := &encoder{}
 	s.encode(e)
-	return binary.LittleEndian.AppendUint32(e.buf, crc32.Checksum(e.buf, castagnoli))
+	return e.finish(), e.sizeBytes + 4
 }
 
 // StateHash hashes everything that is replicated state (FNV-1a 64 over the

@@ -453,7 +453,8 @@ func (n *Node) runApplies() {
 }
 
 func (n *Node) encodeSnapshot() []byte {
-	return encodeSnapshot(n.store.Snapshot(), &n.members, n.applied.ordered())
+	kvChunks, kvSizeBytes := n.store.SnapshotChunks()
+	return encodeSnapshot(kvChunks, kvSizeBytes, &n.members, n.applied.ordered())
 }
 
 // snapshotForSending is the snapshot raft sends a follower whose log is

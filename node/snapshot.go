@@ -34,11 +34,18 @@ type snapshotParts struct {
 	requests   []uint64
 }
 
-func encodeSnapshot(kv []byte, ms *membership, requests []uint64) []byte {
-	b := make([]byte, 0, len(snapshotMagic)+len(kv)+64*len(ms.members)+16)
+func encodeSnapshot(kvChunks [][]byte, kvSizeBytes int, ms *membership, requests []uint64) []byte {
+	b := make([]byte, 0, len(snapshotMagic)+binary.MaxVarintLen64+kvSizeBytes+64*len(ms.members)+
+		binary.MaxVarintLen64*(len(ms.removed)+len(requests)+3))
 	b = append(b, snapshotMagic...)
-	b = binary.AppendUvarint(b, uint64(len(kv)))
-	b = append(b, kv...)
+	b = binary.AppendUvarint(b, uint64(kvSizeBytes))
+	kvStart := len(b)
+	for _, c := range kvChunks {
+		b = append(b, c...)
+	}
+	if len(b)-kvStart != kvSizeBytes {
+		panic(fmt.Sprintf("node: kv snapshot chunks hold %d bytes, %d announced", len(b)-kvStart, kvSizeBytes))
+	}
 	b = binary.AppendUvarint(b, uint64(len(ms.members)))
 	for _, m := range ms.members {
 		data, err := proto.MarshalOptions{Deterministic: true}.Marshal(m.proto())

@@ -50,6 +50,11 @@ const (
 	// holds back at most one waiting write, so this is only reached by
 	// commit-only writes piling up behind a slow fsync.
 	diskQueueMax = 256
+	// snapshotQueueMax bounds local snapshots waiting for the snapshot
+	// goroutine while it writes one. They come every --snapshot-count
+	// entries, so the loop blocks here only when a snapshot file takes
+	// longer to write than that many entries take to apply.
+	snapshotQueueMax = 1
 	// eventsPerRoundMax bounds the events one loop round takes before it
 	// asks the node for effects, so that a flood of one kind cannot starve
 	// the disk and the network of their batches.
@@ -70,14 +75,20 @@ type Member struct {
 	storage *disk.Storage
 	peers   *nodednet.TCPTransport
 
-	requests  chan *clientRequest
-	inbound   chan *raftpb.Message
-	reports   chan peerReport
-	watchOps  chan watchOp
-	calls     chan func()
-	diskJobs  chan diskJob
-	diskDone  chan diskResult
-	diskExit  chan struct{}
+	requests chan *clientRequest
+	inbound  chan *raftpb.Message
+	reports  chan peerReport
+	watchOps chan watchOp
+	calls    chan func()
+	diskJobs chan diskJob
+	diskDone chan diskResult
+	diskExit chan struct{}
+	snapJobs chan *raftpb.Snapshot
+	snapExit chan struct{}
+	// snapDirMu keeps the snapshot goroutine's file writes apart from a
+	// snapshot the leader sent, which the disk goroutine saves and which
+	// lists and removes snapshot files.
+	snapDirMu sync.Mutex
 	stopLoop  chan struct{}
 	loopExit  chan struct{}
 	stopped   chan struct{} // closed once the member is fully stopped
@@ -124,8 +135,12 @@ type peerReport struct {
 }
 
 type diskJob struct {
-	persist  *node.Persist
-	snapshot *raftpb.Snapshot
+	persist *node.Persist
+	// snapshotFile is a local snapshot's file, written by the snapshot
+	// goroutine, for the WAL to commit; committed is closed once it did
+	// (or dropped it after a failure).
+	snapshotFile *disk.SnapshotFile
+	committed    chan struct{}
 }
 
 type diskResult struct {
@@ -176,6 +191,8 @@ func Start(cfg Config) (*Member, error) {
 		// block handing it a job, can always make progress.
 		diskDone:   make(chan diskResult, node.PersistsInFlightMax+1),
 		diskExit:   make(chan struct{}),
+		snapJobs:   make(chan *raftpb.Snapshot, snapshotQueueMax),
+		snapExit:   make(chan struct{}),
 		stopLoop:   make(chan struct{}),
 		loopExit:   make(chan struct{}),
 		stopped:    make(chan struct{}),
@@ -239,6 +256,7 @@ func Start(cfg Config) (*Member, error) {
 	m.publishState()
 
 	go m.runDisk()
+	go m.runSnapshots()
 	go m.run()
 	for _, pl := range peerListeners {
 		m.servePeers(pl)
@@ -448,6 +466,8 @@ func (m *Member) Stop() {
 		}
 		close(m.stopLoop)
 		<-m.loopExit
+		close(m.snapJobs)
+		<-m.snapExit
 		close(m.diskJobs)
 		<-m.diskExit
 		if err := m.storage.Close(); err != nil {
@@ -679,7 +699,7 @@ func (m *Member) carryOut(eff node.Effects) bool {
 		m.deliverWatch(sr)
 	}
 	if eff.SaveSnapshot != nil {
-		m.diskJobs <- diskJob{snapshot: eff.SaveSnapshot}
+		m.snapJobs <- eff.SaveSnapshot
 	}
 	if eff.Removed {
 		m.fatal(ErrRemoved)
@@ -812,6 +832,9 @@ func (m *Member) runDisk() {
 	batch := make([]diskJob, 0, diskBatchMax)
 	for job := range m.diskJobs {
 		if failed {
+			if job.committed != nil {
+				close(job.committed)
+			}
 			continue
 		}
 		batch = append(batch[:0], job)
@@ -827,7 +850,13 @@ func (m *Member) runDisk() {
 				break collect
 			}
 		}
-		if err := m.writeBatch(batch); err != nil {
+		err := m.writeBatch(batch)
+		for _, j := range batch {
+			if j.committed != nil {
+				close(j.committed)
+			}
+		}
+		if err != nil {
 			failed = true
 			m.diskDone <- diskResult{err: err}
 			continue
@@ -843,24 +872,56 @@ func (m *Member) runDisk() {
 // diskBatchMax bounds the jobs one sync covers.
 const diskBatchMax = 256
 
+// runSnapshots is the snapshot goroutine. It writes each local snapshot's
+// file (tens of megabytes for a large store: encoding, writing and an
+// fsync) beside the disk goroutine rather than on it, so that the WAL's
+// group commit, and every client waiting on it, does not stall behind the
+// file. The disk goroutine then commits the file with a WAL record in the
+// log's order; the next file is written only after that commit, which
+// releases old snapshot files. A failed write is as fatal as a failed
+// fsync of the log.
+func (m *Member) runSnapshots() {
+	defer close(m.snapExit)
+	failed := false
+	for snap := range m.snapJobs {
+		if failed {
+			continue
+		}
+		start := time.Now()
+		m.snapDirMu.Lock()
+		f, err := m.storage.WriteSnapshotFile(snap)
+		m.snapDirMu.Unlock()
+		if err != nil {
+			failed = true
+			m.fatal(err)
+			continue
+		}
+		job := diskJob{snapshotFile: &f, committed: make(chan struct{})}
+		m.diskJobs <- job
+		<-job.committed
+		m.metrics.snapshotSave.observe(time.Since(start).Seconds())
+		m.lg.Debug("saved snapshot", zap.Stringer("snapshot", f), zap.Duration("took", time.Since(start)))
+	}
+}
+
 // writeBatch writes jobs in order and syncs once if any of them is a write
-// the node waits on. A local snapshot is saved (and made durable) in its
-// place in the order.
+// the node waits on. A local snapshot's file is committed (and made
+// durable) in its place in the order.
 func (m *Member) writeBatch(jobs []diskJob) error {
 	wait := false
 	for _, job := range jobs {
-		if job.snapshot != nil {
-			start := time.Now()
-			err := m.storage.SaveSnapshot(job.snapshot)
-			m.metrics.snapshotSave.observe(time.Since(start).Seconds())
-			if err != nil {
+		if job.snapshotFile != nil {
+			if err := m.storage.CommitSnapshot(*job.snapshotFile); err != nil {
 				return err
 			}
 			continue
 		}
 		p := job.persist
 		if p.Snapshot != nil {
-			if err := m.storage.SaveSnapshot(p.Snapshot); err != nil {
+			m.snapDirMu.Lock()
+			err := m.storage.SaveSnapshot(p.Snapshot)
+			m.snapDirMu.Unlock()
+			if err != nil {
 				return err
 			}
 		}
