@@ -16,6 +16,8 @@ import (
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/raft/v3/raftpb"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/noded/noded/disk"
 	"github.com/noded/noded/node"
@@ -440,33 +442,55 @@ func TestLearnerPromoteAndUpdate(t *testing.T) {
 }
 
 // A member whose first start stopped before its first sync leaves a data
-// directory with a WAL that holds nothing. It never took part in the
-// cluster, so it bootstraps again; restarting it empty would leave it with
-// no configuration, and a one-member cluster would never elect a leader.
+// directory with a WAL that holds no hard state: nothing at all, or (a torn
+// write) the bootstrap entries without the hard state written after them.
+// It never took part in the cluster, so it bootstraps again; restarting it
+// would leave it with no configuration, and a one-member cluster would
+// never elect a leader.
 func TestFirstStartThatNeverSyncedBootstrapsAgain(t *testing.T) {
-	tms := newTestConfigs(t, 1)
-	tm := tms[0]
-	_, self, clusterID, err := tm.cfg.bootstrapMembers()
-	if err != nil {
-		t.Fatal(err)
-	}
-	dataDir, err := filepath.Abs(tm.cfg.DataDir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rel := func(p string) string { return strings.TrimPrefix(filepath.ToSlash(p), "/") }
-	st, err := disk.Create(disk.NewOSFS("/"), rel(filepath.Join(dataDir, "member", "wal")), rel(filepath.Join(dataDir, "member", "snap")),
-		walMetadata(self, clusterID), disk.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := st.Close(); err != nil {
-		t.Fatal(err)
-	}
-	tm.start(t)
-	waitLeader(t, tms)
-	if _, err := newClient(t, tm).Put(testContext(t), "k", "v"); err != nil {
-		t.Fatal(err)
+	for _, tc := range []struct {
+		name string
+		// entries the crash kept, written before a hard state it lost
+		entries []*raftpb.Entry
+	}{
+		{name: "nothing kept"},
+		{name: "bootstrap entry kept without its hard state",
+			entries: []*raftpb.Entry{{Index: proto.Uint64(1), Term: proto.Uint64(1), Type: raftpb.EntryConfChange.Enum()}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tms := newTestConfigs(t, 1)
+			tm := tms[0]
+			_, self, clusterID, err := tm.cfg.bootstrapMembers()
+			if err != nil {
+				t.Fatal(err)
+			}
+			dataDir, err := filepath.Abs(tm.cfg.DataDir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			rel := func(p string) string { return strings.TrimPrefix(filepath.ToSlash(p), "/") }
+			st, err := disk.Create(disk.NewOSFS("/"), rel(filepath.Join(dataDir, "member", "wal")), rel(filepath.Join(dataDir, "member", "snap")),
+				walMetadata(self, clusterID), disk.Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(tc.entries) > 0 {
+				if err := st.Append(nil, tc.entries); err != nil {
+					t.Fatal(err)
+				}
+				if err := st.Sync(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := st.Close(); err != nil {
+				t.Fatal(err)
+			}
+			tm.start(t)
+			waitLeader(t, tms)
+			if _, err := newClient(t, tm).Put(testContext(t), "k", "v"); err != nil {
+				t.Fatal(err)
+			}
+		})
 	}
 }
 

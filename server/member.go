@@ -329,12 +329,15 @@ func (m *Member) openStorage() ([]node.Member, error) {
 					"start it with the flags of the cluster it belongs to, or give it another --data-dir", dataDir, m.id, m.clusterID, want)
 			}
 		}
-		if rec.Snapshot == nil && rec.HardState == nil && len(rec.Entries) == 0 && cfg.InitialClusterState == ClusterStateNew {
-			// Nothing of the member's first start reached the disk (it stopped
-			// before its first sync), and a member sends nothing before its
-			// first sync: it never took part, so it bootstraps again.
-			// Restarting empty would leave it with no configuration, and a
-			// one-member cluster would never elect a leader.
+		if rec.Snapshot == nil && rec.HardState == nil && cfg.InitialClusterState == ClusterStateNew {
+			// No hard state reached the disk, so the member stopped before its
+			// first sync: every write that carries entries carries or follows
+			// a hard state, and a member sends nothing before its first sync.
+			// It never took part, so it bootstraps again, whether the disk
+			// kept nothing or kept the bootstrap entries without the hard
+			// state written after them. Restarting would leave it with no
+			// configuration, and a one-member cluster would never elect a
+			// leader.
 			if members, self, clusterID, err := cfg.bootstrapMembers(); err == nil && self == m.id && clusterID == m.clusterID {
 				n, err := node.Bootstrap(m.nodeConfig(), members)
 				if err != nil {

@@ -183,10 +183,13 @@ func (w *world) restart(m *member) {
 		return
 	}
 	var n *node.Node
-	if rec.Snapshot == nil && rec.HardState == nil && len(rec.Entries) == 0 && !m.joined {
-		// Nothing of its first start reached the disk, and a member sends
-		// nothing before its first sync: it never took part, so it
-		// bootstraps again. (Restarting empty would leave it without a
+	if rec.Snapshot == nil && rec.HardState == nil && !m.joined {
+		// No hard state reached the disk, so no write was ever synced: every
+		// write that carries entries carries or follows a hard state, and
+		// raft's vote and append responses wait for the sync. The member
+		// never took part, so it bootstraps again, whether the disk kept
+		// nothing or, torn, kept the bootstrap entries without the hard
+		// state written after them. (Restarting would leave it without a
 		// configuration: a one-member cluster would never elect anyone.)
 		n, err = node.Bootstrap(w.nodeConfig(m), w.initial)
 	} else {
