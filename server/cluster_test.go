@@ -9,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -509,25 +508,9 @@ func TestSnapshotsUnderLoad(t *testing.T) {
 	c := newClient(t, tms[0])
 	ctx := testContext(t)
 	const writers, putsEach = 8, 60
-	var wg sync.WaitGroup
-	errs := make(chan error, writers)
-	for w := range writers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range putsEach {
-				if _, err := c.Put(ctx, fmt.Sprintf("w%d/k%03d", w, i), strings.Repeat("v", 100+i)); err != nil {
-					errs <- err
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Fatal(err)
-	}
+	putConcurrently(t, ctx, c, writers, putsEach,
+		func(w, i int) string { return fmt.Sprintf("w%d/k%03d", w, i) },
+		func(_, i int) string { return strings.Repeat("v", 100+i) })
 	m := tms[0].m
 	waitFor(t, "snapshots saved", func() bool {
 		m.metrics.snapshotSave.mu.Lock()

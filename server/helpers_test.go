@@ -6,6 +6,7 @@ import (
 	stdnet "net"
 	"net/url"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -173,4 +174,31 @@ func testContext(t *testing.T) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), waitMax)
 	t.Cleanup(cancel)
 	return ctx
+}
+
+// putConcurrently runs writers goroutines that each put perWriter keys
+// (named and valued by key and value) through c, and fails the test on
+// the first error once all have finished.
+func putConcurrently(t *testing.T, ctx context.Context, c *clientv3.Client, writers, perWriter int,
+	key func(w, i int) string, value func(w, i int) string) {
+	t.Helper()
+	var wg sync.WaitGroup
+	errs := make(chan error, writers)
+	for w := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range perWriter {
+				if _, err := c.Put(ctx, key(w, i), value(w, i)); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -208,25 +207,9 @@ func TestSlowWatcherLosesNothing(t *testing.T) {
 	}
 	const writers, perWriter = 8, 150
 	value := strings.Repeat("v", 32*1024)
-	var wg sync.WaitGroup
-	errs := make(chan error, writers)
-	for w := range writers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range perWriter {
-				if _, err := c.Put(ctx, fmt.Sprintf("s/%d/%d", w, i), value); err != nil {
-					errs <- err
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Fatal(err)
-	}
+	putConcurrently(t, ctx, c, writers, perWriter,
+		func(w, i int) string { return fmt.Sprintf("s/%d/%d", w, i) },
+		func(int, int) string { return value })
 	if m.metrics.watchersDropped.Load() == 0 {
 		t.Fatalf("%d events of 32 KiB to a client that read none never filled the stream's queue", writers*perWriter)
 	}
