@@ -96,12 +96,18 @@ func (s *Store) header() *pb.ResponseHeader {
 // NOSPACE alarm such a txn fails (etcd's quota counts only the top level;
 // a nested put grows the store just the same).
 func txnPuts(t *pb.TxnRequest) bool {
+	return txnAnyOp(t, func(op *pb.RequestOp) bool { return op.GetRequestPut() != nil })
+}
+
+// txnAnyOp reports whether any op of t, in either branch and at any depth
+// of nested txns, satisfies is.
+func txnAnyOp(t *pb.TxnRequest, is func(*pb.RequestOp) bool) bool {
 	for _, ops := range [][]*pb.RequestOp{t.GetSuccess(), t.GetFailure()} {
 		for _, op := range ops {
-			if op.GetRequestPut() != nil {
+			if is(op) {
 				return true
 			}
-			if nested := op.GetRequestTxn(); nested != nil && txnPuts(nested) {
+			if nested := op.GetRequestTxn(); nested != nil && txnAnyOp(nested, is) {
 				return true
 			}
 		}
@@ -153,14 +159,14 @@ func (w *writeTxn) nextRev() (main int64, sub int32) {
 	return w.beginRev + 1, int32(len(w.changes))
 }
 
-// put stores a new revision of key and moves its lease attachment.
-func (w *writeTxn) put(key, value []byte, leaseID int64) {
+// put stores a new revision of key, whose entry is old (nil if the key
+// was never written or was compacted away), and moves its lease attachment.
+func (w *writeTxn) put(old *keyEntry, key, value []byte, leaseID int64) {
 	s := w.s
 	main, sub := w.nextRev()
 	rev := keyRev{modMain: main, modSub: sub, createMain: main, version: 1, lease: leaseID}
 	rev.value = cloneBytes(value)
 	oldLease := int64(0)
-	old := s.lookup(key)
 	var next *keyEntry
 	if old != nil {
 		if cur, ok := old.live(); ok {
@@ -205,8 +211,10 @@ func (w *writeTxn) record(e *keyEntry) {
 	w.changes = append(w.changes, change{key: e.key, rev: r})
 }
 
-// deleteRange tombstones every key live in the span and returns how many.
-func (w *writeTxn) deleteRange(sp keySpan) int64 {
+// deleteRange tombstones every key live in the span and returns their
+// entries as they were before: entries are immutable, so each still holds
+// the key's previous value as its latest revision.
+func (w *writeTxn) deleteRange(sp keySpan) []*keyEntry {
 	var doomed []*keyEntry
 	w.s.kv.ascend(sp, &w.s.probe, func(e *keyEntry) bool {
 		if _, ok := e.live(); ok {
@@ -217,7 +225,7 @@ func (w *writeTxn) deleteRange(sp keySpan) int64 {
 	for _, e := range doomed {
 		w.deleteKey(e)
 	}
-	return int64(len(doomed))
+	return doomed
 }
 
 // end commits the revision (if anything changed), feeds the watchers and
@@ -277,7 +285,8 @@ func (s *Store) checkPut(p *pb.PutRequest) error {
 func (w *writeTxn) execPut(p *pb.PutRequest) *pb.PutResponse {
 	resp := &pb.PutResponse{Header: &pb.ResponseHeader{}}
 	value, leaseID := p.GetValue(), p.GetLease()
-	if e := w.s.lookup(p.GetKey()); e != nil {
+	e := w.s.lookup(p.GetKey())
+	if e != nil {
 		if cur, ok := e.live(); ok {
 			if p.GetIgnoreValue() {
 				value = cur.value
@@ -290,7 +299,7 @@ func (w *writeTxn) execPut(p *pb.PutRequest) *pb.PutResponse {
 			}
 		}
 	}
-	w.put(p.GetKey(), value, leaseID)
+	w.put(e, p.GetKey(), value, leaseID)
 	resp.Header.Revision = w.beginRev + 1
 	return resp
 }
@@ -298,18 +307,15 @@ func (w *writeTxn) execPut(p *pb.PutRequest) *pb.PutResponse {
 // execDeleteRange runs a delete inside w, as etcd's txn.deleteRange.
 func (w *writeTxn) execDeleteRange(d *pb.DeleteRangeRequest) *pb.DeleteRangeResponse {
 	resp := &pb.DeleteRangeResponse{Header: &pb.ResponseHeader{}}
-	sp := makeSpan(d.GetKey(), d.GetRangeEnd())
+	deleted := w.deleteRange(makeSpan(d.GetKey(), d.GetRangeEnd()))
 	if d.GetPrevKv() {
-		var refs []kvRef
-		w.s.kv.ascend(sp, &w.s.probe, func(e *keyEntry) bool {
-			if cur, ok := e.live(); ok {
-				refs = append(refs, kvRef{key: e.key, rev: cur})
-			}
-			return true
-		})
+		refs := make([]kvRef, len(deleted))
+		for i, e := range deleted {
+			refs[i] = kvRef{key: e.key, rev: e.latest()}
+		}
 		resp.PrevKvs = keyValues(refs, false)
 	}
-	resp.Deleted = w.deleteRange(sp)
+	resp.Deleted = int64(len(deleted))
 	resp.Header.Revision = w.readRev()
 	return resp
 }

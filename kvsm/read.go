@@ -115,15 +115,9 @@ func keyValues(refs []kvRef, keysOnly bool) []*mvccpb.KeyValue {
 // executeRange does. curRev is the revision the read sees as current: the
 // store revision, or one more inside a write txn that already wrote.
 func (kv *kvState) rangeAt(r *pb.RangeRequest, curRev int64, probe *keyEntry) (*pb.RangeResponse, error) {
-	atRev := r.GetRevision()
-	if atRev > curRev {
-		return nil, rpctypes.ErrGRPCFutureRev
-	}
-	if atRev <= 0 {
-		atRev = curRev
-	}
-	if atRev < kv.compactRev {
-		return nil, rpctypes.ErrGRPCCompacted
+	atRev, err := kv.readRev(r.GetRevision(), curRev)
+	if err != nil {
+		return nil, err
 	}
 	sp := makeSpan(r.GetKey(), r.GetRangeEnd())
 	resp := &pb.RangeResponse{Header: &pb.ResponseHeader{Revision: curRev}}
@@ -353,19 +347,9 @@ func pathWrites(t *pb.TxnRequest, path []bool) (writes bool, rest []bool) {
 // etcd's rule for serving a txn without raft when the caller cannot
 // evaluate compares first.
 func IsTxnReadOnly(t *pb.TxnRequest) bool {
-	for _, ops := range [][]*pb.RequestOp{t.GetSuccess(), t.GetFailure()} {
-		for _, op := range ops {
-			switch op.GetRequest().(type) {
-			case *pb.RequestOp_RequestPut, *pb.RequestOp_RequestDeleteRange:
-				return false
-			case *pb.RequestOp_RequestTxn:
-				if !IsTxnReadOnly(op.GetRequestTxn()) {
-					return false
-				}
-			}
-		}
-	}
-	return true
+	return !txnAnyOp(t, func(op *pb.RequestOp) bool {
+		return op.GetRequestPut() != nil || op.GetRequestDeleteRange() != nil
+	})
 }
 
 // readTxn runs a txn whose chosen branch only reads.
@@ -430,15 +414,23 @@ func (kv *kvState) checkTxnPathWith(t *pb.TxnRequest, path []bool, checkPut func
 // its compact revision, which starts at -1, and so rejects it only once the
 // store has been compacted).
 func (kv *kvState) checkRangeRevision(r *pb.RangeRequest) error {
-	switch rev := r.GetRevision(); {
-	case rev <= 0:
-		return nil
-	case rev > kv.rev:
-		return rpctypes.ErrGRPCFutureRev
-	case rev < kv.compactRev:
-		return rpctypes.ErrGRPCCompacted
+	_, err := kv.readRev(r.GetRevision(), kv.rev)
+	return err
+}
+
+// readRev is the revision a read of revision rev sees, with curRev as the
+// current one (rev <= 0 means current), or why it cannot be read.
+func (kv *kvState) readRev(rev, curRev int64) (int64, error) {
+	if rev > curRev {
+		return 0, rpctypes.ErrGRPCFutureRev
 	}
-	return nil
+	if rev <= 0 {
+		rev = curRev
+	}
+	if rev < kv.compactRev {
+		return 0, rpctypes.ErrGRPCCompacted
+	}
+	return rev, nil
 }
 
 // readTxnResponse builds the response of a txn whose chosen path only reads.
