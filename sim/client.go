@@ -39,13 +39,10 @@ type heldLease struct {
 }
 
 type clientOp struct {
-	seq     uint64
-	req     proto.Message
-	member  int
-	hist    int // index into the KV history, or -1
-	leader  bool
-	final   bool
-	attempt int
+	seq   uint64
+	req   proto.Message
+	hist  int // index into the KV history, or -1
+	final bool
 }
 
 // clientWatch is one watch stream with one watcher on it.
@@ -101,7 +98,7 @@ func (w *world) clientNext(c *client) {
 	}
 	if w.phase == phaseLiveness {
 		if !c.final {
-			w.issue(c, &pb.RangeRequest{Key: []byte(keyPrefix), RangeEnd: prefixEnd(keyPrefix)}, true, false)
+			w.issue(c, &pb.RangeRequest{Key: []byte(keyPrefix), RangeEnd: prefixEnd(keyPrefix)}, true)
 			c.op.final = true
 		}
 		return
@@ -110,7 +107,7 @@ func (w *world) clientNext(c *client) {
 	for i := range c.leases {
 		if c.leases[i].nextKeepAlive <= w.now {
 			c.leases[i].nextKeepAlive = w.now + c.leases[i].ttlSeconds*1e9/3
-			w.issue(c, &pb.LeaseKeepAliveRequest{ID: c.leases[i].id}, false, true)
+			w.issue(c, &pb.LeaseKeepAliveRequest{ID: c.leases[i].id}, false)
 			return
 		}
 	}
@@ -119,9 +116,9 @@ func (w *world) clientNext(c *client) {
 
 // issue sends a request from a client to its member. inHistory puts it in
 // the KV history the linearizability checker reads.
-func (w *world) issue(c *client, req proto.Message, inHistory, leaderOnly bool) {
+func (w *world) issue(c *client, req proto.Message, inHistory bool) {
 	c.seq++
-	op := &clientOp{seq: c.seq, req: req, member: c.member, hist: -1, leader: leaderOnly}
+	op := &clientOp{seq: c.seq, req: req, hist: -1}
 	c.op = op
 	if inHistory {
 		op.hist = len(w.history)
@@ -217,7 +214,7 @@ func (w *world) replyArrive(e *event) {
 	case *pb.LeaseRevokeRequest:
 		c.dropLease(req.GetID())
 	}
-	if rev := headerRevision(r.Resp); rev > c.lastRev {
+	if rev := headerOf(r.Resp).GetRevision(); rev > c.lastRev {
 		c.lastRev = rev
 	}
 	if op.final {
@@ -249,14 +246,6 @@ func (c *client) dropLease(id int64) {
 const droppedLeasesMax = 4
 
 const leasesPerClientMax = 3
-
-func headerRevision(m proto.Message) int64 {
-	type headered interface{ GetHeader() *pb.ResponseHeader }
-	if h, ok := m.(headered); ok && h != nil {
-		return h.GetHeader().GetRevision()
-	}
-	return 0
-}
 
 // indeterminate reports errors after which the client cannot know whether
 // its request took effect: the member may have proposed it.
@@ -342,10 +331,10 @@ func (w *world) issueRandom(c *client) {
 			// key must never outlive its lease's revoke.
 			put.Lease = c.dropped[w.wrng.IntN(len(c.dropped))]
 		}
-		w.issue(c, put, true, false)
+		w.issue(c, put, true)
 		return
 	case x < k.MixPut+k.MixRange:
-		w.issue(c, w.randomRange(c), true, false)
+		w.issue(c, w.randomRange(c), true)
 		return
 	case x < k.MixPut+k.MixRange+k.MixDelete:
 		del := &pb.DeleteRangeRequest{Key: w.key(), PrevKv: w.wrng.IntN(3) == 0}
@@ -353,25 +342,25 @@ func (w *world) issueRandom(c *client) {
 			del.RangeEnd = prefixEnd(string(del.Key[:len(keyPrefix)+1]))
 			del.Key = del.Key[:len(keyPrefix)+1]
 		}
-		w.issue(c, del, true, false)
+		w.issue(c, del, true)
 		return
 	case x < k.MixPut+k.MixRange+k.MixDelete+k.MixTxn:
-		w.issue(c, w.randomTxn(c), true, false)
+		w.issue(c, w.randomTxn(c), true)
 		return
 	case x < k.MixPut+k.MixRange+k.MixDelete+k.MixTxn+k.MixCompact:
 		if c.lastRev > 2 {
 			rev := max(1, c.lastRev-int64(w.wrng.IntN(30)))
-			w.issue(c, &pb.CompactionRequest{Revision: rev, Physical: w.wrng.IntN(2) == 0}, true, false)
+			w.issue(c, &pb.CompactionRequest{Revision: rev, Physical: w.wrng.IntN(2) == 0}, true)
 			return
 		}
 	case x < k.MixPut+k.MixRange+k.MixDelete+k.MixTxn+k.MixCompact+k.MixLease:
 		if len(c.leases) > 0 && w.wrng.IntN(3) == 0 {
-			w.issue(c, &pb.LeaseRevokeRequest{ID: c.leases[w.wrng.IntN(len(c.leases))].id}, true, false)
+			w.issue(c, &pb.LeaseRevokeRequest{ID: c.leases[w.wrng.IntN(len(c.leases))].id}, true)
 			return
 		}
 		if len(c.leases) < leasesPerClientMax {
 			ttl := []int64{1, 2, 3, 5, 10}[w.wrng.IntN(5)]
-			w.issue(c, &pb.LeaseGrantRequest{TTL: ttl}, true, false)
+			w.issue(c, &pb.LeaseGrantRequest{TTL: ttl}, true)
 			return
 		}
 	default:
@@ -380,7 +369,7 @@ func (w *world) issueRandom(c *client) {
 			return
 		}
 	}
-	w.issue(c, &pb.RangeRequest{Key: w.key()}, true, false)
+	w.issue(c, &pb.RangeRequest{Key: w.key()}, true)
 }
 
 func (w *world) randomRange(c *client) *pb.RangeRequest {

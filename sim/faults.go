@@ -124,19 +124,21 @@ func (w *world) randomMember(ok func(*member) bool) *member {
 
 func (w *world) scheduleRestart(m *member) {
 	delay := int64(w.frng.ExpFloat64() * float64(w.electionNs()) * 2)
-	inc := m.incarnation
-	w.after(delay, "restart "+m.name, func() {
-		if !m.up && m.incarnation >= inc {
-			w.stats.Restarts++
-			w.restart(m)
-		}
-	})
+	w.after(delay, "restart "+m.name, func() { w.restartIfDown(m) })
+}
+
+// restartIfDown restarts m unless something restarted it meanwhile.
+func (w *world) restartIfDown(m *member) {
+	if !m.up {
+		w.stats.Restarts++
+		w.restart(m)
+	}
 }
 
 func (w *world) liveIDs() []uint64 {
 	var ids []uint64
 	for _, m := range w.members {
-		if !m.removed && (m.up || !m.failStopped) {
+		if !m.removed && !m.failStopped {
 			ids = append(ids, m.id)
 		}
 	}
@@ -298,12 +300,7 @@ func (w *world) crashLoop(m *member) {
 	for i := 0; i < crashes; i++ {
 		w.after(at, "crash-loop crash "+m.name, func() { w.crash(m, "crash loop") })
 		restartAfter := w.frng.Int64N(w.electionNs() + 1)
-		w.after(at+restartAfter, "crash-loop restart "+m.name, func() {
-			if !m.up {
-				w.stats.Restarts++
-				w.restart(m)
-			}
-		})
+		w.after(at+restartAfter, "crash-loop restart "+m.name, func() { w.restartIfDown(m) })
 		at += restartAfter + w.frng.Int64N(2*w.electionNs()+1)
 	}
 }

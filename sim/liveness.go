@@ -3,6 +3,7 @@ package sim
 import (
 	"github.com/noded/noded/linearizability"
 	"github.com/noded/noded/node"
+	"strconv"
 )
 
 // The liveness phase: every fault is undone (the network heals, paused
@@ -103,7 +104,7 @@ func (w *world) convergenceState() string {
 	}
 	for _, c := range w.clients {
 		if !c.final {
-			s += "client " + string(rune('0'+c.index%10)) + " not done; "
+			s += "client " + strconv.Itoa(c.index) + " not done; "
 		}
 	}
 	return s

@@ -93,35 +93,34 @@ func metadataFor(memberID, clusterID uint64) []byte {
 }
 
 // bootstrap starts an initial member of the cluster.
-func (w *world) bootstrap(m *member, initial []node.Member) {
-	st, err := disk.Create(m.fs, walDir, snapDir, metadataFor(m.id, w.clusterID), disk.Options{})
-	if err != nil {
-		w.fail("bootstrap %s: create storage: %v", m.name, err)
-		return
-	}
-	n, err := node.Bootstrap(w.nodeConfig(m), initial)
-	if err != nil {
-		w.fail("bootstrap %s: %v", m.name, err)
-		return
-	}
-	m.storage, m.node, m.up = st, n, true
-	w.scheduleTick(m)
-	w.drive(m)
+func (w *world) bootstrap(m *member) {
+	w.startEmpty(m, "bootstrap", func(cfg node.Config) (*node.Node, error) { return node.Bootstrap(cfg, w.initial) })
 }
 
 // join starts a member added at runtime, with an empty disk.
 func (w *world) join(m *member) {
 	m.joined = true
+	w.startEmpty(m, "join", func(cfg node.Config) (*node.Node, error) { return node.Restart(cfg, node.Durable{}) })
+}
+
+// startEmpty creates m's storage on its empty disk and starts its node
+// with start; verb names the step in a failure.
+func (w *world) startEmpty(m *member, verb string, start func(node.Config) (*node.Node, error)) {
 	st, err := disk.Create(m.fs, walDir, snapDir, metadataFor(m.id, w.clusterID), disk.Options{})
 	if err != nil {
-		w.fail("join %s: create storage: %v", m.name, err)
+		w.fail("%s %s: create storage: %v", verb, m.name, err)
 		return
 	}
-	n, err := node.Restart(w.nodeConfig(m), node.Durable{})
+	n, err := start(w.nodeConfig(m))
 	if err != nil {
-		w.fail("join %s: %v", m.name, err)
+		w.fail("%s %s: %v", verb, m.name, err)
 		return
 	}
+	w.started(m, st, n)
+}
+
+// started marks m up with its storage and node and sets it going.
+func (w *world) started(m *member, st *disk.Storage, n *node.Node) {
 	m.storage, m.node, m.up = st, n, true
 	w.scheduleTick(m)
 	w.drive(m)
@@ -207,9 +206,7 @@ func (w *world) restart(m *member) {
 		m.durableTerm = hs.GetTerm()
 	}
 	w.tracef("restart %s incarnation=%d snap=%d entries=%d", m.name, m.incarnation, snapIndex(rec.Snapshot), len(rec.Entries))
-	m.storage, m.node, m.up = st, n, true
-	w.scheduleTick(m)
-	w.drive(m)
+	w.started(m, st, n)
 }
 
 func snapIndex(s *raftpb.Snapshot) uint64 {

@@ -72,7 +72,7 @@ func (o *operator) start(w *world) {
 	if o.joined >= maxJoinedMembers {
 		return
 	}
-	target := w.randomMember(func(m *member) bool { return m.up || !m.failStopped })
+	target := w.randomMember(func(m *member) bool { return !m.failStopped })
 	if target == nil {
 		return
 	}

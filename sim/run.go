@@ -311,7 +311,7 @@ func (w *world) setUpCluster() {
 	w.clusterID = node.ClusterID(ids)
 	w.initial = initial
 	for _, m := range w.members {
-		w.bootstrap(m, initial)
+		w.bootstrap(m)
 	}
 }
 
