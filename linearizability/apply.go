@@ -1,7 +1,6 @@
 package linearizability
 
 import (
-	"bytes"
 	"cmp"
 	"slices"
 	"strconv"
@@ -159,6 +158,15 @@ func (w *writer) mutable() *state {
 // writeRevision is the revision every change of this txn gets.
 func (w *writer) writeRevision() int64 { return w.base.revision + 1 }
 
+// revision is what a response within the txn reports: the write revision
+// once anything changed, else the revision before.
+func (w *writer) revision() int64 {
+	if w.changed {
+		return w.writeRevision()
+	}
+	return w.base.revision
+}
+
 func (w *writer) put(kv keyValue, prev *keyValue, rec *recorder) {
 	w.mutable().set(kv)
 	w.changed = true
@@ -248,10 +256,7 @@ func (w *writer) deleteRange(d *deleteOp, rec *recorder) *response {
 	for _, kv := range append([]keyValue(nil), victims...) {
 		w.remove(kv, rec)
 	}
-	resp.revision = w.base.revision
-	if w.changed {
-		resp.revision = w.writeRevision()
-	}
+	resp.revision = w.revision()
 	return resp
 }
 
@@ -267,7 +272,7 @@ func applyTxn(s *state, t *txnOp, cfg *applyConfig, rec *recorder) (*state, *res
 		}
 	}
 	w := &writer{base: s}
-	res, err := w.executeTxn(s, t, cfg, rec)
+	res, err := w.executeTxn(t, cfg, rec)
 	if err != errNone {
 		// Only a read-only txn gets here: a range at a compacted or future
 		// revision, which checkTxn catches for writing txns.
@@ -277,7 +282,10 @@ func applyTxn(s *state, t *txnOp, cfg *applyConfig, rec *recorder) (*state, *res
 	return next, &response{kind: kindTxn, revision: next.revision, txn: res}
 }
 
-func (w *writer) executeTxn(pre *state, t *txnOp, cfg *applyConfig, rec *recorder) (*txnResult, errorKind) {
+// executeTxn runs t's chosen branch; every compare, nested ones included,
+// sees the state before the txn (w.base).
+func (w *writer) executeTxn(t *txnOp, cfg *applyConfig, rec *recorder) (*txnResult, errorKind) {
+	pre := w.base
 	succeeded := applyCompares(pre, t.compares)
 	ops := t.success
 	if !succeeded {
@@ -292,17 +300,13 @@ func (w *writer) executeTxn(pre *state, t *txnOp, cfg *applyConfig, rec *recorde
 			if err != errNone {
 				return nil, err
 			}
-			rev := w.base.revision
-			if w.changed {
-				rev = w.writeRevision()
-			}
-			res.responses[i] = &response{kind: kindRange, revision: rev, rng: rr}
+			res.responses[i] = &response{kind: kindRange, revision: w.revision(), rng: rr}
 		case kindPut:
 			res.responses[i] = w.putOne(op.put, rec)
 		case kindDeleteRange:
 			res.responses[i] = w.deleteRange(op.del, rec)
 		case kindTxn:
-			sub, err := w.executeTxn(pre, op.txn, cfg, rec)
+			sub, err := w.executeTxn(op.txn, cfg, rec)
 			if err != errNone {
 				return nil, err
 			}
@@ -383,7 +387,7 @@ func compareKV(c *compareOp, kv keyValue) bool {
 	var result int
 	switch c.target {
 	case pb.Compare_VALUE:
-		result = bytes.Compare([]byte(kv.value), []byte(c.value))
+		result = cmp.Compare(kv.value, c.value)
 	case pb.Compare_CREATE:
 		result = cmp.Compare(kv.createRevision, c.number)
 	case pb.Compare_MOD:

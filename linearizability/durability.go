@@ -5,8 +5,6 @@ import (
 	"maps"
 	"slices"
 
-	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
-
 	"google.golang.org/protobuf/proto"
 )
 
@@ -39,7 +37,7 @@ func (run *checkRun) checkDurability() {
 		run.checkValidation(op)
 		if len(op.entries) > 0 {
 			e := rp.entries[op.entries[0]]
-			if diff := sameRequest(op.original.Request, e); diff != "" {
+			if diff := sameRequest(op, e); diff != "" {
 				run.report.add(checkerDurability, "%s: the committed entry at raft index %d logs a different request: %s", op, e.index, diff)
 				continue
 			}
@@ -113,8 +111,8 @@ func describeErrors(errs []errorKind) string {
 // sameRequest compares the client's request with the one logged under its
 // ID and says how they differ; "" when they agree. A lease grant that let
 // the server pick the ID agrees with any ID.
-func sameRequest(q Request, e replayedEntry) string {
-	raw := e.raw
+func sameRequest(op *preparedOp, e replayedEntry) string {
+	q, raw := op.original.Request, e.raw
 	var mine, logged proto.Message
 	switch {
 	case q.Range != nil:
@@ -140,32 +138,7 @@ func sameRequest(q Request, e replayedEntry) string {
 	if proto.Equal(mine, logged) {
 		return ""
 	}
-	return fmt.Sprintf("the client sent %s, the log holds %s", describeRequest(mine), e.req)
-}
-
-func describeRequest(m proto.Message) string {
-	var q Request
-	switch m := m.(type) {
-	case *pb.RangeRequest:
-		q.Range = m
-	case *pb.PutRequest:
-		q.Put = m
-	case *pb.DeleteRangeRequest:
-		q.DeleteRange = m
-	case *pb.TxnRequest:
-		q.Txn = m
-	case *pb.CompactionRequest:
-		q.Compact = m
-	case *pb.LeaseGrantRequest:
-		q.LeaseGrant = m
-	case *pb.LeaseRevokeRequest:
-		q.LeaseRevoke = m
-	}
-	r, err := convertRequest(q)
-	if err != nil {
-		return "nothing"
-	}
-	return r.String()
+	return fmt.Sprintf("the client sent %s, the log holds %s", op.req, e.req)
 }
 
 // checkLogOrder: a request sent after another returned cannot be logged

@@ -106,9 +106,7 @@ func (n *Node) afterKVApply(r *pb.InternalRaftRequest, res kvsm.ApplyResult) {
 		if g == nil || !n.isLeader() {
 			return
 		}
-		ttlTicks := n.cfg.ticksFromSeconds(g.GetTTL())
-		n.leases.set(g.GetID(), n.tick+n.expiryTicks(ttlTicks))
-		n.leaseEvent(LeaseGranted, g.GetID(), ttlTicks)
+		n.armLease(LeaseGranted, g.GetID(), g.GetTTL(), 0)
 	case r.GetLeaseRevoke() != nil:
 		id := r.GetLeaseRevoke().GetID()
 		n.leases.forget(id)

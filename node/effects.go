@@ -2,6 +2,7 @@ package node
 
 import (
 	"fmt"
+	"hash/fnv"
 	"strings"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
@@ -208,10 +209,7 @@ func describeMessage(m proto.Message) string {
 }
 
 func fnv32(data []byte) uint32 {
-	h := uint32(2166136261)
-	for _, c := range data {
-		h ^= uint32(c)
-		h *= 16777619
-	}
-	return h
+	h := fnv.New32a()
+	h.Write(data)
+	return h.Sum32()
 }

@@ -145,12 +145,6 @@ func (ms *membership) peerURLInUse(urls []string, except uint64) bool {
 	return false
 }
 
-func (ms *membership) clone() membership {
-	out := membership{members: make([]Member, len(ms.members)), removed: slices.Clone(ms.removed)}
-	copy(out.members, ms.members)
-	return out
-}
-
 // validateConfChange checks a conf change against the member table as it
 // stands when the entry is applied (etcd's ValidateConfigurationChange).
 // An invalid change is applied as a no-op on every member alike.

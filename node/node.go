@@ -92,11 +92,6 @@ type Durable struct {
 	Entries   []*raftpb.Entry
 }
 
-func (d Durable) empty() bool {
-	return (d.Snapshot == nil || raft.IsEmptySnap(d.Snapshot)) &&
-		(d.HardState == nil || raft.IsEmptyHardState(d.HardState)) && len(d.Entries) == 0
-}
-
 // Bootstrap starts a member of a new cluster whose initial members are
 // given (etcd's --initial-cluster with --initial-cluster-state new). Every
 // initial member bootstraps with the same list and so writes the same

@@ -447,9 +447,7 @@ func (n *Node) leaseKeepAlive(h Handle, r *pb.LeaseKeepAliveRequest) {
 		n.reply(h, &pb.LeaseKeepAliveResponse{Header: n.header(0), ID: r.GetID(), TTL: 0}, nil)
 		return
 	}
-	ttlTicks := n.cfg.ticksFromSeconds(info.GrantedTTLSeconds)
-	n.leases.set(r.GetID(), n.tick+n.expiryTicks(ttlTicks))
-	n.leaseEvent(LeaseKeepAliveAcked, r.GetID(), ttlTicks)
+	n.armLease(LeaseKeepAliveAcked, r.GetID(), info.GrantedTTLSeconds, 0)
 	n.reply(h, &pb.LeaseKeepAliveResponse{Header: n.header(0), ID: r.GetID(), TTL: info.GrantedTTLSeconds}, nil)
 }
 
@@ -485,19 +483,23 @@ func (n *Node) leaseEvent(kind LeaseEventKind, id, ttlTicks int64) {
 // now: keepalives the previous leader acknowledged are unknown here, and
 // this is the only way not to expire a lease its holder kept alive.
 func (n *Node) becameLeader() {
-	n.leases.reset()
 	n.leaseEvent(LeaseBecameLeader, 0, 0)
 	n.refreshAllLeases()
 }
 
 func (n *Node) refreshAllLeases() {
 	n.leases.reset()
-	extend := int64(n.cfg.ElectionTicks)
 	for _, l := range n.store.Leases() {
-		ttlTicks := n.cfg.ticksFromSeconds(l.GrantedTTLSeconds)
-		n.leases.set(l.ID, n.tick+n.expiryTicks(ttlTicks)+extend)
-		n.leaseEvent(LeaseTakenOver, l.ID, ttlTicks)
+		n.armLease(LeaseTakenOver, l.ID, l.GrantedTTLSeconds, int64(n.cfg.ElectionTicks))
 	}
+}
+
+// armLease sets lease id to expire a full TTL of ttlSeconds (plus
+// extraTicks) from now on this member's clock, and reports why as kind.
+func (n *Node) armLease(kind LeaseEventKind, id, ttlSeconds, extraTicks int64) {
+	ttlTicks := n.cfg.ticksFromSeconds(ttlSeconds)
+	n.leases.set(id, n.tick+n.expiryTicks(ttlTicks)+extraTicks)
+	n.leaseEvent(kind, id, ttlTicks)
 }
 
 // leaseRevokeRetryTicks is how long the leader waits for an expiry revoke
