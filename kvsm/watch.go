@@ -572,14 +572,21 @@ func (s *Store) catchUpWatcher(w *watcher, budget, scanLimit int, first bool) (u
 		}
 		w.nextRev = main + 1
 	}
-	if len(events) > 0 {
-		st.queue = append(st.queue, queuedReply{watchID: w.id, events: len(events), resp: &pb.WatchResponse{
-			Header: s.header(), WatchId: w.id, Events: events,
-		}})
-		st.queuedEvents += len(events)
-		w.eventsSinceTick = true
-	}
+	s.queueCatchUp(w, events)
 	return len(events), scanned, stop
+}
+
+// queueCatchUp queues a catch-up's events, if any, as one reply to w.
+func (s *Store) queueCatchUp(w *watcher, events []*mvccpb.Event) {
+	if len(events) == 0 {
+		return
+	}
+	st := w.stream
+	st.queue = append(st.queue, queuedReply{watchID: w.id, events: len(events), resp: &pb.WatchResponse{
+		Header: s.header(), WatchId: w.id, Events: events,
+	}})
+	st.queuedEvents += len(events)
+	w.eventsSinceTick = true
 }
 
 // admitRevision decides whether one revision's events join a catch-up
@@ -634,13 +641,7 @@ func (s *Store) catchUpKey(w *watcher, budget int, first bool) (used, scanned in
 	} else {
 		w.nextRev = max(w.nextRev, s.kv.rev+1)
 	}
-	if len(events) > 0 {
-		st.queue = append(st.queue, queuedReply{watchID: w.id, events: len(events), resp: &pb.WatchResponse{
-			Header: s.header(), WatchId: w.id, Events: events,
-		}})
-		st.queuedEvents += len(events)
-		w.eventsSinceTick = true
-	}
+	s.queueCatchUp(w, events)
 	return len(events), scanned, stop
 }
 
