@@ -6,19 +6,19 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
-	"net"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+
+	"github.com/noded/noded/cmd/internal/memberproc"
 )
 
 const (
@@ -79,21 +79,8 @@ func newCluster(t *testing.T, size int, extraFlags ...string) *e2eCluster {
 	}
 	token := fmt.Sprintf("e2e-%s-%d", sanitize(t.Name()), time.Now().UnixNano())
 	for _, m := range c.members {
-		m.args = append([]string{
-			"--name=" + m.name,
-			"--data-dir=" + m.dataDir,
-			"--listen-client-urls=" + m.clientURL,
-			"--advertise-client-urls=" + m.clientURL,
-			"--listen-peer-urls=" + m.peerURL,
-			"--initial-advertise-peer-urls=" + m.peerURL,
-			"--initial-cluster=" + strings.Join(initialCluster, ","),
-			"--initial-cluster-token=" + token,
-			"--initial-cluster-state=new",
-			// etcd's defaults, written out so both binaries surely run the
-			// same timings.
-			"--heartbeat-interval=100",
-			"--election-timeout=1000",
-		}, extraFlags...)
+		m.args = append(memberproc.BootstrapArgs(m.name, m.dataDir, m.clientURL, m.peerURL,
+			strings.Join(initialCluster, ","), token), extraFlags...)
 	}
 	// Registered after t.TempDir, so it runs before the directory is removed.
 	t.Cleanup(func() { c.teardown(t) })
@@ -137,13 +124,10 @@ func (m *e2eMember) start(t *testing.T) {
 	m.starts++
 	fmt.Fprintf(m.log, "\n==== e2e: start #%d: %s %s\n", m.starts, e2eBinary, strings.Join(m.args, " "))
 	cmd := exec.Command(e2eBinary, m.args...)
-	cmd.Env = memberEnv()
+	cmd.Env = memberproc.Env()
 	cmd.Stdout = m.log
 	cmd.Stderr = m.log
-	// Own process group: the kill reaches anything the member spawned.
-	// Pdeathsig: if the test binary itself dies (panic, -timeout), the
-	// kernel kills the member rather than leaving it on the ports.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = memberproc.SysProcAttr()
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start member %s: %v", m.name, err)
 	}
@@ -169,7 +153,7 @@ func (m *e2eMember) kill(t *testing.T) {
 	if cmd == nil {
 		return
 	}
-	_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	_ = memberproc.KillGroup(cmd)
 	select {
 	case <-exited:
 	case <-time.After(30 * time.Second):
@@ -189,33 +173,20 @@ func (m *e2eMember) restart(t *testing.T) {
 // a leader and a quorum behind it; the process exiting meanwhile fails fast.
 func (m *e2eMember) waitReady(t *testing.T) {
 	t.Helper()
-	cli, err := clientv3.New(clientv3.Config{
-		Endpoints:   []string{m.clientURL},
-		DialTimeout: 5 * time.Second,
-		Logger:      zap.NewNop(),
-	})
-	if err != nil {
-		t.Fatalf("client for %s: %v", m.name, err)
-	}
-	defer cli.Close()
-	deadline := time.Now().Add(startTimeout)
-	var lastErr error
-	for time.Now().Before(deadline) {
+	err := memberproc.WaitReady(m.clientURL, "e2e-ready-probe", startTimeout, func() bool {
 		m.mu.Lock()
-		exited, waitErr := m.exited, m.waitErr
+		defer m.mu.Unlock()
+		return isClosed(m.exited)
+	})
+	if errors.Is(err, memberproc.ErrExited) {
+		m.mu.Lock()
+		waitErr := m.waitErr
 		m.mu.Unlock()
-		if isClosed(exited) {
-			t.Fatalf("member %s exited while starting: %v", m.name, waitErr)
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		_, lastErr = cli.Get(ctx, "e2e-ready-probe")
-		cancel()
-		if lastErr == nil {
-			return
-		}
-		time.Sleep(100 * time.Millisecond)
+		t.Fatalf("member %s exited while starting: %v", m.name, waitErr)
 	}
-	t.Fatalf("member %s not serving linearizable reads after %v: %v", m.name, startTimeout, lastErr)
+	if err != nil {
+		t.Fatalf("member %s: %v", m.name, err)
+	}
 }
 
 func (c *e2eCluster) endpoints() []string {
@@ -291,52 +262,12 @@ func (m *e2eMember) running() bool {
 	return m.cmd != nil && !isClosed(m.exited)
 }
 
-// memberEnv is the test's environment without ETCD_* and NODED_* variables:
-// etcd refuses a setting given both as a flag and in the environment, and a
-// stray one would change what is tested.
-func memberEnv() []string {
-	var env []string
-	for _, kv := range os.Environ() {
-		if strings.HasPrefix(kv, "ETCD_") || strings.HasPrefix(kv, "NODED_") || strings.HasPrefix(kv, "ETCDCTL_") {
-			continue
-		}
-		env = append(env, kv)
-	}
-	return env
-}
-
-var (
-	portsMu    sync.Mutex
-	portsGiven = map[int]bool{}
-)
-
-// freePorts finds n loopback ports free right now and never handed out
-// before in this process. Another process may still take one before the
-// member binds it; that shows up as a failed start with the bind error in
-// the member's log.
+// freePorts is memberproc.FreePorts, failing the test on an error.
 func freePorts(t *testing.T, n int) []int {
 	t.Helper()
-	portsMu.Lock()
-	defer portsMu.Unlock()
-	var ports []int
-	var listeners []net.Listener
-	defer func() {
-		for _, l := range listeners {
-			l.Close()
-		}
-	}()
-	for len(ports) < n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatalf("free port: %v", err)
-		}
-		listeners = append(listeners, l)
-		port := l.Addr().(*net.TCPAddr).Port
-		if portsGiven[port] {
-			continue
-		}
-		portsGiven[port] = true
-		ports = append(ports, port)
+	ports, err := memberproc.FreePorts(n)
+	if err != nil {
+		t.Fatal(err)
 	}
 	return ports
 }

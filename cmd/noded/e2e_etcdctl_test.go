@@ -18,11 +18,12 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/noded/noded/cmd/internal/memberproc"
 )
 
 // etcdctlTimeout bounds one etcdctl run.
@@ -63,8 +64,8 @@ func etcdctlCommand(ctx context.Context, t *testing.T, endpoints []string, args 
 		"--command-timeout=30s",
 	}, args...)
 	cmd := exec.CommandContext(ctx, etcdctlPath(t), full...)
-	cmd.Env = append(memberEnv(), "ETCDCTL_API=3")
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	cmd.Env = append(memberproc.Env(), "ETCDCTL_API=3")
+	cmd.SysProcAttr = memberproc.SysProcAttr()
 	return cmd
 }
 
@@ -194,7 +195,7 @@ func TestEtcdctl(t *testing.T) {
 			t.Fatalf("etcdctl watch: %v", err)
 		}
 		defer func() {
-			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+			_ = memberproc.KillGroup(cmd)
 			_ = cmd.Wait()
 		}()
 		lines := make(chan string)

@@ -51,7 +51,7 @@ func main() {
 	case *worker:
 		runWorker(bugs)
 	case *seeds != "" || *duration > 0:
-		os.Exit(campaign(*seeds, *duration, *parallel, *reports, *planted, bugs))
+		os.Exit(campaign(*seeds, *duration, *parallel, *reports, *planted))
 	default:
 		os.Exit(single(*seed, *trace, *reports, bugs))
 	}
@@ -166,7 +166,7 @@ func runWorker(bugs node.PlantedBugs) {
 	}
 }
 
-func campaign(seedRange string, duration time.Duration, parallel int, reports, planted string, bugs node.PlantedBugs) int {
+func campaign(seedRange string, duration time.Duration, parallel int, reports, planted string) int {
 	var next func() (uint64, bool)
 	total := -1
 	if seedRange != "" {
