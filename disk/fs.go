@@ -1,9 +1,7 @@
 package disk
 
 import (
-	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"path"
 	"strings"
@@ -98,27 +96,45 @@ const fileSizeBytesMax int64 = 16 << 30
 // readFile reads a whole file. Its size comes from Stat, never from a field
 // inside the file, and is capped by limitBytes.
 func readFile(fsys FS, name string, limitBytes int64) ([]byte, error) {
-	sizeBytes, err := fsys.Stat(name)
-	if err != nil {
-		return nil, err
-	}
-	if sizeBytes < 0 || sizeBytes > limitBytes {
-		return nil, fmt.Errorf("disk: %s is %d bytes, more than the %d this package reads", name, sizeBytes, limitBytes)
-	}
-	f, err := fsys.Open(name)
+	f, sizeBytes, err := openSized(fsys, name, limitBytes)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
 	buf := make([]byte, sizeBytes)
-	n, err := f.ReadAt(buf, 0)
-	if err != nil && !(errors.Is(err, io.EOF) && int64(n) == sizeBytes) {
+	if err := readFullAt(f, buf, 0); err != nil {
 		return nil, fmt.Errorf("disk: read %s: %w", name, err)
 	}
-	if int64(n) != sizeBytes {
-		return nil, fmt.Errorf("disk: read %s: got %d of %d bytes", name, n, sizeBytes)
-	}
 	return buf, nil
+}
+
+// openSized opens a file for reading and returns it with its size from
+// Stat, refusing a file larger than limitBytes before opening it.
+func openSized(fsys FS, name string, limitBytes int64) (File, int64, error) {
+	sizeBytes, err := fsys.Stat(name)
+	if err != nil {
+		return nil, 0, err
+	}
+	if sizeBytes < 0 || sizeBytes > limitBytes {
+		return nil, 0, fmt.Errorf("disk: %s is %d bytes, more than the %d this package reads", name, sizeBytes, limitBytes)
+	}
+	f, err := fsys.Open(name)
+	if err != nil {
+		return nil, 0, err
+	}
+	return f, sizeBytes, nil
+}
+
+// readFullAt fills p from off, as the file's size promised.
+func readFullAt(f File, p []byte, off int64) error {
+	n, err := f.ReadAt(p, off)
+	if n == len(p) {
+		return nil // io.ReaderAt may return io.EOF with a full read at the end
+	}
+	if err == nil {
+		err = fmt.Errorf("got %d of %d bytes at offset %d", n, len(p), off)
+	}
+	return err
 }
 
 // writeFileDurably writes a whole file under a temporary name, syncs it,

@@ -86,24 +86,22 @@ func (r *replay) record(rec Record, seq uint64) error {
 			return err
 		}
 		m.seq = seq
-		if i := markerIndexOf(r.markers, m.index, m.term); i >= 0 {
-			// A copy in a later segment's head, or the snapshot saved
-			// again after its file was found damaged: the latest record
-			// vouches for the file.
-			r.markers[i].seq, r.markers[i].payloadCRC, r.markers[i].fileSizeBytes = seq, m.payloadCRC, m.fileSizeBytes
-			if m.reset {
-				r.shape.reset(m.index, m.term)
-				r.ents = r.ents[:0]
-			}
-			return nil
+		i := markerIndexOf(r.markers, m.index, m.term)
+		if i < 0 && !m.reset && m.index > r.shape.last {
+			return fmt.Errorf("snapshot record at index %d past the log's last index %d", m.index, r.shape.last)
 		}
 		if m.reset {
 			r.shape.reset(m.index, m.term)
 			r.ents = r.ents[:0]
-		} else if m.index > r.shape.last {
-			return fmt.Errorf("snapshot record at index %d past the log's last index %d", m.index, r.shape.last)
 		}
-		r.markers = append(r.markers, m) // bounded by the WAL's verified bytes
+		if i >= 0 {
+			// A copy in a later segment's head, or the snapshot saved
+			// again after its file was found damaged: the latest record
+			// vouches for the file.
+			r.markers[i].seq, r.markers[i].payloadCRC, r.markers[i].fileSizeBytes = seq, m.payloadCRC, m.fileSizeBytes
+		} else {
+			r.markers = append(r.markers, m) // bounded by the WAL's verified bytes
+		}
 	default:
 		return fmt.Errorf("unexpected %s record", rec.Type)
 	}
@@ -153,7 +151,6 @@ func Open(fsys FS, walDir, snapDir string, opts Options) (*Storage, Recovered, e
 		dropNewest          bool
 		prevEndCRC          uint32
 		retained            = segs
-		headRecords         int
 	)
 	for i, seg := range segs {
 		data, fileSizeBytes, err := readSegment(fsys, seg.name)
@@ -195,7 +192,7 @@ func Open(fsys FS, walDir, snapDir string, opts Options) (*Storage, Recovered, e
 			}
 		}
 		prevEndCRC = sc.endCRC
-		newest, newestFileSizeBytes, headRecords = sc, fileSizeBytes, sc.header.headRecords
+		newest, newestFileSizeBytes = sc, fileSizeBytes
 	}
 	if !r.haveMetadata {
 		return nil, Recovered{}, &CorruptError{File: retained[0].name, Err: errors.New("no metadata record")}
@@ -249,7 +246,10 @@ func Open(fsys FS, walDir, snapDir string, opts Options) (*Storage, Recovered, e
 		}
 		fileSizeBytes = newest.validEndBytes
 	}
-	if fileSizeBytes < opts.SegmentSizeBytes && newest.validEndBytes < opts.SegmentSizeBytes {
+	// validEndBytes <= fileSizeBytes (the data read is at most the file, and
+	// a cut leaves exactly validEndBytes), so a file shorter than a segment
+	// also holds less data than one.
+	if fileSizeBytes < opts.SegmentSizeBytes {
 		if err := f.Allocate(opts.SegmentSizeBytes); err != nil {
 			f.Close()
 			return nil, Recovered{}, fmt.Errorf("disk: allocate %d bytes for %s: %w", opts.SegmentSizeBytes, last.name, err)
@@ -270,7 +270,7 @@ func Open(fsys FS, walDir, snapDir string, opts Options) (*Storage, Recovered, e
 		return nil, Recovered{}, fmt.Errorf("disk: fsync directory %s: %w", walDir, err)
 	}
 	s.file, s.openSegmentSizeBytes, s.chain = f, newest.validEndBytes, newest.endCRC
-	s.segmentHasLog = len(newest.records)+1 > headRecords
+	s.segmentHasLog = len(newest.records)+1 > newest.header.headRecords
 	if err := removeLeftovers(fsys, walDir, walTmps); err != nil {
 		f.Close()
 		return nil, Recovered{}, err

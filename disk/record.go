@@ -94,13 +94,24 @@ type Record struct {
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
-// recordCRC computes the chained checksum of a record.
+// recordCRC computes the chained checksum of a record: CRC-32C of prevCRC
+// (4 bytes LE), header[:24] and body.
 func recordCRC(prevCRC uint32, header []byte, body []byte) uint32 {
-	var seed [4]byte
-	binary.LittleEndian.PutUint32(seed[:], prevCRC)
-	crc := crc32.Update(0, castagnoli, seed[:])
+	crc := crc32Seed(prevCRC)
 	crc = crc32.Update(crc, castagnoli, header[:24])
 	return crc32.Update(crc, castagnoli, body)
+}
+
+// crc32Seed returns crc32.Update(0, castagnoli, prevCRC as 4 bytes LE),
+// worked through the table a byte at a time as crc32's own simpleUpdate
+// does: a slice of the 4 bytes handed to crc32.Update would escape (it is
+// passed on through a function value) and cost an allocation per record.
+func crc32Seed(prevCRC uint32) uint32 {
+	crc := ^uint32(0)
+	for i := range 4 {
+		crc = castagnoli[byte(crc)^byte(prevCRC>>(8*i))] ^ (crc >> 8)
+	}
+	return ^crc
 }
 
 // EncodedSizeBytes returns how many bytes a record with a body of n bytes takes.
@@ -112,8 +123,14 @@ func EncodedSizeBytes(bodySizeBytes int) int {
 // checksum was prevCRC, to dst. It returns the extended buffer and rec's
 // checksum, which chains the next record.
 func AppendRecord(dst []byte, rec Record, prevCRC uint32) ([]byte, uint32) {
-	assertf(rec.Type.valid(), "append record of type %d", rec.Type)
-	assertf(len(rec.Body) <= RecordBodyBytesMax, "record body of %d bytes exceeds %d", len(rec.Body), RecordBodyBytesMax)
+	// Checked before assertf is called: its arguments would be boxed (and
+	// allocated) on every record even when the check passes.
+	if !rec.Type.valid() {
+		assertf(false, "append record of type %d", rec.Type)
+	}
+	if len(rec.Body) > RecordBodyBytesMax {
+		assertf(false, "record body of %d bytes exceeds %d", len(rec.Body), RecordBodyBytesMax)
+	}
 	start := len(dst)
 	dst = append(dst, make([]byte, recordHeaderSizeBytes)...)
 	h := dst[start:]

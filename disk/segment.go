@@ -31,10 +31,6 @@ const (
 
 func segmentName(seq, firstIndex uint64) string { return hexPairName(seq, firstIndex, segmentSuffix) }
 
-func parseSegmentName(name string) (seq, firstIndex uint64, ok bool) {
-	return parseHexPairName(name, segmentSuffix)
-}
-
 // hexPairName is the shape of segment and snapshot file names: two numbers
 // in 16 hex digits each, a dash between, then the suffix. Fixed width makes
 // name order number order.
@@ -123,7 +119,7 @@ type segmentScan struct {
 	// non-zero byte, bytes after it are a torn tail (only ever accepted in
 	// the newest segment); after that, zeros.
 	validEndBytes int64
-	endCRC        uint32 // recordCRC of the last whole record
+	endCRC        uint32 // recordCRC of the last whole record (0 before the first): the next chains to it
 	// tornReason says why the bytes after validEndBytes were judged a torn
 	// write; empty if nothing but zeros follows validEndBytes.
 	tornReason string
@@ -158,11 +154,10 @@ func scanSegment(name string, data []byte, newest bool) (segmentScan, error) {
 		return &CorruptError{File: name, OffsetBytes: off, Err: fmt.Errorf(format, args...)}
 	}
 	assertf(len(data) == 0 || data[len(data)-1] != 0, "scan of %s given data that ends in zeros", name)
-	var chain uint32
 	off := 0
 	for recordsRead := 0; off < len(data); recordsRead++ {
 		assertf(recordsRead <= len(data)/EncodedSizeBytes(0), "more records than bytes allow in %s", name)
-		rec, n, crc, err := DecodeRecord(data[off:], chain)
+		rec, n, crc, err := DecodeRecord(data[off:], sc.endCRC)
 		if err != nil {
 			torn := ""
 			switch {
@@ -198,7 +193,6 @@ func scanSegment(name string, data []byte, newest bool) (segmentScan, error) {
 			}
 			sc.records = append(sc.records, scannedRecord{Record: rec, offsetBytes: int64(off)})
 		}
-		chain = crc
 		off += n
 		sc.validEndBytes = int64(off)
 		sc.endCRC = crc
@@ -220,14 +214,7 @@ var zeroBlock [4096]byte
 // end, so it is read in chunks from the end and checked, never held: a
 // preallocated segment costs memory for its data only.
 func readSegment(fsys FS, name string) (data []byte, fileSizeBytes int64, err error) {
-	fileSizeBytes, err = fsys.Stat(name)
-	if err != nil {
-		return nil, 0, err
-	}
-	if fileSizeBytes < 0 || fileSizeBytes > fileSizeBytesMax {
-		return nil, 0, fmt.Errorf("disk: %s is %d bytes, more than the %d this package reads", name, fileSizeBytes, fileSizeBytesMax)
-	}
-	f, err := fsys.Open(name)
+	f, fileSizeBytes, err := openSized(fsys, name, fileSizeBytesMax)
 	if err != nil {
 		return nil, 0, err
 	}
@@ -251,18 +238,6 @@ func readSegment(fsys FS, name string) (data []byte, fileSizeBytes int64, err er
 		dataEnd = start // each pass moves dataEnd down by a whole chunk: bounded by the size
 	}
 	return nil, fileSizeBytes, nil
-}
-
-// readFullAt fills p from off, as the file's size promised.
-func readFullAt(f File, p []byte, off int64) error {
-	n, err := f.ReadAt(p, off)
-	if n == len(p) {
-		return nil // io.ReaderAt may return io.EOF with a full read at the end
-	}
-	if err == nil {
-		err = fmt.Errorf("got %d of %d bytes at offset %d", n, len(p), off)
-	}
-	return err
 }
 
 // lastNonZeroIndex returns the index of b's last non-zero byte, or -1.
@@ -292,24 +267,33 @@ type segmentInfo struct {
 // listSegments returns the segments of walDir sorted by seq, and the
 // leftover temporary files there.
 func listSegments(fsys FS, walDir string) (segs []segmentInfo, tmps []string, err error) {
-	names, err := fsys.List(walDir)
+	// Names are fixed-width hex, so List's sorted order is seq order.
+	return listHexPairFiles(fsys, walDir, segmentSuffix, segmentsMax, func(seq, first uint64, name string) segmentInfo {
+		return segmentInfo{seq: seq, firstIndex: first, name: name}
+	})
+}
+
+// listHexPairFiles returns the files of dir named by hexPairName with
+// suffix, in List's sorted order (number order), each made by mk from the
+// two numbers and its full name, and the leftover temporary files there.
+// Other names are skipped. A directory of more than filesMax entries is
+// refused.
+func listHexPairFiles[T any](fsys FS, dir, suffix string, filesMax int, mk func(a, b uint64, name string) T) (files []T, tmps []string, err error) {
+	names, err := fsys.List(dir)
 	if err != nil {
 		return nil, nil, err
 	}
-	if len(names) > segmentsMax {
-		return nil, nil, fmt.Errorf("disk: %s holds %d files, more than %d", walDir, len(names), segmentsMax)
+	if len(names) > filesMax {
+		return nil, nil, fmt.Errorf("disk: %s holds %d files, more than %d", dir, len(names), filesMax)
 	}
 	for _, n := range names {
 		if strings.HasSuffix(n, tmpSuffix) {
-			tmps = append(tmps, path.Join(walDir, n))
+			tmps = append(tmps, path.Join(dir, n))
 			continue
 		}
-		seq, first, ok := parseSegmentName(n)
-		if !ok {
-			continue
+		if a, b, ok := parseHexPairName(n, suffix); ok {
+			files = append(files, mk(a, b, path.Join(dir, n)))
 		}
-		segs = append(segs, segmentInfo{seq: seq, firstIndex: first, name: path.Join(walDir, n)})
 	}
-	// Names are fixed-width hex, so List's sorted order is seq order.
-	return segs, tmps, nil
+	return files, tmps, nil
 }

@@ -6,8 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
-	"path"
-	"strings"
 
 	"go.etcd.io/raft/v3/raftpb"
 	"google.golang.org/protobuf/proto"
@@ -46,10 +44,6 @@ const (
 )
 
 func snapName(index, term uint64) string { return hexPairName(index, term, snapSuffix) }
-
-func parseSnapName(name string) (index, term uint64, ok bool) {
-	return parseHexPairName(name, snapSuffix)
-}
 
 var marshalOptions = proto.MarshalOptions{Deterministic: true}
 
@@ -171,23 +165,9 @@ type snapFile struct {
 // listSnapFiles returns the snapshot files of snapDir, oldest first, and
 // the leftover temporary files there.
 func listSnapFiles(fsys FS, snapDir string) (files []snapFile, tmps []string, err error) {
-	names, err := fsys.List(snapDir)
-	if err != nil {
-		return nil, nil, err
-	}
-	if len(names) > snapshotFilesMax {
-		return nil, nil, fmt.Errorf("disk: %s holds %d files, more than %d", snapDir, len(names), snapshotFilesMax)
-	}
-	for _, n := range names {
-		if strings.HasSuffix(n, tmpSuffix) {
-			tmps = append(tmps, path.Join(snapDir, n))
-			continue
-		}
-		if index, term, ok := parseSnapName(n); ok {
-			files = append(files, snapFile{index: index, term: term, name: path.Join(snapDir, n)})
-		}
-	}
-	return files, tmps, nil
+	return listHexPairFiles(fsys, snapDir, snapSuffix, snapshotFilesMax, func(index, term uint64, name string) snapFile {
+		return snapFile{index: index, term: term, name: name}
+	})
 }
 
 // markerIndexOf returns the position of the marker for (index, term), or -1.

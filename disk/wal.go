@@ -214,25 +214,41 @@ func (s *Storage) Append(hs *raftpb.HardState, ents []*raftpb.Entry) error {
 	if err := s.checkAppend(ents); err != nil {
 		return err
 	}
+	// The assertions below are checked before assertf is called: its
+	// arguments would be boxed (and allocated) on every entry even when the
+	// check passes.
 	for _, e := range ents {
 		body, err := marshalOptions.MarshalAppend(s.bodyBuf[:0], e)
-		assertf(err == nil, "marshal entry %d: %v", e.GetIndex(), err)
-		assertf(len(body) <= len(e.GetData())+entryFieldsSizeBytesMax, "entry %d encodes to %d bytes for %d of data", e.GetIndex(), len(body), len(e.GetData()))
+		if err != nil {
+			assertf(false, "marshal entry %d: %v", e.GetIndex(), err)
+		}
+		if len(body) > len(e.GetData())+entryFieldsSizeBytesMax {
+			assertf(false, "entry %d encodes to %d bytes for %d of data", e.GetIndex(), len(body), len(e.GetData()))
+		}
 		s.bodyBuf = body
 		if err := s.add(Record{Type: RecordEntry, Index: e.GetIndex(), Term: e.GetTerm(), Body: body}); err != nil {
 			return err
 		}
-		err = s.shape.appendEntry(e.GetIndex(), e.GetTerm())
-		assertf(err == nil, "checked entry %d rejected: %v", e.GetIndex(), err)
-	}
-	if hs != nil {
-		s.hs = proto.Clone(hs).(*raftpb.HardState)
-		if err := s.add(Record{Type: RecordHardState, Index: hs.GetCommit(), Term: hs.GetTerm(), Body: mustMarshal(hs)}); err != nil {
-			return err
+		if err := s.shape.appendEntry(e.GetIndex(), e.GetTerm()); err != nil {
+			assertf(false, "checked entry %d rejected: %v", e.GetIndex(), err)
 		}
 	}
 	if len(s.bodyBuf) > retainedBufferBytesMax {
 		s.bodyBuf = nil
+	}
+	if hs != nil {
+		s.hs = proto.Clone(hs).(*raftpb.HardState)
+		// AppendRecord copies the body into s.buf, so the hard state is
+		// marshalled into the entries' scratch buffer (a few bytes; it never
+		// grows the buffer past retainedBufferBytesMax).
+		body, err := marshalOptions.MarshalAppend(s.bodyBuf[:0], hs)
+		if err != nil {
+			assertf(false, "marshal %T: %v", hs, err)
+		}
+		s.bodyBuf = body
+		if err := s.add(Record{Type: RecordHardState, Index: hs.GetCommit(), Term: hs.GetTerm(), Body: body}); err != nil {
+			return err
+		}
 	}
 	return s.flush()
 }
