@@ -224,7 +224,7 @@ func appendFrameHeader(b []byte, kind FrameKind, payloadBytes int) []byte {
 func appendMessageFrame(b []byte, m *raftpb.Message) ([]byte, error) {
 	start := len(b)
 	b = appendFrameHeader(b, FrameMessage, 0)
-	b, err := proto.MarshalOptions{}.MarshalAppend(b, m)
+	b, err := AppendMessagePayload(b, m)
 	if err != nil {
 		return b[:start], fmt.Errorf("marshal %s: %w", m.GetType(), err)
 	}

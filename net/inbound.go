@@ -51,8 +51,7 @@ func (t *TCPTransport) serveConn(conn stdnet.Conn) {
 		return
 	}
 	defer p.release(conn)
-	reply := HelloReply{Version: ProtocolVersion, Status: HelloAccepted, ClusterID: t.cfg.ClusterID, MemberID: t.cfg.LocalID}
-	if _, err := conn.Write(AppendFrame(nil, FrameHelloReply, reply.AppendPayload(nil))); err != nil {
+	if err := t.writeHelloReply(conn, HelloAccepted, ""); err != nil {
 		t.logf("%s stream from peer %x at %s: write hello reply: %v", hello.Stream, hello.From, remote, err)
 		return
 	}
@@ -118,8 +117,15 @@ func (t *TCPTransport) admit(h Hello) (*peer, HelloStatus, string) {
 // writeRefusal tells the dialer why its hello was refused, so the log on
 // its side says so too. Best effort: the connection closes next.
 func (t *TCPTransport) writeRefusal(conn stdnet.Conn, status HelloStatus, reason string) {
+	t.writeHelloReply(conn, status, reason)
+}
+
+// writeHelloReply writes this member's answer to a hello: the verdict, and
+// the reason for a refusal (empty when accepted).
+func (t *TCPTransport) writeHelloReply(conn stdnet.Conn, status HelloStatus, reason string) error {
 	reply := HelloReply{Version: ProtocolVersion, Status: status, ClusterID: t.cfg.ClusterID, MemberID: t.cfg.LocalID, Reason: reason}
-	conn.Write(AppendFrame(nil, FrameHelloReply, reply.AppendPayload(nil)))
+	_, err := conn.Write(AppendFrame(nil, FrameHelloReply, reply.AppendPayload(nil)))
+	return err
 }
 
 // receiveMessages delivers a peer's message stream to the handler, in

@@ -209,9 +209,7 @@ func withoutSnapshotData(m *raftpb.Message) *raftpb.Message {
 // reason so that the sender logs it.
 func (t *TCPTransport) receiveSnapshot(conn stdnet.Conn, frames *FrameReader, p *peer) error {
 	refuse := func(err error) error {
-		ack := SnapshotAck{Reason: err.Error()}
-		conn.SetWriteDeadline(time.Now().Add(t.cfg.WriteTimeout))
-		conn.Write(AppendFrame(nil, FrameSnapshotAck, ack.AppendPayload(nil)))
+		t.writeSnapshotAck(conn, SnapshotAck{Reason: err.Error()}) // best effort: the stream ends next
 		return fmt.Errorf("snapshot refused: %w", err)
 	}
 	conn.SetReadDeadline(time.Now().Add(t.cfg.IdleTimeout))
@@ -252,11 +250,17 @@ func (t *TCPTransport) receiveSnapshot(conn stdnet.Conn, frames *FrameReader, p 
 		t.counters.processErrors.Add(1)
 		return refuse(fmt.Errorf("the receiving member did not take the snapshot: %w", err))
 	}
-	conn.SetWriteDeadline(time.Now().Add(t.cfg.WriteTimeout))
-	if _, err := conn.Write(AppendFrame(nil, FrameSnapshotAck, SnapshotAck{Accepted: true}.AppendPayload(nil))); err != nil {
+	if err := t.writeSnapshotAck(conn, SnapshotAck{Accepted: true}); err != nil {
 		return fmt.Errorf("write snapshot ack: %w", err)
 	}
 	return nil
+}
+
+// writeSnapshotAck writes the outcome of a snapshot stream within WriteTimeout.
+func (t *TCPTransport) writeSnapshotAck(conn stdnet.Conn, ack SnapshotAck) error {
+	conn.SetWriteDeadline(time.Now().Add(t.cfg.WriteTimeout))
+	_, err := conn.Write(AppendFrame(nil, FrameSnapshotAck, ack.AppendPayload(nil)))
+	return err
 }
 
 // readSnapshotData reads chunks until dataBytes have arrived, then the end
