@@ -5,6 +5,7 @@ import (
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	"go.etcd.io/raft/v3"
 	"go.uber.org/zap"
 
 	"github.com/noded/noded/node"
@@ -30,8 +31,6 @@ type compactor struct {
 	nextSample     time.Time
 	nextRun        time.Time
 
-	rev           int64 // the store's revision, as last observed
-	leader        bool
 	lastCompacted int64
 	inFlight      bool
 }
@@ -66,25 +65,23 @@ func newCompactor(cfg *Config, lg *zap.Logger) *compactor {
 	return c
 }
 
-func (c *compactor) observe(rev int64, leader bool) {
-	c.rev = rev
-	c.leader = leader
-}
-
 // maybeCompact runs on every tick, on the loop.
 func (c *compactor) maybeCompact(m *Member) {
 	if c.retention <= 0 {
 		return
 	}
+	// The status the loop last published: the store's revision and
+	// whether this member leads.
+	st := m.state.Load().status
 	now := time.Now()
 	if c.mode == CompactionModePeriodic && !now.Before(c.nextSample) {
-		c.samples = append(c.samples, revisionSample{at: now, rev: c.rev})
+		c.samples = append(c.samples, revisionSample{at: now, rev: st.Revision})
 		if len(c.samples) > compactorSamplesMax {
 			c.samples = c.samples[1:]
 		}
 		c.nextSample = now.Add(c.sampleInterval)
 	}
-	if now.Before(c.nextRun) || !c.leader || c.inFlight {
+	if now.Before(c.nextRun) || st.State != raft.StateLeader || c.inFlight {
 		return
 	}
 	c.nextRun = now.Add(c.period)
@@ -99,7 +96,7 @@ func (c *compactor) maybeCompact(m *Member) {
 			target = s.rev
 		}
 	case CompactionModeRevision:
-		target = c.rev - c.retention
+		target = st.Revision - c.retention
 	}
 	if target <= 0 || target <= c.lastCompacted {
 		return

@@ -54,13 +54,8 @@ func newHTTPHandler(ctx context.Context, m *Member, gatewayConn *bufconn.Listene
 		}
 	}
 	mux := http.NewServeMux()
-	mux.HandleFunc("/health", m.serveHealth)
-	mux.HandleFunc("/livez", m.serveChecks("livez", m.livezChecks()))
-	mux.HandleFunc("/livez/", m.serveChecks("livez", m.livezChecks()))
-	mux.HandleFunc("/readyz", m.serveChecks("readyz", m.readyzChecks()))
-	mux.HandleFunc("/readyz/", m.serveChecks("readyz", m.readyzChecks()))
+	m.handleMetrics(mux)
 	mux.HandleFunc("/version", func(w http.ResponseWriter, r *http.Request) { writeVersion(w) })
-	mux.HandleFunc("/metrics", m.serveMetrics)
 	mux.HandleFunc("/v2/members", m.serveV2Members)
 	if m.cfg.EnablePprof {
 		mux.HandleFunc("/debug/pprof/", pprof.Index)
@@ -86,13 +81,18 @@ func newHTTPHandler(ctx context.Context, m *Member, gatewayConn *bufconn.Listene
 // endpoints, as etcd does there.
 func (m *Member) metricsHandler() http.Handler {
 	mux := http.NewServeMux()
+	m.handleMetrics(mux)
+	return mux
+}
+
+// handleMetrics registers /metrics and the health endpoints on mux.
+func (m *Member) handleMetrics(mux *http.ServeMux) {
 	mux.HandleFunc("/metrics", m.serveMetrics)
 	mux.HandleFunc("/health", m.serveHealth)
 	mux.HandleFunc("/livez", m.serveChecks("livez", m.livezChecks()))
 	mux.HandleFunc("/livez/", m.serveChecks("livez", m.livezChecks()))
 	mux.HandleFunc("/readyz", m.serveChecks("readyz", m.readyzChecks()))
 	mux.HandleFunc("/readyz/", m.serveChecks("readyz", m.readyzChecks()))
-	return mux
 }
 
 // compactJSONPb is the gateway's JSON marshaler without the whitespace

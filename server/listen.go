@@ -9,6 +9,7 @@ import (
 	"math"
 	stdnet "net"
 	"net/http"
+	"net/url"
 	"sync"
 	"time"
 
@@ -209,30 +210,19 @@ func newClientServer(m *Member) (*clientServer, error) {
 
 	listeners := m.cfg.ClientListeners
 	if listeners == nil {
-		for _, u := range m.cfg.ListenClientURLs {
-			l, err := stdnet.Listen("tcp", listenHost(u.Host))
-			if err != nil {
-				for _, l := range listeners {
-					l.Close()
-				}
-				cancel()
-				return nil, fmt.Errorf("listen on client URL %s: %w", u.String(), err)
-			}
-			listeners = append(listeners, l)
+		if listeners, err = listenURLs("client", m.cfg.ListenClientURLs); err != nil {
+			cancel()
+			return nil, err
 		}
 	}
 	metricsListeners := m.cfg.MetricsListeners
 	if metricsListeners == nil {
-		for _, u := range m.cfg.ListenMetricsURLs {
-			l, err := stdnet.Listen("tcp", listenHost(u.Host))
-			if err != nil {
-				for _, l := range append(listeners, metricsListeners...) {
-					l.Close()
-				}
-				cancel()
-				return nil, fmt.Errorf("listen on metrics URL %s: %w", u.String(), err)
+		if metricsListeners, err = listenURLs("metrics", m.cfg.ListenMetricsURLs); err != nil {
+			for _, l := range listeners {
+				l.Close()
 			}
-			metricsListeners = append(metricsListeners, l)
+			cancel()
+			return nil, err
 		}
 	}
 	for _, l := range metricsListeners {
@@ -262,6 +252,23 @@ func newClientServer(m *Member) (*clientServer, error) {
 		go func() { defer cs.wg.Done(); cs.http.Serve(sn.other) }()
 	}
 	return cs, nil
+}
+
+// listenURLs listens on each URL; on an error it closes the listeners it
+// opened and names the URL, as a `kind` URL.
+func listenURLs(kind string, urls []url.URL) ([]stdnet.Listener, error) {
+	var out []stdnet.Listener
+	for _, u := range urls {
+		l, err := stdnet.Listen("tcp", listenHost(u.Host))
+		if err != nil {
+			for _, l := range out {
+				l.Close()
+			}
+			return nil, fmt.Errorf("listen on %s URL %s: %w", kind, u.String(), err)
+		}
+		out = append(out, l)
+	}
+	return out, nil
 }
 
 func (cs *clientServer) serve(l stdnet.Listener) {

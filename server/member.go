@@ -68,7 +68,6 @@ type Member struct {
 	lg        *zap.Logger
 	id        uint64
 	clusterID uint64
-	tick      time.Duration
 	dataDir   string
 
 	node    *node.Node // owned by the loop goroutine
@@ -103,7 +102,7 @@ type Member struct {
 	nextHandle     node.Handle
 	streams        map[kvsm.StreamID]*hostStream
 	blocked        map[kvsm.StreamID]struct{} // streams with dropped watchers or held replies
-	knownPeers     map[uint64]string          // transport peers: ID -> joined URLs
+	knownPeers     map[uint64][]string        // transport peers: ID -> URLs
 	refusedRemoved int                        // removed IDs already handed to the transport
 	compactor      *compactor
 	lastLead       uint64
@@ -179,7 +178,6 @@ func Start(cfg Config) (*Member, error) {
 	m := &Member{
 		cfg:      cfg,
 		lg:       lg,
-		tick:     time.Duration(cfg.HeartbeatMs) * time.Millisecond,
 		requests: make(chan *clientRequest, clientQueueMax),
 		inbound:  make(chan *raftpb.Message, inboundMessagesMax),
 		reports:  make(chan peerReport, peerReportsMax),
@@ -200,7 +198,7 @@ func Start(cfg Config) (*Member, error) {
 		pending:    map[node.Handle]*clientRequest{},
 		streams:    map[kvsm.StreamID]*hostStream{},
 		blocked:    map[kvsm.StreamID]struct{}{},
-		knownPeers: map[uint64]string{},
+		knownPeers: map[uint64][]string{},
 		metrics:    newMetrics(),
 	}
 	peerListeners, err := m.listenPeers()
@@ -248,7 +246,7 @@ func Start(cfg Config) (*Member, error) {
 	for _, jm := range joinMembers {
 		if jm.ID != m.id {
 			m.peers.AddPeer(jm.ID, jm.PeerURLs)
-			m.knownPeers[jm.ID] = strings.Join(jm.PeerURLs, ",")
+			m.knownPeers[jm.ID] = slices.Clone(jm.PeerURLs)
 		}
 	}
 	m.compactor = newCompactor(&m.cfg, lg)
@@ -323,13 +321,12 @@ func (m *Member) openStorage() ([]node.Member, error) {
 		m.id = binary.BigEndian.Uint64(rec.Metadata[:8])
 		m.clusterID = binary.BigEndian.Uint64(rec.Metadata[8:])
 		if cfg.InitialClusterState == ClusterStateNew {
-			if _, _, want, err := cfg.bootstrapMembers(); err == nil && want != m.clusterID {
+			members, self, clusterID, err := cfg.bootstrapMembers()
+			if err == nil && clusterID != m.clusterID {
 				st.Close()
 				return nil, fmt.Errorf("data directory %s holds member %x of cluster %x, but --initial-cluster and --initial-cluster-token describe cluster %x: "+
-					"start it with the flags of the cluster it belongs to, or give it another --data-dir", dataDir, m.id, m.clusterID, want)
+					"start it with the flags of the cluster it belongs to, or give it another --data-dir", dataDir, m.id, m.clusterID, clusterID)
 			}
-		}
-		if rec.Snapshot == nil && rec.HardState == nil && cfg.InitialClusterState == ClusterStateNew {
 			// No hard state reached the disk, so the member stopped before its
 			// first sync: every write that carries entries carries or follows
 			// a hard state, and a member sends nothing before its first sync.
@@ -338,7 +335,8 @@ func (m *Member) openStorage() ([]node.Member, error) {
 			// state written after them. Restarting would leave it with no
 			// configuration, and a one-member cluster would never elect a
 			// leader.
-			if members, self, clusterID, err := cfg.bootstrapMembers(); err == nil && self == m.id && clusterID == m.clusterID {
+			// (With err nil, the cluster ID matched above.)
+			if rec.Snapshot == nil && rec.HardState == nil && err == nil && self == m.id {
 				n, err := node.Bootstrap(m.nodeConfig(), members)
 				if err != nil {
 					st.Close()
@@ -520,7 +518,7 @@ func leaderTransferTimeout(electionMs int64) time.Duration {
 // run is the member loop: the only goroutine that touches the node.
 func (m *Member) run() {
 	defer close(m.loopExit)
-	ticker := time.NewTicker(m.tick)
+	ticker := time.NewTicker(time.Duration(m.cfg.HeartbeatMs) * time.Millisecond)
 	defer ticker.Stop()
 	if m.cfg.InitialElectionTickAdvance {
 		// etcd fast-forwards all but the last ticks of the first election
@@ -750,7 +748,6 @@ func (m *Member) publishState() {
 		}
 		m.lastLead = st.Lead
 	}
-	m.compactor.observe(st.Revision, st.State == raft.StateLeader)
 	m.state.Store(s)
 	m.maybeReady(st)
 	m.syncPeers(st.Members)
@@ -762,6 +759,11 @@ func (m *Member) publishState() {
 // (ReadyNotify): until then connections wait rather than fail with "no
 // leader".
 func (m *Member) maybeReady(st node.Status) {
+	select {
+	case <-m.ready:
+		return // already serving clients
+	default:
+	}
 	if st.Lead == raft.None {
 		return
 	}
@@ -783,30 +785,33 @@ func (m *Member) syncPeers(members []node.Member) {
 	if len(members) == 0 {
 		return // not applied yet (a joining member before its snapshot)
 	}
-	seen := make(map[uint64]bool, len(members))
 	changed := false
+	others := 0
 	for _, mem := range members {
-		seen[mem.ID] = true
 		if mem.ID == m.id {
 			continue
 		}
-		urls := strings.Join(mem.PeerURLs, ",")
+		others++
 		known, ok := m.knownPeers[mem.ID]
 		switch {
 		case !ok:
 			m.peers.AddPeer(mem.ID, slices.Clone(mem.PeerURLs))
-		case known != urls:
+		case !slices.Equal(known, mem.PeerURLs):
 			m.peers.UpdatePeer(mem.ID, slices.Clone(mem.PeerURLs))
 		default:
 			continue
 		}
-		m.knownPeers[mem.ID] = urls
+		m.knownPeers[mem.ID] = slices.Clone(mem.PeerURLs)
 		changed = true
 	}
-	for id := range m.knownPeers {
-		if !seen[id] {
-			delete(m.knownPeers, id)
-			changed = true
+	// Every other member is known now (member IDs are unique), so a known
+	// peer is gone only when there are more known peers than other members.
+	if len(m.knownPeers) != others {
+		for id := range m.knownPeers {
+			if !slices.ContainsFunc(members, func(mem node.Member) bool { return mem.ID == id }) {
+				delete(m.knownPeers, id)
+				changed = true
+			}
 		}
 	}
 	if !changed {

@@ -175,7 +175,7 @@ func (m *Member) serveMetrics(w http.ResponseWriter, r *http.Request) {
 	gauge(&b, "etcd_mvcc_db_total_size_in_use_in_bytes", "Total size of the underlying database logically in use in bytes.", float64(st.dbSize))
 	gauge(&b, "etcd_debugging_mvcc_current_revision", "The current revision of store.", float64(st.status.Revision))
 	gauge(&b, "etcd_debugging_mvcc_compact_revision", "The revision of the last compaction in store.", float64(st.status.CompactRevision))
-	if keys, ok := m.countKeys(r.Context()); ok {
+	if keys, ok := countKeys(st.view); ok {
 		gauge(&b, "etcd_debugging_mvcc_keys_total", "Total number of keys.", float64(keys))
 	}
 	mt.walFsync.write(&b, "etcd_disk_wal_fsync_duration_seconds", "The latency distributions of fsync called by WAL.")
@@ -223,15 +223,9 @@ func (m *Member) serveMetrics(w http.ResponseWriter, r *http.Request) {
 	io.WriteString(w, b.String())
 }
 
-// countKeys counts the live keys on a frozen view of the store, taken on
-// the loop in O(1) and walked here, off the loop.
-func (m *Member) countKeys(ctx context.Context) (int64, bool) {
-	ctx, cancel := context.WithTimeout(ctx, healthTimeout)
-	defer cancel()
-	var view *kvsm.View
-	if err := m.call(ctx, func() { view = m.node.Store().View() }); err != nil {
-		return 0, false
-	}
+// countKeys counts the live keys on the frozen view the loop published,
+// walked here, off the loop.
+func countKeys(view *kvsm.View) (int64, bool) {
 	resp, err := view.Range(&pb.RangeRequest{Key: []byte{0}, RangeEnd: []byte{0}, CountOnly: true})
 	if err != nil {
 		return 0, false

@@ -48,18 +48,7 @@ func (m *Member) listenPeers() ([]stdnet.Listener, error) {
 	if m.cfg.PeerListeners != nil {
 		return m.cfg.PeerListeners, nil
 	}
-	var out []stdnet.Listener
-	for _, u := range m.cfg.ListenPeerURLs {
-		l, err := stdnet.Listen("tcp", listenHost(u.Host))
-		if err != nil {
-			for _, l := range out {
-				l.Close()
-			}
-			return nil, fmt.Errorf("listen on peer URL %s: %w", u.String(), err)
-		}
-		out = append(out, l)
-	}
-	return out, nil
+	return listenURLs("peer", m.cfg.ListenPeerURLs)
 }
 
 // servePeers splits a peer listener between the transport and the peer

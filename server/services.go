@@ -123,10 +123,7 @@ func (f *forwarder) conn(leader uint64) (*grpc.ClientConn, error) {
 		return c, nil
 	}
 	if len(f.conns) >= forwardConnsMax {
-		for t, c := range f.conns {
-			c.Close()
-			delete(f.conns, t)
-		}
+		f.closeAllLocked()
 	}
 	c, err := grpc.NewClient("passthrough:///"+target, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
@@ -139,6 +136,11 @@ func (f *forwarder) conn(leader uint64) (*grpc.ClientConn, error) {
 func (f *forwarder) close() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.closeAllLocked()
+}
+
+// closeAllLocked closes and forgets every cached connection; f.mu is held.
+func (f *forwarder) closeAllLocked() {
 	for t, c := range f.conns {
 		c.Close()
 		delete(f.conns, t)
@@ -149,15 +151,29 @@ func forwardContext(ctx context.Context) context.Context {
 	return metadata.AppendToOutgoingContext(ctx, forwardedKey, "1")
 }
 
+// forwardTarget is the leader to forward a request to: err says another
+// member leads, the leader is known, and the request was not forwarded
+// already.
+func forwardTarget(err error, forwarded bool) (uint64, bool) {
+	var nl *node.NotLeaderError
+	if err == nil || !errors.As(err, &nl) || nl.Leader == 0 || forwarded {
+		return 0, false
+	}
+	return nl.Leader, true
+}
+
 // leaderOnly runs op on the loop and, when the node says another member
 // leads, runs call against the leader instead.
 func leaderOnly[T proto.Message](ctx context.Context, m *Member, op proto.Message, call func(*grpc.ClientConn) (T, error)) (T, error) {
 	resp, err := doTyped[T](ctx, m, op)
-	var nl *node.NotLeaderError
-	if err == nil || !errors.As(err, &nl) || nl.Leader == 0 || isForwarded(ctx) {
+	if err == nil {
+		return resp, nil
+	}
+	leader, ok := forwardTarget(err, isForwarded(ctx))
+	if !ok {
 		return resp, err
 	}
-	conn, cerr := m.forwarder.conn(nl.Leader)
+	conn, cerr := m.forwarder.conn(leader)
 	if cerr != nil {
 		return resp, cerr
 	}
@@ -206,11 +222,10 @@ func (s *leaseServer) LeaseKeepAlive(stream pb.Lease_LeaseKeepAliveServer) error
 			return err
 		}
 		resp, err := doTyped[*pb.LeaseKeepAliveResponse](ctx, m, req)
-		var nl *node.NotLeaderError
-		if err != nil && errors.As(err, &nl) && nl.Leader != 0 && !forwarded {
-			if upstream == nil || upstreamLeader != nl.Leader {
+		if leader, ok := forwardTarget(err, forwarded); ok {
+			if upstream == nil || upstreamLeader != leader {
 				upstreamCancel()
-				conn, cerr := m.forwarder.conn(nl.Leader)
+				conn, cerr := m.forwarder.conn(leader)
 				if cerr != nil {
 					return cerr
 				}
@@ -220,7 +235,7 @@ func (s *leaseServer) LeaseKeepAlive(stream pb.Lease_LeaseKeepAliveServer) error
 					cancel()
 					return err
 				}
-				upstreamLeader, upstreamCancel = nl.Leader, cancel
+				upstreamLeader, upstreamCancel = leader, cancel
 			}
 			if err = upstream.Send(req); err == nil {
 				resp, err = upstream.Recv()
@@ -338,18 +353,21 @@ func (s *maintenanceServer) MoveLeader(ctx context.Context, r *pb.MoveLeaderRequ
 //	zeros up to a multiple of 512 bytes.
 func (s *maintenanceServer) Snapshot(r *pb.SnapshotRequest, stream pb.Maintenance_SnapshotServer) error {
 	m := s.m
-	var data []byte
+	var chunks [][]byte
+	var size int
 	var st *memberState
 	if err := m.call(stream.Context(), func() {
-		data = m.node.Store().Snapshot()
+		chunks, size = m.node.Store().SnapshotChunks()
 		st = m.state.Load()
 	}); err != nil {
 		return err
 	}
-	blob := make([]byte, 0, len(data)+16+snapshotPageBytes)
+	blob := make([]byte, 0, size+16+snapshotPageBytes)
 	blob = append(blob, snapshotMagic...)
-	blob = binary.BigEndian.AppendUint64(blob, uint64(len(data)))
-	blob = append(blob, data...)
+	blob = binary.BigEndian.AppendUint64(blob, uint64(size))
+	for _, c := range chunks {
+		blob = append(blob, c...)
+	}
 	if rem := len(blob) % snapshotPageBytes; rem != 0 {
 		blob = append(blob, make([]byte, snapshotPageBytes-rem)...)
 	}
