@@ -127,6 +127,12 @@ func Draw(seed uint64) Knobs {
 	k.OpsPerSecond = int(between(100, 1500))
 	k.Keys = int(between(2, 30))
 	k.ClientTimeoutMs = between(1000, 5000)
+	// A client waits at least ten one-way delays: a linearizable read
+	// through a follower takes about five (client to follower, ReadIndex to
+	// the leader, its heartbeat round, back to the client). On a hostile
+	// network a shorter timeout gives up on nearly every attempt and the
+	// client retries for ever, which no real client is configured to do.
+	k.ClientTimeoutMs = max(k.ClientTimeoutMs, 10*k.DelayMeanUs/1000)
 	k.MixPut = int(between(10, 40))
 	k.MixRange = int(between(10, 40))
 	k.MixDelete = int(between(0, 15))
