@@ -38,11 +38,11 @@ func main() {
 	reports := flag.String("reports", "reports", "directory for failing seeds' reports")
 	trace := flag.Bool("trace", false, "print every event of a single-seed run")
 	planted := flag.String("planted", "", "plant bugs (checker self-tests): comma list of "+
-		"local-linearizable-reads,ack-before-sync,drop-watch-event,lease-expire-early,lease-resurrect")
+		strings.Join(node.PlantedBugNames(), ","))
 	worker := flag.Bool("worker", false, "internal: read seeds on stdin, write results on stdout")
 	flag.Parse()
 
-	bugs, err := parsePlanted(*planted)
+	bugs, err := node.ParsePlantedBugs(*planted)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "nodesim:", err)
 		os.Exit(2)
@@ -55,28 +55,6 @@ func main() {
 	default:
 		os.Exit(single(*seed, *trace, *reports, bugs))
 	}
-}
-
-func parsePlanted(s string) (node.PlantedBugs, error) {
-	var p node.PlantedBugs
-	for _, name := range strings.Split(s, ",") {
-		switch strings.TrimSpace(name) {
-		case "":
-		case "local-linearizable-reads":
-			p.LocalLinearizableReads = true
-		case "ack-before-sync":
-			p.AckBeforeSync = true
-		case "drop-watch-event":
-			p.DropWatchEvent = true
-		case "lease-expire-early":
-			p.LeaseExpireEarly = true
-		case "lease-resurrect":
-			p.LeaseResurrect = true
-		default:
-			return p, fmt.Errorf("unknown planted bug %q", name)
-		}
-	}
-	return p, nil
 }
 
 func single(seed uint64, trace bool, reports string, bugs node.PlantedBugs) int {
