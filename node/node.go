@@ -64,7 +64,11 @@ type Node struct {
 	reads      readQueue
 	leases     leaseClock
 	transfer   *waiter // a pending MoveLeader
-	publishAt  int64   // tick after which to (re)publish this member's attributes
+	// heldLeaseRequests are keepalives and time-to-lives a new leader
+	// holds until it has applied an entry of its term; at most
+	// PendingRequestsMax.
+	heldLeaseRequests []*waiter
+	publishAt         int64 // tick after which to (re)publish this member's attributes
 
 	watchDropCounter int // planted DropWatchEvent's counter
 
@@ -253,6 +257,7 @@ func (n *Node) Tick() {
 	n.expireTimeouts()
 	n.retryReadIndex()
 	n.expireLeases()
+	n.serveHeldLeaseRequests()
 	n.maybePublish()
 	if t := n.cfg.WatchProgressNotifyTicks; t > 0 && n.tick%int64(t) == 0 {
 		n.store.WatchProgressNotify()
@@ -532,6 +537,7 @@ func (n *Node) onSoftState(ss *raft.SoftState) {
 	}
 	if wasLeader && !n.isLeader() {
 		n.leases.reset()
+		n.serveHeldLeaseRequests()
 	}
 	if n.transfer != nil && n.lead == n.transfer.target {
 		n.resolve(n.transfer, &pb.MoveLeaderResponse{Header: n.header(0)}, nil)

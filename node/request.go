@@ -184,10 +184,8 @@ func (n *Node) Submit(h Handle, op proto.Message) {
 			return
 		}
 		n.proposeKV(h, &pb.InternalRaftRequest{Alarm: r})
-	case *pb.LeaseKeepAliveRequest:
-		n.leaseKeepAlive(h, r)
-	case *pb.LeaseTimeToLiveRequest:
-		n.leaseTimeToLive(h, r)
+	case *pb.LeaseKeepAliveRequest, *pb.LeaseTimeToLiveRequest:
+		n.leaderLeaseRequest(h, r)
 	case *pb.LeaseLeasesRequest:
 		leases := n.store.Leases()
 		resp := &pb.LeaseLeasesResponse{Header: n.header(0), Leases: make([]*pb.LeaseStatus, len(leases))}
@@ -429,95 +427,6 @@ func setHeader(resp proto.Message, h *pb.ResponseHeader) {
 		r.Header = h
 	case *pb.WatchResponse:
 		r.Header = h
-	}
-}
-
-// Leases.
-
-func (n *Node) leaseKeepAlive(h Handle, r *pb.LeaseKeepAliveRequest) {
-	if !n.isLeader() {
-		n.reply(h, nil, &NotLeaderError{Leader: n.lead})
-		return
-	}
-	info, ok := n.store.Lease(r.GetID())
-	expiry, tracked := n.leases.expiry(r.GetID())
-	if !ok || !tracked || expiry <= n.tick {
-		// Unknown, or expired with its revoke on the way: etcd answers TTL 0,
-		// and a keepalive must never bring an expiring lease back.
-		n.reply(h, &pb.LeaseKeepAliveResponse{Header: n.header(0), ID: r.GetID(), TTL: 0}, nil)
-		return
-	}
-	n.armLease(LeaseKeepAliveAcked, r.GetID(), info.GrantedTTLSeconds, 0)
-	n.reply(h, &pb.LeaseKeepAliveResponse{Header: n.header(0), ID: r.GetID(), TTL: info.GrantedTTLSeconds}, nil)
-}
-
-func (n *Node) leaseTimeToLive(h Handle, r *pb.LeaseTimeToLiveRequest) {
-	if !n.isLeader() {
-		n.reply(h, nil, &NotLeaderError{Leader: n.lead})
-		return
-	}
-	info, ok := n.store.Lease(r.GetID())
-	if !ok {
-		n.reply(h, &pb.LeaseTimeToLiveResponse{Header: n.header(0), ID: r.GetID(), TTL: -1}, nil)
-		return
-	}
-	remaining := int64(0)
-	if expiry, ok := n.leases.expiry(r.GetID()); ok {
-		remaining = n.cfg.secondsFromTicks(expiry - n.tick)
-	}
-	resp := &pb.LeaseTimeToLiveResponse{Header: n.header(0), ID: r.GetID(), TTL: remaining, GrantedTTL: info.GrantedTTLSeconds}
-	if r.GetKeys() {
-		resp.Keys = info.Keys
-	}
-	n.reply(h, resp, nil)
-}
-
-func (n *Node) leaseEvent(kind LeaseEventKind, id, ttlTicks int64) {
-	if !n.cfg.ReportLeaseEvents {
-		return
-	}
-	n.out.LeaseEvents = append(n.out.LeaseEvents, LeaseEvent{Kind: kind, LocalTick: n.tick, Lease: id, TTLTicks: ttlTicks})
-}
-
-// becameLeader gives every lease its full TTL plus an election timeout from
-// now: keepalives the previous leader acknowledged are unknown here, and
-// this is the only way not to expire a lease its holder kept alive.
-func (n *Node) becameLeader() {
-	n.leaseEvent(LeaseBecameLeader, 0, 0)
-	n.refreshAllLeases()
-}
-
-func (n *Node) refreshAllLeases() {
-	n.leases.reset()
-	for _, l := range n.store.Leases() {
-		n.armLease(LeaseTakenOver, l.ID, l.GrantedTTLSeconds, int64(n.cfg.ElectionTicks))
-	}
-}
-
-// armLease sets lease id to expire a full TTL of ttlSeconds (plus
-// extraTicks) from now on this member's clock, and reports why as kind.
-func (n *Node) armLease(kind LeaseEventKind, id, ttlSeconds, extraTicks int64) {
-	ttlTicks := n.cfg.ticksFromSeconds(ttlSeconds)
-	n.leases.set(id, n.tick+n.expiryTicks(ttlTicks)+extraTicks)
-	n.leaseEvent(kind, id, ttlTicks)
-}
-
-// leaseRevokeRetryTicks is how long the leader waits for an expiry revoke
-// to apply before proposing it again (the first may have been dropped).
-func (n *Node) leaseRevokeRetryTicks() int64 { return int64(2 * n.cfg.ElectionTicks) }
-
-func (n *Node) expireLeases() {
-	if !n.isLeader() {
-		return
-	}
-	for _, id := range n.leases.popExpired(n.tick, n.cfg.LeaseRevokesPerTickMax) {
-		if _, ok := n.store.Lease(id); !ok {
-			n.leases.forget(id)
-			continue
-		}
-		n.leaseEvent(LeaseExpiryProposed, id, 0)
-		n.proposeInternal(&pb.InternalRaftRequest{LeaseRevoke: &pb.LeaseRevokeRequest{ID: id}})
-		n.leases.wakeAt(id, n.tick+n.leaseRevokeRetryTicks())
 	}
 }
 
