@@ -39,10 +39,11 @@ type heldLease struct {
 }
 
 type clientOp struct {
-	seq   uint64
-	req   proto.Message
-	hist  int // index into the KV history, or -1
-	final bool
+	seq    uint64
+	req    proto.Message
+	hist   int   // index into the KV history, or -1
+	sentAt int64 // virtual time the client sent it
+	final  bool
 }
 
 // clientWatch is one watch stream with one watcher on it.
@@ -118,7 +119,7 @@ func (w *world) clientNext(c *client) {
 // the KV history the linearizability checker reads.
 func (w *world) issue(c *client, req proto.Message, inHistory bool) {
 	c.seq++
-	op := &clientOp{seq: c.seq, req: req, hist: -1}
+	op := &clientOp{seq: c.seq, req: req, hist: -1, sentAt: w.now}
 	c.op = op
 	if inHistory {
 		op.hist = len(w.history)
@@ -208,8 +209,17 @@ func (w *world) replyArrive(e *event) {
 			c.leases = append(c.leases, heldLease{id: g.GetID(), ttlSeconds: g.GetTTL(), nextKeepAlive: w.now + g.GetTTL()*1e9/3})
 		}
 	case *pb.LeaseKeepAliveRequest:
-		if ka, ok := r.Resp.(*pb.LeaseKeepAliveResponse); ok && ka.GetTTL() <= 0 {
+		ka, ok := r.Resp.(*pb.LeaseKeepAliveResponse)
+		switch {
+		case !ok || r.Err != nil:
+		case ka.GetTTL() <= 0:
 			c.dropLease(req.GetID())
+		default:
+			// The client may now count on the lease for TTL from sentAt:
+			// the lease-expiry-time checker holds the cluster to that.
+			w.keepAlives = append(w.keepAlives, linearizability.KeepAlive{
+				Client: c.index, Lease: req.GetID(), Sent: op.sentAt, Return: w.now, TTLSeconds: ka.GetTTL(),
+			})
 		}
 	case *pb.LeaseRevokeRequest:
 		c.dropLease(req.GetID())

@@ -24,6 +24,7 @@ type committedRecord struct {
 	request     *pb.InternalRaftRequest
 	fingerprint uint64
 	rev         int64
+	appliedAt   int64 // virtual time the first member applied it
 }
 
 // committedIndexMax bounds the committed-log record a run keeps.
@@ -53,7 +54,7 @@ func (w *world) applied(m *member, a node.AppliedEntry) {
 	rec := &w.committed[a.Index-1]
 	fp := fingerprint(a.Request)
 	if !rec.set {
-		*rec = committedRecord{set: true, term: a.Term, typ: a.Type, requestID: a.RequestID, request: a.Request, fingerprint: fp, rev: a.Rev}
+		*rec = committedRecord{set: true, term: a.Term, typ: a.Type, requestID: a.RequestID, request: a.Request, fingerprint: fp, rev: a.Rev, appliedAt: w.now}
 		return
 	}
 	if rec.term != a.Term || rec.typ != a.Type || rec.requestID != a.RequestID || rec.fingerprint != fp {
@@ -78,6 +79,8 @@ func (w *world) checkerInput() linearizability.Input {
 		History:            w.history,
 		Watches:            w.watches,
 		Leases:             w.leaseEvents,
+		KeepAlives:         w.keepAlives,
+		Clocks:             linearizability.Clocks{ShortestSecondNs: w.shortestSecondNs(), JumpsForward: w.jumps},
 		MinLeaseTTLSeconds: w.nodeConfigDefaults().MinLeaseTTLSeconds(),
 		MaxTxnOps:          node.DefaultMaxTxnOps,
 	}
@@ -86,7 +89,7 @@ func (w *world) checkerInput() linearizability.Input {
 			continue
 		}
 		in.Committed = append(in.Committed, linearizability.CommittedEntry{
-			Index: uint64(i + 1), RequestID: rec.requestID, Request: rec.request,
+			Index: uint64(i + 1), RequestID: rec.requestID, Request: rec.request, AppliedAt: rec.appliedAt,
 		})
 	}
 	return in
@@ -94,4 +97,15 @@ func (w *world) checkerInput() linearizability.Input {
 
 func (w *world) nodeConfigDefaults() node.Config {
 	return node.Config{TickMs: w.k.TickMs, ElectionTicks: w.k.ElectionTicks}
+}
+
+// shortestSecondNs is the least virtual time any member's clock takes to
+// count one of its seconds: its tick period (shorter for a clock that runs
+// fast, and rounded down to the nanosecond) times its ticks per second.
+func (w *world) shortestSecondNs() int64 {
+	second := int64(1e9)
+	for i := range w.k.DriftPermille {
+		second = min(second, w.tickPeriodNs(i)*1000/w.k.TickMs)
+	}
+	return second
 }

@@ -281,6 +281,7 @@ func (w *world) clockJump(m *member) {
 	if w.frng.IntN(2) == 0 {
 		ticks := 1 + w.frng.IntN(3*w.k.ElectionTicks)
 		w.tracef("clock of %s jumps forward %d ticks", m.name, ticks)
+		w.jumps = append(w.jumps, w.now)
 		for i := 0; i < ticks && m.up; i++ {
 			m.node.Tick()
 			w.drive(m)

@@ -57,13 +57,18 @@ func (w *world) newMember(index int, peerURL string, id uint64) *member {
 		peerURL: peerURL,
 		fs:      disk.NewSimFS(),
 	}
+	m.tickPeriodNs = w.tickPeriodNs(index)
+	return m
+}
+
+// tickPeriodNs is member index's tick in virtual time: a member whose
+// clock runs fast ticks more often.
+func (w *world) tickPeriodNs(index int) int64 {
 	drift := int64(0)
 	if index < len(w.k.DriftPermille) {
 		drift = int64(w.k.DriftPermille[index])
 	}
-	// A member whose clock runs fast ticks more often in virtual time.
-	m.tickPeriodNs = w.k.TickMs * 1_000_000 * 1000 / (1000 + drift)
-	return m
+	return w.k.TickMs * 1_000_000 * 1000 / (1000 + drift)
 }
 
 func (w *world) nodeConfig(m *member) node.Config {
