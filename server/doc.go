@@ -11,7 +11,9 @@
 // whatever else is already waiting (up to eventsPerRoundMax), from bounded
 // channels: client requests with their reply channels, raft messages from
 // the transport, peer reports, watch stream requests, disk completions and
-// a time.Ticker at --heartbeat-interval. Then it asks the node for Effects
+// a tick every --heartbeat-interval, spaced from when the previous one was
+// handled (a lease's TTL is counted in ticks, and must not run short after a
+// late one). Then it asks the node for Effects
 // and carries them out in the node's order:
 //
 //  1. Persist goes to the disk goroutine (runDisk), which appends and, for

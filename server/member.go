@@ -518,7 +518,14 @@ func leaderTransferTimeout(electionMs int64) time.Duration {
 // run is the member loop: the only goroutine that touches the node.
 func (m *Member) run() {
 	defer close(m.loopExit)
-	ticker := time.NewTicker(time.Duration(m.cfg.HeartbeatMs) * time.Millisecond)
+	// Ticks are spaced at least one heartbeat interval apart as the loop
+	// handles them, not as a time.Ticker schedules them: after a tick that
+	// waited behind a busy round, a Ticker's next one can follow at once.
+	// The node counts a lease renewal's TTL from the next tick, which is
+	// then no earlier than the renewal plus one interval only if every
+	// tick starts its interval when it is handled.
+	tickInterval := time.Duration(m.cfg.HeartbeatMs) * time.Millisecond
+	ticker := time.NewTimer(tickInterval)
 	defer ticker.Stop()
 	if m.cfg.InitialElectionTickAdvance {
 		// etcd fast-forwards all but the last ticks of the first election
@@ -536,6 +543,7 @@ func (m *Member) run() {
 			return
 		case <-ticker.C:
 			m.onTick()
+			ticker.Reset(tickInterval)
 		case msg := <-m.inbound:
 			m.node.Step(msg)
 		case req := <-m.requests:
