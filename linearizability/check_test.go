@@ -233,8 +233,9 @@ func TestLeaseTimesAllowances(t *testing.T) {
 		{name: "early", appliedAt: 12e9, clocks: Clocks{ShortestSecondNs: 1e9}, caught: true},
 		{name: "early by what a clock 20% fast explains", appliedAt: 3e9 + 10*fastSecondNs, clocks: Clocks{ShortestSecondNs: fastSecondNs}},
 		{name: "earlier than a clock 20% fast explains", appliedAt: 3e9 + 10*fastSecondNs - 1, clocks: Clocks{ShortestSecondNs: fastSecondNs}, caught: true},
-		{name: "early across a forward jump", appliedAt: 12e9, clocks: Clocks{ShortestSecondNs: 1e9, JumpsForward: []int64{1e9, 5e9}}},
-		{name: "early with a jump outside the TTL", appliedAt: 12e9, clocks: Clocks{ShortestSecondNs: 1e9, JumpsForward: []int64{1e9, 12e9 + 1}}, caught: true},
+		{name: "early across a forward jump", appliedAt: 12e9, clocks: Clocks{ShortestSecondNs: 1e9, Faults: []TimeSpan{{1e9, 1e9}, {5e9, 5e9}}}},
+		{name: "early after a stall that outlasted the keepalive", appliedAt: 12e9, clocks: Clocks{ShortestSecondNs: 1e9, Faults: []TimeSpan{{1e9, 3e9 + 1}}}},
+		{name: "early with clock faults outside the TTL", appliedAt: 12e9, clocks: Clocks{ShortestSecondNs: 1e9, Faults: []TimeSpan{{1e9, 3e9 - 1}, {12e9 + 1, 13e9}}}, caught: true},
 		{name: "clock rate unknown", appliedAt: 12e9},
 		{name: "revoked by the client", appliedAt: 12e9, clocks: Clocks{ShortestSecondNs: 1e9}, revokedBy: func() *script {
 			sc := newScript()

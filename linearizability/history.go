@@ -87,9 +87,18 @@ type Clocks struct {
 	// true time by that factor, so the checker allows it. Zero: leases are
 	// not judged in true time.
 	ShortestSecondNs int64
-	// JumpsForward are the true times at which some member's clock jumped
-	// forward. A lease whose TTL spans one is not judged in true time.
-	JumpsForward []int64
+	// Faults are the spans of true time in which some member's clock did
+	// not run at a bounded rate: a jump forward (a span of one instant), a
+	// stall (from when it stopped until its member could have noticed
+	// again that it lost its quorum). A renewal whose TTL overlaps one is
+	// not judged in true time: a leader whose clock stands still keeps
+	// answering keepalives after its successor took over.
+	Faults []TimeSpan
+}
+
+// TimeSpan is [From, To] in virtual nanoseconds.
+type TimeSpan struct {
+	From, To int64
 }
 
 // WatchHistory is the history of one watcher as one client saw it.

@@ -100,8 +100,8 @@ func (run *checkRun) checkExpiry(e, becameLeader, refreshed *LeaseEvent, ttlAnyw
 //
 // A leader whose clock runs fast ends a TTL early in true time; the
 // allowance for that is Clocks.ShortestSecondNs. A renewal whose TTL spans
-// a forward clock jump is not judged, and nor is any lease when the clocks'
-// rate is unknown.
+// a clock fault (a jump, a stall) is not judged, and nor is any lease when
+// the clocks' rate is unknown.
 func (run *checkRun) checkLeaseTimes() {
 	second := run.in.Clocks.ShortestSecondNs
 	if second <= 0 {
@@ -151,7 +151,7 @@ func (run *checkRun) checkLeaseTimes() {
 		}
 		var worst *renewal
 		for i, r := range renewals[rv.GetID()] {
-			if r.sent >= e.AppliedAt || e.AppliedAt >= r.deadlineNs || run.jumpedBetween(r.sent, e.AppliedAt) {
+			if r.sent >= e.AppliedAt || e.AppliedAt >= r.deadlineNs || run.clockFaultBetween(r.sent, e.AppliedAt) {
 				continue
 			}
 			if worst == nil || r.deadlineNs > worst.deadlineNs {
@@ -165,10 +165,10 @@ func (run *checkRun) checkLeaseTimes() {
 	}
 }
 
-// jumpedBetween reports a forward clock jump in [from, to].
-func (run *checkRun) jumpedBetween(from, to int64) bool {
-	for _, j := range run.in.Clocks.JumpsForward {
-		if j >= from && j <= to {
+// clockFaultBetween reports a clock fault overlapping [from, to].
+func (run *checkRun) clockFaultBetween(from, to int64) bool {
+	for _, f := range run.in.Clocks.Faults {
+		if f.From <= to && f.To >= from {
 			return true
 		}
 	}

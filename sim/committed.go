@@ -80,7 +80,7 @@ func (w *world) checkerInput() linearizability.Input {
 		Watches:            w.watches,
 		Leases:             w.leaseEvents,
 		KeepAlives:         w.keepAlives,
-		Clocks:             linearizability.Clocks{ShortestSecondNs: w.shortestSecondNs(), JumpsForward: w.jumps},
+		Clocks:             linearizability.Clocks{ShortestSecondNs: w.shortestSecondNs(), Faults: w.clockFaults},
 		MinLeaseTTLSeconds: w.nodeConfigDefaults().MinLeaseTTLSeconds(),
 		MaxTxnOps:          node.DefaultMaxTxnOps,
 	}

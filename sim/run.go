@@ -153,9 +153,9 @@ type world struct {
 	watches     []linearizability.WatchHistory
 	leaseEvents []linearizability.LeaseEvent
 	keepAlives  []linearizability.KeepAlive
-	jumps       []int64           // virtual times a member's clock jumped forward
-	committed   []committedRecord // index i holds raft index i+1
-	handles     map[handleKey]int // (member, handle) -> history index, for Proposed; lookups only
+	clockFaults []linearizability.TimeSpan // when a member's clock jumped or stalled
+	committed   []committedRecord          // index i holds raft index i+1
+	handles     map[handleKey]int          // (member, handle) -> history index, for Proposed; lookups only
 	streams     map[uint64]*clientWatch
 
 	phase         phase
