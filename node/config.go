@@ -64,11 +64,12 @@ type PlantedBugs struct {
 	DropWatchEvent         bool // lose one watch event now and then
 	LeaseExpireEarly       bool // the leader expires leases at half their TTL
 	LeaseResurrect         bool // a revoked lease comes back, so puts onto it succeed
+	AuthSkipTxnCompares    bool // the txn permission check at apply skips the compares
 }
 
 // Any reports whether any bug is planted.
 func (p PlantedBugs) Any() bool {
-	return p.LocalLinearizableReads || p.AckBeforeSync || p.DropWatchEvent || p.LeaseExpireEarly || p.LeaseResurrect
+	return p.LocalLinearizableReads || p.AckBeforeSync || p.DropWatchEvent || p.LeaseExpireEarly || p.LeaseResurrect || p.AuthSkipTxnCompares
 }
 
 func (p PlantedBugs) String() string {
@@ -86,6 +87,7 @@ func (p PlantedBugs) String() string {
 	add(p.DropWatchEvent, "drop-watch-event")
 	add(p.LeaseExpireEarly, "lease-expire-early")
 	add(p.LeaseResurrect, "lease-resurrect")
+	add(p.AuthSkipTxnCompares, "auth-skip-txn-compares")
 	if s == "" {
 		return "none"
 	}
