@@ -409,6 +409,11 @@ func userPassword(a *authState, name string) (hash []byte, ok bool, noPassword b
 	return u.GetPassword(), true, false
 }
 
+// UserRoles returns a user's roles in name order (nil for no such user).
+func (s *Store) UserRoles(name string) []string {
+	return slices.Clone(s.auth.users[name].GetRoles())
+}
+
 // HasUser reports whether a user exists (a client certificate's CN names
 // one).
 func (s *Store) HasUser(name string) bool { return s.auth.users[name] != nil }
