@@ -27,13 +27,19 @@ func setUpAuth(t *testing.T, m *Member) {
 	ctx := testContext(t)
 	as := &authServer{m: m}
 	steps := []func() error{
-		func() error { _, err := as.UserAdd(ctx, &pb.AuthUserAddRequest{Name: "root", Password: "rootpw"}); return err },
+		func() error {
+			_, err := as.UserAdd(ctx, &pb.AuthUserAddRequest{Name: "root", Password: "rootpw"})
+			return err
+		},
 		func() error { _, err := as.RoleAdd(ctx, &pb.AuthRoleAddRequest{Name: "root"}); return err },
 		func() error {
 			_, err := as.UserGrantRole(ctx, &pb.AuthUserGrantRoleRequest{User: "root", Role: "root"})
 			return err
 		},
-		func() error { _, err := as.UserAdd(ctx, &pb.AuthUserAddRequest{Name: "alice", Password: "alicepw"}); return err },
+		func() error {
+			_, err := as.UserAdd(ctx, &pb.AuthUserAddRequest{Name: "alice", Password: "alicepw"})
+			return err
+		},
 		func() error { _, err := as.RoleAdd(ctx, &pb.AuthRoleAddRequest{Name: "r"}); return err },
 		func() error {
 			_, err := as.RoleGrantPermission(ctx, &pb.AuthRoleGrantPermissionRequest{Name: "r",
