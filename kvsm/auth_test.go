@@ -3,6 +3,7 @@ package kvsm
 import (
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"testing"
 
 	"go.etcd.io/etcd/api/v3/authpb"
@@ -16,7 +17,7 @@ func authAs(r *pb.InternalRaftRequest, user string, rev uint64) *pb.InternalRaft
 	return r
 }
 
-func mustApplyAuth(t *testing.T, s *Store, r *pb.InternalRaftRequest) ApplyResult {
+func mustApplyAuth(t testing.TB, s *Store, r *pb.InternalRaftRequest) ApplyResult {
 	t.Helper()
 	res := s.Apply(r)
 	if res.Err != nil {
@@ -41,7 +42,7 @@ func grantPerm(role string, typ authpb.Permission_Type, key, end string) *pb.Int
 // authStore builds etcd's documented setup: root with the root role, user
 // u with role r holding readwrite on prefix /foo/, read on key /ro, write on
 // from-key /w, read on range [a, c); then auth is enabled.
-func authStore(t *testing.T) *Store {
+func authStore(t testing.TB) *Store {
 	s := New(Config{})
 	for _, r := range []*pb.InternalRaftRequest{
 		{AuthUserAdd: &pb.AuthUserAddRequest{Name: "root", HashedPassword: fakeHash}},
@@ -225,5 +226,54 @@ func TestAuthSnapshotRoundTrip(t *testing.T) {
 	}
 	if err := plain.Replace(s.Snapshot()); err != nil || !plain.AuthEnabled() {
 		t.Fatalf("replace: %v, enabled=%v", err, plain.AuthEnabled())
+	}
+}
+
+// A lease is revoked (or attached to) only by root or by whoever may write
+// every key it holds.
+func TestAuthLeaseRevokeNeedsWriteOnItsKeys(t *testing.T) {
+	s := authStore(t)
+	rev := s.AuthRevision()
+	mustApplyAuth(t, s, authAs(grantReq(7, 60), "root", rev))
+	mustApplyAuth(t, s, authAs(putLeaseReq("/bar", "v", 7), "root", rev))
+	if res := s.Apply(authAs(revokeReq(7), "u", rev)); !errors.Is(res.Err, rpctypes.ErrGRPCPermissionDenied) {
+		t.Fatalf("revoke of a lease holding a key u may not write: %v", res.Err)
+	}
+	if res := s.Apply(authAs(putLeaseReq("/foo/y", "v", 7), "u", rev)); !errors.Is(res.Err, rpctypes.ErrGRPCPermissionDenied) {
+		t.Fatalf("attaching to that lease: %v", res.Err)
+	}
+	mustApplyAuth(t, s, authAs(revokeReq(7), "root", rev))
+	mustApplyAuth(t, s, authAs(grantReq(8, 60), "u", rev))
+	mustApplyAuth(t, s, authAs(putLeaseReq("/foo/y", "v", 8), "u", rev))
+	mustApplyAuth(t, s, authAs(revokeReq(8), "u", rev))
+}
+
+// BenchmarkApplyPutAuth: a put applied with auth off, and on as a user
+// whose permission covers the key (the check on every write's path).
+func BenchmarkApplyPutAuth(b *testing.B) {
+	for _, on := range []bool{false, true} {
+		name := "off"
+		if on {
+			name = "on"
+		}
+		b.Run(name, func(b *testing.B) {
+			s := New(Config{})
+			var ai AuthInfo
+			if on {
+				s = authStore(b)
+				ai = AuthInfo{Username: "u", Revision: s.AuthRevision()}
+			}
+			reqs := make([]*pb.InternalRaftRequest, 1024)
+			for i := range reqs {
+				reqs[i] = authAs(putReq(fmt.Sprintf("/foo/k%04d", i), "value"), ai.Username, ai.Revision)
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				if res := s.Apply(reqs[i%len(reqs)]); res.Err != nil {
+					b.Fatal(res.Err)
+				}
+			}
+		})
 	}
 }
