@@ -47,11 +47,15 @@ func (n *Node) applyEntries(ents []*raftpb.Entry) {
 }
 
 func (n *Node) recordApplied(e *raftpb.Entry, reqID uint64, r *pb.InternalRaftRequest) {
+	n.recordAppliedErr(e, reqID, r, nil)
+}
+
+func (n *Node) recordAppliedErr(e *raftpb.Entry, reqID uint64, r *pb.InternalRaftRequest, err error) {
 	if !n.cfg.ReportApplied {
 		return
 	}
 	n.out.Applied = append(n.out.Applied, AppliedEntry{
-		Index: e.GetIndex(), Term: e.GetTerm(), Type: e.GetType(), RequestID: reqID, Request: r, Rev: n.store.Rev(),
+		Index: e.GetIndex(), Term: e.GetTerm(), Type: e.GetType(), RequestID: reqID, Request: r, Rev: n.store.Rev(), Err: err,
 	})
 }
 
@@ -88,8 +92,9 @@ func (n *Node) applyNormal(e *raftpb.Entry) {
 		res := n.store.Apply(r)
 		resp, err = res.Resp, res.Err
 		n.afterKVApply(r, res)
+		n.afterAuthApply(e.GetIndex(), r, res)
 	}
-	n.recordApplied(e, reqID, r)
+	n.recordAppliedErr(e, reqID, r, err)
 	if w, ok := n.waiting[reqID]; ok {
 		n.fillHeader(resp, err)
 		n.resolve(w, resp, err)

@@ -67,6 +67,7 @@ type PlantedBugs struct {
 	LeaseResurrect         bool // a revoked lease comes back, so puts onto it succeed
 	LeaseExpireTickEarly   bool // the leader arms a lease at now + TTL - 1 tick
 	LeaseExpireUnrounded   bool // the leader arms a lease at now + TTL, counting a renewal from the tick already past
+	AuthSkipTxnCompares    bool // the txn permission check at apply skips the compares
 }
 
 // Any reports whether any bug is planted.
@@ -89,6 +90,7 @@ func (p *PlantedBugs) named() []struct {
 		{"lease-resurrect", &p.LeaseResurrect},
 		{"lease-expire-tick-early", &p.LeaseExpireTickEarly},
 		{"lease-expire-unrounded", &p.LeaseExpireUnrounded},
+		{"auth-skip-txn-compares", &p.AuthSkipTxnCompares},
 	}
 }
 

@@ -19,9 +19,24 @@ import (
 // the revokes this leader proposes itself come only once a lease has
 // expired on its clock, after which no keepalive renews it.
 func (n *Node) leaderLeaseRequest(h Handle, op proto.Message) {
-	switch {
-	case !n.isLeader():
+	if !n.isLeader() {
 		n.reply(h, nil, &NotLeaderError{Leader: n.lead})
+		return
+	}
+	// The caller's rights are checked as the request arrives: write on
+	// every key of a lease to renew it, read to see its time to live.
+	var err error
+	switch r := op.(type) {
+	case *pb.LeaseKeepAliveRequest:
+		err = n.store.CheckLeaseKeys(n.caller, r.GetID())
+	case *pb.LeaseTimeToLiveRequest:
+		err = n.store.CheckLeaseRead(n.caller, r.GetID())
+	}
+	if err != nil {
+		n.reply(h, nil, err)
+		return
+	}
+	switch {
 	case !n.appliedInCurrentTerm():
 		if len(n.heldLeaseRequests) >= n.cfg.PendingRequestsMax {
 			n.reply(h, nil, rpctypes.ErrGRPCRequestTooManyRequests)

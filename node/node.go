@@ -72,6 +72,8 @@ type Node struct {
 
 	watchDropCounter int // planted DropWatchEvent's counter
 
+	caller kvsm.AuthInfo // the identity of the request SubmitAs is handing in
+
 	out Effects
 }
 
@@ -247,7 +249,8 @@ func newNode(cfg Config, mem *raft.MemoryStorage, applied uint64) (*Node, error)
 }
 
 func (c Config) kvsmConfig() kvsm.Config {
-	return kvsm.Config{MaxTxnOps: c.MaxTxnOps, MinLeaseTTLSeconds: c.MinLeaseTTLSeconds()}
+	return kvsm.Config{MaxTxnOps: c.MaxTxnOps, MinLeaseTTLSeconds: c.MinLeaseTTLSeconds(),
+		PlantedAuthSkipTxnCompares: c.Planted.AuthSkipTxnCompares}
 }
 
 // Tick advances the member's clock by one tick.

@@ -51,6 +51,7 @@ type waiter struct {
 	id       uint64        // the request ID it was proposed under (0 for reads)
 	deadline int64         // tick at which it fails with a timeout
 	target   uint64        // MoveLeader's transferee
+	ai       kvsm.AuthInfo // who asked (reads are checked when served)
 	done     bool
 }
 
@@ -86,7 +87,7 @@ func (q *timeoutQueue) popExpired(now int64) *waiter {
 }
 
 func (n *Node) newWaiter(h Handle, op proto.Message) *waiter {
-	w := &waiter{handle: h, op: op, deadline: n.tick + int64(n.cfg.RequestTimeoutTicks)}
+	w := &waiter{handle: h, op: op, ai: n.caller, deadline: n.tick + int64(n.cfg.RequestTimeoutTicks)}
 	n.timeouts.push(w)
 	return w
 }
@@ -147,9 +148,21 @@ func (n *Node) Submit(h Handle, op proto.Message) {
 			return
 		}
 	}
+	if err := n.adminRefusal(op); err != nil {
+		n.reply(h, nil, err)
+		return
+	}
+	if ir, ok := authRequest(op); ok {
+		n.propose(h, ir)
+		return
+	}
 	switch r := op.(type) {
 	case *pb.RangeRequest:
 		if r.GetSerializable() {
+			if err := n.readRefusal(n.caller, r); err != nil {
+				n.reply(h, nil, err)
+				return
+			}
 			resp, err := n.store.Range(r)
 			n.fillHeader(resp, err)
 			n.reply(h, resp, err)
@@ -276,6 +289,11 @@ func (n *Node) propose(h Handle, r *pb.InternalRaftRequest) {
 	}
 	id := n.nextRequestID()
 	r.Header = &pb.RequestHeader{ID: id}
+	if n.caller != (kvsm.AuthInfo{}) && r.GetAuthenticate() == nil {
+		// The identity goes into the log: every member checks the request
+		// against its user when it applies it (etcd does the same).
+		r.Header.Username, r.Header.AuthRevision = n.caller.Username, n.caller.Revision
+	}
 	r.ID = id
 	data, err := proto.Marshal(r)
 	if err != nil {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	stdnet "net"
 	"net/url"
+	"os"
 	"slices"
 	"strings"
 	"time"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/noded/noded/disk"
 	"github.com/noded/noded/node"
+	"github.com/noded/noded/server/auth"
 )
 
 // Version is the etcd server version noded claims everywhere a version is
@@ -76,6 +78,16 @@ type Config struct {
 
 	WatchProgressNotifyInterval time.Duration // 0: etcd's 10 minutes
 
+	// Auth: etcd's --auth-token ("simple", or "jwt,..."), --bcrypt-cost and
+	// --auth-token-ttl (simple tokens' lifetime from their last use).
+	AuthToken    string
+	BcryptCost   int
+	AuthTokenTTL time.Duration
+	// ClientCertAuth is etcd's --client-cert-auth: a client certificate's
+	// CN names the user of a call that sends no token.
+	ClientCertAuth bool
+	authSpec       auth.TokenSpec // AuthToken parsed (and its key files read) by Validate
+
 	DisableGateway bool // etcd's --enable-grpc-gateway=false: no /v3 JSON gateway
 	EnablePprof    bool // etcd's --enable-pprof: Go's profiles at /debug/pprof/ on the client URLs
 
@@ -103,6 +115,7 @@ const (
 	DefaultInitialClusterToken        = "etcd-cluster"
 	DefaultRevisionCompactionInterval = 5 * time.Minute
 	DefaultWatchProgressNotify        = 10 * time.Minute
+	DefaultAuthTokenTTL               = 300 * time.Second
 	// maxElectionMs is etcd's upper bound on --election-timeout.
 	maxElectionMs = 50000
 	// grpcOverheadBytes is what etcd adds to --max-request-bytes for the
@@ -137,6 +150,9 @@ func DefaultConfig() Config {
 		AutoCompactionRetention:     "0",
 		RevisionCompactionInterval:  DefaultRevisionCompactionInterval,
 		WatchProgressNotifyInterval: DefaultWatchProgressNotify,
+		AuthToken:                   string(auth.TokenSimple),
+		BcryptCost:                  auth.BcryptCostDefault,
+		AuthTokenTTL:                DefaultAuthTokenTTL,
 	}
 }
 
@@ -240,6 +256,17 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxRequestBytes <= 0 {
 		c.MaxRequestBytes = node.DefaultMaxRequestBytes
+	}
+	if c.AuthToken == "" {
+		c.AuthToken = string(auth.TokenSimple)
+	}
+	spec, err := auth.ParseTokenSpec(c.AuthToken, os.ReadFile)
+	if err != nil {
+		return fmt.Errorf("--auth-token %q: %w", c.AuthToken, err)
+	}
+	c.authSpec = spec
+	if c.AuthTokenTTL <= 0 {
+		c.AuthTokenTTL = DefaultAuthTokenTTL
 	}
 	if c.MaxTxnOps <= 0 {
 		c.MaxTxnOps = node.DefaultMaxTxnOps

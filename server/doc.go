@@ -36,7 +36,8 @@
 //
 //	config.go     Config, etcd's defaults and validation, --initial-cluster
 //	member.go     Start/Stop, the loop, the disk goroutine, the peer handler
-//	services.go   KV, Lease, Cluster, Maintenance and Auth gRPC services; forwarding to the leader
+//	services.go   KV, Lease, Cluster and Maintenance gRPC services; forwarding to the leader
+//	auth_service.go  the Auth service; who a call comes from (server/auth holds tokens and passwords)
 //	watch.go      Watch streams: routing, pausing slow readers, fragments
 //	listen.go     one client port for gRPC and HTTP (connection sniffing)
 //	peer.go       the peer port: transport and GET /members for joining members

@@ -188,7 +188,7 @@ func (m *Member) checkHealth(ctx context.Context, excludedAlarms map[string]bool
 }
 
 func (m *Member) probeRead(ctx context.Context, serializable bool) error {
-	ctx, cancel := context.WithTimeout(ctx, healthTimeout)
+	ctx, cancel := context.WithTimeout(internalCall(ctx), healthTimeout)
 	defer cancel()
 	_, err := m.do(ctx, &pb.RangeRequest{Key: []byte("health"), KeysOnly: true, Limit: 1, Serializable: serializable})
 	if err != nil {

@@ -24,6 +24,7 @@ import (
 	"github.com/noded/noded/kvsm"
 	nodednet "github.com/noded/noded/net"
 	"github.com/noded/noded/node"
+	"github.com/noded/noded/server/auth"
 )
 
 // Bounds on every queue the member loop owns or reads.
@@ -114,11 +115,16 @@ type Member struct {
 	nextStream atomic.Uint64
 	clients    *clientServer
 	forwarder  *forwarder
+
+	tokens      *auth.Tokens // simple tokens and JWTs (server/auth)
+	bcryptCost  int
+	lastExpired time.Time // loop-owned: when simple tokens were last swept
 }
 
 // clientRequest is one request waiting for the node's answer.
 type clientRequest struct {
 	op   proto.Message
+	ai   kvsm.AuthInfo    // who asked
 	done chan node.Result // capacity 1: the loop never blocks on it
 	// internal requests (auto compaction) are answered through onDone on
 	// the loop instead.
@@ -200,6 +206,17 @@ func Start(cfg Config) (*Member, error) {
 		blocked:    map[kvsm.StreamID]struct{}{},
 		knownPeers: map[uint64][]string{},
 		metrics:    newMetrics(),
+	}
+	m.tokens = auth.NewTokens(cfg.authSpec, cfg.AuthTokenTTL, nil)
+	m.bcryptCost = cfg.BcryptCost
+	if m.bcryptCost < auth.BcryptCostMin || m.bcryptCost > auth.BcryptCostMax {
+		lg.Warn("use default bcrypt cost instead of the invalid given cost",
+			zap.Int("min-cost", auth.BcryptCostMin), zap.Int("max-cost", auth.BcryptCostMax),
+			zap.Int("default-cost", auth.BcryptCostDefault), zap.Int("given-cost", m.bcryptCost))
+		m.bcryptCost = auth.BcryptCostDefault
+	}
+	if cfg.authSpec.Type == auth.TokenSimple {
+		lg.Warn("simple token is not cryptographically signed")
 	}
 	peerListeners, err := m.listenPeers()
 	if err != nil {
@@ -500,7 +517,7 @@ func (m *Member) transferLeadership() {
 	if target == 0 {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), leaderTransferTimeout(m.cfg.ElectionMs))
+	ctx, cancel := context.WithTimeout(internalCall(context.Background()), leaderTransferTimeout(m.cfg.ElectionMs))
 	defer cancel()
 	if _, err := m.do(ctx, &pb.MoveLeaderRequest{TargetID: target}); err != nil {
 		m.lg.Warn("leadership transfer on stop failed", zap.String("target", fmt.Sprintf("%x", target)), zap.Error(err))
@@ -616,7 +633,14 @@ func (m *Member) drain() bool {
 	return true
 }
 
+// tokenSweepEvery is how often expired simple tokens are dropped.
+const tokenSweepEvery = time.Second
+
 func (m *Member) onTick() {
+	if now := time.Now(); now.Sub(m.lastExpired) >= tokenSweepEvery {
+		m.lastExpired = now
+		m.tokens.Expire()
+	}
 	m.node.Tick()
 	m.retryBlockedStreams()
 	m.compactor.maybeCompact(m)
@@ -655,7 +679,7 @@ func (m *Member) submit(req *clientRequest) {
 	if req.write {
 		m.metrics.proposalsPending.Add(1)
 	}
-	m.node.Submit(h, req.op)
+	m.node.SubmitAs(h, req.op, req.ai)
 }
 
 func (m *Member) answer(req *clientRequest, r node.Result) {
@@ -704,6 +728,7 @@ func (m *Member) carryOut(eff node.Effects) bool {
 		}
 		m.answer(req, r)
 	}
+	m.followAuth(eff.Auth)
 	for _, sr := range eff.Watch {
 		m.deliverWatch(sr)
 	}
@@ -744,7 +769,7 @@ func (m *Member) publishState() {
 	s := &memberState{status: st, alarms: store.Alarms(), dbSize: store.SizeBytes()}
 	// A view is O(1) to take, but the next write after it copies the
 	// tree path it touches: take one only when the state changed.
-	if prev := m.state.Load(); prev != nil && prev.view != nil && prev.status.Revision == st.Revision && prev.status.CompactRevision == st.CompactRevision {
+	if prev := m.state.Load(); prev != nil && prev.view != nil && prev.status.Revision == st.Revision && prev.status.CompactRevision == st.CompactRevision && prev.view.AuthCurrent(store) {
 		s.view = prev.view
 	} else {
 		s.view = store.View()
@@ -957,8 +982,15 @@ func (m *Member) writeBatch(jobs []diskJob) error {
 
 // do hands a request to the loop and waits for its answer. A full queue
 // answers TooManyRequests after clientQueueWait rather than blocking.
+//
+// The caller's identity comes from ctx (identity): a call the member makes
+// itself must carry internalCall.
 func (m *Member) do(ctx context.Context, op proto.Message) (proto.Message, error) {
-	req := &clientRequest{op: op, done: make(chan node.Result, 1), write: isWrite(op)}
+	ai, err := m.identity(ctx)
+	if err != nil {
+		return nil, err
+	}
+	req := &clientRequest{op: op, ai: ai, done: make(chan node.Result, 1), write: isWrite(op)}
 	select {
 	case m.requests <- req:
 	default:

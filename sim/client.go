@@ -162,7 +162,7 @@ func (w *world) requestArrive(e *event) {
 		// A request to a down or frozen member is lost; the client times out.
 		return
 	}
-	m.node.Submit(handleFor(c, e.opSeq), proto.Clone(c.op.req))
+	w.submitAs(m, handleFor(c, e.opSeq), proto.Clone(c.op.req))
 	w.drive(m)
 }
 
@@ -529,7 +529,7 @@ func (w *world) watchRequestArrive(e *event) {
 	if cw == nil || cw.ended || !m.up || m.incarnation != e.incarnation || m.paused {
 		return
 	}
-	m.node.Watch(kvsm.StreamID(e.stream), e.watchReq)
+	w.watchAs(m, kvsm.StreamID(e.stream), e.watchReq)
 	w.drive(m)
 }
 

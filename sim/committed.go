@@ -25,6 +25,8 @@ type committedRecord struct {
 	fingerprint uint64
 	rev         int64
 	appliedAt   int64 // virtual time the first member applied it
+	err         error  // the first member's answer: nil, or the state machine's refusal
+	answer      string // answerOf(err)
 }
 
 // committedIndexMax bounds the committed-log record a run keeps.
@@ -54,12 +56,19 @@ func (w *world) applied(m *member, a node.AppliedEntry) {
 	rec := &w.committed[a.Index-1]
 	fp := fingerprint(a.Request)
 	if !rec.set {
-		*rec = committedRecord{set: true, term: a.Term, typ: a.Type, requestID: a.RequestID, request: a.Request, fingerprint: fp, rev: a.Rev, appliedAt: w.now}
+		*rec = committedRecord{set: true, term: a.Term, typ: a.Type, requestID: a.RequestID, request: a.Request, fingerprint: fp, rev: a.Rev, appliedAt: w.now,
+			err: a.Err, answer: answerOf(a.Err)}
+		if isAuthRefusal(a.Err) {
+			w.stats.AuthRefused++
+		}
 		return
 	}
 	if rec.term != a.Term || rec.typ != a.Type || rec.requestID != a.RequestID || rec.fingerprint != fp {
 		w.fail("state machine safety: %s applied %d/%d req=%x at index %d, another member applied %d/%d req=%x",
 			m.name, a.Index, a.Term, a.RequestID, a.Index, a.Index, rec.term, rec.requestID)
+		return
+	}
+	if !w.checkAnswerAgreement(m, a.Index, rec, a.Err) {
 		return
 	}
 	if rec.rev != a.Rev {
@@ -86,6 +95,11 @@ func (w *world) checkerInput() linearizability.Input {
 	}
 	for i, rec := range w.committed {
 		if !rec.set || rec.typ != raftpb.EntryNormal || rec.request == nil {
+			continue
+		}
+		if isAuthRefusal(rec.err) {
+			// Refused by the permission check (every member alike, or the
+			// auth-agreement checker has said otherwise): it changed nothing.
 			continue
 		}
 		in.Committed = append(in.Committed, linearizability.CommittedEntry{

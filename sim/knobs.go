@@ -52,6 +52,10 @@ type Knobs struct {
 	ClientTimeoutMs                                                     int64
 	MixPut, MixRange, MixDelete, MixTxn, MixCompact, MixLease, MixWatch int // weights
 
+	// Auth runs the auth workload (auth.go): users, roles and permissions
+	// changing under the faults, the KV clients as root.
+	Auth bool
+
 	SafetyMs   int64 // virtual duration of the fault phase
 	LivenessMs int64 // bound on healing: every request done and members converged
 }
@@ -144,6 +148,7 @@ func Draw(seed uint64) Knobs {
 	k.SafetyMs = between(10000, 30000)
 	k.LivenessMs = 60000
 	k.SlowWatchers = chance(30)
+	k.Auth = chance(25)
 	return k
 }
 
@@ -177,8 +182,12 @@ func (k Knobs) String() string {
 		fmt.Fprintf(&b, " drift‰=%v", k.DriftPermille)
 	}
 	b.WriteByte('\n')
-	fmt.Fprintf(&b, "workload clients=%d ops/s=%d keys=%d timeout=%dms mix put:%d range:%d delete:%d txn:%d compact:%d lease:%d watch:%d\n",
+	fmt.Fprintf(&b, "workload clients=%d ops/s=%d keys=%d timeout=%dms mix put:%d range:%d delete:%d txn:%d compact:%d lease:%d watch:%d",
 		k.Clients, k.OpsPerSecond, k.Keys, k.ClientTimeoutMs, k.MixPut, k.MixRange, k.MixDelete, k.MixTxn, k.MixCompact, k.MixLease, k.MixWatch)
+	if k.Auth {
+		b.WriteString(" auth")
+	}
+	b.WriteByte('\n')
 	fmt.Fprintf(&b, "phases safety=%dms liveness-bound=%dms", k.SafetyMs, k.LivenessMs)
 	return b.String()
 }

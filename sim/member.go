@@ -88,8 +88,18 @@ func (w *world) nodeConfig(m *member) node.Config {
 		ReportApplied:            true,
 		ReportLeaseEvents:        true,
 		Version:                  "3.5.0",
-		Planted:                  w.opts.Planted,
+		Planted:                  w.plantedFor(m),
 	}
+}
+
+// plantedFor is the run's planted bugs as member m runs them: the auth
+// bug lives in one member only (member 0), so the others disagree with it.
+func (w *world) plantedFor(m *member) node.PlantedBugs {
+	p := w.opts.Planted
+	if m.index != 0 {
+		p.AuthSkipTxnCompares = false
+	}
+	return p
 }
 
 func metadataFor(memberID, clusterID uint64) []byte {

@@ -114,6 +114,18 @@ var plantedCases = []plantedCase{
 		},
 		checkers: []string{"kv-linearizability", "lease-revoke"},
 	},
+	{
+		name: "auth-skip-txn-compares",
+		// Member 0 skips the permission check of txn compares: it applies a
+		// txn whose compare reads a key its user may not read, which every
+		// other member refuses.
+		bug: node.PlantedBugs{AuthSkipTxnCompares: true},
+		tweak: func(k *Knobs) {
+			quiet(k)
+			k.ClusterSize, k.Auth, k.Crashes, k.Partitions, k.FaultEveryMs = 3, true, true, true, 2000
+		},
+		checkers: []string{"auth-agreement"},
+	},
 }
 
 func TestPlantedBugsAreCaught(t *testing.T) {

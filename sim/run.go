@@ -53,15 +53,16 @@ type Stats struct {
 	Crashes, Restarts, FailStops, Partitions   int64
 	Pauses, ClockJumps, FsyncErrors, Corrupted int64
 	MemberChanges, WatchEvents, Snapshots      int64
+	AuthRefused                                int64 // entries the permission check refused at apply
 	VirtualNs, LivenessNs                      int64
 	Net                                        net.SimNetworkStats
 }
 
 func (s Stats) String() string {
 	return fmt.Sprintf("events=%d ops=%d ok=%d unknown=%d failed=%d crashes=%d restarts=%d fail-stops=%d partitions=%d "+
-		"pauses=%d clock-jumps=%d fsync-errors=%d corrupted=%d member-changes=%d watch-events=%d virtual=%dms liveness=%dms %s",
+		"pauses=%d clock-jumps=%d fsync-errors=%d corrupted=%d member-changes=%d watch-events=%d auth-refused=%d virtual=%dms liveness=%dms %s",
 		s.Events, s.Ops, s.OpsOK, s.OpsUnknown, s.OpsFailed, s.Crashes, s.Restarts, s.FailStops, s.Partitions,
-		s.Pauses, s.ClockJumps, s.FsyncErrors, s.Corrupted, s.MemberChanges, s.WatchEvents, s.VirtualNs/1e6, s.LivenessNs/1e6, s.Net)
+		s.Pauses, s.ClockJumps, s.FsyncErrors, s.Corrupted, s.MemberChanges, s.WatchEvents, s.AuthRefused, s.VirtualNs/1e6, s.LivenessNs/1e6, s.Net)
 }
 
 // String is the report as a failing run prints it.
@@ -148,6 +149,7 @@ type world struct {
 	members   []*member
 	clients   []*client
 	operator  operator
+	auth      *authWorkload // nil unless Knobs.Auth
 
 	history     []linearizability.Operation
 	watches     []linearizability.WatchHistory
@@ -227,6 +229,7 @@ func Run(opts Options) Report {
 func (w *world) run() {
 	w.setUpCluster()
 	w.setUpClients()
+	w.setUpAuth()
 	w.scheduleNextFault()
 	w.q.schedule(&event{at: w.k.SafetyMs * 1e6, kind: evLiveness})
 	eventsMax := w.opts.EventsMax

@@ -110,9 +110,9 @@ var flagDefs = []flagDef{
 	{name: "cors", def: "*", usage: "Comma-separated whitelist of origins for CORS, or cross-origin resource sharing, (empty or * means allow all).", group: groupSecurity, ignored: "no CORS headers are sent"},
 	{name: "host-whitelist", def: "*", usage: "Acceptable hostnames from HTTP client requests, if server is not secure (empty means allow all).", group: groupSecurity, ignored: "every host is accepted, as with etcd's default"},
 
-	{name: "auth-token", def: "simple", usage: "Specify auth token specific options.", group: groupAuth, ignored: "authentication is not supported yet (it reports disabled)"},
-	{name: "bcrypt-cost", kind: kindUint, def: "10", usage: "Specify bcrypt algorithm cost factor for auth password hashing.", group: groupAuth, ignored: "authentication is not supported yet"},
-	{name: "auth-token-ttl", kind: kindUint, def: "300", usage: "The lifetime in seconds of the auth token.", group: groupAuth, ignored: "authentication is not supported yet"},
+	{name: "auth-token", def: "simple", usage: "Specify auth token specific options.", group: groupAuth},
+	{name: "bcrypt-cost", kind: kindUint, def: "10", usage: "Specify bcrypt algorithm cost factor for auth password hashing.", group: groupAuth},
+	{name: "auth-token-ttl", kind: kindUint, def: "300", usage: "The lifetime in seconds of the auth token.", group: groupAuth},
 
 	{name: "enable-pprof", kind: kindBool, def: "false", usage: "Enable runtime profiling data via HTTP server. Address is at client URL + \"/debug/pprof/\"", group: groupProfiling},
 	{name: "metrics", def: "basic", usage: "Set level of detail for exported metrics, specify 'extensive' to include server side grpc histogram metrics.", group: groupProfiling, ignored: "noded exports one set of metrics"},
@@ -397,6 +397,9 @@ func (o *options) toConfig() (server.Config, []string, error) {
 	}
 	cfg.DisableGateway = !o.boolean("enable-grpc-gateway")
 	cfg.EnablePprof = o.boolean("enable-pprof")
+	cfg.AuthToken = o.str("auth-token")
+	cfg.BcryptCost = int(o.uint("bcrypt-cost"))
+	cfg.AuthTokenTTL = time.Duration(o.uint("auth-token-ttl")) * time.Second
 	if err := cfg.Validate(); err != nil {
 		return cfg, nil, err
 	}
