@@ -59,3 +59,25 @@ func TestSendAssertionCatchesAckBeforeSync(t *testing.T) {
 	}
 	t.Fatal("a member sending before its writes were durable went unnoticed in 20 seeds")
 }
+
+// An append acknowledgement in a term already durable, sent before its
+// entries are: a term comparison cannot see it, the acknowledged index
+// against the synced log can.
+func TestSendAssertionCatchesAckAppendBeforeSync(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs whole simulated clusters")
+	}
+	for seed := uint64(1); seed <= 20; seed++ {
+		rep := Run(Options{Seed: seed, Planted: node.PlantedBugs{AckAppendBeforeSync: true},
+			Tweak: func(k *Knobs) { quiet(k); k.ClusterSize, k.SyncLatencyMeanUs = 3, 50000 }})
+		for _, f := range rep.Failures {
+			if strings.Contains(f, "before term") {
+				t.Fatalf("seed %d: the planted bug changed no term, yet: %s", seed, f)
+			}
+			if strings.Contains(f, "persist-before-send:") && strings.Contains(f, "acknowledged entries up to") {
+				return
+			}
+		}
+	}
+	t.Fatal("append acknowledgements sent before their entries were durable went unnoticed in 20 seeds")
+}
