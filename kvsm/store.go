@@ -18,6 +18,11 @@ type Config struct {
 	// auth checker: the txn permission check skips the compares. Never set
 	// outside tests (node refuses to run production with planted bugs).
 	PlantedAuthSkipTxnCompares bool
+	// PlantedProgressOvertakesEvents is a deliberate bug for the
+	// simulator's watch checkers: a requested progress reply goes out while
+	// watchers of the stream are still catching up, so events at or below
+	// its revision arrive after it. Never set outside tests.
+	PlantedProgressOvertakesEvents bool
 }
 
 const (

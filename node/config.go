@@ -68,6 +68,13 @@ type PlantedBugs struct {
 	LeaseExpireTickEarly   bool // the leader arms a lease at now + TTL - 1 tick
 	LeaseExpireUnrounded   bool // the leader arms a lease at now + TTL, counting a renewal from the tick already past
 	AuthSkipTxnCompares    bool // the txn permission check at apply skips the compares
+	// AckAppendBeforeSync acts on a write before it is durable when the
+	// write leaves the term and vote alone: append acknowledgements in the
+	// same term go out early, which no term comparison can see.
+	AckAppendBeforeSync bool
+	// ProgressOvertakesEvents answers a progress request while watchers of
+	// the stream still catch up from history.
+	ProgressOvertakesEvents bool
 }
 
 // Any reports whether any bug is planted.
@@ -91,6 +98,8 @@ func (p *PlantedBugs) named() []struct {
 		{"lease-expire-tick-early", &p.LeaseExpireTickEarly},
 		{"lease-expire-unrounded", &p.LeaseExpireUnrounded},
 		{"auth-skip-txn-compares", &p.AuthSkipTxnCompares},
+		{"ack-append-before-sync", &p.AckAppendBeforeSync},
+		{"progress-overtakes-events", &p.ProgressOvertakesEvents},
 	}
 }
 

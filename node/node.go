@@ -250,7 +250,7 @@ func newNode(cfg Config, mem *raft.MemoryStorage, applied uint64) (*Node, error)
 
 func (c Config) kvsmConfig() kvsm.Config {
 	return kvsm.Config{MaxTxnOps: c.MaxTxnOps, MinLeaseTTLSeconds: c.MinLeaseTTLSeconds(),
-		PlantedAuthSkipTxnCompares: c.Planted.AuthSkipTxnCompares}
+		PlantedAuthSkipTxnCompares: c.Planted.AuthSkipTxnCompares, PlantedProgressOvertakesEvents: c.Planted.ProgressOvertakesEvents}
 }
 
 // Tick advances the member's clock by one tick.
@@ -372,14 +372,14 @@ func (n *Node) startAppend(m *raftpb.Message) {
 	if s := m.GetSnapshot(); s != nil && !raft.IsEmptySnap(s) {
 		p.Snapshot = s
 	}
-	p.Wait = len(p.Entries) > 0 || p.Snapshot != nil ||
-		(p.HardState != nil && (p.HardState.GetTerm() != n.lastHS.GetTerm() || p.HardState.GetVote() != n.lastHS.GetVote()))
+	newTermOrVote := p.HardState != nil && (p.HardState.GetTerm() != n.lastHS.GetTerm() || p.HardState.GetVote() != n.lastHS.GetVote())
+	p.Wait = len(p.Entries) > 0 || p.Snapshot != nil || newTermOrVote
 	if p.HardState != nil {
 		n.lastHS = p.HardState
 	}
 	n.out.Persist = append(n.out.Persist, p)
 	n.appends = append(n.appends, pendingAppend{persist: p, msg: m})
-	if n.cfg.Planted.AckBeforeSync {
+	if n.cfg.Planted.AckBeforeSync || (n.cfg.Planted.AckAppendBeforeSync && !newTermOrVote && p.Snapshot == nil) {
 		// Planted bug: act on the write before it is durable.
 		n.finishAppend(&n.appends[len(n.appends)-1])
 		n.appends[len(n.appends)-1].done = true

@@ -487,7 +487,17 @@ func (w *world) watchOp(c *client) bool {
 	if w.wrng.IntN(6) == 0 {
 		cr.Filters = []pb.WatchCreateRequest_FilterType{pb.WatchCreateRequest_FilterType(w.wrng.IntN(2))}
 	}
-	w.createWatch(c, cr)
+	// A lagging watcher replays the whole history, and its client asks for
+	// progress on the stream at once, while the catch-up is under way.
+	lagging := w.k.LaggingWatchers && w.wrng.IntN(2) == 0
+	if lagging {
+		cr.StartRevision = 1
+	}
+	cw := w.createWatch(c, cr)
+	if lagging && !cw.ended {
+		w.watches[cw.hist].RequestedProgressAt = append(w.watches[cw.hist].RequestedProgressAt, w.now)
+		w.sendWatchRequest(cw, &pb.WatchRequest{RequestUnion: &pb.WatchRequest_ProgressRequest{ProgressRequest: &pb.WatchProgressRequest{}}})
+	}
 	return true
 }
 
@@ -501,7 +511,7 @@ func (c *client) liveWatches() []*clientWatch {
 	return out
 }
 
-func (w *world) createWatch(c *client, cr *pb.WatchCreateRequest) {
+func (w *world) createWatch(c *client, cr *pb.WatchCreateRequest) *clientWatch {
 	c.watchSeq++
 	m := w.members[c.member]
 	cw := &clientWatch{client: c.index, member: c.member, incarnation: m.incarnation,
@@ -512,9 +522,10 @@ func (w *world) createWatch(c *client, cr *pb.WatchCreateRequest) {
 	w.streams[cw.stream] = cw
 	if !m.up {
 		cw.ended = true
-		return
+		return cw
 	}
 	w.sendWatchRequest(cw, &pb.WatchRequest{RequestUnion: &pb.WatchRequest_CreateRequest{CreateRequest: cr}})
+	return cw
 }
 
 func (w *world) sendWatchRequest(cw *clientWatch, req *pb.WatchRequest) {

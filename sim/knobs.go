@@ -55,6 +55,9 @@ type Knobs struct {
 	// Auth runs the auth workload (auth.go): users, roles and permissions
 	// changing under the faults, the KV clients as root.
 	Auth bool
+	// LaggingWatchers keeps some watchers far behind (watches from revision
+	// 1, slow readers) and asks for progress while they catch up (W3).
+	LaggingWatchers bool
 
 	SafetyMs   int64 // virtual duration of the fault phase
 	LivenessMs int64 // bound on healing: every request done and members converged
@@ -149,6 +152,15 @@ func Draw(seed uint64) Knobs {
 	k.LivenessMs = 60000
 	k.SlowWatchers = chance(30)
 	k.Auth = chance(25)
+	// Watchers far behind: watches from revision 1 on a long history,
+	// readers that stall so that catch-up takes several batches, and
+	// progress requests sent while they catch up (a progress reply must
+	// never overtake an event it covers).
+	k.LaggingWatchers = chance(25)
+	if k.LaggingWatchers {
+		k.MixWatch = max(k.MixWatch, 3)
+		k.SlowWatchers = true
+	}
 	return k
 }
 
@@ -186,6 +198,9 @@ func (k Knobs) String() string {
 		k.Clients, k.OpsPerSecond, k.Keys, k.ClientTimeoutMs, k.MixPut, k.MixRange, k.MixDelete, k.MixTxn, k.MixCompact, k.MixLease, k.MixWatch)
 	if k.Auth {
 		b.WriteString(" auth")
+	}
+	if k.LaggingWatchers {
+		b.WriteString(" lagging-watchers")
 	}
 	b.WriteByte('\n')
 	fmt.Fprintf(&b, "phases safety=%dms liveness-bound=%dms", k.SafetyMs, k.LivenessMs)
