@@ -76,8 +76,9 @@ type Config struct {
 
 	WatchProgressNotifyInterval time.Duration // 0: etcd's 10 minutes
 
-	DisableGateway bool // etcd's --enable-grpc-gateway=false: no /v3 JSON gateway
-	EnablePprof    bool // etcd's --enable-pprof: Go's profiles at /debug/pprof/ on the client URLs
+	DisableGateway bool   // etcd's --enable-grpc-gateway=false: no /v3 JSON gateway
+	EnablePprof    bool   // etcd's --enable-pprof: Go's profiles at /debug/pprof/ on the client URLs
+	Metrics        string // etcd's --metrics: MetricsBasic (""), or MetricsExtensive for gRPC latency histograms
 
 	// ClientListeners and PeerListeners, when set, are used instead of
 	// listening on ListenClientURLs and ListenPeerURLs (tests pass :0
@@ -229,6 +230,11 @@ func (c *Config) Validate() error {
 	}
 	if len(c.InitialAdvertisePeerURLs) == 0 {
 		return errors.New("--initial-advertise-peer-urls is empty")
+	}
+	switch c.Metrics {
+	case "", MetricsBasic, MetricsExtensive:
+	default:
+		return fmt.Errorf("unknown metrics level %q: want %s or %s", c.Metrics, MetricsBasic, MetricsExtensive)
 	}
 	switch c.AutoCompactionMode {
 	case "", CompactionModePeriodic, CompactionModeRevision:

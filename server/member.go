@@ -199,7 +199,7 @@ func Start(cfg Config) (*Member, error) {
 		streams:    map[kvsm.StreamID]*hostStream{},
 		blocked:    map[kvsm.StreamID]struct{}{},
 		knownPeers: map[uint64][]string{},
-		metrics:    newMetrics(),
+		metrics:    newMetrics(cfg.Metrics),
 	}
 	peerListeners, err := m.listenPeers()
 	if err != nil {
@@ -249,6 +249,7 @@ func Start(cfg Config) (*Member, error) {
 			m.knownPeers[jm.ID] = slices.Clone(jm.PeerURLs)
 		}
 	}
+	m.registerMetrics()
 	m.compactor = newCompactor(&m.cfg, lg)
 	m.forwarder = newForwarder(m)
 	m.publishState()
@@ -680,6 +681,7 @@ func (m *Member) carryOut(eff node.Effects) bool {
 		m.diskJobs <- diskJob{persist: p}
 	}
 	if len(eff.Messages) > 0 {
+		m.metrics.heartbeatsSent(eff.Messages, time.Now())
 		m.peers.Send(eff.Messages)
 	}
 	for _, r := range eff.Results {
@@ -741,7 +743,12 @@ func (m *Member) publishState() {
 	} else {
 		s.view = store.View()
 	}
+	prev := m.state.Load()
+	if prev != nil {
+		m.logMembershipChanges(prev.status.Members, st.Members)
+	}
 	if st.Lead != m.lastLead {
+		m.logLeaderChange(m.lastLead, st.Lead, st.Term)
 		if st.Lead != raft.None {
 			m.leaderChanges++
 			m.metrics.leaderChanges.Store(m.leaderChanges)
@@ -770,6 +777,7 @@ func (m *Member) maybeReady(st node.Status) {
 	for _, mem := range st.Members {
 		if mem.ID == m.id && mem.Name == m.cfg.Name && slices.Equal(mem.ClientURLs, URLStrings(m.cfg.AdvertiseClientURLs)) {
 			m.readyOnce.Do(func() {
+				m.logPublished(mem)
 				m.lg.Info("ready to serve client requests", zap.String("member-id", fmt.Sprintf("%x", m.id)))
 				close(m.ready)
 			})
@@ -919,9 +927,11 @@ func (m *Member) writeBatch(jobs []diskJob) error {
 	wait := false
 	for _, job := range jobs {
 		if job.snapshotFile != nil {
+			start := time.Now()
 			if err := m.storage.CommitSnapshot(*job.snapshotFile); err != nil {
 				return err
 			}
+			m.metrics.backendSave.observe(time.Since(start).Seconds())
 			continue
 		}
 		p := job.persist
@@ -1014,6 +1024,7 @@ var errInboundFull = errors.New("server: inbound message queue full; message dro
 
 func (h peerHandler) Process(msg *raftpb.Message) error {
 	m := h.m
+	m.metrics.heartbeatAnswered(msg, time.Now())
 	if msg.GetType() == raftpb.MessageType_MsgSnap {
 		// A snapshot took a while to arrive; wait for room rather than make
 		// the leader send it again.

@@ -115,13 +115,15 @@ var flagDefs = []flagDef{
 	{name: "auth-token-ttl", kind: kindUint, def: "300", usage: "The lifetime in seconds of the auth token.", group: groupAuth, ignored: "authentication is not supported yet"},
 
 	{name: "enable-pprof", kind: kindBool, def: "false", usage: "Enable runtime profiling data via HTTP server. Address is at client URL + \"/debug/pprof/\"", group: groupProfiling},
-	{name: "metrics", def: "basic", usage: "Set level of detail for exported metrics, specify 'extensive' to include server side grpc histogram metrics.", group: groupProfiling, ignored: "noded exports one set of metrics"},
+	{name: "metrics", def: "basic", usage: "Set level of detail for exported metrics, specify 'extensive' to include server side grpc histogram metrics.", group: groupProfiling},
 	{name: "enable-grpc-gateway", kind: kindBool, def: "true", usage: "Enable GRPC gateway.", group: groupProfiling},
 
-	{name: "logger", def: "zap", usage: "Currently only supports 'zap' for structured logging.", group: groupLogging, ignored: "noded always logs through zap"},
+	{name: "logger", def: "zap", usage: "Currently only supports 'zap' for structured logging.", group: groupLogging},
 	{name: "log-outputs", def: "default", usage: "Specify 'stdout' or 'stderr' to skip journald logging even when running under systemd, or list of comma separated output targets.", group: groupLogging},
 	{name: "log-level", def: "info", usage: "Configures log level. Only supports debug, info, warn, error, panic, or fatal.", group: groupLogging},
 	{name: "log-format", def: "json", usage: "Configures log format. Only supports json, console.", group: groupLogging},
+	{name: "enable-log-rotation", kind: kindBool, def: "false", usage: "Enable log rotation of a single log-outputs file target.", group: groupLogging},
+	{name: "log-rotation-config-json", def: defaultLogRotationConfig, usage: "Configures log rotation if enabled with a JSON logger config. Default: MaxSize=100(MB), MaxAge=0(days,no limit), MaxBackups=0(no limit), LocalTime=false(UTC), Compress=false(gzip)", group: groupLogging},
 
 	{name: "force-new-cluster", kind: kindBool, def: "false", usage: "Force to create a new one member cluster.", group: groupV2, refused: "--force-new-cluster is not supported"},
 	{name: "unsafe-no-fsync", kind: kindBool, def: "false", usage: "Disables fsync, unsafe, will cause data loss.", group: groupV2, ignored: "noded always fsyncs"},
@@ -397,6 +399,7 @@ func (o *options) toConfig() (server.Config, []string, error) {
 	}
 	cfg.DisableGateway = !o.boolean("enable-grpc-gateway")
 	cfg.EnablePprof = o.boolean("enable-pprof")
+	cfg.Metrics = o.str("metrics")
 	if err := cfg.Validate(); err != nil {
 		return cfg, nil, err
 	}
