@@ -87,6 +87,13 @@ type Config struct {
 	PeerListeners    []stdnet.Listener
 	MetricsListeners []stdnet.Listener
 
+	// Corruption checks (etcd's InitialCorruptCheck and CompactHashCheck
+	// feature gates, --corrupt-check-time, --compact-hash-check-time).
+	InitialCorruptCheck  bool          // compare hashes with peers before serving clients; refuse to start on a mismatch
+	CorruptCheckTime     time.Duration // the leader compares every member's hash this often; 0: never
+	CompactHashCheck     bool          // the leader compares hashes at each new compact revision
+	CompactHashCheckTime time.Duration // how often it looks for a new compact revision; 0: DefaultCompactHashCheckTime
+
 	Logger *zap.Logger // nil: no logging
 
 	// FS, when set, holds the data directory instead of the operating
@@ -261,6 +268,12 @@ func (c *Config) Validate() error {
 	}
 	if c.RevisionCompactionInterval <= 0 {
 		c.RevisionCompactionInterval = DefaultRevisionCompactionInterval
+	}
+	if c.CompactHashCheckTime <= 0 {
+		c.CompactHashCheckTime = DefaultCompactHashCheckTime
+	}
+	if c.CorruptCheckTime < 0 {
+		return fmt.Errorf("--corrupt-check-time must not be negative (set to %v)", c.CorruptCheckTime)
 	}
 	if c.WatchProgressNotifyInterval <= 0 {
 		c.WatchProgressNotifyInterval = DefaultWatchProgressNotify

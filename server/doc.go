@@ -42,6 +42,7 @@
 //	metrics.go    /metrics: etcd's metric names through prometheus/client_golang
 //	logging.go    the log lines scripts wait on, in etcd's wording
 //	compactor.go  periodic and revision auto compaction
+//	corrupt.go    corruption checks (package corruptcheck) wired to the member: hashes, peers, the CORRUPT alarm
 //
 // server may import any noded package and any module in go.mod.
 package server

@@ -253,12 +253,23 @@ func Start(cfg Config) (*Member, error) {
 	m.compactor = newCompactor(&m.cfg, lg)
 	m.forwarder = newForwarder(m)
 	m.publishState()
+	restartCommit := m.node.Status().CommitIndex
 
 	go m.runDisk()
 	go m.runSnapshots()
 	go m.run()
 	for _, pl := range peerListeners {
 		m.servePeers(pl)
+	}
+	if cfg.InitialCorruptCheck {
+		if err := m.initialCorruptCheck(restartCommit); err != nil {
+			m.lg.Error("initial corruption check failed", zap.Error(err))
+			m.Stop()
+			return nil, err
+		}
+	}
+	if cfg.CorruptCheckTime > 0 || cfg.CompactHashCheck {
+		go m.runCorruptChecks()
 	}
 	clients, err := newClientServer(m)
 	if err != nil {

@@ -133,8 +133,12 @@ var flagDefs = []flagDef{
 	{name: "experimental-max-learners", kind: kindUint, def: "1", usage: "Sets the maximum number of learners that can be available in the cluster membership.", group: groupV2},
 	{name: "watch-progress-notify-interval", kind: kindDuration, def: "10m0s", usage: "Duration of periodic watch progress notifications.", group: groupV2},
 	{name: "experimental-watch-progress-notify-interval", kind: kindDuration, def: "10m0s", usage: "Duration of periodic watch progress notifications.", group: groupV2},
-	{name: "experimental-initial-corrupt-check", kind: kindBool, def: "false", usage: "Enable to check data corruption before serving any client/peer traffic.", group: groupV2, ignored: "the WAL and snapshots are checksummed and checked on every open"},
-	{name: "experimental-corrupt-check-time", kind: kindDuration, def: "0s", usage: "Duration of time between cluster corruption check passes.", group: groupV2, ignored: "compare members with `etcdctl endpoint hashkv`"},
+	{name: "experimental-initial-corrupt-check", kind: kindBool, def: "false", usage: "Enable to check data corruption before serving any client/peer traffic.", group: groupV2},
+	{name: "experimental-corrupt-check-time", kind: kindDuration, def: "0s", usage: "Duration of time between cluster corruption check passes.", group: groupV2},
+	{name: "corrupt-check-time", kind: kindDuration, def: "0s", usage: "Duration of time between cluster corruption check passes.", group: groupV2},
+	{name: "experimental-compact-hash-check-enabled", kind: kindBool, def: "false", usage: "Enable leader to periodically check followers compaction hashes.", group: groupV2},
+	{name: "experimental-compact-hash-check-time", kind: kindDuration, def: "1m0s", usage: "Duration of time between leader checks followers compaction hashes.", group: groupV2},
+	{name: "compact-hash-check-time", kind: kindDuration, def: "1m0s", usage: "Duration of time between leader checks followers compaction hashes.", group: groupV2},
 	{name: "experimental-enable-lease-checkpoint", kind: kindBool, def: "false", usage: "Enable to persist lease remaining TTL to prevent indefinite auto-renewal of long lived leases.", group: groupV2, ignored: "a new leader gives every lease its full TTL"},
 	{name: "experimental-compaction-batch-limit", kind: kindInt, def: "1000", usage: "Sets the maximum revisions deleted in each compaction batch.", group: groupV2, ignored: "compaction runs in memory"},
 	{name: "experimental-warning-apply-duration", kind: kindDuration, def: "100ms", usage: "Time duration after which a warning is generated if request takes more time.", group: groupV2, ignored: "slow applies are not logged"},
@@ -400,6 +404,18 @@ func (o *options) toConfig() (server.Config, []string, error) {
 	cfg.DisableGateway = !o.boolean("enable-grpc-gateway")
 	cfg.EnablePprof = o.boolean("enable-pprof")
 	cfg.Metrics = o.str("metrics")
+	// Corruption checks; the InitialCorruptCheck and CompactHashCheck
+	// feature gates set the same fields.
+	cfg.InitialCorruptCheck = o.boolean("experimental-initial-corrupt-check")
+	cfg.CorruptCheckTime = o.duration("corrupt-check-time")
+	if o.changed("experimental-corrupt-check-time") {
+		cfg.CorruptCheckTime = o.duration("experimental-corrupt-check-time")
+	}
+	cfg.CompactHashCheck = o.boolean("experimental-compact-hash-check-enabled")
+	cfg.CompactHashCheckTime = o.duration("compact-hash-check-time")
+	if o.changed("experimental-compact-hash-check-time") {
+		cfg.CompactHashCheckTime = o.duration("experimental-compact-hash-check-time")
+	}
 	if err := cfg.Validate(); err != nil {
 		return cfg, nil, err
 	}
