@@ -800,6 +800,10 @@ func (m *Member) maybeReady(st node.Status) {
 // Ready is closed once the member serves clients.
 func (m *Member) Ready() <-chan struct{} { return m.ready }
 
+// Alive returns nil once the member loop has run a call: the loop is not
+// stuck (for a watchdog).
+func (m *Member) Alive(ctx context.Context) error { return m.call(ctx, func() {}) }
+
 func (m *Member) syncPeers(members []node.Member) {
 	if len(members) == 0 {
 		return // not applied yet (a joining member before its snapshot)

@@ -87,9 +87,13 @@ func run(args, environ []string, stdout, stderr io.Writer, signals <-chan os.Sig
 		lg.Error("cannot start member", zap.Error(err))
 		return 1
 	}
+	stopNotify := make(chan struct{})
+	defer close(stopNotify)
+	go notifySystemd(lg, m, stopNotify)
 	select {
 	case sig := <-signals:
 		lg.Info("received signal; shutting down", zap.String("signal", sig.String()))
+		notifyStopping()
 		m.Stop()
 		lg.Info("stopped member cleanly")
 		return 0
