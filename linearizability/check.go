@@ -105,6 +105,7 @@ func Check(in Input, opts Options) Result {
 	run.checkReads()
 	run.checkWatches()
 	run.checkLeases()
+	run.checkLocks()
 	run.stats.FailuresOmitted = run.report.omitted
 	return Result{
 		OK:       len(run.report.failures) == 0,

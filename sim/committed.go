@@ -80,6 +80,7 @@ func (w *world) checkerInput() linearizability.Input {
 		Leases:             w.leaseEvents,
 		MinLeaseTTLSeconds: w.nodeConfigDefaults().MinLeaseTTLSeconds(),
 		MaxTxnOps:          node.DefaultMaxTxnOps,
+		Locks:              simLocks,
 	}
 	for i, rec := range w.committed {
 		if !rec.set || rec.typ != raftpb.EntryNormal || rec.request == nil {

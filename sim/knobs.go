@@ -51,6 +51,11 @@ type Knobs struct {
 	Keys                                                                int
 	ClientTimeoutMs                                                     int64
 	MixPut, MixRange, MixDelete, MixTxn, MixCompact, MixLease, MixWatch int // weights
+	MixLock                                                             int // weight of lock sessions (lockworkload.go)
+	// UnfencedLocks plants the classic lock bug in the workload: holders
+	// write the protected key without the fencing guard. Never drawn; the
+	// lock checker's self-test sets it.
+	UnfencedLocks bool
 
 	SafetyMs   int64 // virtual duration of the fault phase
 	LivenessMs int64 // bound on healing: every request done and members converged
@@ -144,6 +149,7 @@ func Draw(seed uint64) Knobs {
 	k.SafetyMs = between(10000, 30000)
 	k.LivenessMs = 60000
 	k.SlowWatchers = chance(30)
+	k.MixLock = int(between(0, 6))
 	return k
 }
 
@@ -177,8 +183,12 @@ func (k Knobs) String() string {
 		fmt.Fprintf(&b, " drift‰=%v", k.DriftPermille)
 	}
 	b.WriteByte('\n')
-	fmt.Fprintf(&b, "workload clients=%d ops/s=%d keys=%d timeout=%dms mix put:%d range:%d delete:%d txn:%d compact:%d lease:%d watch:%d\n",
-		k.Clients, k.OpsPerSecond, k.Keys, k.ClientTimeoutMs, k.MixPut, k.MixRange, k.MixDelete, k.MixTxn, k.MixCompact, k.MixLease, k.MixWatch)
+	fmt.Fprintf(&b, "workload clients=%d ops/s=%d keys=%d timeout=%dms mix put:%d range:%d delete:%d txn:%d compact:%d lease:%d watch:%d lock:%d",
+		k.Clients, k.OpsPerSecond, k.Keys, k.ClientTimeoutMs, k.MixPut, k.MixRange, k.MixDelete, k.MixTxn, k.MixCompact, k.MixLease, k.MixWatch, k.MixLock)
+	if k.UnfencedLocks {
+		b.WriteString(" (planted: unfenced lock writes)")
+	}
+	b.WriteByte('\n')
 	fmt.Fprintf(&b, "phases safety=%dms liveness-bound=%dms", k.SafetyMs, k.LivenessMs)
 	return b.String()
 }

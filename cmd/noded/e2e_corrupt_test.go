@@ -152,3 +152,53 @@ func plantDivergentValue(t *testing.T, dataDir, key, value string) {
 		t.Fatal(err)
 	}
 }
+
+// TestCompactHashCheckNamesDivergentMember: with the compaction hash check
+// alone (no periodic check), a compaction over the planted divergence makes
+// the leader compare hashes at the compact revision and name the member.
+func TestCompactHashCheckNamesDivergentMember(t *testing.T) {
+	if os.Getenv("NODED_E2E_BINARY") != "" {
+		t.Skip("plants divergence in noded's own log format")
+	}
+	c := newCluster(t, 3, "--experimental-compact-hash-check-enabled=true", "--compact-hash-check-time=500ms")
+	cli := c.client(t)
+	for i := range 10 {
+		if _, err := cli.Put(ctxTimeout(t), fmt.Sprintf("k%d", i), "good"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wantSameHashKV(t, c, cli)
+	victim := c.members[0]
+	st, err := cli.Status(ctxTimeout(t), victim.clientURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	victimID := st.Header.MemberId
+	victim.kill(t)
+	plantDivergentValue(t, victim.dataDir, "k3", "evil")
+	victim.restart(t)
+	// Nothing compares hashes until a compaction.
+	time.Sleep(2 * time.Second)
+	if resp, err := cli.AlarmList(ctxTimeout(t)); err != nil || len(resp.Alarms) != 0 {
+		t.Fatalf("alarms before any compaction: %v %v", resp, err)
+	}
+	put, err := cli.Put(ctxTimeout(t), "last", "x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cli.Compact(ctxTimeout(t), put.Header.Revision); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the CORRUPT alarm after the compaction", func() (bool, string) {
+		resp, err := cli.AlarmList(ctxTimeout(t))
+		if err != nil {
+			return false, err.Error()
+		}
+		for _, a := range resp.Alarms {
+			if a.Alarm == pb.AlarmType_CORRUPT && a.MemberID == victimID {
+				return true, ""
+			}
+		}
+		return false, fmt.Sprint(resp.Alarms)
+	})
+}
