@@ -48,22 +48,12 @@ func lockLog(unfenced bool) []CommittedEntry {
 	return out
 }
 
-func lockFailures(res Result) []string {
-	var out []string
-	for _, f := range res.Failures {
-		if f.Checker == checkerLockFencing {
-			out = append(out, f.Detail)
-		}
-	}
-	return out
-}
-
 func TestLockFencing(t *testing.T) {
 	locks := []Lock{{Prefix: "lock/L/", Resource: "res/L"}}
-	if got := lockFailures(Check(Input{Committed: lockLog(false), Locks: locks}, Options{})); len(got) != 0 {
+	if got := failuresOf(Check(Input{Committed: lockLog(false), Locks: locks}, Options{}), checkerLockFencing); len(got) != 0 {
 		t.Fatalf("fenced holders reported: %v", got)
 	}
-	got := lockFailures(Check(Input{Committed: lockLog(true), Locks: locks}, Options{}))
+	got := failuresOf(Check(Input{Committed: lockLog(true), Locks: locks}, Options{}), checkerLockFencing)
 	if len(got) != 2 {
 		t.Fatalf("unfenced writes: %d failures, want 2: %v", len(got), got)
 	}

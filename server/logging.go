@@ -42,24 +42,23 @@ func (m *Member) logMembershipChanges(before, after []node.Member) {
 		}
 		return ms[i], true
 	}
+	// etcd's field names: added-peer-* and removed-remote-peer-*.
+	logChange := func(msg, field string, mem node.Member) {
+		m.lg.Info(msg,
+			zap.String("cluster-id", fmt.Sprintf("%x", m.clusterID)),
+			zap.String("local-member-id", fmt.Sprintf("%x", m.id)),
+			zap.String(field+"-id", fmt.Sprintf("%x", mem.ID)),
+			zap.Strings(field+"-peer-urls", mem.PeerURLs),
+			zap.Bool(field+"-is-learner", mem.IsLearner))
+	}
 	for _, mem := range after {
 		if _, ok := has(before, mem.ID); !ok {
-			m.lg.Info("added member",
-				zap.String("cluster-id", fmt.Sprintf("%x", m.clusterID)),
-				zap.String("local-member-id", fmt.Sprintf("%x", m.id)),
-				zap.String("added-peer-id", fmt.Sprintf("%x", mem.ID)),
-				zap.Strings("added-peer-peer-urls", mem.PeerURLs),
-				zap.Bool("added-peer-is-learner", mem.IsLearner))
+			logChange("added member", "added-peer", mem)
 		}
 	}
 	for _, mem := range before {
 		if _, ok := has(after, mem.ID); !ok {
-			m.lg.Info("removed member",
-				zap.String("cluster-id", fmt.Sprintf("%x", m.clusterID)),
-				zap.String("local-member-id", fmt.Sprintf("%x", m.id)),
-				zap.String("removed-remote-peer-id", fmt.Sprintf("%x", mem.ID)),
-				zap.Strings("removed-remote-peer-urls", mem.PeerURLs),
-				zap.Bool("removed-remote-peer-is-learner", mem.IsLearner))
+			logChange("removed member", "removed-remote-peer", mem)
 		}
 	}
 }

@@ -28,25 +28,7 @@ const corruptCheckPeriod = time.Second
 // naming it, the cluster refuses writes with etcd's error, and the alarm
 // shows in `alarm list` and clears with `alarm disarm`.
 func TestCorruptMemberRaisesAlarm(t *testing.T) {
-	if os.Getenv("NODED_E2E_BINARY") != "" {
-		t.Skip("plants divergence in noded's own log format")
-	}
-	c := newCluster(t, 3, "--experimental-corrupt-check-time="+corruptCheckPeriod.String())
-	cli := c.client(t)
-	for i := range 10 {
-		if _, err := cli.Put(ctxTimeout(t), fmt.Sprintf("k%d", i), "good"); err != nil {
-			t.Fatal(err)
-		}
-	}
-	wantSameHashKV(t, c, cli)
-	victim := c.members[2]
-	st, err := cli.Status(ctxTimeout(t), victim.clientURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	victimID := st.Header.MemberId
-	victim.kill(t)
-	plantDivergentValue(t, victim.dataDir, "k5", "evil")
+	c, cli, victim, victimID := divergedCluster(t, 2, "k5", "--experimental-corrupt-check-time="+corruptCheckPeriod.String())
 
 	// The initial check refuses to start it.
 	initialArgs := victim.args
@@ -67,26 +49,13 @@ func TestCorruptMemberRaisesAlarm(t *testing.T) {
 
 	// Without it, the member starts and the leader's periodic check names it.
 	victim.restart(t)
-	var alarms []*pb.AlarmMember
-	waitFor(t, "the CORRUPT alarm naming the divergent member", func() (bool, string) {
-		resp, err := cli.AlarmList(ctxTimeout(t))
-		if err != nil {
-			return false, err.Error()
-		}
-		alarms = resp.Alarms
-		for _, a := range alarms {
-			if a.Alarm == pb.AlarmType_CORRUPT && a.MemberID == victimID {
-				return true, ""
-			}
-		}
-		return false, fmt.Sprint(alarms)
-	})
+	alarms := waitCorruptAlarm(t, cli, victimID)
 	for _, a := range alarms {
 		if a.MemberID != victimID {
 			t.Errorf("alarm %v names a member that did not diverge", a)
 		}
 	}
-	_, err = cli.Put(ctxTimeout(t), "after", "x")
+	_, err := cli.Put(ctxTimeout(t), "after", "x")
 	if err == nil || !strings.Contains(err.Error(), "etcdserver: corrupt cluster") {
 		t.Fatalf("put with CORRUPT raised: %v, want etcd's corrupt cluster error", err)
 	}
@@ -157,25 +126,7 @@ func plantDivergentValue(t *testing.T, dataDir, key, value string) {
 // alone (no periodic check), a compaction over the planted divergence makes
 // the leader compare hashes at the compact revision and name the member.
 func TestCompactHashCheckNamesDivergentMember(t *testing.T) {
-	if os.Getenv("NODED_E2E_BINARY") != "" {
-		t.Skip("plants divergence in noded's own log format")
-	}
-	c := newCluster(t, 3, "--experimental-compact-hash-check-enabled=true", "--compact-hash-check-time=500ms")
-	cli := c.client(t)
-	for i := range 10 {
-		if _, err := cli.Put(ctxTimeout(t), fmt.Sprintf("k%d", i), "good"); err != nil {
-			t.Fatal(err)
-		}
-	}
-	wantSameHashKV(t, c, cli)
-	victim := c.members[0]
-	st, err := cli.Status(ctxTimeout(t), victim.clientURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	victimID := st.Header.MemberId
-	victim.kill(t)
-	plantDivergentValue(t, victim.dataDir, "k3", "evil")
+	_, cli, victim, victimID := divergedCluster(t, 0, "k3", "--experimental-compact-hash-check-enabled=true", "--compact-hash-check-time=500ms")
 	victim.restart(t)
 	// Nothing compares hashes until a compaction.
 	time.Sleep(2 * time.Second)
@@ -189,16 +140,52 @@ func TestCompactHashCheckNamesDivergentMember(t *testing.T) {
 	if _, err := cli.Compact(ctxTimeout(t), put.Header.Revision); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the CORRUPT alarm after the compaction", func() (bool, string) {
+	waitCorruptAlarm(t, cli, victimID)
+}
+
+// divergedCluster starts three members with flags, writes k0..k9, and
+// plants a divergent value of key in the stopped member at victim; it
+// returns the cluster, a client, the member (down) and its ID.
+func divergedCluster(t *testing.T, victim int, key string, flags ...string) (*e2eCluster, *clientv3.Client, *e2eMember, uint64) {
+	t.Helper()
+	if os.Getenv("NODED_E2E_BINARY") != "" {
+		t.Skip("plants divergence in noded's own log format")
+	}
+	c := newCluster(t, 3, flags...)
+	cli := c.client(t)
+	for i := range 10 {
+		if _, err := cli.Put(ctxTimeout(t), fmt.Sprintf("k%d", i), "good"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wantSameHashKV(t, c, cli)
+	m := c.members[victim]
+	st, err := cli.Status(ctxTimeout(t), m.clientURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.kill(t)
+	plantDivergentValue(t, m.dataDir, key, "evil")
+	return c, cli, m, st.Header.MemberId
+}
+
+// waitCorruptAlarm waits until the cluster's alarms name member id CORRUPT,
+// and returns them.
+func waitCorruptAlarm(t *testing.T, cli *clientv3.Client, id uint64) []*pb.AlarmMember {
+	t.Helper()
+	var alarms []*pb.AlarmMember
+	waitFor(t, fmt.Sprintf("the CORRUPT alarm naming member %x", id), func() (bool, string) {
 		resp, err := cli.AlarmList(ctxTimeout(t))
 		if err != nil {
 			return false, err.Error()
 		}
-		for _, a := range resp.Alarms {
-			if a.Alarm == pb.AlarmType_CORRUPT && a.MemberID == victimID {
+		alarms = resp.Alarms
+		for _, a := range alarms {
+			if a.Alarm == pb.AlarmType_CORRUPT && a.MemberID == id {
 				return true, ""
 			}
 		}
-		return false, fmt.Sprint(resp.Alarms)
+		return false, fmt.Sprint(alarms)
 	})
+	return alarms
 }
