@@ -76,4 +76,6 @@ func prefixRangeEnd(prefix string) []byte {
 }
 
 // String names a lock for failures.
-func (l Lock) String() string { return fmt.Sprintf("lock %s protecting %s", quote(l.Prefix), quote(l.Resource)) }
+func (l Lock) String() string {
+	return fmt.Sprintf("lock %s protecting %s", quote(l.Prefix), quote(l.Resource))
+}
