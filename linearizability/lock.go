@@ -1,7 +1,6 @@
 package linearizability
 
 import (
-	"fmt"
 	"strings"
 )
 
@@ -73,9 +72,4 @@ func prefixRangeEnd(prefix string) []byte {
 		}
 	}
 	return []byte{0}
-}
-
-// String names a lock for failures.
-func (l Lock) String() string {
-	return fmt.Sprintf("lock %s protecting %s", quote(l.Prefix), quote(l.Resource))
 }
