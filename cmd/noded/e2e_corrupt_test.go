@@ -3,6 +3,8 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -58,6 +60,25 @@ func TestCorruptMemberRaisesAlarm(t *testing.T) {
 	_, err := cli.Put(ctxTimeout(t), "after", "x")
 	if err == nil || !strings.Contains(err.Error(), "etcdserver: corrupt cluster") {
 		t.Fatalf("put with CORRUPT raised: %v, want etcd's corrupt cluster error", err)
+	}
+	// Health says so, as etcd's does.
+	if resp, err := http.Get(c.members[0].clientURL + "/health"); err != nil {
+		t.Fatal(err)
+	} else {
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusServiceUnavailable || string(body) != `{"health":"false","reason":"ALARM CORRUPT"}` {
+			t.Errorf("/health with CORRUPT raised: %d %s", resp.StatusCode, body)
+		}
+	}
+	if resp, err := http.Get(c.members[0].clientURL + "/readyz?verbose"); err != nil {
+		t.Fatal(err)
+	} else {
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(string(body), "[-]data_corruption failed") {
+			t.Errorf("/readyz?verbose with CORRUPT raised: %d %s", resp.StatusCode, body)
+		}
 	}
 	// etcdctl shows it as etcd's does.
 	if r := etcdctl(t, c.endpoints()[:1], "", "alarm", "list"); !strings.Contains(r.stdout, fmt.Sprintf("memberID:%d alarm:CORRUPT", victimID)) {
