@@ -33,7 +33,9 @@ type hashSource struct{ m *Member }
 
 func (s hashSource) Local(rev int64) (corruptcheck.Hash, error) {
 	st := s.m.state.Load()
+	start := time.Now()
 	hash, hashRev, compactRev, err := st.view.HashKV(rev)
+	s.m.metrics.hashDuration.observe(time.Since(start).Seconds())
 	if err != nil {
 		return corruptcheck.Hash{}, err
 	}

@@ -44,5 +44,9 @@
 //	compactor.go  periodic and revision auto compaction
 //	corrupt.go    corruption checks (package corruptcheck) wired to the member: hashes, peers, the CORRUPT alarm
 //
+// Capabilities in packages of their own, wired here: coordination (the
+// Lock and Election services) and corruptcheck (hash comparisons between
+// members).
+//
 // server may import any noded package and any module in go.mod.
 package server
