@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
@@ -154,7 +155,13 @@ func (m *Member) checkHashes(ctx context.Context, rev int64, kind string) bool {
 		m.lg.Debug("finished peer corruption check", zap.String("check", kind), zap.Int("number-of-peers-checked", len(hashes)-1))
 		return true
 	}
+	raised := m.state.Load().alarms
 	for _, id := range bad {
+		if slices.ContainsFunc(raised, func(a *pb.AlarmMember) bool {
+			return a.GetMemberID() == id && a.GetAlarm() == pb.AlarmType_CORRUPT
+		}) {
+			continue // raised already; it stays until an operator disarms it
+		}
 		var fields []zap.Field
 		for _, h := range hashes {
 			fields = append(fields, zap.Stringer("member-"+fmt.Sprintf("%x", h.MemberID), h))

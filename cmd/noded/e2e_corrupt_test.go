@@ -49,8 +49,9 @@ func TestCorruptMemberRaisesAlarm(t *testing.T) {
 	}
 	victim.args = initialArgs
 
-	// Without it, the member starts and the leader's periodic check names it.
-	victim.restart(t)
+	// Without it, the member starts and the leader's periodic check names it
+	// (perhaps before the member serves a read: every request then fails).
+	victim.start(t)
 	alarms := waitCorruptAlarm(t, cli, victimID)
 	for _, a := range alarms {
 		if a.MemberID != victimID {
