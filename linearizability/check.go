@@ -107,6 +107,7 @@ func Check(in Input, opts Options) Result {
 	run.checkWatches()
 	run.checkLeases()
 	run.checkLeaseTimes()
+	run.checkLocks()
 	run.stats.FailuresOmitted = run.report.omitted
 	return Result{
 		OK:       len(run.report.failures) == 0,

@@ -193,6 +193,8 @@ type Input struct {
 	MinLeaseTTLSeconds int64
 	// MaxTxnOps is the cluster's --max-txn-ops; zero means etcd's 128.
 	MaxTxnOps int
+	// Locks are the workload's locks, checked by the lock-fencing checker.
+	Locks []Lock
 }
 
 // DefaultTimeout bounds porcupine's search when Options.Timeout is zero,

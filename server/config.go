@@ -88,8 +88,9 @@ type Config struct {
 	ClientCertAuth bool
 	authSpec       auth.TokenSpec // AuthToken parsed (and its key files read) by Validate
 
-	DisableGateway bool // etcd's --enable-grpc-gateway=false: no /v3 JSON gateway
-	EnablePprof    bool // etcd's --enable-pprof: Go's profiles at /debug/pprof/ on the client URLs
+	DisableGateway bool   // etcd's --enable-grpc-gateway=false: no /v3 JSON gateway
+	EnablePprof    bool   // etcd's --enable-pprof: Go's profiles at /debug/pprof/ on the client URLs
+	Metrics        string // etcd's --metrics: MetricsBasic (""), or MetricsExtensive for gRPC latency histograms
 
 	// ClientListeners and PeerListeners, when set, are used instead of
 	// listening on ListenClientURLs and ListenPeerURLs (tests pass :0
@@ -97,6 +98,13 @@ type Config struct {
 	ClientListeners  []stdnet.Listener
 	PeerListeners    []stdnet.Listener
 	MetricsListeners []stdnet.Listener
+
+	// Corruption checks (etcd's InitialCorruptCheck and CompactHashCheck
+	// feature gates, --corrupt-check-time, --compact-hash-check-time).
+	InitialCorruptCheck  bool          // compare hashes with peers before serving clients; refuse to start on a mismatch
+	CorruptCheckTime     time.Duration // the leader compares every member's hash this often; 0: never
+	CompactHashCheck     bool          // the leader compares hashes at each new compact revision
+	CompactHashCheckTime time.Duration // how often it looks for a new compact revision; 0: DefaultCompactHashCheckTime
 
 	Logger *zap.Logger // nil: no logging
 
@@ -246,6 +254,11 @@ func (c *Config) Validate() error {
 	if len(c.InitialAdvertisePeerURLs) == 0 {
 		return errors.New("--initial-advertise-peer-urls is empty")
 	}
+	switch c.Metrics {
+	case "", MetricsBasic, MetricsExtensive:
+	default:
+		return fmt.Errorf("unknown metrics level %q: want %s or %s", c.Metrics, MetricsBasic, MetricsExtensive)
+	}
 	switch c.AutoCompactionMode {
 	case "", CompactionModePeriodic, CompactionModeRevision:
 	default:
@@ -282,6 +295,12 @@ func (c *Config) Validate() error {
 	}
 	if c.RevisionCompactionInterval <= 0 {
 		c.RevisionCompactionInterval = DefaultRevisionCompactionInterval
+	}
+	if c.CompactHashCheckTime <= 0 {
+		c.CompactHashCheckTime = DefaultCompactHashCheckTime
+	}
+	if c.CorruptCheckTime < 0 {
+		return fmt.Errorf("--corrupt-check-time must not be negative (set to %v)", c.CorruptCheckTime)
 	}
 	if c.WatchProgressNotifyInterval <= 0 {
 		c.WatchProgressNotifyInterval = DefaultWatchProgressNotify

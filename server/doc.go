@@ -42,8 +42,14 @@
 //	listen.go     one client port for gRPC and HTTP (connection sniffing)
 //	peer.go       the peer port: transport and GET /members for joining members
 //	http.go       /health, /readyz, /livez, /version, /v2/members, the /v3 gateway
-//	metrics.go    /metrics in Prometheus text format
+//	metrics.go    /metrics: etcd's metric names through prometheus/client_golang
+//	logging.go    the log lines scripts wait on, in etcd's wording
 //	compactor.go  periodic and revision auto compaction
+//	corrupt.go    corruption checks (package corruptcheck) wired to the member: hashes, peers, the CORRUPT alarm
+//
+// Capabilities in packages of their own, wired here: coordination (the
+// Lock and Election services) and corruptcheck (hash comparisons between
+// members).
 //
 // server may import any noded package and any module in go.mod.
 package server

@@ -205,7 +205,7 @@ func Start(cfg Config) (*Member, error) {
 		streams:    map[kvsm.StreamID]*hostStream{},
 		blocked:    map[kvsm.StreamID]struct{}{},
 		knownPeers: map[uint64][]string{},
-		metrics:    newMetrics(),
+		metrics:    newMetrics(cfg.Metrics),
 	}
 	m.tokens = auth.NewTokens(cfg.authSpec, cfg.AuthTokenTTL, nil)
 	m.bcryptCost = cfg.BcryptCost
@@ -266,15 +266,27 @@ func Start(cfg Config) (*Member, error) {
 			m.knownPeers[jm.ID] = slices.Clone(jm.PeerURLs)
 		}
 	}
+	m.registerMetrics()
 	m.compactor = newCompactor(&m.cfg, lg)
 	m.forwarder = newForwarder(m)
 	m.publishState()
+	restartCommit := m.node.Status().CommitIndex
 
 	go m.runDisk()
 	go m.runSnapshots()
 	go m.run()
 	for _, pl := range peerListeners {
 		m.servePeers(pl)
+	}
+	if cfg.InitialCorruptCheck {
+		if err := m.initialCorruptCheck(restartCommit); err != nil {
+			m.lg.Error("initial corruption check failed", zap.Error(err))
+			m.Stop()
+			return nil, err
+		}
+	}
+	if cfg.CorruptCheckTime > 0 || cfg.CompactHashCheck {
+		go m.runCorruptChecks()
 	}
 	clients, err := newClientServer(m)
 	if err != nil {
@@ -712,6 +724,7 @@ func (m *Member) carryOut(eff node.Effects) bool {
 		m.diskJobs <- diskJob{persist: p}
 	}
 	if len(eff.Messages) > 0 {
+		m.metrics.heartbeatsSent(eff.Messages, time.Now())
 		m.peers.Send(eff.Messages)
 	}
 	for _, r := range eff.Results {
@@ -774,7 +787,12 @@ func (m *Member) publishState() {
 	} else {
 		s.view = store.View()
 	}
+	prev := m.state.Load()
+	if prev != nil {
+		m.logMembershipChanges(prev.status.Members, st.Members)
+	}
 	if st.Lead != m.lastLead {
+		m.logLeaderChange(m.lastLead, st.Lead, st.Term)
 		if st.Lead != raft.None {
 			m.leaderChanges++
 			m.metrics.leaderChanges.Store(m.leaderChanges)
@@ -803,6 +821,7 @@ func (m *Member) maybeReady(st node.Status) {
 	for _, mem := range st.Members {
 		if mem.ID == m.id && mem.Name == m.cfg.Name && slices.Equal(mem.ClientURLs, URLStrings(m.cfg.AdvertiseClientURLs)) {
 			m.readyOnce.Do(func() {
+				m.logPublished(mem)
 				m.lg.Info("ready to serve client requests", zap.String("member-id", fmt.Sprintf("%x", m.id)))
 				close(m.ready)
 			})
@@ -813,6 +832,10 @@ func (m *Member) maybeReady(st node.Status) {
 
 // Ready is closed once the member serves clients.
 func (m *Member) Ready() <-chan struct{} { return m.ready }
+
+// Alive returns nil once the member loop has run a call: the loop is not
+// stuck (for a watchdog).
+func (m *Member) Alive(ctx context.Context) error { return m.call(ctx, func() {}) }
 
 func (m *Member) syncPeers(members []node.Member) {
 	if len(members) == 0 {
@@ -952,9 +975,11 @@ func (m *Member) writeBatch(jobs []diskJob) error {
 	wait := false
 	for _, job := range jobs {
 		if job.snapshotFile != nil {
+			start := time.Now()
 			if err := m.storage.CommitSnapshot(*job.snapshotFile); err != nil {
 				return err
 			}
+			m.metrics.backendSave.observe(time.Since(start).Seconds())
 			continue
 		}
 		p := job.persist
@@ -1054,6 +1079,7 @@ var errInboundFull = errors.New("server: inbound message queue full; message dro
 
 func (h peerHandler) Process(msg *raftpb.Message) error {
 	m := h.m
+	m.metrics.heartbeatAnswered(msg, time.Now())
 	if msg.GetType() == raftpb.MessageType_MsgSnap {
 		// A snapshot took a while to arrive; wait for room rather than make
 		// the leader send it again.

@@ -28,8 +28,9 @@ type client struct {
 	dropped  []int64 // leases it saw revoked or expire; it tries them again now and then
 	watches  []*clientWatch
 	watchSeq uint64
-	lastRev  int64 // the highest revision it has seen in a header
-	final    bool  // its final read in the liveness phase succeeded
+	lastRev  int64        // the highest revision it has seen in a header
+	final    bool         // its final read in the liveness phase succeeded
+	lock     *lockSession // a lock it is taking, holding or releasing (lockworkload.go)
 }
 
 type heldLease struct {
@@ -111,6 +112,9 @@ func (w *world) clientNext(c *client) {
 			w.issue(c, &pb.LeaseKeepAliveRequest{ID: c.leases[i].id}, false)
 			return
 		}
+	}
+	if w.lockNext(c) {
+		return
 	}
 	w.issueRandom(c)
 }
@@ -202,6 +206,9 @@ func (w *world) replyArrive(e *event) {
 	c.op = nil
 	if op.hist >= 0 {
 		w.recordReturn(c, op, r)
+	}
+	if w.lockReply(c, op, r) {
+		return
 	}
 	switch req := op.req.(type) {
 	case *pb.LeaseGrantRequest:
@@ -329,8 +336,11 @@ func (w *world) value(c *client) []byte {
 
 func (w *world) issueRandom(c *client) {
 	k := w.k
-	total := k.MixPut + k.MixRange + k.MixDelete + k.MixTxn + k.MixCompact + k.MixLease + k.MixWatch
+	total := k.MixPut + k.MixRange + k.MixDelete + k.MixTxn + k.MixCompact + k.MixLease + k.MixWatch + k.MixLock
 	x := w.wrng.IntN(max(total, 1))
+	if x >= total-k.MixLock && w.startLock(c) {
+		return
+	}
 	switch {
 	case x < k.MixPut:
 		put := &pb.PutRequest{Key: w.key(), Value: w.value(c), PrevKv: w.wrng.IntN(4) == 0}

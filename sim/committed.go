@@ -92,6 +92,7 @@ func (w *world) checkerInput() linearizability.Input {
 		Clocks:             linearizability.Clocks{ShortestSecondNs: w.shortestSecondNs(), Faults: w.clockFaults},
 		MinLeaseTTLSeconds: w.nodeConfigDefaults().MinLeaseTTLSeconds(),
 		MaxTxnOps:          node.DefaultMaxTxnOps,
+		Locks:              simLocks,
 	}
 	for i, rec := range w.committed {
 		if !rec.set || rec.typ != raftpb.EntryNormal || rec.request == nil {

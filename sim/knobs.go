@@ -51,6 +51,11 @@ type Knobs struct {
 	Keys                                                                int
 	ClientTimeoutMs                                                     int64
 	MixPut, MixRange, MixDelete, MixTxn, MixCompact, MixLease, MixWatch int // weights
+	MixLock                                                             int // weight of lock sessions (lockworkload.go)
+	// UnfencedLocks plants the classic lock bug in the workload: holders
+	// write the protected key without the fencing guard. Never drawn; the
+	// lock checker's self-test sets it.
+	UnfencedLocks bool
 
 	// Auth runs the auth workload (auth.go): users, roles and permissions
 	// changing under the faults, the KV clients as root.
@@ -161,6 +166,7 @@ func Draw(seed uint64) Knobs {
 		k.MixWatch = max(k.MixWatch, 3)
 		k.SlowWatchers = true
 	}
+	k.MixLock = int(between(0, 6))
 	return k
 }
 
@@ -194,13 +200,16 @@ func (k Knobs) String() string {
 		fmt.Fprintf(&b, " drift‰=%v", k.DriftPermille)
 	}
 	b.WriteByte('\n')
-	fmt.Fprintf(&b, "workload clients=%d ops/s=%d keys=%d timeout=%dms mix put:%d range:%d delete:%d txn:%d compact:%d lease:%d watch:%d",
-		k.Clients, k.OpsPerSecond, k.Keys, k.ClientTimeoutMs, k.MixPut, k.MixRange, k.MixDelete, k.MixTxn, k.MixCompact, k.MixLease, k.MixWatch)
+	fmt.Fprintf(&b, "workload clients=%d ops/s=%d keys=%d timeout=%dms mix put:%d range:%d delete:%d txn:%d compact:%d lease:%d watch:%d lock:%d",
+		k.Clients, k.OpsPerSecond, k.Keys, k.ClientTimeoutMs, k.MixPut, k.MixRange, k.MixDelete, k.MixTxn, k.MixCompact, k.MixLease, k.MixWatch, k.MixLock)
 	if k.Auth {
 		b.WriteString(" auth")
 	}
 	if k.LaggingWatchers {
 		b.WriteString(" lagging-watchers")
+	}
+	if k.UnfencedLocks {
+		b.WriteString(" (planted: unfenced lock writes)")
 	}
 	b.WriteByte('\n')
 	fmt.Fprintf(&b, "phases safety=%dms liveness-bound=%dms", k.SafetyMs, k.LivenessMs)
