@@ -470,11 +470,11 @@ func (w *world) watchOp(c *client) bool {
 	if len(live) > 0 && w.wrng.IntN(3) == 0 {
 		cw := live[w.wrng.IntN(len(live))]
 		if w.wrng.IntN(4) == 0 {
-			w.sendWatchRequest(cw, &pb.WatchRequest{RequestUnion: &pb.WatchRequest_CancelRequest{CancelRequest: &pb.WatchCancelRequest{WatchId: cw.watchID}}})
+			w.sendWatchRequests(cw, &pb.WatchRequest{RequestUnion: &pb.WatchRequest_CancelRequest{CancelRequest: &pb.WatchCancelRequest{WatchId: cw.watchID}}})
 			return true
 		}
 		w.watches[cw.hist].RequestedProgressAt = append(w.watches[cw.hist].RequestedProgressAt, w.now)
-		w.sendWatchRequest(cw, &pb.WatchRequest{RequestUnion: &pb.WatchRequest_ProgressRequest{ProgressRequest: &pb.WatchProgressRequest{}}})
+		w.sendWatchRequests(cw, &pb.WatchRequest{RequestUnion: &pb.WatchRequest_ProgressRequest{ProgressRequest: &pb.WatchProgressRequest{}}})
 		return true
 	}
 	if len(live) >= watchesPerClientMax {
@@ -503,11 +503,7 @@ func (w *world) watchOp(c *client) bool {
 	if lagging {
 		cr.StartRevision = 1
 	}
-	cw := w.createWatch(c, cr)
-	if lagging && !cw.ended {
-		w.watches[cw.hist].RequestedProgressAt = append(w.watches[cw.hist].RequestedProgressAt, w.now)
-		w.sendWatchRequest(cw, &pb.WatchRequest{RequestUnion: &pb.WatchRequest_ProgressRequest{ProgressRequest: &pb.WatchProgressRequest{}}})
-	}
+	w.createWatch(c, cr, lagging)
 	return true
 }
 
@@ -521,7 +517,11 @@ func (c *client) liveWatches() []*clientWatch {
 	return out
 }
 
-func (w *world) createWatch(c *client, cr *pb.WatchCreateRequest) *clientWatch {
+// createWatch opens a stream with one watcher. withProgress sends a
+// progress request right behind the create, so that the member reads both
+// off the stream before it polls its watchers: the watcher, when it
+// starts in the past, is still catching up when the request is handled.
+func (w *world) createWatch(c *client, cr *pb.WatchCreateRequest, withProgress bool) {
 	c.watchSeq++
 	m := w.members[c.member]
 	cw := &clientWatch{client: c.index, member: c.member, incarnation: m.incarnation,
@@ -532,16 +532,20 @@ func (w *world) createWatch(c *client, cr *pb.WatchCreateRequest) *clientWatch {
 	w.streams[cw.stream] = cw
 	if !m.up {
 		cw.ended = true
-		return cw
+		return
 	}
-	w.sendWatchRequest(cw, &pb.WatchRequest{RequestUnion: &pb.WatchRequest_CreateRequest{CreateRequest: cr}})
-	return cw
+	reqs := []*pb.WatchRequest{{RequestUnion: &pb.WatchRequest_CreateRequest{CreateRequest: cr}}}
+	if withProgress {
+		w.watches[cw.hist].RequestedProgressAt = append(w.watches[cw.hist].RequestedProgressAt, w.now)
+		reqs = append(reqs, &pb.WatchRequest{RequestUnion: &pb.WatchRequest_ProgressRequest{ProgressRequest: &pb.WatchProgressRequest{}}})
+	}
+	w.sendWatchRequests(cw, reqs...)
 }
 
-func (w *world) sendWatchRequest(cw *clientWatch, req *pb.WatchRequest) {
+func (w *world) sendWatchRequests(cw *clientWatch, reqs ...*pb.WatchRequest) {
 	cw.lastToMember = max(cw.lastToMember, w.now+w.clientLatency())
 	w.q.schedule(&event{at: cw.lastToMember, kind: evWatchRequestArrive, member: cw.member, incarnation: cw.incarnation,
-		client: cw.client, stream: cw.stream, watchReq: req, what: "watch-request"})
+		client: cw.client, stream: cw.stream, watchReqs: reqs, what: "watch-request"})
 }
 
 func (w *world) watchRequestArrive(e *event) {
@@ -550,7 +554,9 @@ func (w *world) watchRequestArrive(e *event) {
 	if cw == nil || cw.ended || !m.up || m.incarnation != e.incarnation || m.paused {
 		return
 	}
-	w.watchAs(m, kvsm.StreamID(e.stream), e.watchReq)
+	for _, req := range e.watchReqs {
+		w.watchAs(m, kvsm.StreamID(e.stream), req)
+	}
 	w.drive(m)
 }
 
@@ -610,7 +616,7 @@ func (w *world) streamsBroken(m *member) {
 					resume := proto.Clone(old).(*pb.WatchCreateRequest)
 					resume.StartRevision = cw.lastRev + 1
 					c.member = w.wrng.IntN(len(w.members))
-					w.createWatch(c, resume)
+					w.createWatch(c, resume, false)
 				}
 			}
 		}

@@ -124,7 +124,7 @@ type event struct {
 	client      int
 	opSeq       uint64
 	result      node.Result
-	watchReq    *pb.WatchRequest
+	watchReqs   []*pb.WatchRequest // read off the stream together
 	watchResp   *pb.WatchResponse
 	stream      uint64
 	action      func()
@@ -239,21 +239,21 @@ func (w *world) run() {
 	for w.phase != phaseDone {
 		e := w.q.next()
 		if e == nil {
-			w.fail("the event queue ran dry before the run ended")
+			w.fail("event-queue", "the event queue ran dry before the run ended")
 			return
 		}
 		if e.at < w.now {
-			w.fail("event %s at %d is in the past (now %d)", e.kind, e.at, w.now)
+			w.fail("event-queue", "event %s at %d is in the past (now %d)", e.kind, e.at, w.now)
 			return
 		}
 		w.now = e.at
 		w.stats.Events++
 		if w.stats.Events > eventsMax {
-			w.fail("more than %d events: the run does not settle", eventsMax)
+			w.fail("events-bound", "more than %d events: the run does not settle", eventsMax)
 			return
 		}
 		if w.q.Len() > eventsPendingMax {
-			w.fail("more than %d pending events", eventsPendingMax)
+			w.fail("events-bound", "more than %d pending events", eventsPendingMax)
 			return
 		}
 		w.step(e)
@@ -320,8 +320,11 @@ func (w *world) setUpCluster() {
 	}
 }
 
-func (w *world) fail(format string, args ...any) {
-	msg := fmt.Sprintf("at %dms: %s", w.now/1e6, fmt.Sprintf(format, args...))
+// fail records a failure found by the simulator itself (an assertion, a
+// bound, the liveness phase), named by what found it: "at <time>:
+// <checker>: <detail>".
+func (w *world) fail(checker, format string, args ...any) {
+	msg := fmt.Sprintf("at %dms: %s: %s", w.now/1e6, checker, fmt.Sprintf(format, args...))
 	w.failures = append(w.failures, msg)
 	w.tracef("FAIL %s", msg)
 }
