@@ -24,11 +24,11 @@ func TestAppliedCatchesDivergence(t *testing.T) {
 		{"same entry", node.AppliedEntry{Index: 1, Term: 1, Type: raftpb.EntryNormal, RequestID: 7, Request: put("a"), Rev: 2},
 			node.AppliedEntry{Index: 1, Term: 1, Type: raftpb.EntryNormal, RequestID: 7, Request: put("a"), Rev: 2}, ""},
 		{"other term", node.AppliedEntry{Index: 1, Term: 1, RequestID: 7, Request: put("a"), Rev: 2},
-			node.AppliedEntry{Index: 1, Term: 2, RequestID: 7, Request: put("a"), Rev: 2}, "state machine safety"},
+			node.AppliedEntry{Index: 1, Term: 2, RequestID: 7, Request: put("a"), Rev: 2}, "state-machine-safety"},
 		{"other request", node.AppliedEntry{Index: 1, Term: 1, RequestID: 7, Request: put("a"), Rev: 2},
-			node.AppliedEntry{Index: 1, Term: 1, RequestID: 7, Request: put("b"), Rev: 2}, "state machine safety"},
+			node.AppliedEntry{Index: 1, Term: 1, RequestID: 7, Request: put("b"), Rev: 2}, "state-machine-safety"},
 		{"other revision", node.AppliedEntry{Index: 1, Term: 1, RequestID: 7, Request: put("a"), Rev: 2},
-			node.AppliedEntry{Index: 1, Term: 1, RequestID: 7, Request: put("a"), Rev: 3}, "not deterministic"},
+			node.AppliedEntry{Index: 1, Term: 1, RequestID: 7, Request: put("a"), Rev: 3}, "deterministic-apply"},
 	}
 	for _, c := range cases {
 		w := &world{trace: newTraceHash(nil)}

@@ -23,8 +23,8 @@ func (w *world) checkAnswerAgreement(m *member, index uint64, rec *committedReco
 	if isAuthRefusal(got) || isAuthRefusal(rec.err) {
 		checker = "auth-agreement"
 	}
-	w.fail("%s: %s answered %q to the entry at index %d (%s), another member answered %q",
-		checker, m.name, answerOf(got), index, describeRequest(rec), rec.answer)
+	w.fail(checker, "%s answered %q to the entry at index %d (%s), another member answered %q",
+		m.name, answerOf(got), index, describeRequest(rec), rec.answer)
 	return false
 }
 

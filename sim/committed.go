@@ -24,7 +24,7 @@ type committedRecord struct {
 	request     *pb.InternalRaftRequest
 	fingerprint uint64
 	rev         int64
-	appliedAt   int64 // virtual time the first member applied it
+	appliedAt   int64  // virtual time the first member applied it
 	err         error  // the first member's answer: nil, or the state machine's refusal
 	answer      string // answerOf(err)
 }
@@ -47,7 +47,7 @@ func fingerprint(r *pb.InternalRaftRequest) uint64 {
 
 func (w *world) applied(m *member, a node.AppliedEntry) {
 	if a.Index == 0 || a.Index > committedIndexMax {
-		w.fail("%s applied index %d", m.name, a.Index)
+		w.fail("applied-index", "%s applied index %d", m.name, a.Index)
 		return
 	}
 	for uint64(len(w.committed)) < a.Index {
@@ -64,7 +64,7 @@ func (w *world) applied(m *member, a node.AppliedEntry) {
 		return
 	}
 	if rec.term != a.Term || rec.typ != a.Type || rec.requestID != a.RequestID || rec.fingerprint != fp {
-		w.fail("state machine safety: %s applied %d/%d req=%x at index %d, another member applied %d/%d req=%x",
+		w.fail("state-machine-safety", "%s applied %d/%d req=%x at index %d, another member applied %d/%d req=%x",
 			m.name, a.Index, a.Term, a.RequestID, a.Index, a.Index, rec.term, rec.requestID)
 		return
 	}
@@ -72,7 +72,7 @@ func (w *world) applied(m *member, a node.AppliedEntry) {
 		return
 	}
 	if rec.rev != a.Rev {
-		w.fail("apply is not deterministic: %s reached revision %d at index %d, another member %d", m.name, a.Rev, a.Index, rec.rev)
+		w.fail("deterministic-apply", "%s reached revision %d at index %d, another member %d", m.name, a.Rev, a.Index, rec.rev)
 	}
 }
 

@@ -156,12 +156,12 @@ func (w *world) join(m *member) {
 func (w *world) startEmpty(m *member, verb string, start func(node.Config) (*node.Node, error)) {
 	st, err := disk.Create(m.fs, walDir, snapDir, metadataFor(m.id, w.clusterID), disk.Options{})
 	if err != nil {
-		w.fail("%s %s: create storage: %v", verb, m.name, err)
+		w.fail("harness", "%s %s: create storage: %v", verb, m.name, err)
 		return
 	}
 	n, err := start(w.nodeConfig(m))
 	if err != nil {
-		w.fail("%s %s: %v", verb, m.name, err)
+		w.fail("harness", "%s %s: %v", verb, m.name, err)
 		return
 	}
 	w.started(m, st, n)
@@ -221,12 +221,12 @@ func (w *world) restart(m *member) {
 			w.stats.FailStops++
 			return
 		}
-		w.fail("restart %s: storage refused to open a disk that was never corrupted: %v", m.name, err)
+		w.fail("restart", "restart %s: storage refused to open a disk that was never corrupted: %v", m.name, err)
 		m.failStopped = true
 		return
 	}
 	if string(rec.Metadata) != string(metadataFor(m.id, w.clusterID)) {
-		w.fail("restart %s: metadata %x is not this member's", m.name, rec.Metadata)
+		w.fail("restart", "restart %s: metadata %x is not this member's", m.name, rec.Metadata)
 		return
 	}
 	var n *node.Node
@@ -243,7 +243,7 @@ func (w *world) restart(m *member) {
 		n, err = node.Restart(w.nodeConfig(m), node.Durable{Snapshot: rec.Snapshot, HardState: rec.HardState, Entries: rec.Entries})
 	}
 	if err != nil {
-		w.fail("restart %s: %v", m.name, err)
+		w.fail("restart", "restart %s: %v", m.name, err)
 		return
 	}
 	w.checkRecovered(m, rec)
@@ -279,7 +279,7 @@ func (w *world) drive(m *member) {
 			return
 		}
 	}
-	w.fail("%s: still has more work after %d rounds of effects", m.name, effectRoundsMax)
+	w.fail("effects-bound", "%s: still has more work after %d rounds of effects", m.name, effectRoundsMax)
 }
 
 // carryOut does what one batch of effects asks; false if the member
@@ -352,7 +352,7 @@ func (w *world) persist(m *member, p *node.Persist) bool {
 		return true
 	}
 	if len(m.syncQueue) >= syncQueueMax {
-		w.fail("%s: more than %d writes waiting for a sync", m.name, syncQueueMax)
+		w.fail("sync-queue-bound", "%s: more than %d writes waiting for a sync", m.name, syncQueueMax)
 		return false
 	}
 	m.syncQueue = append(m.syncQueue, p)
@@ -368,7 +368,7 @@ const syncQueueMax = 4096
 
 func (w *world) diskSynced(m *member, seq uint64) {
 	if len(m.syncQueue) == 0 || m.syncQueue[0].Seq != seq {
-		w.fail("%s: sync of seq %d completed out of order (queue %d long)", m.name, seq, len(m.syncQueue))
+		w.fail("sync-order", "%s: sync of seq %d completed out of order (queue %d long)", m.name, seq, len(m.syncQueue))
 		return
 	}
 	if err := m.storage.Sync(); err != nil {
@@ -416,15 +416,15 @@ func (w *world) checkSendAfterPersist(from *member, msg *raftpb.Message) {
 	switch msg.GetType() {
 	case raftpb.MsgVoteResp:
 		if msg.GetTerm() > d.term {
-			w.fail("persist-before-send: %s sent %s at term %d before term %d was durable", from.name, msg.GetType(), msg.GetTerm(), d.term)
+			w.fail("persist-before-send", "%s sent %s at term %d before term %d was durable", from.name, msg.GetType(), msg.GetTerm(), d.term)
 		} else if !msg.GetReject() && msg.GetTerm() == d.term && d.vote != msg.GetTo() {
-			w.fail("persist-before-send: %s granted its vote in term %d to %x before the vote was durable (synced vote %x)", from.name, msg.GetTerm(), msg.GetTo(), d.vote)
+			w.fail("persist-before-send", "%s granted its vote in term %d to %x before the vote was durable (synced vote %x)", from.name, msg.GetTerm(), msg.GetTo(), d.vote)
 		}
 	case raftpb.MsgAppResp:
 		if msg.GetTerm() > d.term {
-			w.fail("persist-before-send: %s sent %s at term %d before term %d was durable", from.name, msg.GetType(), msg.GetTerm(), d.term)
+			w.fail("persist-before-send", "%s sent %s at term %d before term %d was durable", from.name, msg.GetType(), msg.GetTerm(), d.term)
 		} else if !msg.GetReject() && msg.GetIndex() > d.lastIndex {
-			w.fail("persist-before-send: %s acknowledged entries up to %d in term %d, but its synced log ends at %d", from.name, msg.GetIndex(), msg.GetTerm(), d.lastIndex)
+			w.fail("persist-before-send", "%s acknowledged entries up to %d in term %d, but its synced log ends at %d", from.name, msg.GetIndex(), msg.GetTerm(), d.lastIndex)
 		}
 	}
 }
@@ -460,16 +460,16 @@ func (w *world) checkRecovered(m *member, rec disk.Recovered) {
 	floor := min(want.lastIndex, m.cutSinceSync)
 	switch {
 	case got.term < want.term:
-		w.fail("recovered-state: restart %s: recovered term %d below the synced term %d", m.name, got.term, want.term)
+		w.fail("recovered-state", "restart %s: recovered term %d below the synced term %d", m.name, got.term, want.term)
 	case got.term == want.term && want.vote != 0 && got.vote != want.vote:
-		w.fail("recovered-state: restart %s: recovered vote %x in term %d, synced vote %x", m.name, got.vote, got.term, want.vote)
+		w.fail("recovered-state", "restart %s: recovered vote %x in term %d, synced vote %x", m.name, got.vote, got.term, want.vote)
 	case got.lastIndex < floor:
-		w.fail("recovered-state: restart %s: recovered a log ending at %d, but it was synced up to %d", m.name, got.lastIndex, floor)
+		w.fail("recovered-state", "restart %s: recovered a log ending at %d, but it was synced up to %d", m.name, got.lastIndex, floor)
 	case want.lastIndex > 0 && m.cutSinceSync >= want.lastIndex:
 		// Covered by the snapshot when it is older than the snapshot.
 		if snap := rec.Snapshot; snap == nil || want.lastIndex > snap.GetMetadata().GetIndex() {
 			if term, ok := termAt(want.lastIndex); !ok || term != want.lastTerm {
-				w.fail("recovered-state: restart %s: recovered entry %d has term %d (found %t), synced with term %d", m.name, want.lastIndex, term, ok, want.lastTerm)
+				w.fail("recovered-state", "restart %s: recovered entry %d has term %d (found %t), synced with term %d", m.name, want.lastIndex, term, ok, want.lastTerm)
 			}
 		}
 	}

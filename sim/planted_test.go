@@ -60,9 +60,9 @@ var plantedCases = []plantedCase{
 		},
 		// The member loses acknowledged entries and applies others at their
 		// indexes: the simulator's state machine safety check sees it first
-		// (failures it finds read "at <time>: state machine safety ..."),
+		// (failures it finds read "at <time>: state-machine-safety: ..."),
 		// the history checkers when the run gets that far.
-		checkers: []string{"durability", "kv-linearizability", "state machine safety"},
+		checkers: []string{"durability", "kv-linearizability", "state-machine-safety"},
 	},
 	{
 		name: "drop-watch-event",
