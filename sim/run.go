@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"slices"
 	"strings"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
@@ -331,4 +332,24 @@ func (w *world) fail(checker, format string, args ...any) {
 
 func (w *world) tracef(format string, args ...any) {
 	w.trace.line(w.now, fmt.Sprintf(format, args...))
+}
+
+// FailingCheckers names the checkers behind a report's failures, each once,
+// in the order they first appear: a linearizability checker's failure reads
+// "<checker>: <detail>", one the simulator found itself "at <time>:
+// <checker>: <detail>".
+func FailingCheckers(r Report) []string {
+	var names []string
+	for _, f := range r.Failures {
+		if rest, ok := strings.CutPrefix(f, "at "); ok {
+			if _, after, ok := strings.Cut(rest, "ms: "); ok {
+				f = after
+			}
+		}
+		name, _, _ := strings.Cut(f, ": ")
+		if !slices.Contains(names, name) {
+			names = append(names, name)
+		}
+	}
+	return names
 }

@@ -177,3 +177,16 @@ func TestTraceHashGolden(t *testing.T) {
 		t.Fatal("no seeds in the golden file")
 	}
 }
+
+func TestFailingCheckers(t *testing.T) {
+	rep := Report{Failures: []string{
+		"at 12ms: persist-before-send: m1 acknowledged entries up to 9",
+		"kv-linearizability: not linearizable: client 1",
+		"at 40ms: persist-before-send: m2 sent MsgVoteResp",
+		"lease-expiry-time: lease 7 expired at 1ms",
+	}}
+	got := strings.Join(FailingCheckers(rep), ",")
+	if want := "persist-before-send,kv-linearizability,lease-expiry-time"; got != want {
+		t.Fatalf("FailingCheckers = %s, want %s", got, want)
+	}
+}
