@@ -33,12 +33,12 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-// ciSeeds is the fixed set every CI run checks (about 100 s of CPU), with
+// ciSeeds is the fixed set every CI run checks (about 300 s of CPU), with
 // regressionSeeds. NODED_SIM_SEEDS=N widens
 // (or narrows) it to seeds 1..N; NODED_SIM_SHARD=i/n runs every n-th seed
 // starting at i, so that CI can spread the set over processes (runs of the
 // simulator cannot overlap within one process).
-const ciSeeds = 500
+const ciSeeds = 1000
 
 // regressionSeeds are campaign seeds beyond the CI set that once failed;
 // every run checks them too. 2418: a lease taken over by a new leader
