@@ -516,7 +516,7 @@ type tracked struct {
 	closeOnce  sync.Once
 
 	// Guarded by m.mu.
-	tracked                     bool
+	tracked                    bool
 	inAll, inRouting, inSource *list.Element
 }
 

@@ -338,7 +338,9 @@ func TestTLSRouting(t *testing.T) {
 			}
 			return 1
 		},
-		OnRejected: func(conn net.Conn, _ *tls.ConnectionState, err error) { rejections.Store(conn.RemoteAddr().String(), err) },
+		OnRejected: func(conn net.Conn, _ *tls.ConnectionState, err error) {
+			rejections.Store(conn.RemoteAddr().String(), err)
+		},
 	})
 	clientTLS := &tls.Config{RootCAs: ca.Pool()}
 
