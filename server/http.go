@@ -44,6 +44,8 @@ func newHTTPHandler(ctx context.Context, m *Member, gatewayConn *bufconn.Listene
 		}}),
 		runtime.WithErrorHandler(gatewayError),
 		runtime.WithRoutingErrorHandler(gatewayRoutingError),
+		runtime.WithMetadata(gatewayMetadata),
+		runtime.WithIncomingHeaderMatcher(gatewayHeaderMatcher),
 	)
 	for _, register := range []func(context.Context, *runtime.ServeMux, *grpc.ClientConn) error{
 		gw.RegisterKVHandler, gw.RegisterWatchHandler, gw.RegisterLeaseHandler,

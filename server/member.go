@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -24,6 +25,7 @@ import (
 	"github.com/noded/noded/kvsm"
 	nodednet "github.com/noded/noded/net"
 	"github.com/noded/noded/node"
+	"github.com/noded/noded/server/tlsconfig"
 )
 
 // Bounds on every queue the member loop owns or reads.
@@ -114,6 +116,12 @@ type Member struct {
 	nextStream atomic.Uint64
 	clients    *clientServer
 	forwarder  *forwarder
+
+	// clientTLS and peerTLS serve the https client and peer URLs (nil
+	// without TLS settings); clientDialTLS and peerDialTLS dial https
+	// client URLs (forwarding to the leader) and peer URLs.
+	clientTLS, peerTLS         *tlsconfig.Source
+	clientDialTLS, peerDialTLS *tls.Config
 }
 
 // clientRequest is one request waiting for the node's answer.
@@ -201,6 +209,15 @@ func Start(cfg Config) (*Member, error) {
 		knownPeers: map[uint64][]string{},
 		metrics:    newMetrics(),
 	}
+	// Every certificate file is read before anything listens: bad input
+	// stops the member with nothing started.
+	if err := m.loadTLS(); err != nil {
+		return nil, err
+	}
+	lg.Info(fmt.Sprintf("feature gates: %s", cfg.FeatureGates))
+	for _, note := range cfg.FeatureGates.NoEffect() {
+		lg.Warn(note)
+	}
 	peerListeners, err := m.listenPeers()
 	if err != nil {
 		return nil, err
@@ -218,6 +235,7 @@ func Start(cfg Config) (*Member, error) {
 	transport, err := nodednet.NewTCPTransport(nodednet.Config{
 		LocalID:   m.id,
 		ClusterID: m.clusterID,
+		TLS:       m.peerDialTLS,
 		// A raft message carries at most one request over raft's
 		// MaxSizePerMsg, so twice the larger of the two bounds it.
 		FrameBytesMax: 2*max(cfg.MaxRequestBytes+grpcOverheadBytes, node.DefaultMaxSizePerMsg) + 1<<20,
@@ -256,8 +274,8 @@ func Start(cfg Config) (*Member, error) {
 	go m.runDisk()
 	go m.runSnapshots()
 	go m.run()
-	for _, pl := range peerListeners {
-		m.servePeers(pl)
+	for i, pl := range peerListeners {
+		m.servePeers(i, pl)
 	}
 	clients, err := newClientServer(m)
 	if err != nil {
@@ -374,7 +392,7 @@ func (m *Member) openStorage() ([]node.Member, error) {
 		}
 		joinMembers = members
 	default:
-		cluster, err := fetchCluster(cfg)
+		cluster, err := fetchCluster(cfg, m.peerDialTLS)
 		if err != nil {
 			return nil, err
 		}
