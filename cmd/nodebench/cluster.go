@@ -67,7 +67,7 @@ func startCluster(label, binary, dir string, members int) (*cluster, error) {
 		c.logPaths = append(c.logPaths, logPath)
 	}
 	for i, ep := range c.endpoints {
-		if err := memberproc.WaitReady(ep, "nodebench-ready-probe", readyTimeout, nil); err != nil {
+		if err := memberproc.WaitReady(ep, "nodebench-ready-probe", readyTimeout, nil, nil); err != nil {
 			c.stop()
 			return nil, fmt.Errorf("%s member %d (log %s): %w", label, i, c.logPaths[i], err)
 		}
