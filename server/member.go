@@ -236,6 +236,11 @@ func Start(cfg Config) (*Member, error) {
 		LocalID:   m.id,
 		ClusterID: m.clusterID,
 		TLS:       m.peerDialTLS,
+		// A snapshot is the state the quota bounds, encoded: one larger
+		// than twice the quota is refused before any of it is read, and
+		// what arrives goes to a file, not memory, until it is whole.
+		SnapshotBytesMax: snapshotBytesMax(cfg.QuotaBackendBytes),
+		SnapshotSpoolDir: filepath.Join(m.dataDir, "member", "snap"),
 		// A raft message carries at most one request over raft's
 		// MaxSizePerMsg, so twice the larger of the two bounds it.
 		FrameBytesMax: 2*max(cfg.MaxRequestBytes+grpcOverheadBytes, node.DefaultMaxSizePerMsg) + 1<<20,
@@ -293,6 +298,20 @@ func Start(cfg Config) (*Member, error) {
 		zap.String("version", Version),
 	)
 	return m, nil
+}
+
+// snapshotSlackBytes is room in an inbound snapshot's bound beyond the
+// quota's: leases, membership and encoding overhead of a small store.
+const snapshotSlackBytes = 64 << 20
+
+// snapshotBytesMax bounds the snapshots a member takes from its leader:
+// twice its quota (a store is refused writes past its quota, and its
+// encoding is smaller than what the quota counts) plus slack.
+func snapshotBytesMax(quotaBytes int64) int64 {
+	if quotaBytes <= 0 {
+		quotaBytes = node.DefaultQuotaBackendBytes
+	}
+	return 2*quotaBytes + snapshotSlackBytes
 }
 
 // metadata is what the WAL holds about whose it is: member ID, cluster ID.
