@@ -88,7 +88,7 @@ type TCPTransport struct {
 	// first: the ones closed to make room at inboundConnectionsMax.
 	inHello      *list.List
 	inHelloElems map[stdnet.Conn]*list.Element
-	removed   map[uint64]struct{}      // removed members, refused with HelloRemoved
+	removed      map[uint64]struct{} // removed members, refused with HelloRemoved
 	// removedOrder holds the keys of removed, oldest first, to forget the
 	// oldest beyond removedMembersMax.
 	removedOrder []uint64
