@@ -20,33 +20,45 @@ import (
 const readyTimeout = 90 * time.Second
 
 type cluster struct {
-	endpoints []string
-	procs     []*exec.Cmd
-	logPaths  []string
+	endpoints    []string
+	tlsEndpoints []string // https client URLs, when started with TLS
+	procs        []*exec.Cmd
+	logPaths     []string
 }
 
 // startCluster starts members of binary under dir, all with the same flags
-// as the other side, and waits until every member serves reads.
-func startCluster(label, binary, dir string, members int) (*cluster, error) {
+// as the other side, and waits until every member serves reads. With
+// certs, each member also serves an https client URL.
+func startCluster(label, binary, dir string, members int, certs *benchTLS) (*cluster, error) {
 	c := &cluster{}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
-	ports, err := memberproc.FreePorts(2 * members)
+	ports, err := memberproc.FreePorts(3 * members)
 	if err != nil {
 		return nil, err
 	}
 	var initial []string
 	var peers []string
 	for i := 0; i < members; i++ {
-		c.endpoints = append(c.endpoints, fmt.Sprintf("http://127.0.0.1:%d", ports[2*i]))
-		peers = append(peers, fmt.Sprintf("http://127.0.0.1:%d", ports[2*i+1]))
+		c.endpoints = append(c.endpoints, fmt.Sprintf("http://127.0.0.1:%d", ports[3*i]))
+		peers = append(peers, fmt.Sprintf("http://127.0.0.1:%d", ports[3*i+1]))
+		if certs != nil {
+			c.tlsEndpoints = append(c.tlsEndpoints, fmt.Sprintf("https://127.0.0.1:%d", ports[3*i+2]))
+		}
 		initial = append(initial, fmt.Sprintf("%s-%d=%s", label, i, peers[i]))
 	}
 	for i := 0; i < members; i++ {
 		name := fmt.Sprintf("%s-%d", label, i)
-		args := memberproc.BootstrapArgs(name, filepath.Join(dir, name+".etcd"), c.endpoints[i], peers[i],
+		clientURLs := c.endpoints[i]
+		if certs != nil {
+			clientURLs += "," + c.tlsEndpoints[i]
+		}
+		args := memberproc.BootstrapArgs(name, filepath.Join(dir, name+".etcd"), clientURLs, peers[i],
 			strings.Join(initial, ","), "nodebench-"+label)
+		if certs != nil {
+			args = append(args, certs.memberFlags()...)
+		}
 		logPath := filepath.Join(dir, name+".log")
 		logFile, err := os.Create(logPath)
 		if err != nil {

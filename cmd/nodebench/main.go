@@ -19,6 +19,7 @@
 package main
 
 import (
+	"crypto/tls"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -28,6 +29,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -48,6 +50,7 @@ type options struct {
 	rows                          string
 	jsonOut                       bool
 	keep                          bool
+	tls                           bool
 }
 
 func main() {
@@ -63,7 +66,8 @@ func main() {
 	flag.IntVar(&o.conns, "conns", 10, "gRPC connections per side, shared by the clients")
 	flag.IntVar(&o.valueSizeBytes, "value-size", 256, "bytes per value")
 	flag.IntVar(&o.keys, "keys", 10000, "keys preloaded for the range rows")
-	flag.StringVar(&o.rows, "rows", "put-1,put-100,range-l-100,range-s-100", "rows to run, comma-separated")
+	flag.StringVar(&o.rows, "rows", "put-1,put-100,range-l-100,range-s-100", "rows to run, comma-separated (each also as <row>-tls: over https with client certificates)")
+	flag.BoolVar(&o.tls, "tls", false, "also run the TLS twin of every row (the cost of TLS, side by side)")
 	flag.BoolVar(&o.jsonOut, "json", false, "print JSON instead of a table")
 	flag.BoolVar(&o.keep, "keep", false, "keep the data directories and member logs")
 	flag.Parse()
@@ -74,7 +78,7 @@ func main() {
 }
 
 func run(o options, out io.Writer) error {
-	rows, err := selectRows(o.rows)
+	rows, err := selectRows(o.rows, o.tls)
 	if err != nil {
 		return err
 	}
@@ -119,25 +123,38 @@ func run(o options, out io.Writer) error {
 			return fmt.Errorf("go build ./cmd/noded: %w", err)
 		}
 	}
+	var certs *benchTLS
+	if slices.ContainsFunc(rows, func(r rowSpec) bool { return r.tls }) {
+		if certs, err = newBenchTLS(dir); err != nil {
+			return err
+		}
+	}
 	// etcd first in the slice: it is the reference each ratio divides by.
 	for _, spec := range []struct{ label, binary, endpoints string }{
 		{"etcd", o.etcdBinary, o.etcdEndpoints},
 		{"noded", o.nodedBinary, o.nodedEndpoints},
 	} {
 		s := &side{label: spec.label, binary: spec.binary}
-		if spec.endpoints != "" {
+		switch {
+		case spec.endpoints != "" && certs != nil:
+			return fmt.Errorf("TLS rows need clusters nodebench starts; %s is running at %s", spec.label, spec.endpoints)
+		case spec.endpoints != "":
 			s.endpoints = strings.Split(spec.endpoints, ",")
 			s.binary = "(running at " + spec.endpoints + ")"
-		} else {
+		default:
 			progress("starting %s: %d member(s) of %s", spec.label, o.members, spec.binary)
-			c, err := startCluster(spec.label, spec.binary, filepath.Join(dir, spec.label), o.members)
+			c, err := startCluster(spec.label, spec.binary, filepath.Join(dir, spec.label), o.members, certs)
 			if err != nil {
 				return err
 			}
-			s.cluster, s.endpoints = c, c.endpoints
+			s.cluster, s.endpoints, s.tlsEndpoints = c, c.endpoints, c.tlsEndpoints
 		}
 		sides = append(sides, s)
-		if err := s.connect(o.conns); err != nil {
+		var clientTLS *tls.Config
+		if certs != nil {
+			clientTLS = certs.client
+		}
+		if err := s.connect(o.conns, clientTLS); err != nil {
 			return fmt.Errorf("%s: %w", spec.label, err)
 		}
 	}
@@ -189,7 +206,9 @@ type rowResult struct {
 	samples []sample // in the order of sides: etcd, noded
 }
 
-func selectRows(list string) ([]rowSpec, error) {
+// selectRows picks the rows named in list, in order; withTLS adds the TLS
+// twin after each plain row.
+func selectRows(list string, withTLS bool) ([]rowSpec, error) {
 	var rows []rowSpec
 	for _, id := range strings.Split(list, ",") {
 		found := false
@@ -205,6 +224,20 @@ func selectRows(list string) ([]rowSpec, error) {
 			}
 			return nil, fmt.Errorf("unknown row %q (rows: %s)", id, strings.Join(ids, ","))
 		}
+	}
+	if withTLS {
+		var twinned []rowSpec
+		for _, r := range rows {
+			twinned = append(twinned, r)
+			if !r.tls {
+				twin := r
+				twin.id, twin.name, twin.tls = r.id+"-tls", r.name+", TLS", true
+				if !slices.ContainsFunc(rows, func(o rowSpec) bool { return o.id == twin.id }) {
+					twinned = append(twinned, twin)
+				}
+			}
+		}
+		rows = twinned
 	}
 	return rows, nil
 }
@@ -252,6 +285,24 @@ func writeTable(out io.Writer, o options, sides []*side, results []rowResult) {
 		})
 	}
 	tw.Flush()
+	if costs := tlsCosts(results); len(costs) > 0 {
+		fmt.Fprintln(out)
+		fmt.Fprintln(out, "The cost of TLS: each side's TLS row over its plain row, measured in the same run.")
+		fmt.Fprintln(out)
+		tw := tabwriter.NewWriter(out, 0, 0, 1, ' ', 0)
+		header := []string{"workload", "etcd TLS/plain req/s", "noded TLS/plain req/s", "etcd TLS/plain p50", "noded TLS/plain p50", "noded/etcd req/s with TLS"}
+		tableRow(tw, header)
+		var rule []string
+		for range header {
+			rule = append(rule, "---")
+		}
+		tableRow(tw, rule)
+		for _, c := range costs {
+			tableRow(tw, []string{c.workload, fmt.Sprintf("%.2fx", c.etcdRequests), fmt.Sprintf("%.2fx", c.nodedRequests),
+				fmt.Sprintf("%.2fx", c.etcdP50), fmt.Sprintf("%.2fx", c.nodedP50), fmt.Sprintf("%.2fx", c.nodedOverEtcdTLS)})
+		}
+		tw.Flush()
+	}
 	for _, r := range results {
 		for i, s := range r.samples {
 			if s.firstErr != nil {
@@ -259,6 +310,39 @@ func writeTable(out io.Writer, o options, sides []*side, results []rowResult) {
 			}
 		}
 	}
+}
+
+// tlsCost compares a row's TLS twin with the row, on each side.
+type tlsCost struct {
+	workload                    string
+	etcdRequests, nodedRequests float64 // TLS req/s over plain req/s
+	etcdP50, nodedP50           float64 // TLS p50 over plain p50
+	nodedOverEtcdTLS            float64 // noded's TLS req/s over etcd's
+}
+
+// tlsCosts pairs every plain row with its TLS twin among results.
+func tlsCosts(results []rowResult) []tlsCost {
+	var out []tlsCost
+	for _, plain := range results {
+		if plain.row.tls {
+			continue
+		}
+		for _, twin := range results {
+			if !twin.row.tls || twin.row.id != plain.row.id+"-tls" {
+				continue
+			}
+			pe, pn, te, tn := &plain.samples[0], &plain.samples[1], &twin.samples[0], &twin.samples[1]
+			out = append(out, tlsCost{
+				workload:         plain.row.name,
+				etcdRequests:     safeDiv(te.requestsPerSecond(), pe.requestsPerSecond()),
+				nodedRequests:    safeDiv(tn.requestsPerSecond(), pn.requestsPerSecond()),
+				etcdP50:          safeDiv(ms(te.percentile(0.5)), ms(pe.percentile(0.5))),
+				nodedP50:         safeDiv(ms(tn.percentile(0.5)), ms(pn.percentile(0.5))),
+				nodedOverEtcdTLS: safeDiv(tn.requestsPerSecond(), te.requestsPerSecond()),
+			})
+		}
+	}
+	return out
 }
 
 type jsonSide struct {
@@ -295,10 +379,22 @@ func writeJSON(out io.Writer, o options, sides []*side, results []rowResult) err
 		}
 		return j
 	}
+	type jsonTLSCost struct {
+		Workload             string  `json:"workload"`
+		EtcdRequestsRatio    float64 `json:"etcd_tls_over_plain_requests_per_second"`
+		NodedRequestsRatio   float64 `json:"noded_tls_over_plain_requests_per_second"`
+		EtcdP50Ratio         float64 `json:"etcd_tls_over_plain_p50"`
+		NodedP50Ratio        float64 `json:"noded_tls_over_plain_p50"`
+		NodedOverEtcdWithTLS float64 `json:"noded_over_etcd_requests_per_second_with_tls"`
+	}
 	doc := struct {
-		Setup []string  `json:"setup"`
-		Rows  []jsonRow `json:"rows"`
+		Setup   []string      `json:"setup"`
+		Rows    []jsonRow     `json:"rows"`
+		TLSCost []jsonTLSCost `json:"tls_cost,omitempty"`
 	}{Setup: describe(o, sides)}
+	for _, c := range tlsCosts(results) {
+		doc.TLSCost = append(doc.TLSCost, jsonTLSCost{c.workload, c.etcdRequests, c.nodedRequests, c.etcdP50, c.nodedP50, c.nodedOverEtcdTLS})
+	}
 	for _, r := range results {
 		e, n := toSide(&r.samples[0]), toSide(&r.samples[1])
 		doc.Rows = append(doc.Rows, jsonRow{
