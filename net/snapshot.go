@@ -272,13 +272,15 @@ func (t *TCPTransport) writeSnapshotAck(conn stdnet.Conn, ack SnapshotAck) error
 // spool directory the buffer grows by doubling as data arrives (never past
 // dataBytes), so memory follows what was received.
 func (t *TCPTransport) readSnapshotData(conn stdnet.Conn, frames *FrameReader, dataBytes uint64, bytesReceived *atomic.Uint64) ([]byte, error) {
-	var sink snapshotSink = &memorySink{data: make([]byte, 0, min(dataBytes, snapshotPreallocBytesMax))}
+	var sink snapshotSink
 	if t.cfg.SnapshotSpoolDir != "" {
 		f, err := os.CreateTemp(t.cfg.SnapshotSpoolDir, spoolPattern)
 		if err != nil {
 			return nil, fmt.Errorf("spool snapshot data: %w", err)
 		}
 		sink = &fileSink{f: f}
+	} else {
+		sink = &memorySink{data: make([]byte, 0, min(dataBytes, snapshotPreallocBytesMax))}
 	}
 	defer sink.discard()
 	var crc uint32

@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -255,14 +256,23 @@ func TestSnapshotSpooledToDisk(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	conn.Write(AppendFrame(nil, FrameSnapshotHeader, header))
+	wire := AppendFrame(nil, FrameSnapshotHeader, header)
 	chunk := seededBytes(1<<20, 9)
 	for range 8 {
-		if _, err := conn.Write(AppendFrame(nil, FrameSnapshotChunk, chunk)); err != nil {
-			t.Fatal(err)
-		}
+		wire = AppendFrame(wire, FrameSnapshotChunk, chunk)
+	}
+	// What the receiver allocates while 8 MiB of a 64 MiB stream arrive:
+	// a chunk buffer and small change, not the snapshot.
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	if _, err := conn.Write(wire); err != nil {
+		t.Fatal(err)
 	}
 	waitFor(t, "8 MiB spooled to disk", func() bool { return spooled() == 8<<20 })
+	runtime.ReadMemStats(&after)
+	if allocated := after.TotalAlloc - before.TotalAlloc; allocated > 4<<20 {
+		t.Errorf("receiving 8 MiB of a spooled snapshot allocated %d MiB", allocated>>20)
+	}
 	conn.Close()
 	waitFor(t, "the partial spool file removed", func() bool {
 		names, _ := filepath.Glob(filepath.Join(dir, spoolPattern))

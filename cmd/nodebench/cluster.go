@@ -20,8 +20,11 @@ import (
 const readyTimeout = 90 * time.Second
 
 type cluster struct {
+	binary       string
 	endpoints    []string
 	tlsEndpoints []string // https client URLs, when started with TLS
+	peerURLs     []string
+	args         [][]string // each member's flags, for a restart
 	procs        []*exec.Cmd
 	logPaths     []string
 }
@@ -30,7 +33,7 @@ type cluster struct {
 // as the other side, and waits until every member serves reads. With
 // certs, each member also serves an https client URL.
 func startCluster(label, binary, dir string, members int, certs *benchTLS) (*cluster, error) {
-	c := &cluster{}
+	c := &cluster{binary: binary}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
@@ -59,25 +62,15 @@ func startCluster(label, binary, dir string, members int, certs *benchTLS) (*clu
 		if certs != nil {
 			args = append(args, certs.memberFlags()...)
 		}
-		logPath := filepath.Join(dir, name+".log")
-		logFile, err := os.Create(logPath)
-		if err != nil {
+		c.args = append(c.args, args)
+		c.logPaths = append(c.logPaths, filepath.Join(dir, name+".log"))
+		c.procs = append(c.procs, nil)
+		if err := c.startMember(i); err != nil {
 			c.stop()
 			return nil, err
 		}
-		cmd := exec.Command(binary, args...)
-		cmd.Env = memberproc.Env()
-		cmd.Stdout, cmd.Stderr = logFile, logFile
-		cmd.SysProcAttr = memberproc.SysProcAttr()
-		if err := cmd.Start(); err != nil {
-			logFile.Close()
-			c.stop()
-			return nil, fmt.Errorf("start %s: %w", binary, err)
-		}
-		logFile.Close()
-		c.procs = append(c.procs, cmd)
-		c.logPaths = append(c.logPaths, logPath)
 	}
+	c.peerURLs = peers
 	for i, ep := range c.endpoints {
 		if err := memberproc.WaitReady(ep, "nodebench-ready-probe", readyTimeout, nil, nil); err != nil {
 			c.stop()
@@ -87,11 +80,36 @@ func startCluster(label, binary, dir string, members int, certs *benchTLS) (*clu
 	return c, nil
 }
 
-// stop kills every member's process group and reaps it.
-func (c *cluster) stop() {
-	for _, cmd := range c.procs {
+// startMember starts member i's process, its output appended to its log.
+func (c *cluster) startMember(i int) error {
+	logFile, err := os.OpenFile(c.logPaths[i], os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
+	}
+	defer logFile.Close()
+	cmd := exec.Command(c.binary, c.args[i]...)
+	cmd.Env = memberproc.Env()
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	cmd.SysProcAttr = memberproc.SysProcAttr()
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start %s: %w", c.binary, err)
+	}
+	c.procs[i] = cmd
+	return nil
+}
+
+// kill kills member i's process group and reaps it.
+func (c *cluster) kill(i int) {
+	if cmd := c.procs[i]; cmd != nil {
 		_ = memberproc.KillGroup(cmd)
 		_ = cmd.Wait()
+		c.procs[i] = nil
 	}
-	c.procs = nil
+}
+
+// stop kills every member.
+func (c *cluster) stop() {
+	for i := range c.procs {
+		c.kill(i)
+	}
 }

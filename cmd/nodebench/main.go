@@ -7,6 +7,8 @@
 //	go run ./cmd/nodebench -members 3 -duration 20s
 //	go run ./cmd/nodebench -noded /usr/bin/etcd     # etcd vs etcd: how noisy is this machine?
 //	go run ./cmd/nodebench -noded-endpoints http://127.0.0.1:2379 -etcd-endpoints http://127.0.0.1:12379
+//	go run ./cmd/nodebench -tls                     # each row also over https with client certificates
+//	go run ./cmd/nodebench -flood -etcd /work/anchors/etcd  # idle-connection floods, a forged snapshot
 //
 // Each side is started fresh (a single member, or -members N) on loopback
 // with the same flags and data directories in one temporary directory, or
@@ -14,8 +16,11 @@
 // (unique keys, -value-size values), and linearizable and serializable
 // single-key ranges with 100 clients over a preloaded keyspace of -keys
 // keys. A client issues one request at a time; the clients share -conns
-// gRPC connections per side. Speed is only ever measured here, never
-// asserted by a test.
+// gRPC connections per side. With -tls (or a row named <row>-tls) each
+// side also serves an https client URL with the same throwaway
+// certificates and client certificate authentication, and the table adds
+// each side's TLS/plain ratios. -flood measures floods instead (flood.go).
+// Speed is only ever measured here, never asserted by a test.
 package main
 
 import (
@@ -51,6 +56,11 @@ type options struct {
 	jsonOut                       bool
 	keep                          bool
 	tls                           bool
+	flood                         bool
+	floodClientConns              int
+	floodPeerConns                int
+	floodHold                     time.Duration
+	floodSnapshotMiB              int
 }
 
 func main() {
@@ -68,6 +78,11 @@ func main() {
 	flag.IntVar(&o.keys, "keys", 10000, "keys preloaded for the range rows")
 	flag.StringVar(&o.rows, "rows", "put-1,put-100,range-l-100,range-s-100", "rows to run, comma-separated (each also as <row>-tls: over https with client certificates)")
 	flag.BoolVar(&o.tls, "tls", false, "also run the TLS twin of every row (the cost of TLS, side by side)")
+	flag.BoolVar(&o.flood, "flood", false, "instead of the rows, measure floods of idle connections and a forged snapshot (3 members a side)")
+	flag.IntVar(&o.floodClientConns, "flood-client-conns", 5000, "-flood: idle connections on the client port")
+	flag.IntVar(&o.floodPeerConns, "flood-peer-conns", 2000, "-flood: idle connections on each of two peer ports")
+	flag.DurationVar(&o.floodHold, "flood-hold", 10*time.Second, "-flood: how long each phase runs")
+	flag.IntVar(&o.floodSnapshotMiB, "flood-snapshot-mib", 160, "-flood: MiB of forged snapshot streamed at noded")
 	flag.BoolVar(&o.jsonOut, "json", false, "print JSON instead of a table")
 	flag.BoolVar(&o.keep, "keep", false, "keep the data directories and member logs")
 	flag.Parse()
@@ -84,6 +99,10 @@ func run(o options, out io.Writer) error {
 	}
 	if o.members < 1 || o.rounds < 1 || o.conns < 1 || o.keys < 1 || o.valueSizeBytes < 0 {
 		return fmt.Errorf("-members, -rounds, -conns and -keys must be at least 1")
+	}
+	if o.flood {
+		o.members = max(o.members, 3)
+		rows = nil
 	}
 	dir, err := os.MkdirTemp("", "nodebench-")
 	if err != nil {
@@ -159,6 +178,9 @@ func run(o options, out io.Writer) error {
 		}
 	}
 
+	if o.flood {
+		return runFloods(o, sides, out)
+	}
 	w := &workload{value: strings.Repeat("v", o.valueSizeBytes), rangeKeys: o.keys}
 	perSlice := budget{duration: o.duration / time.Duration(o.rounds)}
 	if o.requests > 0 {

@@ -263,3 +263,8 @@ func (w *workload) preload(s *side) error {
 }
 
 func sortLatencies(s *sample) { slices.Sort(s.latencies) }
+
+// newRequestContext bounds one request by requestTimeout.
+func newRequestContext() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), requestTimeout)
+}

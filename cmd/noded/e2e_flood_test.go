@@ -6,14 +6,12 @@ package main
 // progress, never timing.
 
 import (
-	"context"
 	"fmt"
 	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -35,73 +33,20 @@ func hostOf(t *testing.T, rawURL string) string {
 	return u.Host
 }
 
-// readWriter puts key i and reads it back, one pair at a time, until
-// stopped; it counts the pairs done and keeps the keys acknowledged.
-type readWriter struct {
-	cli   *clientv3.Client
-	stop  chan struct{}
-	done  chan struct{}
-	mu    sync.Mutex
-	acked []string
-	fails int
-	last  error
-}
-
-func startReadWriter(cli *clientv3.Client, prefix string) *readWriter {
-	rw := &readWriter{cli: cli, stop: make(chan struct{}), done: make(chan struct{})}
-	go func() {
-		defer close(rw.done)
-		for i := 0; ; i++ {
-			select {
-			case <-rw.stop:
-				return
-			default:
-			}
-			key, value := fmt.Sprintf("%s%07d", prefix, i), fmt.Sprintf("v%d", i)
-			ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
-			_, err := cli.Put(ctx, key, value)
-			if err == nil {
-				var resp *clientv3.GetResponse
-				resp, err = cli.Get(ctx, key)
-				if err == nil && (len(resp.Kvs) != 1 || string(resp.Kvs[0].Value) != value) {
-					err = fmt.Errorf("read %s back as %v", key, resp.Kvs)
-				}
-			}
-			cancel()
-			rw.mu.Lock()
-			if err == nil {
-				rw.acked = append(rw.acked, key)
-			} else {
-				rw.fails++
-				rw.last = err
-			}
-			rw.mu.Unlock()
-		}
-	}()
-	return rw
-}
-
-func (rw *readWriter) count() (int, int, error) {
-	rw.mu.Lock()
-	defer rw.mu.Unlock()
-	return len(rw.acked), rw.fails, rw.last
-}
-
-// waitProgress waits until n more pairs were done than when it was called.
-func (rw *readWriter) waitProgress(t *testing.T, what string, n int) {
+// waitProgress waits until rw did n more pairs than when it was called.
+func waitProgress(t *testing.T, rw *flood.ReadWriter, what string, n int) {
 	t.Helper()
-	before, _, _ := rw.count()
+	before, _, _ := rw.Counts()
 	waitFor(t, what, func() (bool, string) {
-		done, fails, last := rw.count()
+		done, fails, last := rw.Counts()
 		return done >= before+n, fmt.Sprintf("%d pairs done (%d before), %d failed, last error %v", done, before, fails, last)
 	})
 }
 
-// finish stops the loop and checks every acknowledged key is there.
-func (rw *readWriter) finish(t *testing.T, cli *clientv3.Client, prefix string) int {
+// finishReadWriter stops rw and checks every acknowledged key is there.
+func finishReadWriter(t *testing.T, rw *flood.ReadWriter, cli *clientv3.Client, prefix string) int {
 	t.Helper()
-	close(rw.stop)
-	<-rw.done
+	acked := rw.Stop()
 	resp, err := cli.Get(ctxTimeout(t), prefix, clientv3.WithPrefix(), clientv3.WithKeysOnly())
 	if err != nil {
 		t.Fatal(err)
@@ -110,12 +55,12 @@ func (rw *readWriter) finish(t *testing.T, cli *clientv3.Client, prefix string) 
 	for _, kv := range resp.Kvs {
 		present[string(kv.Key)] = true
 	}
-	for _, key := range rw.acked {
+	for _, key := range acked {
 		if !present[key] {
 			t.Fatalf("acknowledged %s is missing", key)
 		}
 	}
-	return len(rw.acked)
+	return len(acked)
 }
 
 // 5,000 idle connections on a member's client port and 2,000 on two
@@ -127,8 +72,8 @@ func TestIdleConnectionFlood(t *testing.T) {
 	c := newCluster(t, 3)
 	m0 := c.members[0]
 	cli := c.client(t, m0.clientURL)
-	rw := startReadWriter(cli, "flood-")
-	rw.waitProgress(t, "reads and writes before the flood", 20)
+	rw := flood.StartReadWriter(cli, "flood-", requestTimeout)
+	waitProgress(t, rw, "reads and writes before the flood", 20)
 
 	clientFlood := flood.StartIdle(hostOf(t, m0.clientURL), clientFloodConns)
 	defer clientFlood.Stop()
@@ -150,7 +95,7 @@ func TestIdleConnectionFlood(t *testing.T) {
 		}
 	}
 	logFloods("flood started")
-	rw.waitProgress(t, "reads and writes during the flood", 50)
+	waitProgress(t, rw, "reads and writes during the flood", 50)
 
 	// New clients behind the flood.
 	wantCtl(t, []string{m0.clientURL}, "OK\n", "put", "behind-the-flood", "yes")
@@ -168,14 +113,14 @@ func TestIdleConnectionFlood(t *testing.T) {
 	// to rejoin (waitReady needs a linearizable read through it).
 	c.members[1].kill(t)
 	c.members[1].restart(t)
-	rw.waitProgress(t, "reads and writes after a peer rejoined through the flood", 50)
+	waitProgress(t, rw, "reads and writes after a peer rejoined through the flood", 50)
 	logFloods("after the peer rejoined")
 	for _, f := range append([]*flood.Idle{clientFlood}, peerFloods...) {
 		if st := f.Stats(); st.Open+int(st.ClosedByMember) == 0 {
 			t.Fatalf("a flood never got a connection in: %+v", st)
 		}
 	}
-	n := rw.finish(t, cli, "flood-")
+	n := finishReadWriter(t, rw, cli, "flood-")
 	t.Logf("%d read-write pairs, every acknowledged write present", n)
 }
 

@@ -1,13 +1,14 @@
 // Package flood loads a running member the way a careless or hostile
-// client does, for the end-to-end tests of cmd/noded and for
-// cmd/nodeflood's figures: thousands of TCP connections that never send a
-// byte (kept open, redialled when the member closes them), and a forged
-// snapshot stream on noded's peer port. It also reads what a member's
-// process holds (resident memory, sockets) from /proc.
+// client does, for the end-to-end tests of cmd/noded and for nodebench's
+// -flood figures: thousands of TCP connections that never send a byte
+// (kept open, redialled when the member closes them), and a forged
+// snapshot stream on noded's peer port; and, beside them, a client that
+// keeps writing and reading back. It also reads what a member's process
+// holds (resident memory, sockets) from /proc.
 //
 // flood may import the standard library, noded's package net (for the
-// peer protocol's frames), go.etcd.io/raft/v3/raftpb and
-// google.golang.org/protobuf.
+// peer protocol's frames), go.etcd.io/raft/v3/raftpb,
+// google.golang.org/protobuf and go.etcd.io/etcd/client/v3.
 package flood
 
 import (
@@ -20,12 +21,14 @@ import (
 	"math/rand/v2"
 	"net"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/raft/v3/raftpb"
 	"google.golang.org/protobuf/proto"
 
@@ -333,4 +336,71 @@ func forgedSnapshotMessage(from, to uint64) *raftpb.Message {
 			ConfState: &raftpb.ConfState{Voters: []uint64{from, to}},
 		}},
 	}
+}
+
+// ReadWriter puts key i and reads it back, one pair at a time, until
+// stopped, counting the pairs done and keeping the keys acknowledged.
+type ReadWriter struct {
+	stop  chan struct{}
+	done  chan struct{}
+	mu    sync.Mutex
+	acked []string
+	fails int
+	last  error
+}
+
+// StartReadWriter starts the loop on cli with keys prefix0000000, ...;
+// each request has requestTimeout.
+func StartReadWriter(cli *clientv3.Client, prefix string, requestTimeout time.Duration) *ReadWriter {
+	rw := &ReadWriter{stop: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(rw.done)
+		for i := 0; ; i++ {
+			select {
+			case <-rw.stop:
+				return
+			default:
+			}
+			key, value := fmt.Sprintf("%s%07d", prefix, i), fmt.Sprintf("v%d", i)
+			ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
+			_, err := cli.Put(ctx, key, value)
+			if err == nil {
+				var resp *clientv3.GetResponse
+				resp, err = cli.Get(ctx, key)
+				if err == nil && (len(resp.Kvs) != 1 || string(resp.Kvs[0].Value) != value) {
+					err = fmt.Errorf("read %s back as %v", key, resp.Kvs)
+				}
+			}
+			cancel()
+			rw.mu.Lock()
+			if err == nil {
+				rw.acked = append(rw.acked, key)
+			} else {
+				rw.fails++
+				rw.last = err
+			}
+			rw.mu.Unlock()
+		}
+	}()
+	return rw
+}
+
+// Counts are the pairs done and failed so far, and the last error.
+func (rw *ReadWriter) Counts() (done, failed int, last error) {
+	rw.mu.Lock()
+	defer rw.mu.Unlock()
+	return len(rw.acked), rw.fails, rw.last
+}
+
+// Stop ends the loop and returns the keys whose put was acknowledged.
+func (rw *ReadWriter) Stop() []string {
+	select {
+	case <-rw.stop:
+	default:
+		close(rw.stop)
+	}
+	<-rw.done
+	rw.mu.Lock()
+	defer rw.mu.Unlock()
+	return slices.Clone(rw.acked)
 }
