@@ -48,6 +48,8 @@ type e2eMember struct {
 	log  *logBuffer
 	// tls dials clientURL when it is https.
 	tls *tls.Config
+	// wrap is a command the binary runs under, if any.
+	wrap []string
 
 	mu     sync.Mutex
 	cmd    *exec.Cmd
@@ -79,6 +81,8 @@ type clusterOptions struct {
 	clientTLS *tls.Config
 	// noWait lists members not waited for (expected never to be ready).
 	noWait map[int]bool
+	// wrap is a command the member binary runs under (prlimit ...).
+	wrap []string
 }
 
 func newClusterWith(t *testing.T, o clusterOptions) *e2eCluster {
@@ -101,6 +105,7 @@ func newClusterWith(t *testing.T, o clusterOptions) *e2eCluster {
 			peerURL:   fmt.Sprintf("%s://127.0.0.1:%d", o.peerScheme, ports[2*i+1]),
 			log:       &logBuffer{},
 			tls:       o.clientTLS,
+			wrap:      o.wrap,
 		}
 		m.dataDir = filepath.Join(dir, m.name+".etcd")
 		c.members = append(c.members, m)
@@ -157,6 +162,9 @@ func (m *e2eMember) start(t *testing.T) {
 	m.starts++
 	fmt.Fprintf(m.log, "\n==== e2e: start #%d: %s %s\n", m.starts, e2eBinary, strings.Join(m.args, " "))
 	cmd := exec.Command(e2eBinary, m.args...)
+	if len(m.wrap) > 0 {
+		cmd = exec.Command(m.wrap[0], append(append(m.wrap[1:], e2eBinary), m.args...)...)
+	}
 	cmd.Env = memberproc.Env()
 	cmd.Stdout = m.log
 	cmd.Stderr = m.log

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -122,6 +123,39 @@ func TestIdleConnectionFlood(t *testing.T) {
 	}
 	n := finishReadWriter(t, rw, cli, "flood-")
 	t.Logf("%d read-write pairs, every acknowledged write present", n)
+}
+
+// A member allowed only 1,024 file descriptors faces a flood of 5,000 idle
+// connections: it keeps within its descriptors by closing the oldest idle
+// connections, and its client keeps reading and writing, new clients get
+// in. (etcd, with its accept loop out of descriptors, does not.)
+func TestIdleConnectionFloodBeyondFileLimit(t *testing.T) {
+	requireE2E(t)
+	if !strings.Contains(e2eBinary, "noded") {
+		t.Skip("etcd 3.4.23 out of descriptors shuts new clients out (etcdctl: context deadline exceeded); this is noded's behaviour")
+	}
+	prlimit, err := exec.LookPath("prlimit")
+	if err != nil {
+		t.Skip("prlimit (util-linux) is not installed")
+	}
+	c := newClusterWith(t, clusterOptions{size: 1, wrap: []string{prlimit, "--nofile=1024:1024", "--"}})
+	m0 := c.members[0]
+	cli := c.client(t)
+	rw := flood.StartReadWriter(cli, "fdlimit-", requestTimeout)
+	waitProgress(t, rw, "reads and writes before the flood", 20)
+	f := flood.StartIdle(hostOf(t, m0.clientURL), clientFloodConns)
+	defer f.Stop()
+	waitProgress(t, rw, "reads and writes during the flood", 50)
+	wantCtl(t, []string{m0.clientURL}, "OK\n", "put", "behind-the-flood", "yes")
+	waitFor(t, "idle connections closed to make room", func() (bool, string) {
+		st := f.Stats()
+		return st.ClosedByMember > 0, fmt.Sprintf("%+v", st)
+	})
+	if p, err := flood.ReadProcess(m0.pid()); err == nil {
+		t.Logf("member holds %d sockets under a flood of %d (flood: %+v)", p.Sockets, clientFloodConns, f.Stats())
+	}
+	waitProgress(t, rw, "reads and writes while the flood goes on", 50)
+	finishReadWriter(t, rw, cli, "fdlimit-")
 }
 
 // pid is the member's current process id.
