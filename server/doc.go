@@ -36,11 +36,18 @@
 //	member.go     Start/Stop, the loop, the disk goroutine, the peer handler
 //	services.go   KV, Lease, Cluster, Maintenance and Auth gRPC services; forwarding to the leader
 //	watch.go      Watch streams: routing, pausing slow readers, fragments
-//	listen.go     one client port for gRPC and HTTP (connection sniffing)
+//	listen.go     one client port for gRPC and HTTP (routed by connmux)
+//	ports.go      each port's connmux: TLS, connection limits, logs of refused connections
+//	tls.go        the client and peer sides' TLS sources (package tlsconfig)
+//	identity.go   what gRPC handlers learn of a client's TLS: ClientCertCN
 //	peer.go       the peer port: transport and GET /members for joining members
 //	http.go       /health, /readyz, /livez, /version, /v2/members, the /v3 gateway
 //	metrics.go    /metrics in Prometheus text format
 //	compactor.go  periodic and revision auto compaction
+//
+// Packages beside server: connmux (one port for several servers, TLS
+// termination, connection limits), tlsconfig (etcd's TLS settings as
+// *tls.Config, with file reloads and auto TLS), features (--feature-gates).
 //
 // server may import any noded package and any module in go.mod.
 package server
