@@ -77,8 +77,7 @@ func runFloods(o options, sides []*side, out io.Writer) error {
 	fmt.Fprintf(out, "%d idle connections on member 0's client port; %d on members 0 and 2's peer ports each, kept open (redialled when closed) for %v per phase; member 0 measured\n\n",
 		o.floodClientConns, o.floodPeerConns, o.floodHold)
 	tw := tabwriter.NewWriter(out, 0, 0, 1, ' ', 0)
-	tableRow(tw, []string{"figure", sides[0].label, sides[1].label})
-	tableRow(tw, []string{"---", "---", "---"})
+	tableHeader(tw, "figure", sides[0].label, sides[1].label)
 	for _, name := range floodRows {
 		tableRow(tw, []string{name, orNA(results[0][name]), orNA(results[1][name])})
 	}

@@ -289,13 +289,7 @@ func writeTable(out io.Writer, o options, sides []*side, results []rowResult) {
 	fmt.Fprintln(out)
 	// A Markdown table: readable in a terminal, pastes into an issue.
 	tw := tabwriter.NewWriter(out, 0, 0, 1, ' ', 0)
-	header := []string{"workload", "etcd req/s", "noded req/s", "noded/etcd", "etcd p50 ms", "noded p50 ms", "noded/etcd", "etcd p99 ms", "noded p99 ms", "noded/etcd", "errors etcd/noded"}
-	tableRow(tw, header)
-	var rule []string
-	for range header {
-		rule = append(rule, "---")
-	}
-	tableRow(tw, rule)
+	tableHeader(tw, "workload", "etcd req/s", "noded req/s", "noded/etcd", "etcd p50 ms", "noded p50 ms", "noded/etcd", "etcd p99 ms", "noded p99 ms", "noded/etcd", "errors etcd/noded")
 	for _, r := range results {
 		e, n := &r.samples[0], &r.samples[1]
 		tableRow(tw, []string{
@@ -312,13 +306,7 @@ func writeTable(out io.Writer, o options, sides []*side, results []rowResult) {
 		fmt.Fprintln(out, "The cost of TLS: each side's TLS row over its plain row, measured in the same run.")
 		fmt.Fprintln(out)
 		tw := tabwriter.NewWriter(out, 0, 0, 1, ' ', 0)
-		header := []string{"workload", "etcd TLS/plain req/s", "noded TLS/plain req/s", "etcd TLS/plain p50", "noded TLS/plain p50", "noded/etcd req/s with TLS"}
-		tableRow(tw, header)
-		var rule []string
-		for range header {
-			rule = append(rule, "---")
-		}
-		tableRow(tw, rule)
+		tableHeader(tw, "workload", "etcd TLS/plain req/s", "noded TLS/plain req/s", "etcd TLS/plain p50", "noded TLS/plain p50", "noded/etcd req/s with TLS")
 		for _, c := range costs {
 			tableRow(tw, []string{c.workload, fmt.Sprintf("%.2fx", c.etcdRequests), fmt.Sprintf("%.2fx", c.nodedRequests),
 				fmt.Sprintf("%.2fx", c.etcdP50), fmt.Sprintf("%.2fx", c.nodedP50), fmt.Sprintf("%.2fx", c.nodedOverEtcdTLS)})
@@ -390,6 +378,16 @@ type jsonRow struct {
 
 func tableRow(w io.Writer, cells []string) {
 	fmt.Fprintf(w, "| %s\t|\n", strings.Join(cells, "\t| "))
+}
+
+// tableHeader writes a Markdown table's header row and its rule.
+func tableHeader(w io.Writer, cells ...string) {
+	tableRow(w, cells)
+	rule := make([]string, len(cells))
+	for i := range rule {
+		rule[i] = "---"
+	}
+	tableRow(w, rule)
 }
 
 func writeJSON(out io.Writer, o options, sides []*side, results []rowResult) error {

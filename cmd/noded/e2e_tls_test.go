@@ -13,13 +13,13 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 
+	"github.com/noded/noded/cmd/internal/flood"
 	"github.com/noded/noded/cmd/internal/memberproc"
 	"github.com/noded/noded/server/tlsconfig/testpki"
 )
@@ -291,36 +291,9 @@ func TestTLSRotation(t *testing.T) {
 	p := newE2EPKI(t, 3)
 	c := newTLSCluster(t, p, 3)
 	cli := c.client(t)
-	// A writer puts keys one at a time through the rotation; a put in
-	// flight while a member restarts may fail and is not counted.
-	stop := make(chan struct{})
-	done := make(chan struct{})
-	var ackedMu sync.Mutex
-	var acked []string
-	go func() {
-		defer close(done)
-		for i := 0; ; i++ {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			key := fmt.Sprintf("rot-%06d", i)
-			ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
-			_, err := cli.Put(ctx, key, "v")
-			cancel()
-			if err == nil {
-				ackedMu.Lock()
-				acked = append(acked, key)
-				ackedMu.Unlock()
-			}
-		}
-	}()
-	ackedCount := func() int {
-		ackedMu.Lock()
-		defer ackedMu.Unlock()
-		return len(acked)
-	}
+	// A client writes and reads back through the rotation; a put in flight
+	// while a member restarts may fail and is not counted.
+	rw := flood.StartReadWriter(cli, "rot-", requestTimeout)
 	m0 := c.members[0]
 	host := strings.TrimPrefix(m0.clientURL, "https://")
 	peerHost := strings.TrimPrefix(m0.peerURL, "https://")
@@ -345,26 +318,8 @@ func TestTLSRotation(t *testing.T) {
 	}
 	c.members[restart].kill(t)
 	c.members[restart].restart(t)
-	before := ackedCount()
-	waitFor(t, "writes acknowledged after the restart", func() (bool, string) {
-		n := ackedCount()
-		return n >= before+10, fmt.Sprintf("%d acknowledged, %d before the restart", n, before)
-	})
-	close(stop)
-	<-done
-	resp, err := cli.Get(ctxTimeout(t), "rot-", clientv3.WithPrefix(), clientv3.WithKeysOnly())
-	if err != nil {
-		t.Fatal(err)
-	}
-	present := map[string]bool{}
-	for _, kv := range resp.Kvs {
-		present[string(kv.Key)] = true
-	}
-	for _, key := range acked {
-		if !present[key] {
-			t.Fatalf("acknowledged %s is missing after the rotation", key)
-		}
-	}
+	waitProgress(t, rw, "writes and reads after the restart", 10)
+	finishReadWriter(t, rw, cli, "rot-")
 	wantCtl(t, c.endpoints(), "OK\n", append(p.ctlTLS(&p.root), "put", "after", "rotation")...)
 }
 

@@ -115,10 +115,10 @@ type Source struct {
 	maxVersion  uint16
 	suites      []uint16
 	selfSigned  bool
-	serverPair  *keyPairFile
-	clientPair  *keyPairFile
-	roots       *x509.CertPool // TrustedCAFile; nil: the system's
-	crl         *crlFile       // nil: no CRL
+	serverPair  *reloading[*tls.Certificate]
+	clientPair  *reloading[*tls.Certificate]
+	roots       *x509.CertPool             // TrustedCAFile; nil: the system's
+	crl         *reloading[revokedSerials] // nil: no CRL
 	allowedCert func(*x509.Certificate) bool
 }
 
@@ -234,23 +234,24 @@ func New(o Options) (*Source, error) {
 		certFlag, keyFlag = side.flag("auto-tls")+" certificate", side.flag("auto-tls")+" key"
 	}
 	if set.CertFile != "" {
-		if s.serverPair, err = newKeyPairFile(set.CertFile, set.KeyFile, certFlag, keyFlag, now, s.lg); err != nil {
+		if s.serverPair, err = newKeyPairFile(watchedFile{set.CertFile, certFlag}, watchedFile{set.KeyFile, keyFlag}, now, s.lg); err != nil {
 			return nil, err
 		}
 		s.clientPair = s.serverPair
 	}
 	if set.ClientCertFile != "" {
-		if s.clientPair, err = newKeyPairFile(set.ClientCertFile, set.ClientKeyFile, side.flag("client-cert-file"), side.flag("client-key-file"), now, s.lg); err != nil {
+		cert, key := watchedFile{set.ClientCertFile, side.flag("client-cert-file")}, watchedFile{set.ClientKeyFile, side.flag("client-key-file")}
+		if s.clientPair, err = newKeyPairFile(cert, key, now, s.lg); err != nil {
 			return nil, err
 		}
 	}
 	if set.TrustedCAFile != "" {
-		if s.roots, err = loadCertPool(set.TrustedCAFile); err != nil {
-			return nil, fmt.Errorf("%s %s: %w", side.flag("trusted-ca-file"), set.TrustedCAFile, err)
+		if s.roots, err = loadCertPool(watchedFile{set.TrustedCAFile, side.flag("trusted-ca-file")}); err != nil {
+			return nil, err
 		}
 	}
 	if set.CRLFile != "" {
-		if s.crl, err = newCRLFile(set.CRLFile, side.flag("crl-file"), s.lg); err != nil {
+		if s.crl, err = newCRLFile(watchedFile{set.CRLFile, side.flag("crl-file")}, s.lg); err != nil {
 			return nil, err
 		}
 	}
@@ -347,7 +348,7 @@ func (s *Source) CheckConn(conn *tls.Conn) error {
 		return nil
 	}
 	if s.crl != nil {
-		if err := s.crl.check(certs); err != nil {
+		if err := checkRevoked(s.crl.current(), certs); err != nil {
 			return err
 		}
 	}

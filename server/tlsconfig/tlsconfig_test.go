@@ -290,14 +290,14 @@ func TestRotation(t *testing.T) {
 			t.Fatalf("half-rotated: served serial %s, want the old %s", got, want)
 		}
 	}
-	if n := logs.FilterMessage("cannot reload TLS certificate; keeping the one loaded before").Len(); n != 1 {
+	if n := logs.FilterMessage("cannot reload the TLS certificate; keeping the one loaded before").Len(); n != 1 {
 		t.Errorf("the failed reload was logged %d times, want once", n)
 	}
 	writeNewer(t, p.serverFiles.Key, next.KeyPEM)
 	if got, want := servedSerial(t, s, p), next.Leaf.SerialNumber.String(); got != want {
 		t.Fatalf("rotated: served serial %s, want %s", got, want)
 	}
-	if logs.FilterMessage("reloaded TLS certificate").Len() != 1 {
+	if logs.FilterMessage("reloaded the TLS certificate").Len() != 1 {
 		t.Errorf("the reload was not logged")
 	}
 
