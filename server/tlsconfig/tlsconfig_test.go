@@ -216,6 +216,21 @@ func TestClientCertificateChecks(t *testing.T) {
 	if !errors.Is(serverErr, ErrClientCertRejected) {
 		t.Errorf("CN not allowed: server error %v, want %v", serverErr, ErrClientCertRejected)
 	}
+
+	// --client-cert-allowed-hostname: the certificate must be valid for one
+	// of the hostnames.
+	named := p.ca.Issue(t, testpki.Leaf{CommonName: "x", DNSNames: []string{"app.example"}, Client: true})
+	set.AllowedCNs, set.AllowedHostnames = nil, []string{"db.example", "app.example"}
+	if s, err = New(Options{Side: Client, Settings: set}); err != nil {
+		t.Fatal(err)
+	}
+	if serverErr, clientErr := handshake(t, s, clientConfig(t, p.ca.Pool(), named)); serverErr != nil || clientErr != nil {
+		t.Fatalf("allowed hostname: server %v, client %v", serverErr, clientErr)
+	}
+	serverErr, _ = handshake(t, s, clientConfig(t, p.ca.Pool(), p.client))
+	if !errors.Is(serverErr, ErrClientCertRejected) {
+		t.Errorf("hostname not allowed: server error %v, want %v", serverErr, ErrClientCertRejected)
+	}
 }
 
 // The peer port checks that a client certificate names the address the
