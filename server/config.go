@@ -5,6 +5,7 @@ import (
 	"fmt"
 	stdnet "net"
 	"net/url"
+	"os"
 	"slices"
 	"strings"
 	"time"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/noded/noded/disk"
 	"github.com/noded/noded/node"
+	"github.com/noded/noded/server/auth"
 	"github.com/noded/noded/server/features"
 	"github.com/noded/noded/server/tlsconfig"
 )
@@ -78,14 +80,24 @@ type Config struct {
 
 	WatchProgressNotifyInterval time.Duration // 0: etcd's 10 minutes
 
-	DisableGateway bool // etcd's --enable-grpc-gateway=false: no /v3 JSON gateway
-	EnablePprof    bool // etcd's --enable-pprof: Go's profiles at /debug/pprof/ on the client URLs
+	// Auth: etcd's --auth-token ("simple", or "jwt,..."), --bcrypt-cost and
+	// --auth-token-ttl (simple tokens' lifetime from their last use).
+	AuthToken    string
+	BcryptCost   int
+	AuthTokenTTL time.Duration
+	authSpec     auth.TokenSpec // AuthToken parsed (and its key files read) by Validate
+
+	DisableGateway bool   // etcd's --enable-grpc-gateway=false: no /v3 JSON gateway
+	EnablePprof    bool   // etcd's --enable-pprof: Go's profiles at /debug/pprof/ on the client URLs
+	Metrics        string // etcd's --metrics: MetricsBasic (""), or MetricsExtensive for gRPC latency histograms
 
 	// ClientTLS and PeerTLS are the client and peer ports' TLS settings
 	// (etcd's --cert-file ... and --peer-cert-file ..., or the config
 	// file's client-transport-security and peer-transport-security). They
 	// serve the https URLs among the listen URLs and the connections the
 	// member dials: peers, the leader it forwards to, a cluster it joins.
+	// ClientTLS.ClientCertAuth (--client-cert-auth) also makes a client
+	// certificate's CN the user of a call that sends no token.
 	ClientTLS tlsconfig.Settings
 	PeerTLS   tlsconfig.Settings
 	// CipherSuites, TLSMinVersion and TLSMaxVersion apply to both sides
@@ -117,6 +129,13 @@ type Config struct {
 	PeerListeners    []stdnet.Listener
 	MetricsListeners []stdnet.Listener
 
+	// Corruption checks (etcd's InitialCorruptCheck and CompactHashCheck
+	// feature gates, --corrupt-check-time, --compact-hash-check-time).
+	InitialCorruptCheck  bool          // compare hashes with peers before serving clients; refuse to start on a mismatch
+	CorruptCheckTime     time.Duration // the leader compares every member's hash this often; 0: never
+	CompactHashCheck     bool          // the leader compares hashes at each new compact revision
+	CompactHashCheckTime time.Duration // how often it looks for a new compact revision; 0: DefaultCompactHashCheckTime
+
 	Logger *zap.Logger // nil: no logging
 
 	// FS, when set, holds the data directory instead of the operating
@@ -134,6 +153,7 @@ const (
 	DefaultInitialClusterToken        = "etcd-cluster"
 	DefaultRevisionCompactionInterval = 5 * time.Minute
 	DefaultWatchProgressNotify        = 10 * time.Minute
+	DefaultAuthTokenTTL               = 300 * time.Second
 	// maxElectionMs is etcd's upper bound on --election-timeout.
 	maxElectionMs = 50000
 	// grpcOverheadBytes is what etcd adds to --max-request-bytes for the
@@ -168,6 +188,9 @@ func DefaultConfig() Config {
 		AutoCompactionRetention:     "0",
 		RevisionCompactionInterval:  DefaultRevisionCompactionInterval,
 		WatchProgressNotifyInterval: DefaultWatchProgressNotify,
+		AuthToken:                   string(auth.TokenSimple),
+		BcryptCost:                  auth.BcryptCostDefault,
+		AuthTokenTTL:                DefaultAuthTokenTTL,
 	}
 }
 
@@ -265,6 +288,11 @@ func (c *Config) Validate() error {
 	if len(c.InitialAdvertisePeerURLs) == 0 {
 		return errors.New("--initial-advertise-peer-urls is empty")
 	}
+	switch c.Metrics {
+	case "", MetricsBasic, MetricsExtensive:
+	default:
+		return fmt.Errorf("unknown metrics level %q: want %s or %s", c.Metrics, MetricsBasic, MetricsExtensive)
+	}
 	switch c.AutoCompactionMode {
 	case "", CompactionModePeriodic, CompactionModeRevision:
 	default:
@@ -275,6 +303,17 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxRequestBytes <= 0 {
 		c.MaxRequestBytes = node.DefaultMaxRequestBytes
+	}
+	if c.AuthToken == "" {
+		c.AuthToken = string(auth.TokenSimple)
+	}
+	spec, err := auth.ParseTokenSpec(c.AuthToken, os.ReadFile)
+	if err != nil {
+		return fmt.Errorf("--auth-token %q: %w", c.AuthToken, err)
+	}
+	c.authSpec = spec
+	if c.AuthTokenTTL <= 0 {
+		c.AuthTokenTTL = DefaultAuthTokenTTL
 	}
 	if c.MaxTxnOps <= 0 {
 		c.MaxTxnOps = node.DefaultMaxTxnOps
@@ -290,6 +329,12 @@ func (c *Config) Validate() error {
 	}
 	if c.RevisionCompactionInterval <= 0 {
 		c.RevisionCompactionInterval = DefaultRevisionCompactionInterval
+	}
+	if c.CompactHashCheckTime <= 0 {
+		c.CompactHashCheckTime = DefaultCompactHashCheckTime
+	}
+	if c.CorruptCheckTime < 0 {
+		return fmt.Errorf("--corrupt-check-time must not be negative (set to %v)", c.CorruptCheckTime)
 	}
 	if c.WatchProgressNotifyInterval <= 0 {
 		c.WatchProgressNotifyInterval = DefaultWatchProgressNotify

@@ -23,6 +23,7 @@ import (
 	"google.golang.org/grpc/test/bufconn"
 
 	"github.com/noded/noded/server/connmux"
+	"github.com/noded/noded/server/coordination"
 )
 
 // One port serves gRPC and HTTP, as etcd's does. Package connmux accepts
@@ -97,7 +98,7 @@ type clientServer struct {
 
 func newClientServer(m *Member) (*clientServer, error) {
 	cs := &clientServer{m: m}
-	cs.grpc = grpc.NewServer(
+	cs.grpc = grpc.NewServer(append(m.metrics.serverOptions(),
 		grpc.Creds(muxCredentials{}),
 		grpc.ConnectionTimeout(grpcConnectionTimeout),
 		grpc.MaxRecvMsgSize(m.cfg.MaxRequestBytes+grpcOverheadBytes),
@@ -105,9 +106,9 @@ func newClientServer(m *Member) (*clientServer, error) {
 		grpc.MaxConcurrentStreams(math.MaxUint32),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: false}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 2 * time.Hour, Timeout: 20 * time.Second}),
-		grpc.ChainUnaryInterceptor(m.metrics.unaryInterceptor, m.requireLeaderUnary),
-		grpc.ChainStreamInterceptor(m.metrics.streamInterceptor, m.requireLeaderStream),
-	)
+		grpc.ChainUnaryInterceptor(m.metrics.unaryInterceptor(), m.requireLeaderUnary),
+		grpc.ChainStreamInterceptor(m.metrics.streamInterceptor(), m.requireLeaderStream),
+	)...)
 	pb.RegisterKVServer(cs.grpc, &kvServer{m: m})
 	pb.RegisterWatchServer(cs.grpc, &watchServer{m: m})
 	pb.RegisterLeaseServer(cs.grpc, &leaseServer{m: m})
@@ -120,6 +121,13 @@ func newClientServer(m *Member) (*clientServer, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cs.cancel = cancel
 	cs.gateway = bufconn.Listen(gatewayBufferBytes)
+	self, err := dialInProcess(ctx, cs.gateway)
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	coordination.New(ctx, self, m.lg.Named("coordination")).Register(cs.grpc)
+	m.metrics.grpc.InitializeMetrics(cs.grpc)
 	handler, err := newHTTPHandler(ctx, m, cs.gateway)
 	if err != nil {
 		cancel()
@@ -164,7 +172,8 @@ func newClientServer(m *Member) (*clientServer, error) {
 	metricsMuxes := len(cs.muxes)
 	cs.serve(cs.gateway)
 	for i, l := range listeners {
-		mux := m.newMux("client", l, schemeOf(m.cfg.ListenClientURLs, i), m.clientTLS, clientRoutes, classifyClient)
+		scheme := schemeOf(m.cfg.ListenClientURLs, i)
+		mux := m.newMux("client", l, scheme, m.clientTLS, clientRoutes, classifyClient)
 		cs.muxes = append(cs.muxes, mux)
 		cs.wg.Add(3)
 		go func() {
@@ -173,6 +182,12 @@ func newClientServer(m *Member) (*clientServer, error) {
 			// ready (etcd's ReadyNotify).
 			select {
 			case <-m.ready:
+				if scheme == "https" {
+					m.lg.Info("serving client traffic securely", zap.String("traffic", "grpc+http"), zap.String("address", mux.Addr().String()))
+				} else {
+					m.lg.Info("serving client traffic insecurely; this is strongly discouraged!",
+						zap.String("traffic", "grpc+http"), zap.String("address", mux.Addr().String()))
+				}
 				mux.Serve()
 			case <-ctx.Done():
 			}

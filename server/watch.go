@@ -61,6 +61,10 @@ type watchOp struct {
 	open   *hostStream
 	req    *pb.WatchRequest
 	close  bool
+	// For a create: who asks (resolved from the stream's context when the
+	// request arrived), or why that failed.
+	ai      kvsm.AuthInfo
+	authErr error
 }
 
 // hostStream is the loop's side of one watch stream.
@@ -123,7 +127,7 @@ func (m *Member) onWatchOp(op watchOp) {
 		if hs == nil || hs.dead {
 			return
 		}
-		m.onWatchRequest(hs, op.req)
+		m.onWatchRequest(hs, op)
 	}
 }
 
@@ -135,10 +139,15 @@ func watchCancel(id int64) *pb.WatchRequest {
 	return &pb.WatchRequest{RequestUnion: &pb.WatchRequest_CancelRequest{CancelRequest: &pb.WatchCancelRequest{WatchId: id}}}
 }
 
-func (m *Member) onWatchRequest(hs *hostStream, req *pb.WatchRequest) {
+func (m *Member) onWatchRequest(hs *hostStream, op watchOp) {
+	req := op.req
 	switch {
 	case req.GetCreateRequest() != nil:
 		cr := req.GetCreateRequest()
+		if op.authErr != nil {
+			m.emitControl(hs, &pb.WatchResponse{Header: m.header(), WatchId: -1, Created: true, Canceled: true, CancelReason: op.authErr.Error()})
+			return
+		}
 		id := cr.GetWatchId()
 		if len(hs.watchers) >= watchersPerStreamMax {
 			m.emitControl(hs, &pb.WatchResponse{Header: m.header(), WatchId: -1, Created: true, Canceled: true,
@@ -167,7 +176,7 @@ func (m *Member) onWatchRequest(hs *hostStream, req *pb.WatchRequest) {
 		hs.creates = append(hs.creates, w)
 		forNode := proto.Clone(cr).(*pb.WatchCreateRequest)
 		forNode.WatchId = 0
-		m.node.Watch(hs.id, watchCreate(forNode))
+		m.node.WatchAs(hs.id, watchCreate(forNode), op.ai)
 	case req.GetCancelRequest() != nil:
 		w := hs.watchers[req.GetCancelRequest().GetWatchId()]
 		if w == nil {
@@ -418,7 +427,11 @@ func (s *watchServer) Watch(stream pb.Watch_WatchServer) error {
 				recvErr <- err
 				return
 			}
-			if err := m.sendWatchOp(ctx, watchOp{stream: id, req: req}); err != nil {
+			op := watchOp{stream: id, req: req}
+			if req.GetCreateRequest() != nil {
+				op.ai, op.authErr = m.identity(ctx)
+			}
+			if err := m.sendWatchOp(ctx, op); err != nil {
 				recvErr <- err
 				return
 			}

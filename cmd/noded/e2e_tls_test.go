@@ -364,3 +364,29 @@ func TestTLSBadFiles(t *testing.T) {
 		})
 	}
 }
+
+// With --client-cert-auth and auth enabled, the client certificate's CN is
+// the user of a request that sends no password: etcdctl with root's
+// certificate manages the cluster without --user; a certificate whose CN
+// is no user is refused with etcd's error.
+func TestTLSClientCertIsTheUser(t *testing.T) {
+	p := newE2EPKI(t, 1)
+	c := newTLSCluster(t, p, 1)
+	eps := c.endpoints()
+	ctl := func(files *testpki.Files, args ...string) []string { return append(p.ctlTLS(files), args...) }
+	for _, args := range [][]string{
+		{"user", "add", "root", "--new-user-password=rootpw"},
+		{"role", "add", "root"},
+		{"user", "grant-role", "root", "root"},
+		{"auth", "enable"},
+	} {
+		if res := etcdctl(t, eps, "", ctl(&p.root, args...)...); res.exitCode != 0 {
+			t.Fatalf("etcdctl %v: exit %d %s", args, res.exitCode, res.stderr)
+		}
+	}
+	wantCtl(t, eps, "OK\n", ctl(&p.root, "put", "by-certificate", "root")...)
+	wantCtl(t, eps, "by-certificate\nroot\n", ctl(&p.root, "get", "by-certificate")...)
+	nobody := p.ca.Issue(t, testpki.Leaf{CommonName: "nobody", Client: true}).WriteFiles(t, p.dir, "nobody")
+	wantCtlError(t, eps, "", 1, "Error: etcdserver: permission denied", ctl(&nobody, "put", "by-certificate", "nobody")...)
+	wantCtl(t, eps, "Authentication Disabled\n", ctl(&p.root, "auth", "disable")...)
+}
