@@ -202,7 +202,8 @@ peer-transport-security:
 		t.Fatalf("TLS from file:\nclient %+v\nwant   %+v\npeer %+v\nwant %+v", cfg.ClientTLS, wantClient, cfg.PeerTLS, wantPeer)
 	}
 	if len(cfg.CipherSuites) != 2 || cfg.TLSMaxVersion != "TLS1.3" || !cfg.FeatureGates.Enabled(features.InitialCorruptCheck) ||
-		!cfg.FeatureGates.Enabled(features.CompactHashCheck) || cfg.FeatureGates.Enabled(features.LeaseCheckpoint) {
+		!cfg.FeatureGates.Enabled(features.CompactHashCheck) || cfg.FeatureGates.Enabled(features.LeaseCheckpoint) ||
+		!cfg.InitialCorruptCheck || !cfg.CompactHashCheck {
 		t.Fatalf("TLS options and gates from file: %v %q %s", cfg.CipherSuites, cfg.TLSMaxVersion, cfg.FeatureGates)
 	}
 }
@@ -225,6 +226,10 @@ func TestTLSFlags(t *testing.T) {
 	}
 	if cfg.SelfSignedCertValidity != 3 || !cfg.FeatureGates.Enabled(features.InitialCorruptCheck) || cfg.TLSMinVersion != "TLS1.2" {
 		t.Fatalf("validity %d, gates %s, min version %q", cfg.SelfSignedCertValidity, cfg.FeatureGates, cfg.TLSMinVersion)
+	}
+	// The corruption-check gates turn the checks on.
+	if !cfg.InitialCorruptCheck || cfg.CompactHashCheck {
+		t.Fatalf("InitialCorruptCheck=true: initial check %v, compact hash check %v", cfg.InitialCorruptCheck, cfg.CompactHashCheck)
 	}
 }
 
