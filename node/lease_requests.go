@@ -4,70 +4,73 @@ import (
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/noded/noded/kvsm"
 )
 
 // Lease requests and the leader's lease clock: when a lease is renewed, and
 // when its expiry is proposed. (The lease table itself is kvsm's state.)
 
 // leaderLeaseRequest serves a request only the leader answers: a
-// keepalive or a time-to-live. A new leader holds them until it has
-// applied an entry of its own term. Its log may still hold a revoke that
-// an earlier leader proposed and it has not applied yet (the entry commits
-// under this leader): renewing the lease meanwhile would promise its
-// holder a TTL that the revoke cuts short once it applies. An entry of its
-// own term applies after every entry before it, such revokes included, and
-// the revokes this leader proposes itself come only once a lease has
-// expired on its clock, after which no keepalive renews it.
+// keepalive or a time-to-live. The leader holds it until it has applied
+// everything committed when the request arrived, and an entry of its own
+// term:
+//   - A grant a client saw answered (through a follower, which may apply
+//     before the leader does) is committed, so the leader knows of the
+//     lease before it answers for it.
+//   - A new leader's log may still hold a revoke that an earlier leader
+//     proposed and it has not applied (the entry commits under this
+//     leader): renewing the lease meanwhile would promise its holder a TTL
+//     that the revoke cuts short once it applies. An entry of its own term
+//     applies after every entry before it, such revokes included, and the
+//     revokes this leader proposes itself come only once a lease has
+//     expired on its clock, after which no keepalive renews it.
 func (n *Node) leaderLeaseRequest(h Handle, op proto.Message) {
 	if !n.isLeader() {
 		n.reply(h, nil, &NotLeaderError{Leader: n.lead})
 		return
 	}
-	// The caller's rights are checked as the request arrives: write on
-	// every key of a lease to renew it, read to see its time to live.
-	var err error
-	switch r := op.(type) {
-	case *pb.LeaseKeepAliveRequest:
-		err = n.store.CheckLeaseKeys(n.caller, r.GetID())
-	case *pb.LeaseTimeToLiveRequest:
-		err = n.store.CheckLeaseRead(n.caller, r.GetID())
-	}
-	if err != nil {
-		n.reply(h, nil, err)
+	commit := n.rn.BasicStatus().GetCommit()
+	if len(n.heldLeaseRequests) == 0 && n.leaseRequestsReady(commit) {
+		resp, err := n.answerLeaseRequest(n.caller, op)
+		n.reply(h, resp, err)
 		return
 	}
-	switch {
-	case !n.appliedInCurrentTerm():
-		if len(n.heldLeaseRequests) >= n.cfg.PendingRequestsMax {
-			n.reply(h, nil, rpctypes.ErrGRPCRequestTooManyRequests)
-			return
-		}
-		n.heldLeaseRequests = append(n.heldLeaseRequests, n.newWaiter(h, op))
-	default:
-		resp, err := n.answerLeaseRequest(op)
-		n.reply(h, resp, err)
+	if len(n.heldLeaseRequests) >= n.cfg.PendingRequestsMax {
+		n.reply(h, nil, rpctypes.ErrGRPCRequestTooManyRequests)
+		return
 	}
+	w := n.newWaiter(h, op)
+	w.ai, w.appliedMin = n.caller, commit
+	n.heldLeaseRequests = append(n.heldLeaseRequests, w)
 }
 
-// serveHeldLeaseRequests answers the held lease requests once the leader
-// may (or tells them it no longer leads).
+// leaseRequestsReady reports whether a lease request that needs appliedMin
+// applied may be answered now.
+func (n *Node) leaseRequestsReady(appliedMin uint64) bool {
+	return n.appliedIndex >= appliedMin && n.appliedInCurrentTerm()
+}
+
+// serveHeldLeaseRequests answers the held lease requests the leader may
+// answer now, in the order they came (or tells them all it no longer
+// leads).
 func (n *Node) serveHeldLeaseRequests() {
-	if len(n.heldLeaseRequests) == 0 || (n.isLeader() && !n.appliedInCurrentTerm()) {
-		return
-	}
-	held := n.heldLeaseRequests
-	n.heldLeaseRequests = nil
-	for _, w := range held {
-		if w.done {
-			continue // timed out
-		}
-		if !n.isLeader() {
+	served := 0
+	for _, w := range n.heldLeaseRequests {
+		switch {
+		case w.done: // timed out
+		case !n.isLeader():
 			n.resolve(w, nil, &NotLeaderError{Leader: n.lead})
-			continue
+		case !n.leaseRequestsReady(w.appliedMin):
+			n.heldLeaseRequests = n.heldLeaseRequests[served:]
+			return
+		default:
+			resp, err := n.answerLeaseRequest(w.ai, w.op)
+			n.resolve(w, resp, err)
 		}
-		resp, err := n.answerLeaseRequest(w.op)
-		n.resolve(w, resp, err)
+		served++
 	}
+	n.heldLeaseRequests = n.heldLeaseRequests[:0]
 }
 
 // appliedInCurrentTerm reports whether the applied index is at an entry of
@@ -77,11 +80,19 @@ func (n *Node) appliedInCurrentTerm() bool {
 	return err == nil && term == n.rn.BasicStatus().GetTerm()
 }
 
-func (n *Node) answerLeaseRequest(op proto.Message) (proto.Message, error) {
+// answerLeaseRequest checks the caller's rights (write on every key of a
+// lease to renew it, read to see its time to live) and answers.
+func (n *Node) answerLeaseRequest(ai kvsm.AuthInfo, op proto.Message) (proto.Message, error) {
 	switch r := op.(type) {
 	case *pb.LeaseKeepAliveRequest:
+		if err := n.store.CheckLeaseKeys(ai, r.GetID()); err != nil {
+			return nil, err
+		}
 		return n.leaseKeepAlive(r), nil
 	case *pb.LeaseTimeToLiveRequest:
+		if err := n.store.CheckLeaseRead(ai, r.GetID()); err != nil {
+			return nil, err
+		}
 		return n.leaseTimeToLive(r), nil
 	}
 	return nil, ErrUnsupported

@@ -52,7 +52,10 @@ type waiter struct {
 	deadline int64         // tick at which it fails with a timeout
 	target   uint64        // MoveLeader's transferee
 	ai       kvsm.AuthInfo // who asked (reads are checked when served)
-	done     bool
+	// appliedMin is the applied index a held lease request waits for (the
+	// commit index when it arrived).
+	appliedMin uint64
+	done       bool
 }
 
 // timeoutQueue holds waiters in deadline order. Every waiter gets the same
