@@ -102,6 +102,7 @@ type Member struct {
 	nextHandle     node.Handle
 	streams        map[kvsm.StreamID]*hostStream
 	blocked        map[kvsm.StreamID]struct{} // streams with dropped watchers or held replies
+	owing          map[kvsm.StreamID]struct{} // streams owed request credits (settleWatchCredits)
 	knownPeers     map[uint64][]string        // transport peers: ID -> URLs
 	refusedRemoved int                        // removed IDs already handed to the transport
 	compactor      *compactor
@@ -198,6 +199,7 @@ func Start(cfg Config) (*Member, error) {
 		pending:    map[node.Handle]*clientRequest{},
 		streams:    map[kvsm.StreamID]*hostStream{},
 		blocked:    map[kvsm.StreamID]struct{}{},
+		owing:      map[kvsm.StreamID]struct{}{},
 		knownPeers: map[uint64][]string{},
 		metrics:    newMetrics(),
 	}
@@ -557,6 +559,7 @@ func (m *Member) run() {
 		if !m.effects() {
 			return
 		}
+		m.settleWatchCredits()
 	}
 }
 

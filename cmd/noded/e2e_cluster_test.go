@@ -38,6 +38,7 @@ type e2eCluster struct {
 }
 
 type e2eMember struct {
+	binary    string // the member binary (e2eBinary unless a test picks another)
 	name      string
 	dataDir   string
 	clientURL string
@@ -59,7 +60,14 @@ type e2eMember struct {
 // newCluster starts size members that bootstrap one cluster through
 // --initial-cluster, waits until each serves a linearizable read, and
 // registers their teardown. extraFlags go to every member.
-func newCluster(t *testing.T, size int, extraFlags ...string) *e2eCluster {
+func newCluster(t testing.TB, size int, extraFlags ...string) *e2eCluster {
+	t.Helper()
+	return newClusterOf(t, e2eBinary, size, extraFlags...)
+}
+
+// newClusterOf is newCluster with another member binary (side-by-side
+// benchmarks start etcd 3.7 next to noded).
+func newClusterOf(t testing.TB, binary string, size int, extraFlags ...string) *e2eCluster {
 	t.Helper()
 	requireE2E(t)
 	dir := t.TempDir()
@@ -68,6 +76,7 @@ func newCluster(t *testing.T, size int, extraFlags ...string) *e2eCluster {
 	var initialCluster []string
 	for i := 0; i < size; i++ {
 		m := &e2eMember{
+			binary:    binary,
 			name:      fmt.Sprintf("m%d", i),
 			clientURL: fmt.Sprintf("http://127.0.0.1:%d", ports[2*i]),
 			peerURL:   fmt.Sprintf("http://127.0.0.1:%d", ports[2*i+1]),
@@ -93,7 +102,7 @@ func newCluster(t *testing.T, size int, extraFlags ...string) *e2eCluster {
 	return c
 }
 
-func (c *e2eCluster) teardown(t *testing.T) {
+func (c *e2eCluster) teardown(t testing.TB) {
 	for _, m := range c.members {
 		m.mu.Lock()
 		running := m.cmd != nil && !isClosed(m.exited)
@@ -114,7 +123,7 @@ func (c *e2eCluster) teardown(t *testing.T) {
 	}
 }
 
-func (m *e2eMember) start(t *testing.T) {
+func (m *e2eMember) start(t testing.TB) {
 	t.Helper()
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -122,8 +131,8 @@ func (m *e2eMember) start(t *testing.T) {
 		t.Fatalf("member %s is already running", m.name)
 	}
 	m.starts++
-	fmt.Fprintf(m.log, "\n==== e2e: start #%d: %s %s\n", m.starts, e2eBinary, strings.Join(m.args, " "))
-	cmd := exec.Command(e2eBinary, m.args...)
+	fmt.Fprintf(m.log, "\n==== e2e: start #%d: %s %s\n", m.starts, m.binary, strings.Join(m.args, " "))
+	cmd := exec.Command(m.binary, m.args...)
 	cmd.Env = memberproc.Env()
 	cmd.Stdout = m.log
 	cmd.Stderr = m.log
@@ -144,7 +153,7 @@ func (m *e2eMember) start(t *testing.T) {
 }
 
 // kill sends SIGKILL to the member's process group and waits for the exit.
-func (m *e2eMember) kill(t *testing.T) {
+func (m *e2eMember) kill(t testing.TB) {
 	t.Helper()
 	m.mu.Lock()
 	cmd, exited := m.cmd, m.exited
@@ -163,7 +172,7 @@ func (m *e2eMember) kill(t *testing.T) {
 
 // restart starts the member again with the same flags and data directory and
 // waits until it serves a linearizable read.
-func (m *e2eMember) restart(t *testing.T) {
+func (m *e2eMember) restart(t testing.TB) {
 	t.Helper()
 	m.start(t)
 	m.waitReady(t)
@@ -171,7 +180,7 @@ func (m *e2eMember) restart(t *testing.T) {
 
 // waitReady polls until the member answers a linearizable read, which needs
 // a leader and a quorum behind it; the process exiting meanwhile fails fast.
-func (m *e2eMember) waitReady(t *testing.T) {
+func (m *e2eMember) waitReady(t testing.TB) {
 	t.Helper()
 	err := memberproc.WaitReady(m.clientURL, "e2e-ready-probe", startTimeout, func() bool {
 		m.mu.Lock()
@@ -199,7 +208,7 @@ func (c *e2eCluster) endpoints() []string {
 
 // client returns a client on the given endpoints (all members if none),
 // closed when the test ends.
-func (c *e2eCluster) client(t *testing.T, endpoints ...string) *clientv3.Client {
+func (c *e2eCluster) client(t testing.TB, endpoints ...string) *clientv3.Client {
 	t.Helper()
 	if len(endpoints) == 0 {
 		endpoints = c.endpoints()
@@ -218,7 +227,7 @@ func (c *e2eCluster) client(t *testing.T, endpoints ...string) *clientv3.Client 
 
 // leader polls the running members until they all name the same leader
 // among them, and returns its index in c.members.
-func (c *e2eCluster) leader(t *testing.T, cli *clientv3.Client) int {
+func (c *e2eCluster) leader(t testing.TB, cli *clientv3.Client) int {
 	t.Helper()
 	deadline := time.Now().Add(startTimeout)
 	var last string
@@ -256,6 +265,16 @@ func (c *e2eCluster) leader(t *testing.T, cli *clientv3.Client) int {
 	return -1
 }
 
+// pid is the member's current process ID (0 if it never started).
+func (m *e2eMember) pid() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.cmd == nil {
+		return 0
+	}
+	return m.cmd.Process.Pid
+}
+
 func (m *e2eMember) running() bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -263,7 +282,7 @@ func (m *e2eMember) running() bool {
 }
 
 // freePorts is memberproc.FreePorts, failing the test on an error.
-func freePorts(t *testing.T, n int) []int {
+func freePorts(t testing.TB, n int) []int {
 	t.Helper()
 	ports, err := memberproc.FreePorts(n)
 	if err != nil {
@@ -320,7 +339,7 @@ func (b *logBuffer) tail(n int) string {
 }
 
 // ctxTimeout is a request context for one call in a test.
-func ctxTimeout(t *testing.T) context.Context {
+func ctxTimeout(t testing.TB) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
 	t.Cleanup(cancel)
 	return ctx
