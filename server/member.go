@@ -314,8 +314,13 @@ func (m *Member) openStorage() ([]node.Member, error) {
 	if disk.Exists(fsys, rel(walDir)) {
 		st, rec, err := disk.Open(fsys, rel(walDir), rel(snapDir), opts)
 		if err != nil {
+			var ce *disk.CorruptError
+			if errors.As(err, &ce) {
+				ce.File = "/" + ce.File // names are relative to the FS root, "/"
+			}
 			return nil, fmt.Errorf("open data directory %s: %w", dataDir, err)
 		}
+		logRecoveryNotes(m.lg, dataDir, rec.Notes)
 		if len(rec.Metadata) != 16 {
 			st.Close()
 			return nil, fmt.Errorf("data directory %s: WAL metadata of %d bytes is not a noded member's", dataDir, len(rec.Metadata))
