@@ -226,6 +226,9 @@ func Start(cfg Config) (*Member, error) {
 		Logger: func(format string, args ...any) {
 			lg.Info(fmt.Sprintf(format, args...))
 		},
+		WarnLogger: func(format string, args ...any) {
+			lg.Warn(fmt.Sprintf(format, args...))
+		},
 		// A peer refused this member as removed: it was removed while it
 		// could not hear about it, and stops as etcd's does.
 		OnRemoved: func(by uint64) {
@@ -238,13 +241,22 @@ func Start(cfg Config) (*Member, error) {
 		return nil, err
 	}
 	m.peers = transport
-	// Members removed before this start are refused as removed, so that
-	// one that missed its removal learns it from this member too.
-	removed := m.node.RemovedMembers()
+	// The transport knows every member the committed log names before the
+	// peer port opens: a restarted member applies its log only after it
+	// starts, and must not refuse its peers meanwhile as strangers. Members
+	// removed by then are refused as removed, so that one that missed its
+	// removal learns it from this member too.
+	committedMembers, removed := m.node.MembersAtCommit()
 	for _, id := range removed {
 		m.peers.RemovePeer(id)
 	}
 	m.refusedRemoved = len(removed)
+	for _, cm := range committedMembers {
+		if cm.ID != m.id {
+			m.peers.AddPeer(cm.ID, slices.Clone(cm.PeerURLs))
+			m.knownPeers[cm.ID] = slices.Clone(cm.PeerURLs)
+		}
+	}
 	for _, jm := range joinMembers {
 		if jm.ID != m.id {
 			m.peers.AddPeer(jm.ID, jm.PeerURLs)

@@ -329,6 +329,25 @@ func (b *logBuffer) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+// size is how many bytes the buffer holds now: since(size) later returns
+// what was written after.
+func (b *logBuffer) size() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.buf)
+}
+
+// since returns what was written after the buffer held off bytes (all it
+// holds, if it was trimmed meanwhile).
+func (b *logBuffer) since(off int) string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if off > len(b.buf) {
+		return string(b.buf)
+	}
+	return string(b.buf[off:])
+}
+
 func (b *logBuffer) tail(n int) string {
 	b.mu.Lock()
 	defer b.mu.Unlock()

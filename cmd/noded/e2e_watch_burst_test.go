@@ -178,11 +178,13 @@ func TestWatchersPerStreamFlag(t *testing.T) {
 }
 
 // requireNoded skips a test of a noded-only behaviour when the tests run
-// against another binary.
+// against another binary (noded's --version says "Git SHA: noded").
 func requireNoded(t *testing.T, why string) {
 	t.Helper()
-	if os.Getenv("NODED_E2E_BINARY") != "" {
-		t.Skip("NODED_E2E_BINARY is set: " + why)
+	requireE2E(t)
+	out, err := exec.Command(e2eBinary, "--version").Output()
+	if err != nil || !strings.Contains(string(out), "Git SHA: noded") {
+		t.Skipf("%s is not noded: %s", e2eBinary, why)
 	}
 }
 
