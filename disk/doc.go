@@ -56,12 +56,13 @@
 // torn tail of the newest one (judged by shape: a record cut short, or a
 // damaged header, followed only by zeros), and cuts stray bytes in its
 // unused tail (zeros where the next record would start, then non-zero
-// bytes that do not end in a record end marker: no record, synced or not,
-// ends there). It passes over whatever follows an older segment's last
+// bytes that hold no sound record header and do not end in a record end
+// marker: no record, synced or not, is there). It passes over whatever
+// follows an older segment's last
 // record when the next segment's header continues the log from that
 // record. It refuses any other damage (a damaged whole record; stray bytes
-// that end in an end marker, which records whose first blocks were lost
-// would) with a *CorruptError naming the file and the offset (of the
+// that could be records written in the wrong place or whose first blocks
+// were lost) with a *CorruptError naming the file and the offset (of the
 // damaged record, with the range its checks narrow the damage to, or of
 // the first stray byte), picks the newest snapshot the WAL vouches for
 // and continues from, and makes what it returns durable before returning

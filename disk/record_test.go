@@ -127,6 +127,8 @@ func TestScanSegmentTail(t *testing.T) {
 		{"a stray byte where the next record's index would be", cat(seg, zeros(10), []byte{9}, zeros(50)), len(seg), tailStray, true, len(seg) + 10},
 		{"a stray byte where the next record's checksum would be", cat(seg, zeros(26), []byte{9}, zeros(50)), len(seg), tailTorn, true, 0},
 		{"a stray kilobyte far out", cat(seg, zeros(1<<20), bytes.Repeat([]byte{0x5a}, 1024), zeros(50)), len(seg), tailStray, true, len(seg) + 1<<20},
+		{"zeros then records torn short", cat(seg[:oneEnd], zeros(64), seg[oneEnd:len(seg)-3]), oneEnd, tailStray, false, oneEnd + 64},
+		{"a record written 40 bytes off, then a torn write", cat(seg[:oneEnd], zeros(40), seg[oneEnd:], bytes.Repeat([]byte{0x33}, 10)), oneEnd, tailStray, false, oneEnd + 40},
 	} {
 		sc, err := scanBytes(t, tc.data)
 		if err != nil {

@@ -154,6 +154,10 @@ type segmentTail struct {
 	// endsInMarker: the last non-zero byte is a record end marker, so the
 	// bytes may be the end of records whose start was lost.
 	endsInMarker bool
+	// headerAt is the offset of the first sound record header among stray
+	// bytes (one that passes its own checksum), or -1: records written
+	// there, whole or torn, misdirected or with their first blocks lost.
+	headerAt int64
 	reason       string // for tailTorn and tailCorrupt: what the decoder said
 	err          error  // tailCorrupt's error as a *CorruptError
 }
@@ -161,13 +165,13 @@ type segmentTail struct {
 // cuttable reports whether the newest segment may be cut back to its last
 // whole record. Torn writes are (Open cannot know which bytes were synced,
 // and a record is acknowledged only once whole and synced). Stray bytes
-// are when they end in anything but a record end marker: every record
-// written whole ends in one, so no record, synced or not, ends there, and
-// nothing was written where the next record would start. Stray bytes that
-// end in a marker could be records whose first blocks were lost (a lost or
-// misdirected write): refused.
+// are when nothing in them can be a record: they hold no sound record
+// header, and they end in anything but a record end marker (every record
+// written whole ends in one), while nothing was written where the next
+// record would start. Stray bytes that could be records (a misdirected
+// batch, records whose first blocks were lost) are refused.
 func (t segmentTail) cuttable() bool {
-	return t.kind == tailTorn || (t.kind == tailStray && !t.endsInMarker)
+	return t.kind == tailTorn || (t.kind == tailStray && !t.endsInMarker && t.headerAt < 0)
 }
 
 // refusal is the error for a tail that may not be cut (or, in an older
@@ -183,9 +187,14 @@ func (t segmentTail) refusal(name string, newest bool) error {
 		return &CorruptError{File: name, OffsetBytes: t.recordsEnd,
 			Err: fmt.Errorf("%s: a torn record, but not in the newest segment, and the next segment does not continue from the record before it", t.reason)}
 	case tailStray:
-		why := "they end in a record end marker, so they may be records whose first blocks were lost"
-		if !newest {
+		var why string
+		switch {
+		case !newest:
 			why = "the next segment does not continue from the last record before them"
+		case t.headerAt >= 0:
+			why = fmt.Sprintf("they hold a record header at offset %d, so they may be records written in the wrong place or whose first blocks were lost", t.headerAt)
+		default:
+			why = "they end in a record end marker, so they may be records whose first blocks were lost"
 		}
 		return &CorruptError{File: name, OffsetBytes: t.firstNonZero, What: "data",
 			Err: fmt.Errorf("%d non-zero bytes at offsets %d to %d, after zeros from offset %d where the last whole record ends: %s",
@@ -213,7 +222,7 @@ func (t segmentTail) note(name string, cut bool) RecoveryNote {
 	default:
 		n.Kind = RecoveryStrayBytesCut
 		n.OffsetBytes, n.SizeBytes = t.firstNonZero, t.dataEnd-t.firstNonZero
-		n.Reason = "nothing was written where the next record would start, and no record ends where these bytes end (a record ends in 0xE5), so they are not records"
+		n.Reason = "nothing was written where the next record would start, they hold no record header, and no record ends where they end (a record ends in 0xE5), so they are not records"
 	}
 	return n
 }

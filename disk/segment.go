@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"path"
 	"strconv"
 	"strings"
@@ -207,10 +208,13 @@ func scanSegment(name string, data []byte) (segmentScan, error) {
 func classifyTail(name string, data []byte, off int, decodeErr error) segmentTail {
 	rest := data[off:]
 	t := segmentTail{recordsEnd: int64(off), dataEnd: int64(len(data)),
-		firstNonZero: int64(off + firstNonZeroIndex(rest)), endsInMarker: data[len(data)-1] == recordEndMarker}
+		firstNonZero: int64(off + firstNonZeroIndex(rest)), endsInMarker: data[len(data)-1] == recordEndMarker, headerAt: -1}
 	switch {
 	case len(rest) > 4 && nothingWrittenAt(rest):
 		t.kind = tailStray
+		if i := soundHeaderIndex(data[t.firstNonZero:]); i >= 0 {
+			t.headerAt = t.firstNonZero + int64(i)
+		}
 	case errors.Is(decodeErr, ErrRecordIncomplete):
 		t.kind, t.reason = tailTorn, fmt.Sprintf("the data ends inside a record, at the end of the file or before zeros to it (%v)", decodeErr)
 	case errors.Is(decodeErr, ErrRecordHeaderCorrupt) && len(rest) <= recordHeaderSizeBytes:
@@ -265,6 +269,22 @@ func whereDamaged(rec []byte, recordOffset int, decodeErr error) string {
 		return "the record (with an empty body) is not the one that belongs here"
 	}
 	return ""
+}
+
+// soundHeaderIndex returns the first position in b where a record header
+// that passes its own checksum starts, or -1. Checking the type and
+// reserved bytes first keeps the scan to a byte compare at most positions.
+func soundHeaderIndex(b []byte) int {
+	for i := 0; i+recordHeaderSizeBytes <= len(b); i++ {
+		h := b[i : i+recordHeaderSizeBytes]
+		if !RecordType(h[4]).valid() || h[5] != 0 || h[6] != 0 || h[7] != 0 {
+			continue
+		}
+		if crc32.Checksum(h[:28], castagnoli) == binary.LittleEndian.Uint32(h[28:32]) {
+			return i
+		}
+	}
+	return -1
 }
 
 // firstNonZeroIndex returns the index of b's first non-zero byte, or len(b).
