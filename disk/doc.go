@@ -58,9 +58,8 @@
 // unused tail (zeros where the next record would start, then non-zero
 // bytes that hold no sound record header and do not end in a record end
 // marker: no record, synced or not, is there). It passes over whatever
-// follows an older segment's last
-// record when the next segment's header continues the log from that
-// record. It refuses any other damage (a damaged whole record; stray bytes
+// follows an older segment's last record when the next segment's header
+// continues the log from that record. It refuses any other damage (a damaged whole record; stray bytes
 // that could be records written in the wrong place or whose first blocks
 // were lost) with a *CorruptError naming the file and the offset (of the
 // damaged record, with the range its checks narrow the damage to, or of
