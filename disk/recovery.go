@@ -158,8 +158,8 @@ type segmentTail struct {
 	// bytes (one that passes its own checksum), or -1: records written
 	// there, whole or torn, misdirected or with their first blocks lost.
 	headerAt int64
-	reason       string // for tailTorn and tailCorrupt: what the decoder said
-	err          error  // tailCorrupt's error as a *CorruptError
+	reason   string // for tailTorn and tailCorrupt: what the decoder said
+	err      error  // tailCorrupt's error as a *CorruptError
 }
 
 // cuttable reports whether the newest segment may be cut back to its last
