@@ -204,40 +204,52 @@ func etcd37Binary(b testing.TB) string {
 }
 
 // BenchmarkWatchCreateBurst sends watchBurstCreates creates back to back on
-// one stream to noded and to etcd 3.7, one fresh member each, side by side
-// in one run (alternating, so both see the same machine load), reading the
-// replies as they come. It reports creates per second and the member's
-// resident memory after the burst, with all the watchers held.
+// one stream to noded and to etcd 3.7, a fresh single member each, side by
+// side in one run: each iteration runs both, in ABBA order across
+// iterations so both see the same machine load. Each burst reads the
+// replies as they come. It reports each side's creates per second and its
+// resident memory per watcher held after the burst, and the noded/etcd
+// ratios.
 //
-//	NODED_ETCD37_BINARY=/work/anchors/etcd go test ./cmd/noded -run '^$' -bench WatchCreateBurst -benchtime 1x
+//	NODED_ETCD37_BINARY=/work/anchors/etcd go test ./cmd/noded -run '^$' -bench WatchCreateBurst -benchtime 4x
 func BenchmarkWatchCreateBurst(b *testing.B) {
 	etcd := etcd37Binary(b)
-	sides := []struct{ name, binary string }{{"noded", e2eBinary}, {"etcd-3.7", etcd}}
-	for _, side := range sides {
-		b.Run(side.name, func(b *testing.B) {
-			b.StopTimer()
-			for i := 0; i < b.N; i++ {
-				c := newClusterOf(b, side.binary, 1)
-				m := c.members[0]
-				cli := c.client(b)
-				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-				rssBefore := processRSSBytes(m.pid())
-				b.StartTimer()
-				res, err := watchBurst(ctx, cli, "bench/", watchBurstCreates, 0)
-				b.StopTimer()
-				cancel()
-				if err != nil {
-					b.Fatal(err)
-				}
-				rssAfter := processRSSBytes(m.pid())
-				b.ReportMetric(float64(res.created)/res.took.Seconds(), "creates/s")
-				b.ReportMetric(float64(rssBefore)/(1<<20), "RSS-before-MiB")
-				b.ReportMetric(float64(rssAfter)/(1<<20), "RSS-after-MiB")
-				b.ReportMetric(float64(rssAfter-rssBefore)/float64(res.created), "RSS-B/watcher")
-				m.kill(b)
-			}
-		})
+	type side struct {
+		name, binary           string
+		creates, seconds, rssB float64
 	}
+	sides := []*side{{name: "noded", binary: e2eBinary}, {name: "etcd", binary: etcd}}
+	b.StopTimer()
+	for i := 0; i < b.N; i++ {
+		order := []*side{sides[0], sides[1]}
+		if i%2 == 1 {
+			order[0], order[1] = order[1], order[0]
+		}
+		for _, sd := range order {
+			c := newClusterOf(b, sd.binary, 1)
+			m := c.members[0]
+			cli := c.client(b)
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+			rssBefore := processRSSBytes(m.pid())
+			b.StartTimer()
+			res, err := watchBurst(ctx, cli, "bench/", watchBurstCreates, 0)
+			b.StopTimer()
+			cancel()
+			if err != nil {
+				b.Fatalf("%s: %v", sd.name, err)
+			}
+			sd.creates += float64(res.created)
+			sd.seconds += res.took.Seconds()
+			sd.rssB += float64(processRSSBytes(m.pid()) - rssBefore)
+			m.kill(b)
+		}
+	}
+	for _, sd := range sides {
+		b.ReportMetric(sd.creates/sd.seconds, sd.name+"-creates/s")
+		b.ReportMetric(sd.rssB/sd.creates, sd.name+"-RSS-B/watcher")
+	}
+	b.ReportMetric((sides[0].creates/sides[0].seconds)/(sides[1].creates/sides[1].seconds), "noded/etcd-creates/s")
+	b.ReportMetric((sides[0].rssB/sides[0].creates)/(sides[1].rssB/sides[1].creates), "noded/etcd-RSS/watcher")
 }
 
 // processRSSBytes reads a process's resident set from /proc; 0 if unknown.
