@@ -182,5 +182,8 @@ func kvsmSnapshotSeeds() [][]byte {
 	snap := s.Snapshot()
 	// Raw, and as a body the fuzzer frames itself.
 	seeds = append(seeds, snap, snap[len(kvsmSnapshotMagic):len(snap)-4])
+	// With the auth section (auth_fuzz_test.go's store).
+	authSnap := authStoreForFuzz().Snapshot()
+	seeds = append(seeds, authSnap, authSnap[len(kvsmSnapshotMagic):len(authSnap)-4])
 	return seeds
 }

@@ -31,9 +31,15 @@ type ApplyResult struct {
 // total: any request, even one that never passed Validate, yields a result,
 // and a result with Err set left the store unchanged. It handles Put,
 // DeleteRange, Txn, Compaction, LeaseGrant, LeaseRevoke and Alarm (and Range,
-// as a read at this point of the log). When several fields are set the first
-// in that order wins, as in etcd's applier. Anything else fails with
-// ErrGRPCNotCapable.
+// as a read at this point of the log), and the auth requests. When several
+// fields are set the first in that order wins, as in etcd's applier.
+// Anything else fails with ErrGRPCNotCapable.
+//
+// With auth on, a key-value request is checked against the permissions of
+// the user in its header (auth.go) before it touches anything, as etcd's
+// auth applier does; a refusal (PermissionDenied, AuthOldRevision,
+// UserEmpty) is an Err like any other. Compaction and the admin-only
+// requests outside auth are checked by the API layer, as in etcd.
 //
 // Config-independent structural checks of Validate are repeated here (empty
 // key, sort options, duplicate keys in a txn...), so a request that slipped
@@ -42,6 +48,11 @@ type ApplyResult struct {
 func (s *Store) Apply(r *pb.InternalRaftRequest) ApplyResult {
 	if r == nil {
 		return s.failed(rpctypes.ErrGRPCNotCapable)
+	}
+	if isAuthRequest(r) {
+		// Auth requests pass a corrupt or full store, as in etcd, whose
+		// corrupt and quota appliers guard only the key-value requests.
+		return s.applyAuth(r)
 	}
 	if r.GetAlarm() != nil && r.GetRange() == nil && r.GetPut() == nil && r.GetDeleteRange() == nil &&
 		r.GetTxn() == nil && r.GetCompaction() == nil && r.GetLeaseGrant() == nil && r.GetLeaseRevoke() == nil {
@@ -52,8 +63,12 @@ func (s *Store) Apply(r *pb.InternalRaftRequest) ApplyResult {
 		return s.failed(rpctypes.ErrGRPCCorrupt)
 	}
 	noSpace := s.alarmActive(pb.AlarmType_NOSPACE)
+	ai := requestAuthInfo(r)
 	switch {
 	case r.GetRange() != nil:
+		if err := s.auth.checkRange(ai, r.GetRange().GetKey(), r.GetRange().GetRangeEnd()); err != nil {
+			return s.failed(err)
+		}
 		resp, err := s.Range(r.GetRange())
 		if err != nil {
 			return s.failed(err)
@@ -63,12 +78,21 @@ func (s *Store) Apply(r *pb.InternalRaftRequest) ApplyResult {
 		if noSpace {
 			return s.failed(rpctypes.ErrGRPCNoSpace)
 		}
+		if err := s.auth.checkPut(ai, r.GetPut(), s.leaseKeys); err != nil {
+			return s.failed(err)
+		}
 		return s.applyPut(r.GetPut())
 	case r.GetDeleteRange() != nil:
+		if err := s.auth.checkDelete(ai, r.GetDeleteRange()); err != nil {
+			return s.failed(err)
+		}
 		return s.applyDeleteRange(r.GetDeleteRange())
 	case r.GetTxn() != nil:
 		if noSpace && txnPuts(r.GetTxn()) {
 			return s.failed(rpctypes.ErrGRPCNoSpace)
+		}
+		if err := s.auth.checkTxn(ai, r.GetTxn(), s.leaseKeys, s.cfg.PlantedAuthSkipTxnCompares); err != nil {
+			return s.failed(err)
 		}
 		return s.applyTxn(r.GetTxn())
 	case r.GetCompaction() != nil:
@@ -79,6 +103,9 @@ func (s *Store) Apply(r *pb.InternalRaftRequest) ApplyResult {
 		}
 		return s.applyLeaseGrant(r.GetLeaseGrant())
 	case r.GetLeaseRevoke() != nil:
+		if err := s.auth.checkLeaseKeys(ai, r.GetLeaseRevoke().GetID(), s.leaseKeys); err != nil {
+			return s.failed(err)
+		}
 		return s.applyLeaseRevoke(r.GetLeaseRevoke())
 	}
 	return s.failed(rpctypes.ErrGRPCNotCapable)

@@ -30,6 +30,9 @@
 //	apply.go     Apply: put, delete, txn, compaction
 //	lease.go     leases as state
 //	alarm.go     alarms as state
+//	auth.go      the auth state (users, roles, permissions, revision) and the permission checks
+//	auth_apply.go  the auth requests
+//	auth_snapshot.go  the auth section of a snapshot, and its invariants
 //	watch.go     the watcher registry
 //	snapshot.go  Snapshot/Restore/Replace, StateHash, HashKV, CheckInvariants
 //	describe.go  deterministic String methods for traces

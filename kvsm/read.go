@@ -487,15 +487,34 @@ func (s *Store) ReadTxn(r *pb.TxnRequest) (*pb.TxnResponse, error) {
 // copy-on-write and key entries are immutable). Several goroutines may read
 // one View at once.
 type View struct {
-	cfg Config
-	kv  kvState
+	cfg  Config
+	kv   kvState
+	auth *authState // immutable; shared with the store until its next auth change
 }
 
 // View returns a frozen copy of the current state.
 func (s *Store) View() *View {
 	frozen := s.kv
 	frozen.keys = s.kv.keys.Copy()
-	return &View{cfg: s.cfg, kv: frozen}
+	return &View{cfg: s.cfg, kv: frozen, auth: s.auth}
+}
+
+// AuthCurrent reports whether v's auth state is s's current one (a view
+// taken before an auth change is not, though its revision may be).
+func (v *View) AuthCurrent(s *Store) bool { return v.auth == s.auth }
+
+// AuthEnabled, AuthRevision and CheckRange, CheckTxn, CheckAdmin are the
+// Store's, on the auth state frozen with the view.
+func (v *View) AuthEnabled() bool    { return v.auth.enabled }
+func (v *View) AuthRevision() uint64 { return v.auth.revision }
+func (v *View) CheckRange(ai AuthInfo, key, rangeEnd []byte) error {
+	return v.auth.checkRange(ai, key, rangeEnd)
+}
+func (v *View) CheckAdmin(ai AuthInfo) error { return v.auth.checkAdmin(ai) }
+
+// UserPassword is Store.UserPassword on the frozen state.
+func (v *View) UserPassword(name string) (hash []byte, ok bool, noPassword bool) {
+	return userPassword(v.auth, name)
 }
 
 func (v *View) Rev() int64        { return v.kv.rev }

@@ -25,6 +25,7 @@ import (
 //	keyCount { keyLen key revCount { modMain modSub createMain version lease [valueLen value if version > 0] } }
 //	leaseCount { id grantedTTLSeconds }
 //	alarmCount { memberID alarm }
+//	[auth section, only when auth state differs from a new store's (auth.go)]
 //	crc32c of everything before, 4 bytes little-endian
 //
 // Keys ascend, each key's revisions ascend, leases ascend by ID, alarms by
@@ -123,6 +124,7 @@ func (s *Store) encode(e *encoder) {
 		e.uvarint(a.GetMemberID())
 		e.varint(int64(a.GetAlarm()))
 	}
+	s.auth.encode(e)
 }
 
 // Snapshot encodes the whole replicated state: every kept revision of every
@@ -330,6 +332,13 @@ func decodeSnapshot(cfg Config, body []byte) (*Store, error) {
 		}
 		s.alarms = append(s.alarms, &pb.AlarmMember{MemberID: member, Alarm: pb.AlarmType(alarm)})
 	}
+	if d.err == nil && len(d.data) != 0 {
+		auth, err := decodeAuth(d)
+		if err != nil {
+			return nil, err
+		}
+		s.auth = auth
+	}
 	if d.err != nil {
 		return nil, d.err
 	}
@@ -473,7 +482,7 @@ func (s *Store) checkInvariants() error {
 	if kv.corrupt != s.alarmActive(pb.AlarmType_CORRUPT) {
 		return errors.New("kvsm: corrupt flag disagrees with alarms")
 	}
-	return nil
+	return s.auth.checkInvariants()
 }
 
 // checkKey verifies one key's history.
@@ -644,6 +653,7 @@ func (s *Store) Replace(data []byte) error {
 	s.leases = fresh.leases
 	s.nextLeaseID = fresh.nextLeaseID
 	s.alarms = fresh.alarms
+	s.auth = fresh.auth
 	s.sizeBytes = fresh.sizeBytes
 	return nil
 }

@@ -13,6 +13,16 @@ import (
 type Config struct {
 	MaxTxnOps          int   // 0 means 128 (etcd's --max-txn-ops)
 	MinLeaseTTLSeconds int64 // grants below are raised to it at apply; 0 = no minimum
+
+	// PlantedAuthSkipTxnCompares is a deliberate bug for the simulator's
+	// auth checker: the txn permission check skips the compares. Never set
+	// outside tests (node refuses to run production with planted bugs).
+	PlantedAuthSkipTxnCompares bool
+	// PlantedProgressOvertakesEvents is a deliberate bug for the
+	// simulator's watch checkers: a requested progress reply goes out while
+	// watchers of the stream are still catching up, so events at or below
+	// its revision arrive after it. Never set outside tests.
+	PlantedProgressOvertakesEvents bool
 }
 
 const (
@@ -156,6 +166,7 @@ type Store struct {
 	leases      *btree.BTreeG[*lease]
 	nextLeaseID int64 // next candidate for a lease ID the store picks; never reused
 	alarms      []*pb.AlarmMember
+	auth        *authState // users, roles, permissions; replaced whole on change
 	sizeBytes   int64
 	watch       watchRegistry
 	probe       keyEntry // lookup key for the store's own goroutine; saves an allocation per lookup
@@ -168,6 +179,7 @@ func New(cfg Config) *Store {
 		kv:          kvState{keys: newKeyTree(), rev: 1},
 		leases:      newLeaseTree(),
 		nextLeaseID: 1,
+		auth:        newAuthState(),
 	}
 	s.watch.init()
 	return s

@@ -327,7 +327,7 @@ func (s *Store) WatchRequestProgress(stream StreamID) {
 }
 
 func (s *Store) maybeQueueProgress(st *watchStream) {
-	if !st.progressRequested || st.unsynced > 0 {
+	if !st.progressRequested || (st.unsynced > 0 && !s.cfg.PlantedProgressOvertakesEvents) {
 		return
 	}
 	st.progressRequested = false

@@ -12,6 +12,7 @@ const (
 	checkerValidation    = "validation"
 	checkerReads         = "replay-reads"
 	checkerLeaseExpiry   = "lease-expiry"
+	checkerLeaseTime     = "lease-expiry-time"
 	checkerLeaseRevoke   = "lease-revoke"
 	checkerWatchOrdered  = "watch-ordered"
 	checkerWatchUnique   = "watch-unique"
@@ -105,6 +106,8 @@ func Check(in Input, opts Options) Result {
 	run.checkReads()
 	run.checkWatches()
 	run.checkLeases()
+	run.checkLeaseTimes()
+	run.checkLocks()
 	run.stats.FailuresOmitted = run.report.omitted
 	return Result{
 		OK:       len(run.report.failures) == 0,

@@ -215,3 +215,51 @@ func TestCommittedRequestMustBeTheClients(t *testing.T) {
 		t.Fatalf("durability failures\n got %q\nwant %q", got, want)
 	}
 }
+
+// What the lease-expiry-time checker does not hold against a run: a
+// client's own revoke, an expiry the fastest clock explains, a TTL that
+// spans a forward clock jump, and any run whose clock rate is unknown.
+func TestLeaseTimesAllowances(t *testing.T) {
+	const fastSecondNs = 1_000_000_000 * 1000 / 1200 // a clock 20% fast
+	keepAliveAt3s := []KeepAlive{{Client: 0, Lease: 7, Sent: 3e9, Return: 3e9 + 1e6, TTLSeconds: 10}}
+	cases := []struct {
+		name      string
+		revokedBy func() *script
+		appliedAt int64
+		clocks    Clocks
+		caught    bool
+	}{
+		{name: "on time", appliedAt: 13e9, clocks: Clocks{ShortestSecondNs: 1e9}},
+		{name: "early", appliedAt: 12e9, clocks: Clocks{ShortestSecondNs: 1e9}, caught: true},
+		{name: "early by what a clock 20% fast explains", appliedAt: 3e9 + 10*fastSecondNs, clocks: Clocks{ShortestSecondNs: fastSecondNs}},
+		{name: "earlier than a clock 20% fast explains", appliedAt: 3e9 + 10*fastSecondNs - 1, clocks: Clocks{ShortestSecondNs: fastSecondNs}, caught: true},
+		{name: "early across a forward jump", appliedAt: 12e9, clocks: Clocks{ShortestSecondNs: 1e9, Faults: []TimeSpan{{1e9, 1e9}, {5e9, 5e9}}}},
+		{name: "early after a stall that outlasted the keepalive", appliedAt: 12e9, clocks: Clocks{ShortestSecondNs: 1e9, Faults: []TimeSpan{{1e9, 3e9 + 1}}}},
+		{name: "early with clock faults outside the TTL", appliedAt: 12e9, clocks: Clocks{ShortestSecondNs: 1e9, Faults: []TimeSpan{{1e9, 3e9 - 1}, {12e9 + 1, 13e9}}}, caught: true},
+		{name: "clock rate unknown", appliedAt: 12e9},
+		{name: "revoked by the client", appliedAt: 12e9, clocks: Clocks{ShortestSecondNs: 1e9}, revokedBy: func() *script {
+			sc := newScript()
+			sc.op(0, 0, 1e6, grant(7, 10))
+			sc.op(0, 12e9-1e6, 12e9+1e6, revoke(7))
+			return sc
+		}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			sc := leaseTimeScript()
+			if c.revokedBy != nil {
+				sc = c.revokedBy()
+			}
+			sc.in.KeepAlives = keepAliveAt3s
+			sc.in.Committed[1].AppliedAt = c.appliedAt
+			sc.in.Clocks = c.clocks
+			res := Check(sc.in, Options{})
+			if got := len(failuresOf(res, checkerLeaseTime)) > 0; got != c.caught {
+				t.Fatalf("caught=%v, want %v:\n%s", got, c.caught, res)
+			}
+			if !c.caught && !res.OK {
+				t.Fatalf("allowed case fails:\n%s", res)
+			}
+		})
+	}
+}

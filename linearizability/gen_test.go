@@ -305,8 +305,9 @@ func execute(cfg genConfig, rng *rand.Rand, ops []*genOp) *generated {
 				leaseLastTick[resp.leaseID] = tick
 			case kindLeaseRevoke:
 				if !isClient {
-					// Expiry: proposed once the TTL has run out on the leader.
-					expiry := max(tick, leaseLastTick[req.leaseID]+leaseTTL[req.leaseID])
+					// Expiry: proposed once the TTL has run out on the leader,
+					// counted from the tick after the grant.
+					expiry := max(tick, leaseLastTick[req.leaseID]+leaseTTL[req.leaseID]+1)
 					leaseEvents = append(leaseEvents, LeaseEvent{Member: 1, LocalTick: expiry, Lease: req.leaseID, Kind: LeaseExpiryProposed, ElectionTicks: 10})
 				}
 			}

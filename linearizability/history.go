@@ -62,6 +62,43 @@ type CommittedEntry struct {
 	Index     uint64
 	RequestID uint64
 	Request   *pb.InternalRaftRequest
+	// AppliedAt is the virtual time the first member applied the entry: no
+	// client can observe its effect earlier. Zero means unknown.
+	AppliedAt int64
+}
+
+// KeepAlive is one lease keepalive a client sent and saw answered with a
+// live lease (TTL above zero): from then on the client may count on the
+// lease living TTLSeconds from Sent.
+type KeepAlive struct {
+	Client     int
+	Lease      int64
+	Sent       int64 // virtual time the client sent it
+	Return     int64 // virtual time the answer arrived
+	TTLSeconds int64 // the TTL in the answer
+}
+
+// Clocks bounds how the members' clocks ran against true (virtual) time,
+// so that a lease's life can be judged in true time.
+type Clocks struct {
+	// ShortestSecondNs is the least true time any member's clock took to
+	// count one of its own seconds (1e9 for exact clocks; 833_333_333 for
+	// one 20% fast). A leader whose clock runs fast ends a TTL early in
+	// true time by that factor, so the checker allows it. Zero: leases are
+	// not judged in true time.
+	ShortestSecondNs int64
+	// Faults are the spans of true time in which some member's clock did
+	// not run at a bounded rate: a jump forward (a span of one instant), a
+	// stall (from when it stopped until its member could have noticed
+	// again that it lost its quorum). A renewal whose TTL overlaps one is
+	// not judged in true time: a leader whose clock stands still keeps
+	// answering keepalives after its successor took over.
+	Faults []TimeSpan
+}
+
+// TimeSpan is [From, To] in virtual nanoseconds.
+type TimeSpan struct {
+	From, To int64
 }
 
 // WatchHistory is the history of one watcher as one client saw it.
@@ -146,12 +183,18 @@ type Input struct {
 	Committed []CommittedEntry
 	Watches   []WatchHistory
 	Leases    []LeaseEvent
+	// KeepAlives are the answered keepalives; with the answered grants in
+	// History they are what the lease-expiry-time checker holds expiries to.
+	KeepAlives []KeepAlive
+	Clocks     Clocks
 	// MinLeaseTTLSeconds is the cluster's minimum lease TTL; a grant below it
 	// is raised to it. Zero means unknown: a granted TTL is then only checked
 	// to be at least the one asked for.
 	MinLeaseTTLSeconds int64
 	// MaxTxnOps is the cluster's --max-txn-ops; zero means etcd's 128.
 	MaxTxnOps int
+	// Locks are the workload's locks, checked by the lock-fencing checker.
+	Locks []Lock
 }
 
 // DefaultTimeout bounds porcupine's search when Options.Timeout is zero,

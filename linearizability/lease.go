@@ -2,13 +2,16 @@ package linearizability
 
 import (
 	"cmp"
+	"fmt"
+	"math"
 	"slices"
 )
 
 // checkLeases holds every leader to its own clock: it may propose the expiry
 // of a lease only once the lease's TTL has passed, in its own ticks, since
 // both the last time it granted or refreshed the lease and the time it
-// became leader (a new leader cannot know of keepalives its predecessor
+// became leader, counted from the tick after (the renewal arrived during
+// its tick, so the TTL runs from the next tick boundary) (a new leader cannot know of keepalives its predecessor
 // acknowledged, so it must give every lease a full TTL). Ticks of different
 // members are not comparable, so each member is judged on its own events.
 // The other half of lease safety, that nothing outlives a revoke and no
@@ -68,17 +71,111 @@ func (run *checkRun) checkExpiry(e, becameLeader, refreshed *LeaseEvent, ttlAnyw
 	ttl, known := ttlAnywhere[e.Lease]
 	if refreshed != nil {
 		ttl, known = refreshed.TTLTicks, true
-		if e.LocalTick < refreshed.LocalTick+refreshed.TTLTicks {
+		if until := refreshed.LocalTick + refreshed.TTLTicks + 1; e.LocalTick < until {
 			run.report.add(checkerLeaseExpiry, "%s: lease expired early: the member last saw it at %s, so it lives until tick %d",
-				e, refreshed, refreshed.LocalTick+refreshed.TTLTicks)
+				e, refreshed, until)
 		}
 	}
 	if !known {
 		run.report.add(checkerLeaseExpiry, "%s: expiry of a lease no member reported granting", e)
 		return
 	}
-	if becameLeader != nil && e.LocalTick < becameLeader.LocalTick+ttl {
-		run.report.add(checkerLeaseExpiry, "%s: lease expired early: the member became leader at tick %d and must give the lease its full TTL of %d ticks (until tick %d; election timeout %d ticks)",
-			e, becameLeader.LocalTick, ttl, becameLeader.LocalTick+ttl, becameLeader.ElectionTicks)
+	if becameLeader == nil {
+		return
 	}
+	if until := becameLeader.LocalTick + ttl + 1; e.LocalTick < until {
+		run.report.add(checkerLeaseExpiry, "%s: lease expired early: the member became leader at tick %d and must give the lease its full TTL of %d ticks (until tick %d; election timeout %d ticks)",
+			e, becameLeader.LocalTick, ttl, until, becameLeader.ElectionTicks)
+	}
+}
+
+// checkLeaseTimes holds expiries to what a client was promised, in true
+// time rather than ticks: a client whose grant or keepalive was answered
+// with a live lease may count on the lease living TTL from when it sent
+// the request. The earliest any client can see the lease gone (its keys
+// missing from a read, a delete event on a watch) is when the first member
+// applies the expiry's revoke, so that is what is judged: it must come no
+// earlier than TTL after the send time of every answered renewal sent
+// before it. Ticks hide errors of less than a tick; this does not.
+//
+// A leader whose clock runs fast ends a TTL early in true time; the
+// allowance for that is Clocks.ShortestSecondNs. A renewal whose TTL spans
+// a clock fault (a jump, a stall) is not judged, and nor is any lease when
+// the clocks' rate is unknown.
+func (run *checkRun) checkLeaseTimes() {
+	second := run.in.Clocks.ShortestSecondNs
+	if second <= 0 {
+		return
+	}
+	type renewal struct {
+		what       string
+		client     int
+		sent       int64
+		ttlSeconds int64
+		deadlineNs int64
+	}
+	renewals := map[int64][]renewal{} // lease ID -> renewals in no particular order; lookups only
+	add := func(what string, client int, lease, sent, ttlSeconds int64) {
+		if ttlSeconds <= 0 {
+			return
+		}
+		// The TTL in true time at the fastest clock.
+		life := int64(math.MaxInt64 - sent)
+		if ttlSeconds < life/second {
+			life = ttlSeconds * second
+		}
+		renewals[lease] = append(renewals[lease], renewal{what: what, client: client, sent: sent, ttlSeconds: ttlSeconds, deadlineNs: sent + life})
+	}
+	for _, op := range run.ops {
+		g := op.original.Response.LeaseGrant
+		if op.original.Request.LeaseGrant == nil || op.ret == Unknown || op.original.Response.Err != nil || g == nil {
+			continue
+		}
+		add("grant", op.client, g.GetID(), op.call, g.GetTTL())
+	}
+	for _, ka := range run.in.KeepAlives {
+		add("keepalive", ka.Client, ka.Lease, ka.Sent, ka.TTLSeconds)
+	}
+	revoked := map[int64]bool{} // lookups only
+	for _, e := range run.in.Committed {
+		rv := e.Request.GetLeaseRevoke()
+		if rv == nil || revoked[rv.GetID()] {
+			continue
+		}
+		revoked[rv.GetID()] = true
+		if op := run.byID[e.RequestID]; op != nil && op.original.Request.LeaseRevoke != nil {
+			continue // a client revoked it: no promise holds past that
+		}
+		if e.AppliedAt <= 0 {
+			continue
+		}
+		var worst *renewal
+		for i, r := range renewals[rv.GetID()] {
+			if r.sent >= e.AppliedAt || e.AppliedAt >= r.deadlineNs || run.clockFaultBetween(r.sent, e.AppliedAt) {
+				continue
+			}
+			if worst == nil || r.deadlineNs > worst.deadlineNs {
+				worst = &renewals[rv.GetID()][i]
+			}
+		}
+		if worst != nil {
+			run.report.add(checkerLeaseTime, "lease %d expired at %s (its revoke applied at raft index %d), %s before the TTL of %ds from the %s client %d sent at %s ran out (%s a second at the fastest member clock)",
+				rv.GetID(), fmtNs(e.AppliedAt), e.Index, fmtNs(worst.deadlineNs-e.AppliedAt), worst.ttlSeconds, worst.what, worst.client, fmtNs(worst.sent), fmtNs(second))
+		}
+	}
+}
+
+// clockFaultBetween reports a clock fault overlapping [from, to].
+func (run *checkRun) clockFaultBetween(from, to int64) bool {
+	for _, f := range run.in.Clocks.Faults {
+		if f.From <= to && f.To >= from {
+			return true
+		}
+	}
+	return false
+}
+
+// fmtNs renders virtual nanoseconds as milliseconds, to the nanosecond.
+func fmtNs(ns int64) string {
+	return fmt.Sprintf("%d.%06dms", ns/1e6, ns%1e6)
 }

@@ -441,13 +441,15 @@ var plantedCases = []plantedCase{
 				{Member: 1, LocalTick: 0, Kind: LeaseBecameLeader, ElectionTicks: 10},
 				{Member: 1, LocalTick: 5, Lease: 7, Kind: LeaseGranted, TTLTicks: 100, ElectionTicks: 10},
 				{Member: 1, LocalTick: 60, Lease: 7, Kind: LeaseKeepAliveAcked, TTLTicks: 100, ElectionTicks: 10},
-				{Member: 1, LocalTick: 160, Lease: 7, Kind: LeaseExpiryProposed, ElectionTicks: 10},
+				{Member: 1, LocalTick: 161, Lease: 7, Kind: LeaseExpiryProposed, ElectionTicks: 10},
 			}
 			return sc
 		},
-		plant:   func(sc *script) { sc.in.Leases[3].LocalTick = 159 },
+		// The keepalive arrived during tick 60: 100 ticks from that tick
+		// could fall short of 100 ticks of time, so 160 is a tick early.
+		plant:   func(sc *script) { sc.in.Leases[3].LocalTick = 160 },
 		checker: checkerLeaseExpiry,
-		detail:  "member 1 tick 159 ExpiryProposed lease 7 ttl 0 ticks: lease expired early: the member last saw it at member 1 tick 60 KeepAliveAcked lease 7 ttl 100 ticks, so it lives until tick 160",
+		detail:  "member 1 tick 160 ExpiryProposed lease 7 ttl 0 ticks: lease expired early: the member last saw it at member 1 tick 60 KeepAliveAcked lease 7 ttl 100 ticks, so it lives until tick 161",
 	},
 	{
 		name: "new leader expiring a lease before a full TTL",
@@ -457,13 +459,13 @@ var plantedCases = []plantedCase{
 				{Member: 1, LocalTick: 0, Kind: LeaseBecameLeader, ElectionTicks: 10},
 				{Member: 1, LocalTick: 5, Lease: 7, Kind: LeaseGranted, TTLTicks: 100, ElectionTicks: 10},
 				{Member: 2, LocalTick: 50, Kind: LeaseBecameLeader, ElectionTicks: 10},
-				{Member: 2, LocalTick: 150, Lease: 7, Kind: LeaseExpiryProposed, ElectionTicks: 10},
+				{Member: 2, LocalTick: 151, Lease: 7, Kind: LeaseExpiryProposed, ElectionTicks: 10},
 			}
 			return sc
 		},
 		plant:   func(sc *script) { sc.in.Leases[3].LocalTick = 120 },
 		checker: checkerLeaseExpiry,
-		detail:  "the member became leader at tick 50 and must give the lease its full TTL of 100 ticks (until tick 150",
+		detail:  "the member became leader at tick 50 and must give the lease its full TTL of 100 ticks (until tick 151",
 	},
 	{
 		// A lease whose grant no leader applied as leader (the proposer
@@ -479,9 +481,35 @@ var plantedCases = []plantedCase{
 			}
 			return sc
 		},
-		plant:   func(sc *script) { sc.in.Leases[2].LocalTick = 149 },
+		plant:   func(sc *script) { sc.in.Leases[2].LocalTick = 150 },
 		checker: checkerLeaseExpiry,
-		detail:  "lease expired early: the member last saw it at member 2 tick 50 TakenOver lease 7 ttl 100 ticks, so it lives until tick 150",
+		detail:  "lease expired early: the member last saw it at member 2 tick 50 TakenOver lease 7 ttl 100 ticks, so it lives until tick 151",
+	},
+	{
+		// A renewal arrives during a tick; counting its TTL from the tick
+		// already past ends the lease up to a tick early in true time,
+		// which no tick count shows.
+		name: "lease expiring less than a tick before TTL after an answered keepalive was sent",
+		build: func() *script {
+			sc := leaseTimeScript()
+			sc.in.KeepAlives = []KeepAlive{{Client: 0, Lease: 7, Sent: 3e9, Return: 3e9 + 2e6, TTLSeconds: 10}}
+			sc.in.Committed[1].AppliedAt = 13e9 + 1
+			return sc
+		},
+		plant:   func(sc *script) { sc.in.Committed[1].AppliedAt = 13e9 - 50e6 },
+		checker: checkerLeaseTime,
+		detail:  "lease 7 expired at 12950.000000ms (its revoke applied at raft index 2), 50.000000ms before the TTL of 10s from the keepalive client 0 sent at 3000.000000ms ran out (1000.000000ms a second at the fastest member clock)",
+	},
+	{
+		name: "lease expiring before TTL after its answered grant was sent",
+		build: func() *script {
+			sc := leaseTimeScript()
+			sc.in.Committed[1].AppliedAt = 10e9
+			return sc
+		},
+		plant:   func(sc *script) { sc.in.Committed[1].AppliedAt = 10e9 - 1 },
+		checker: checkerLeaseTime,
+		detail:  "lease 7 expired at 9999.999999ms (its revoke applied at raft index 2), 0.000001ms before the TTL of 10s from the grant client 0 sent at 0.000000ms ran out",
 	},
 	{
 		name: "key surviving its lease's revoke",
@@ -516,6 +544,17 @@ var plantedCases = []plantedCase{
 		checker: checkerLeaseRevoke,
 		detail:  `client 1 op #2 [40, 50] put("k", "v", lease=7) attached a lease that was not alive when it applied at raft index 3`,
 	},
+}
+
+// leaseTimeScript is a lease of 10 s granted to client 0 (sent at 0,
+// answered at 1 ms) and expired by the cluster; the caller sets when the
+// expiry applied.
+func leaseTimeScript() *script {
+	sc := newScript()
+	sc.op(0, 0, 1e6, grant(7, 10))
+	sc.cluster(revoke(7))
+	sc.in.Clocks = Clocks{ShortestSecondNs: 1e9}
+	return sc
 }
 
 // answerAt is what a correct store answers q with at revision rev.

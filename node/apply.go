@@ -42,15 +42,20 @@ func (n *Node) applyEntries(ents []*raftpb.Entry) {
 	if len(ents) > 0 {
 		n.serveReads()
 		n.askHeldReadIndex()
+		n.serveHeldLeaseRequests()
 	}
 }
 
 func (n *Node) recordApplied(e *raftpb.Entry, reqID uint64, r *pb.InternalRaftRequest) {
+	n.recordAppliedErr(e, reqID, r, nil)
+}
+
+func (n *Node) recordAppliedErr(e *raftpb.Entry, reqID uint64, r *pb.InternalRaftRequest, err error) {
 	if !n.cfg.ReportApplied {
 		return
 	}
 	n.out.Applied = append(n.out.Applied, AppliedEntry{
-		Index: e.GetIndex(), Term: e.GetTerm(), Type: e.GetType(), RequestID: reqID, Request: r, Rev: n.store.Rev(),
+		Index: e.GetIndex(), Term: e.GetTerm(), Type: e.GetType(), RequestID: reqID, Request: r, Rev: n.store.Rev(), Err: err,
 	})
 }
 
@@ -87,8 +92,9 @@ func (n *Node) applyNormal(e *raftpb.Entry) {
 		res := n.store.Apply(r)
 		resp, err = res.Resp, res.Err
 		n.afterKVApply(r, res)
+		n.afterAuthApply(e.GetIndex(), r, res)
 	}
-	n.recordApplied(e, reqID, r)
+	n.recordAppliedErr(e, reqID, r, err)
 	if w, ok := n.waiting[reqID]; ok {
 		n.fillHeader(resp, err)
 		n.resolve(w, resp, err)
@@ -118,13 +124,22 @@ func (n *Node) afterKVApply(r *pb.InternalRaftRequest, res kvsm.ApplyResult) {
 	}
 }
 
-// expiryTicks is how long a lease with this TTL lives on the leader's
-// clock; the planted LeaseExpireEarly bug halves it.
+// expiryTicks is how many ticks after the current one a lease with this
+// TTL expires on the leader's clock: one more than the TTL. The current
+// tick began before the renewal arrived, anywhere up to a whole tick
+// before, so counting the TTL from it would end the lease up to one tick
+// early; counting from the next tick boundary rounds the expiry up, to no
+// earlier than TTL after the renewal. The planted bugs arm it early.
 func (n *Node) expiryTicks(ttlTicks int64) int64 {
-	if n.cfg.Planted.LeaseExpireEarly {
+	switch {
+	case n.cfg.Planted.LeaseExpireEarly:
 		return ttlTicks / 2
+	case n.cfg.Planted.LeaseExpireTickEarly:
+		return ttlTicks - 1
+	case n.cfg.Planted.LeaseExpireUnrounded:
+		return ttlTicks
 	}
-	return ttlTicks
+	return ttlTicks + 1
 }
 
 func memberAttrSet(id uint64, name string, clientURLs []string) *membershippb.ClusterMemberAttrSetRequest {

@@ -3,6 +3,7 @@ package node
 import (
 	"errors"
 	"fmt"
+	"strings"
 
 	"go.etcd.io/raft/v3"
 )
@@ -64,32 +65,86 @@ type PlantedBugs struct {
 	DropWatchEvent         bool // lose one watch event now and then
 	LeaseExpireEarly       bool // the leader expires leases at half their TTL
 	LeaseResurrect         bool // a revoked lease comes back, so puts onto it succeed
+	LeaseExpireTickEarly   bool // the leader arms a lease at now + TTL - 1 tick
+	LeaseExpireUnrounded   bool // the leader arms a lease at now + TTL, counting a renewal from the tick already past
+	AuthSkipTxnCompares    bool // the txn permission check at apply skips the compares
+	// AckAppendBeforeSync acts on a write before it is durable when the
+	// write leaves the term and vote alone: append acknowledgements in the
+	// same term go out early, which no term comparison can see.
+	AckAppendBeforeSync bool
+	// ProgressOvertakesEvents answers a progress request while watchers of
+	// the stream still catch up from history.
+	ProgressOvertakesEvents bool
 }
 
 // Any reports whether any bug is planted.
-func (p PlantedBugs) Any() bool {
-	return p.LocalLinearizableReads || p.AckBeforeSync || p.DropWatchEvent || p.LeaseExpireEarly || p.LeaseResurrect
+func (p PlantedBugs) Any() bool { return p != PlantedBugs{} }
+
+// named lists each planted bug with the name it goes by in seeds' knobs
+// and on nodesim's command line.
+func (p *PlantedBugs) named() []struct {
+	name string
+	on   *bool
+} {
+	return []struct {
+		name string
+		on   *bool
+	}{
+		{"local-linearizable-reads", &p.LocalLinearizableReads},
+		{"ack-before-sync", &p.AckBeforeSync},
+		{"drop-watch-event", &p.DropWatchEvent},
+		{"lease-expire-early", &p.LeaseExpireEarly},
+		{"lease-resurrect", &p.LeaseResurrect},
+		{"lease-expire-tick-early", &p.LeaseExpireTickEarly},
+		{"lease-expire-unrounded", &p.LeaseExpireUnrounded},
+		{"auth-skip-txn-compares", &p.AuthSkipTxnCompares},
+		{"ack-append-before-sync", &p.AckAppendBeforeSync},
+		{"progress-overtakes-events", &p.ProgressOvertakesEvents},
+	}
 }
 
 func (p PlantedBugs) String() string {
-	s := ""
-	add := func(on bool, name string) {
-		if on {
-			if s != "" {
-				s += ","
-			}
-			s += name
+	var names []string
+	for _, b := range p.named() {
+		if *b.on {
+			names = append(names, b.name)
 		}
 	}
-	add(p.LocalLinearizableReads, "local-linearizable-reads")
-	add(p.AckBeforeSync, "ack-before-sync")
-	add(p.DropWatchEvent, "drop-watch-event")
-	add(p.LeaseExpireEarly, "lease-expire-early")
-	add(p.LeaseResurrect, "lease-resurrect")
-	if s == "" {
+	if len(names) == 0 {
 		return "none"
 	}
-	return s
+	return strings.Join(names, ",")
+}
+
+// PlantedBugNames lists every planted bug's name.
+func PlantedBugNames() []string {
+	var p PlantedBugs
+	var names []string
+	for _, b := range p.named() {
+		names = append(names, b.name)
+	}
+	return names
+}
+
+// ParsePlantedBugs reads a comma-separated list of the names String gives.
+func ParsePlantedBugs(s string) (PlantedBugs, error) {
+	var p PlantedBugs
+	for _, name := range strings.Split(s, ",") {
+		name = strings.TrimSpace(name)
+		if name == "" {
+			continue
+		}
+		found := false
+		for _, b := range p.named() {
+			if b.name == name {
+				*b.on, found = true, true
+			}
+		}
+		if !found {
+			return p, fmt.Errorf("unknown planted bug %q", name)
+		}
+	}
+	return p, nil
 }
 
 // Default limits, matching etcd where etcd has them.

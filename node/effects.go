@@ -73,6 +73,10 @@ type AppliedEntry struct {
 	RequestID   uint64                  // 0 for entries without a request
 	Request     *pb.InternalRaftRequest // nil for empty and conf-change entries
 	Rev         int64                   // the store's revision after applying
+	// Err is the state machine's refusal of the request, nil when it
+	// applied (an auth refusal among them). Every member must refuse alike;
+	// the simulator compares it across members at each index.
+	Err error
 }
 
 func (a AppliedEntry) String() string {
@@ -143,6 +147,7 @@ type Effects struct {
 	Proposed     []Proposal       // only with Config.ReportApplied
 	Applied      []AppliedEntry   // only with Config.ReportApplied
 	LeaseEvents  []LeaseEvent     // only with Config.ReportLeaseEvents
+	Auth         []AuthEvent      // applied auth changes the host's token store follows
 	Removed      bool             // this member was removed from the cluster; the host stops it
 	More         bool             // the node held work back so the host could start a write first: call Effects again
 }
@@ -150,7 +155,7 @@ type Effects struct {
 // Empty reports whether there is nothing to do.
 func (e *Effects) Empty() bool {
 	return len(e.Persist) == 0 && len(e.Messages) == 0 && len(e.Results) == 0 && len(e.Watch) == 0 &&
-		e.SaveSnapshot == nil && len(e.Proposed) == 0 && len(e.Applied) == 0 && len(e.LeaseEvents) == 0 && !e.Removed && !e.More
+		e.SaveSnapshot == nil && len(e.Proposed) == 0 && len(e.Applied) == 0 && len(e.LeaseEvents) == 0 && len(e.Auth) == 0 && !e.Removed && !e.More
 }
 
 // String describes the effects deterministically, one item a line, for
@@ -186,6 +191,10 @@ func (e *Effects) String() string {
 	}
 	for _, l := range e.LeaseEvents {
 		b.WriteString(l.String())
+		b.WriteByte('\n')
+	}
+	for _, a := range e.Auth {
+		b.WriteString(a.String())
 		b.WriteByte('\n')
 	}
 	if e.Removed {

@@ -64,9 +64,15 @@ type Node struct {
 	reads      readQueue
 	leases     leaseClock
 	transfer   *waiter // a pending MoveLeader
-	publishAt  int64   // tick after which to (re)publish this member's attributes
+	// heldLeaseRequests are keepalives and time-to-lives a new leader
+	// holds until it has applied an entry of its term; at most
+	// PendingRequestsMax.
+	heldLeaseRequests []*waiter
+	publishAt         int64 // tick after which to (re)publish this member's attributes
 
 	watchDropCounter int // planted DropWatchEvent's counter
+
+	caller kvsm.AuthInfo // the identity of the request SubmitAs is handing in
 
 	out Effects
 }
@@ -243,7 +249,8 @@ func newNode(cfg Config, mem *raft.MemoryStorage, applied uint64) (*Node, error)
 }
 
 func (c Config) kvsmConfig() kvsm.Config {
-	return kvsm.Config{MaxTxnOps: c.MaxTxnOps, MinLeaseTTLSeconds: c.MinLeaseTTLSeconds()}
+	return kvsm.Config{MaxTxnOps: c.MaxTxnOps, MinLeaseTTLSeconds: c.MinLeaseTTLSeconds(),
+		PlantedAuthSkipTxnCompares: c.Planted.AuthSkipTxnCompares, PlantedProgressOvertakesEvents: c.Planted.ProgressOvertakesEvents}
 }
 
 // Tick advances the member's clock by one tick.
@@ -253,6 +260,7 @@ func (n *Node) Tick() {
 	n.expireTimeouts()
 	n.retryReadIndex()
 	n.expireLeases()
+	n.serveHeldLeaseRequests()
 	n.maybePublish()
 	if t := n.cfg.WatchProgressNotifyTicks; t > 0 && n.tick%int64(t) == 0 {
 		n.store.WatchProgressNotify()
@@ -364,14 +372,14 @@ func (n *Node) startAppend(m *raftpb.Message) {
 	if s := m.GetSnapshot(); s != nil && !raft.IsEmptySnap(s) {
 		p.Snapshot = s
 	}
-	p.Wait = len(p.Entries) > 0 || p.Snapshot != nil ||
-		(p.HardState != nil && (p.HardState.GetTerm() != n.lastHS.GetTerm() || p.HardState.GetVote() != n.lastHS.GetVote()))
+	newTermOrVote := p.HardState != nil && (p.HardState.GetTerm() != n.lastHS.GetTerm() || p.HardState.GetVote() != n.lastHS.GetVote())
+	p.Wait = len(p.Entries) > 0 || p.Snapshot != nil || newTermOrVote
 	if p.HardState != nil {
 		n.lastHS = p.HardState
 	}
 	n.out.Persist = append(n.out.Persist, p)
 	n.appends = append(n.appends, pendingAppend{persist: p, msg: m})
-	if n.cfg.Planted.AckBeforeSync {
+	if n.cfg.Planted.AckBeforeSync || (n.cfg.Planted.AckAppendBeforeSync && !newTermOrVote && p.Snapshot == nil) {
 		// Planted bug: act on the write before it is durable.
 		n.finishAppend(&n.appends[len(n.appends)-1])
 		n.appends[len(n.appends)-1].done = true
@@ -532,6 +540,7 @@ func (n *Node) onSoftState(ss *raft.SoftState) {
 	}
 	if wasLeader && !n.isLeader() {
 		n.leases.reset()
+		n.serveHeldLeaseRequests()
 	}
 	if n.transfer != nil && n.lead == n.transfer.target {
 		n.resolve(n.transfer, &pb.MoveLeaderResponse{Header: n.header(0)}, nil)

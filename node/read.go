@@ -56,7 +56,7 @@ func (n *Node) linearizableRead(h Handle, op proto.Message) {
 
 // newWaiterDetached is a waiter with no timeout, served at once.
 func (n *Node) newWaiterDetached(h Handle, op proto.Message) *waiter {
-	return &waiter{handle: h, op: op}
+	return &waiter{handle: h, op: op, ai: n.caller}
 }
 
 func (n *Node) maybeIssueReadIndex() {
@@ -165,6 +165,10 @@ func (n *Node) serveReads() {
 
 func (n *Node) serveRead(w *waiter) {
 	if w.done {
+		return
+	}
+	if err := n.readRefusal(w.ai, w.op); err != nil {
+		n.resolve(w, nil, err)
 		return
 	}
 	switch r := w.op.(type) {

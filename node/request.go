@@ -51,6 +51,7 @@ type waiter struct {
 	id       uint64        // the request ID it was proposed under (0 for reads)
 	deadline int64         // tick at which it fails with a timeout
 	target   uint64        // MoveLeader's transferee
+	ai       kvsm.AuthInfo // who asked (reads are checked when served)
 	done     bool
 }
 
@@ -86,7 +87,7 @@ func (q *timeoutQueue) popExpired(now int64) *waiter {
 }
 
 func (n *Node) newWaiter(h Handle, op proto.Message) *waiter {
-	w := &waiter{handle: h, op: op, deadline: n.tick + int64(n.cfg.RequestTimeoutTicks)}
+	w := &waiter{handle: h, op: op, ai: n.caller, deadline: n.tick + int64(n.cfg.RequestTimeoutTicks)}
 	n.timeouts.push(w)
 	return w
 }
@@ -147,9 +148,21 @@ func (n *Node) Submit(h Handle, op proto.Message) {
 			return
 		}
 	}
+	if err := n.adminRefusal(op); err != nil {
+		n.reply(h, nil, err)
+		return
+	}
+	if ir, ok := authRequest(op); ok {
+		n.propose(h, ir)
+		return
+	}
 	switch r := op.(type) {
 	case *pb.RangeRequest:
 		if r.GetSerializable() {
+			if err := n.readRefusal(n.caller, r); err != nil {
+				n.reply(h, nil, err)
+				return
+			}
 			resp, err := n.store.Range(r)
 			n.fillHeader(resp, err)
 			n.reply(h, resp, err)
@@ -184,10 +197,8 @@ func (n *Node) Submit(h Handle, op proto.Message) {
 			return
 		}
 		n.proposeKV(h, &pb.InternalRaftRequest{Alarm: r})
-	case *pb.LeaseKeepAliveRequest:
-		n.leaseKeepAlive(h, r)
-	case *pb.LeaseTimeToLiveRequest:
-		n.leaseTimeToLive(h, r)
+	case *pb.LeaseKeepAliveRequest, *pb.LeaseTimeToLiveRequest:
+		n.leaderLeaseRequest(h, r)
 	case *pb.LeaseLeasesRequest:
 		leases := n.store.Leases()
 		resp := &pb.LeaseLeasesResponse{Header: n.header(0), Leases: make([]*pb.LeaseStatus, len(leases))}
@@ -278,6 +289,11 @@ func (n *Node) propose(h Handle, r *pb.InternalRaftRequest) {
 	}
 	id := n.nextRequestID()
 	r.Header = &pb.RequestHeader{ID: id}
+	if n.caller != (kvsm.AuthInfo{}) && r.GetAuthenticate() == nil {
+		// The identity goes into the log: every member checks the request
+		// against its user when it applies it (etcd does the same).
+		r.Header.Username, r.Header.AuthRevision = n.caller.Username, n.caller.Revision
+	}
 	r.ID = id
 	data, err := proto.Marshal(r)
 	if err != nil {
@@ -429,95 +445,6 @@ func setHeader(resp proto.Message, h *pb.ResponseHeader) {
 		r.Header = h
 	case *pb.WatchResponse:
 		r.Header = h
-	}
-}
-
-// Leases.
-
-func (n *Node) leaseKeepAlive(h Handle, r *pb.LeaseKeepAliveRequest) {
-	if !n.isLeader() {
-		n.reply(h, nil, &NotLeaderError{Leader: n.lead})
-		return
-	}
-	info, ok := n.store.Lease(r.GetID())
-	expiry, tracked := n.leases.expiry(r.GetID())
-	if !ok || !tracked || expiry <= n.tick {
-		// Unknown, or expired with its revoke on the way: etcd answers TTL 0,
-		// and a keepalive must never bring an expiring lease back.
-		n.reply(h, &pb.LeaseKeepAliveResponse{Header: n.header(0), ID: r.GetID(), TTL: 0}, nil)
-		return
-	}
-	n.armLease(LeaseKeepAliveAcked, r.GetID(), info.GrantedTTLSeconds, 0)
-	n.reply(h, &pb.LeaseKeepAliveResponse{Header: n.header(0), ID: r.GetID(), TTL: info.GrantedTTLSeconds}, nil)
-}
-
-func (n *Node) leaseTimeToLive(h Handle, r *pb.LeaseTimeToLiveRequest) {
-	if !n.isLeader() {
-		n.reply(h, nil, &NotLeaderError{Leader: n.lead})
-		return
-	}
-	info, ok := n.store.Lease(r.GetID())
-	if !ok {
-		n.reply(h, &pb.LeaseTimeToLiveResponse{Header: n.header(0), ID: r.GetID(), TTL: -1}, nil)
-		return
-	}
-	remaining := int64(0)
-	if expiry, ok := n.leases.expiry(r.GetID()); ok {
-		remaining = n.cfg.secondsFromTicks(expiry - n.tick)
-	}
-	resp := &pb.LeaseTimeToLiveResponse{Header: n.header(0), ID: r.GetID(), TTL: remaining, GrantedTTL: info.GrantedTTLSeconds}
-	if r.GetKeys() {
-		resp.Keys = info.Keys
-	}
-	n.reply(h, resp, nil)
-}
-
-func (n *Node) leaseEvent(kind LeaseEventKind, id, ttlTicks int64) {
-	if !n.cfg.ReportLeaseEvents {
-		return
-	}
-	n.out.LeaseEvents = append(n.out.LeaseEvents, LeaseEvent{Kind: kind, LocalTick: n.tick, Lease: id, TTLTicks: ttlTicks})
-}
-
-// becameLeader gives every lease its full TTL plus an election timeout from
-// now: keepalives the previous leader acknowledged are unknown here, and
-// this is the only way not to expire a lease its holder kept alive.
-func (n *Node) becameLeader() {
-	n.leaseEvent(LeaseBecameLeader, 0, 0)
-	n.refreshAllLeases()
-}
-
-func (n *Node) refreshAllLeases() {
-	n.leases.reset()
-	for _, l := range n.store.Leases() {
-		n.armLease(LeaseTakenOver, l.ID, l.GrantedTTLSeconds, int64(n.cfg.ElectionTicks))
-	}
-}
-
-// armLease sets lease id to expire a full TTL of ttlSeconds (plus
-// extraTicks) from now on this member's clock, and reports why as kind.
-func (n *Node) armLease(kind LeaseEventKind, id, ttlSeconds, extraTicks int64) {
-	ttlTicks := n.cfg.ticksFromSeconds(ttlSeconds)
-	n.leases.set(id, n.tick+n.expiryTicks(ttlTicks)+extraTicks)
-	n.leaseEvent(kind, id, ttlTicks)
-}
-
-// leaseRevokeRetryTicks is how long the leader waits for an expiry revoke
-// to apply before proposing it again (the first may have been dropped).
-func (n *Node) leaseRevokeRetryTicks() int64 { return int64(2 * n.cfg.ElectionTicks) }
-
-func (n *Node) expireLeases() {
-	if !n.isLeader() {
-		return
-	}
-	for _, id := range n.leases.popExpired(n.tick, n.cfg.LeaseRevokesPerTickMax) {
-		if _, ok := n.store.Lease(id); !ok {
-			n.leases.forget(id)
-			continue
-		}
-		n.leaseEvent(LeaseExpiryProposed, id, 0)
-		n.proposeInternal(&pb.InternalRaftRequest{LeaseRevoke: &pb.LeaseRevokeRequest{ID: id}})
-		n.leases.wakeAt(id, n.tick+n.leaseRevokeRetryTicks())
 	}
 }
 

@@ -513,9 +513,7 @@ func TestSnapshotsUnderLoad(t *testing.T) {
 		func(_, i int) string { return strings.Repeat("v", 100+i) })
 	m := tms[0].m
 	waitFor(t, "snapshots saved", func() bool {
-		m.metrics.snapshotSave.mu.Lock()
-		defer m.metrics.snapshotSave.mu.Unlock()
-		return m.metrics.snapshotSave.count >= 3
+		return m.metrics.snapshotSave.count.Load() >= 3
 	})
 	m.Stop()
 	snaps, err := os.ReadDir(filepath.Join(tms[0].cfg.DataDir, "member", "snap"))

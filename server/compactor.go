@@ -8,6 +8,7 @@ import (
 	"go.etcd.io/raft/v3"
 	"go.uber.org/zap"
 
+	"github.com/noded/noded/kvsm"
 	"github.com/noded/noded/node"
 )
 
@@ -102,7 +103,9 @@ func (c *compactor) maybeCompact(m *Member) {
 		return
 	}
 	c.inFlight = true
-	m.submit(&clientRequest{op: &pb.CompactionRequest{Revision: target}, onDone: func(r node.Result) {
+	// Auto compaction is the member's own call: it runs as root.
+	root := kvsm.AuthInfo{Username: kvsm.RootUser, Revision: m.node.Store().AuthRevision()}
+	m.submit(&clientRequest{op: &pb.CompactionRequest{Revision: target}, ai: root, onDone: func(r node.Result) {
 		c.inFlight = false
 		switch {
 		case r.Err == nil:

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	stdnet "net"
 	"net/url"
+	"os"
 	"slices"
 	"strings"
 	"time"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/noded/noded/disk"
 	"github.com/noded/noded/node"
+	"github.com/noded/noded/server/auth"
 )
 
 // Version is the etcd server version noded claims everywhere a version is
@@ -80,8 +82,19 @@ type Config struct {
 	// it is refused with created and canceled set and a reason.
 	MaxWatchersPerStream int
 
-	DisableGateway bool // etcd's --enable-grpc-gateway=false: no /v3 JSON gateway
-	EnablePprof    bool // etcd's --enable-pprof: Go's profiles at /debug/pprof/ on the client URLs
+	// Auth: etcd's --auth-token ("simple", or "jwt,..."), --bcrypt-cost and
+	// --auth-token-ttl (simple tokens' lifetime from their last use).
+	AuthToken    string
+	BcryptCost   int
+	AuthTokenTTL time.Duration
+	// ClientCertAuth is etcd's --client-cert-auth: a client certificate's
+	// CN names the user of a call that sends no token.
+	ClientCertAuth bool
+	authSpec       auth.TokenSpec // AuthToken parsed (and its key files read) by Validate
+
+	DisableGateway bool   // etcd's --enable-grpc-gateway=false: no /v3 JSON gateway
+	EnablePprof    bool   // etcd's --enable-pprof: Go's profiles at /debug/pprof/ on the client URLs
+	Metrics        string // etcd's --metrics: MetricsBasic (""), or MetricsExtensive for gRPC latency histograms
 
 	// ClientListeners and PeerListeners, when set, are used instead of
 	// listening on ListenClientURLs and ListenPeerURLs (tests pass :0
@@ -89,6 +102,13 @@ type Config struct {
 	ClientListeners  []stdnet.Listener
 	PeerListeners    []stdnet.Listener
 	MetricsListeners []stdnet.Listener
+
+	// Corruption checks (etcd's InitialCorruptCheck and CompactHashCheck
+	// feature gates, --corrupt-check-time, --compact-hash-check-time).
+	InitialCorruptCheck  bool          // compare hashes with peers before serving clients; refuse to start on a mismatch
+	CorruptCheckTime     time.Duration // the leader compares every member's hash this often; 0: never
+	CompactHashCheck     bool          // the leader compares hashes at each new compact revision
+	CompactHashCheckTime time.Duration // how often it looks for a new compact revision; 0: DefaultCompactHashCheckTime
 
 	Logger *zap.Logger // nil: no logging
 
@@ -107,6 +127,7 @@ const (
 	DefaultInitialClusterToken        = "etcd-cluster"
 	DefaultRevisionCompactionInterval = 5 * time.Minute
 	DefaultWatchProgressNotify        = 10 * time.Minute
+	DefaultAuthTokenTTL               = 300 * time.Second
 	// DefaultMaxWatchersPerStream leaves the headroom etcd (which has no
 	// bound) gives: an API server that multiplexes every watch of its
 	// clients onto one stream holds tens of thousands; a stream's watchers
@@ -147,6 +168,9 @@ func DefaultConfig() Config {
 		RevisionCompactionInterval:  DefaultRevisionCompactionInterval,
 		WatchProgressNotifyInterval: DefaultWatchProgressNotify,
 		MaxWatchersPerStream:        DefaultMaxWatchersPerStream,
+		AuthToken:                   string(auth.TokenSimple),
+		BcryptCost:                  auth.BcryptCostDefault,
+		AuthTokenTTL:                DefaultAuthTokenTTL,
 	}
 }
 
@@ -240,6 +264,11 @@ func (c *Config) Validate() error {
 	if len(c.InitialAdvertisePeerURLs) == 0 {
 		return errors.New("--initial-advertise-peer-urls is empty")
 	}
+	switch c.Metrics {
+	case "", MetricsBasic, MetricsExtensive:
+	default:
+		return fmt.Errorf("unknown metrics level %q: want %s or %s", c.Metrics, MetricsBasic, MetricsExtensive)
+	}
 	switch c.AutoCompactionMode {
 	case "", CompactionModePeriodic, CompactionModeRevision:
 	default:
@@ -250,6 +279,17 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxRequestBytes <= 0 {
 		c.MaxRequestBytes = node.DefaultMaxRequestBytes
+	}
+	if c.AuthToken == "" {
+		c.AuthToken = string(auth.TokenSimple)
+	}
+	spec, err := auth.ParseTokenSpec(c.AuthToken, os.ReadFile)
+	if err != nil {
+		return fmt.Errorf("--auth-token %q: %w", c.AuthToken, err)
+	}
+	c.authSpec = spec
+	if c.AuthTokenTTL <= 0 {
+		c.AuthTokenTTL = DefaultAuthTokenTTL
 	}
 	if c.MaxTxnOps <= 0 {
 		c.MaxTxnOps = node.DefaultMaxTxnOps
@@ -265,6 +305,12 @@ func (c *Config) Validate() error {
 	}
 	if c.RevisionCompactionInterval <= 0 {
 		c.RevisionCompactionInterval = DefaultRevisionCompactionInterval
+	}
+	if c.CompactHashCheckTime <= 0 {
+		c.CompactHashCheckTime = DefaultCompactHashCheckTime
+	}
+	if c.CorruptCheckTime < 0 {
+		return fmt.Errorf("--corrupt-check-time must not be negative (set to %v)", c.CorruptCheckTime)
 	}
 	if c.WatchProgressNotifyInterval <= 0 {
 		c.WatchProgressNotifyInterval = DefaultWatchProgressNotify

@@ -11,7 +11,9 @@
 // whatever else is already waiting (up to eventsPerRoundMax), from bounded
 // channels: client requests with their reply channels, raft messages from
 // the transport, peer reports, watch stream requests, disk completions and
-// a time.Ticker at --heartbeat-interval. Then it asks the node for Effects
+// a tick every --heartbeat-interval, spaced from when the previous one was
+// handled (a lease's TTL is counted in ticks, and must not run short after a
+// late one). Then it asks the node for Effects
 // and carries them out in the node's order:
 //
 //  1. Persist goes to the disk goroutine (runDisk), which appends and, for
@@ -34,13 +36,20 @@
 //
 //	config.go     Config, etcd's defaults and validation, --initial-cluster
 //	member.go     Start/Stop, the loop, the disk goroutine, the peer handler
-//	services.go   KV, Lease, Cluster, Maintenance and Auth gRPC services; forwarding to the leader
+//	services.go   KV, Lease, Cluster and Maintenance gRPC services; forwarding to the leader
+//	auth_service.go  the Auth service; who a call comes from (server/auth holds tokens and passwords)
 //	watch.go      Watch streams: routing, pausing slow readers, fragments
 //	listen.go     one client port for gRPC and HTTP (connection sniffing)
 //	peer.go       the peer port: transport and GET /members for joining members
 //	http.go       /health, /readyz, /livez, /version, /v2/members, the /v3 gateway
-//	metrics.go    /metrics in Prometheus text format
+//	metrics.go    /metrics: etcd's metric names through prometheus/client_golang
+//	logging.go    the log lines scripts wait on, in etcd's wording
 //	compactor.go  periodic and revision auto compaction
+//	corrupt.go    corruption checks (package corruptcheck) wired to the member: hashes, peers, the CORRUPT alarm
+//
+// Capabilities in packages of their own, wired here: coordination (the
+// Lock and Election services) and corruptcheck (hash comparisons between
+// members).
 //
 // server may import any noded package and any module in go.mod.
 package server

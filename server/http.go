@@ -16,6 +16,8 @@ import (
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/etcdserverpb/gw"
+	electiongw "go.etcd.io/etcd/server/v3/etcdserver/api/v3election/v3electionpb/gw"
+	lockgw "go.etcd.io/etcd/server/v3/etcdserver/api/v3lock/v3lockpb/gw"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
@@ -27,7 +29,9 @@ import (
 // request timeout).
 const healthTimeout = 5 * time.Second
 
-func newHTTPHandler(ctx context.Context, m *Member, gatewayConn *bufconn.Listener) (http.Handler, error) {
+// dialInProcess connects to the member's own gRPC server through the
+// in-memory listener; the connection closes when ctx ends.
+func dialInProcess(ctx context.Context, gatewayConn *bufconn.Listener) (*grpc.ClientConn, error) {
 	conn, err := grpc.NewClient("passthrough:///noded-gateway",
 		grpc.WithContextDialer(func(ctx context.Context, _ string) (stdnet.Conn, error) { return gatewayConn.DialContext(ctx) }),
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
@@ -37,6 +41,14 @@ func newHTTPHandler(ctx context.Context, m *Member, gatewayConn *bufconn.Listene
 		return nil, err
 	}
 	go func() { <-ctx.Done(); conn.Close() }()
+	return conn, nil
+}
+
+func newHTTPHandler(ctx context.Context, m *Member, gatewayConn *bufconn.Listener) (http.Handler, error) {
+	conn, err := dialInProcess(ctx, gatewayConn)
+	if err != nil {
+		return nil, err
+	}
 	gwmux := runtime.NewServeMux(
 		runtime.WithMarshalerOption(runtime.MIMEWildcard, &compactJSONPb{&runtime.JSONPb{
 			MarshalOptions:   protojson.MarshalOptions{UseProtoNames: true, EmitUnpopulated: false},
@@ -48,6 +60,7 @@ func newHTTPHandler(ctx context.Context, m *Member, gatewayConn *bufconn.Listene
 	for _, register := range []func(context.Context, *runtime.ServeMux, *grpc.ClientConn) error{
 		gw.RegisterKVHandler, gw.RegisterWatchHandler, gw.RegisterLeaseHandler,
 		gw.RegisterClusterHandler, gw.RegisterMaintenanceHandler, gw.RegisterAuthHandler,
+		lockgw.RegisterLockHandler, electiongw.RegisterElectionHandler,
 	} {
 		if err := register(ctx, gwmux, conn); err != nil {
 			return nil, err
@@ -87,7 +100,7 @@ func (m *Member) metricsHandler() http.Handler {
 
 // handleMetrics registers /metrics and the health endpoints on mux.
 func (m *Member) handleMetrics(mux *http.ServeMux) {
-	mux.HandleFunc("/metrics", m.serveMetrics)
+	mux.Handle("/metrics", m.metricsEndpoint())
 	mux.HandleFunc("/health", m.serveHealth)
 	mux.HandleFunc("/livez", m.serveChecks("livez", m.livezChecks()))
 	mux.HandleFunc("/livez/", m.serveChecks("livez", m.livezChecks()))
@@ -188,7 +201,7 @@ func (m *Member) checkHealth(ctx context.Context, excludedAlarms map[string]bool
 }
 
 func (m *Member) probeRead(ctx context.Context, serializable bool) error {
-	ctx, cancel := context.WithTimeout(ctx, healthTimeout)
+	ctx, cancel := context.WithTimeout(internalCall(ctx), healthTimeout)
 	defer cancel()
 	_, err := m.do(ctx, &pb.RangeRequest{Key: []byte("health"), KeysOnly: true, Limit: 1, Serializable: serializable})
 	if err != nil {

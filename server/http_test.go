@@ -138,7 +138,7 @@ func parseMetrics(t *testing.T, text string) map[string]float64 {
 		}
 		family := mm[1]
 		for _, suffix := range []string{"_bucket", "_sum", "_count"} {
-			if base, ok := strings.CutSuffix(family, suffix); ok && typed[base] == "histogram" {
+			if base, ok := strings.CutSuffix(family, suffix); ok && (typed[base] == "histogram" || typed[base] == "summary") {
 				family = base
 			}
 		}

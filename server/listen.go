@@ -22,6 +22,8 @@ import (
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/test/bufconn"
+
+	"github.com/noded/noded/server/coordination"
 )
 
 // One port serves gRPC and HTTP, as etcd's does: each accepted connection
@@ -180,15 +182,15 @@ type clientServer struct {
 
 func newClientServer(m *Member) (*clientServer, error) {
 	cs := &clientServer{m: m}
-	cs.grpc = grpc.NewServer(
+	cs.grpc = grpc.NewServer(append(m.metrics.serverOptions(),
 		grpc.MaxRecvMsgSize(m.cfg.MaxRequestBytes+grpcOverheadBytes),
 		grpc.MaxSendMsgSize(math.MaxInt32),
 		grpc.MaxConcurrentStreams(math.MaxUint32),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: false}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 2 * time.Hour, Timeout: 20 * time.Second}),
-		grpc.ChainUnaryInterceptor(m.metrics.unaryInterceptor, m.requireLeaderUnary),
-		grpc.ChainStreamInterceptor(m.metrics.streamInterceptor, m.requireLeaderStream),
-	)
+		grpc.ChainUnaryInterceptor(m.metrics.unaryInterceptor(), m.requireLeaderUnary),
+		grpc.ChainStreamInterceptor(m.metrics.streamInterceptor(), m.requireLeaderStream),
+	)...)
 	pb.RegisterKVServer(cs.grpc, &kvServer{m: m})
 	pb.RegisterWatchServer(cs.grpc, &watchServer{m: m})
 	pb.RegisterLeaseServer(cs.grpc, &leaseServer{m: m})
@@ -201,6 +203,13 @@ func newClientServer(m *Member) (*clientServer, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cs.cancel = cancel
 	cs.gateway = bufconn.Listen(gatewayBufferBytes)
+	self, err := dialInProcess(ctx, cs.gateway)
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	coordination.New(ctx, self, m.lg.Named("coordination")).Register(cs.grpc)
+	m.metrics.grpc.InitializeMetrics(cs.grpc)
 	handler, err := newHTTPHandler(ctx, m, cs.gateway)
 	if err != nil {
 		cancel()
@@ -244,6 +253,8 @@ func newClientServer(m *Member) (*clientServer, error) {
 			// ready (etcd's ReadyNotify).
 			select {
 			case <-m.ready:
+				m.lg.Info("serving client traffic insecurely; this is strongly discouraged!",
+					zap.String("traffic", "grpc+http"), zap.String("address", sn.raw.Addr().String()))
 				sn.run()
 			case <-ctx.Done():
 			}

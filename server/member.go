@@ -24,6 +24,7 @@ import (
 	"github.com/noded/noded/kvsm"
 	nodednet "github.com/noded/noded/net"
 	"github.com/noded/noded/node"
+	"github.com/noded/noded/server/auth"
 )
 
 // Bounds on every queue the member loop owns or reads.
@@ -115,11 +116,16 @@ type Member struct {
 	nextStream atomic.Uint64
 	clients    *clientServer
 	forwarder  *forwarder
+
+	tokens      *auth.Tokens // simple tokens and JWTs (server/auth)
+	bcryptCost  int
+	lastExpired time.Time // loop-owned: when simple tokens were last swept
 }
 
 // clientRequest is one request waiting for the node's answer.
 type clientRequest struct {
 	op   proto.Message
+	ai   kvsm.AuthInfo    // who asked
 	done chan node.Result // capacity 1: the loop never blocks on it
 	// internal requests (auto compaction) are answered through onDone on
 	// the loop instead.
@@ -201,7 +207,18 @@ func Start(cfg Config) (*Member, error) {
 		blocked:    map[kvsm.StreamID]struct{}{},
 		owing:      map[kvsm.StreamID]struct{}{},
 		knownPeers: map[uint64][]string{},
-		metrics:    newMetrics(),
+		metrics:    newMetrics(cfg.Metrics),
+	}
+	m.tokens = auth.NewTokens(cfg.authSpec, cfg.AuthTokenTTL, nil)
+	m.bcryptCost = cfg.BcryptCost
+	if m.bcryptCost < auth.BcryptCostMin || m.bcryptCost > auth.BcryptCostMax {
+		lg.Warn("use default bcrypt cost instead of the invalid given cost",
+			zap.Int("min-cost", auth.BcryptCostMin), zap.Int("max-cost", auth.BcryptCostMax),
+			zap.Int("default-cost", auth.BcryptCostDefault), zap.Int("given-cost", m.bcryptCost))
+		m.bcryptCost = auth.BcryptCostDefault
+	}
+	if cfg.authSpec.Type == auth.TokenSimple {
+		lg.Warn("simple token is not cryptographically signed")
 	}
 	peerListeners, err := m.listenPeers()
 	if err != nil {
@@ -263,15 +280,27 @@ func Start(cfg Config) (*Member, error) {
 			m.knownPeers[jm.ID] = slices.Clone(jm.PeerURLs)
 		}
 	}
+	m.registerMetrics()
 	m.compactor = newCompactor(&m.cfg, lg)
 	m.forwarder = newForwarder(m)
 	m.publishState()
+	restartCommit := m.node.Status().CommitIndex
 
 	go m.runDisk()
 	go m.runSnapshots()
 	go m.run()
 	for _, pl := range peerListeners {
 		m.servePeers(pl)
+	}
+	if cfg.InitialCorruptCheck {
+		if err := m.initialCorruptCheck(restartCommit); err != nil {
+			m.lg.Error("initial corruption check failed", zap.Error(err))
+			m.Stop()
+			return nil, err
+		}
+	}
+	if cfg.CorruptCheckTime > 0 || cfg.CompactHashCheck {
+		go m.runCorruptChecks()
 	}
 	clients, err := newClientServer(m)
 	if err != nil {
@@ -519,7 +548,7 @@ func (m *Member) transferLeadership() {
 	if target == 0 {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), leaderTransferTimeout(m.cfg.ElectionMs))
+	ctx, cancel := context.WithTimeout(internalCall(context.Background()), leaderTransferTimeout(m.cfg.ElectionMs))
 	defer cancel()
 	if _, err := m.do(ctx, &pb.MoveLeaderRequest{TargetID: target}); err != nil {
 		m.lg.Warn("leadership transfer on stop failed", zap.String("target", fmt.Sprintf("%x", target)), zap.Error(err))
@@ -537,7 +566,14 @@ func leaderTransferTimeout(electionMs int64) time.Duration {
 // run is the member loop: the only goroutine that touches the node.
 func (m *Member) run() {
 	defer close(m.loopExit)
-	ticker := time.NewTicker(time.Duration(m.cfg.HeartbeatMs) * time.Millisecond)
+	// Ticks are spaced at least one heartbeat interval apart as the loop
+	// handles them, not as a time.Ticker schedules them: after a tick that
+	// waited behind a busy round, a Ticker's next one can follow at once.
+	// The node counts a lease renewal's TTL from the next tick, which is
+	// then no earlier than the renewal plus one interval only if every
+	// tick starts its interval when it is handled.
+	tickInterval := time.Duration(m.cfg.HeartbeatMs) * time.Millisecond
+	ticker := time.NewTimer(tickInterval)
 	defer ticker.Stop()
 	if m.cfg.InitialElectionTickAdvance {
 		// etcd fast-forwards all but the last ticks of the first election
@@ -555,6 +591,7 @@ func (m *Member) run() {
 			return
 		case <-ticker.C:
 			m.onTick()
+			ticker.Reset(tickInterval)
 		case msg := <-m.inbound:
 			m.node.Step(msg)
 		case req := <-m.requests:
@@ -628,7 +665,14 @@ func (m *Member) drain() bool {
 	return true
 }
 
+// tokenSweepEvery is how often expired simple tokens are dropped.
+const tokenSweepEvery = time.Second
+
 func (m *Member) onTick() {
+	if now := time.Now(); now.Sub(m.lastExpired) >= tokenSweepEvery {
+		m.lastExpired = now
+		m.tokens.Expire()
+	}
 	m.node.Tick()
 	m.retryBlockedStreams()
 	m.compactor.maybeCompact(m)
@@ -667,7 +711,7 @@ func (m *Member) submit(req *clientRequest) {
 	if req.write {
 		m.metrics.proposalsPending.Add(1)
 	}
-	m.node.Submit(h, req.op)
+	m.node.SubmitAs(h, req.op, req.ai)
 }
 
 func (m *Member) answer(req *clientRequest, r node.Result) {
@@ -700,6 +744,7 @@ func (m *Member) carryOut(eff node.Effects) bool {
 		m.diskJobs <- diskJob{persist: p}
 	}
 	if len(eff.Messages) > 0 {
+		m.metrics.heartbeatsSent(eff.Messages, time.Now())
 		m.peers.Send(eff.Messages)
 	}
 	for _, r := range eff.Results {
@@ -716,6 +761,7 @@ func (m *Member) carryOut(eff node.Effects) bool {
 		}
 		m.answer(req, r)
 	}
+	m.followAuth(eff.Auth)
 	for _, sr := range eff.Watch {
 		m.deliverWatch(sr)
 	}
@@ -756,12 +802,17 @@ func (m *Member) publishState() {
 	s := &memberState{status: st, alarms: store.Alarms(), dbSize: store.SizeBytes()}
 	// A view is O(1) to take, but the next write after it copies the
 	// tree path it touches: take one only when the state changed.
-	if prev := m.state.Load(); prev != nil && prev.view != nil && prev.status.Revision == st.Revision && prev.status.CompactRevision == st.CompactRevision {
+	if prev := m.state.Load(); prev != nil && prev.view != nil && prev.status.Revision == st.Revision && prev.status.CompactRevision == st.CompactRevision && prev.view.AuthCurrent(store) {
 		s.view = prev.view
 	} else {
 		s.view = store.View()
 	}
+	prev := m.state.Load()
+	if prev != nil {
+		m.logMembershipChanges(prev.status.Members, st.Members)
+	}
 	if st.Lead != m.lastLead {
+		m.logLeaderChange(m.lastLead, st.Lead, st.Term)
 		if st.Lead != raft.None {
 			m.leaderChanges++
 			m.metrics.leaderChanges.Store(m.leaderChanges)
@@ -790,6 +841,7 @@ func (m *Member) maybeReady(st node.Status) {
 	for _, mem := range st.Members {
 		if mem.ID == m.id && mem.Name == m.cfg.Name && slices.Equal(mem.ClientURLs, URLStrings(m.cfg.AdvertiseClientURLs)) {
 			m.readyOnce.Do(func() {
+				m.logPublished(mem)
 				m.lg.Info("ready to serve client requests", zap.String("member-id", fmt.Sprintf("%x", m.id)))
 				close(m.ready)
 			})
@@ -800,6 +852,10 @@ func (m *Member) maybeReady(st node.Status) {
 
 // Ready is closed once the member serves clients.
 func (m *Member) Ready() <-chan struct{} { return m.ready }
+
+// Alive returns nil once the member loop has run a call: the loop is not
+// stuck (for a watchdog).
+func (m *Member) Alive(ctx context.Context) error { return m.call(ctx, func() {}) }
 
 func (m *Member) syncPeers(members []node.Member) {
 	if len(members) == 0 {
@@ -939,9 +995,11 @@ func (m *Member) writeBatch(jobs []diskJob) error {
 	wait := false
 	for _, job := range jobs {
 		if job.snapshotFile != nil {
+			start := time.Now()
 			if err := m.storage.CommitSnapshot(*job.snapshotFile); err != nil {
 				return err
 			}
+			m.metrics.backendSave.observe(time.Since(start).Seconds())
 			continue
 		}
 		p := job.persist
@@ -969,8 +1027,15 @@ func (m *Member) writeBatch(jobs []diskJob) error {
 
 // do hands a request to the loop and waits for its answer. A full queue
 // answers TooManyRequests after clientQueueWait rather than blocking.
+//
+// The caller's identity comes from ctx (identity): a call the member makes
+// itself must carry internalCall.
 func (m *Member) do(ctx context.Context, op proto.Message) (proto.Message, error) {
-	req := &clientRequest{op: op, done: make(chan node.Result, 1), write: isWrite(op)}
+	ai, err := m.identity(ctx)
+	if err != nil {
+		return nil, err
+	}
+	req := &clientRequest{op: op, ai: ai, done: make(chan node.Result, 1), write: isWrite(op)}
 	select {
 	case m.requests <- req:
 	default:
@@ -1034,6 +1099,7 @@ var errInboundFull = errors.New("server: inbound message queue full; message dro
 
 func (h peerHandler) Process(msg *raftpb.Message) error {
 	m := h.m
+	m.metrics.heartbeatAnswered(msg, time.Now())
 	if msg.GetType() == raftpb.MessageType_MsgSnap {
 		// A snapshot took a while to arrive; wait for room rather than make
 		// the leader send it again.

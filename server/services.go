@@ -17,6 +17,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/noded/noded/node"
+	"github.com/noded/noded/server/auth"
 )
 
 // The gRPC services adapt etcd's API to the member loop: each unary call
@@ -48,9 +49,16 @@ func (s *kvServer) Range(ctx context.Context, r *pb.RangeRequest) (*pb.RangeResp
 	if r.GetSerializable() {
 		// A serializable read is served from the member's own applied
 		// state: the view the loop published, without a trip through it.
+		ai, err := s.m.identity(ctx)
+		if err != nil {
+			return nil, err
+		}
 		st := s.m.state.Load()
 		if st.status.Removed {
 			return nil, rpctypes.ErrGRPCStopped
+		}
+		if err := st.view.CheckRange(ai, r.GetKey(), r.GetRangeEnd()); err != nil {
+			return nil, err
 		}
 		resp, err := st.view.Range(r)
 		if err != nil {
@@ -147,7 +155,12 @@ func (f *forwarder) closeAllLocked() {
 	}
 }
 
+// forwardContext marks a call forwarded and carries the caller's token to
+// the leader, which resolves it again.
 func forwardContext(ctx context.Context) context.Context {
+	if token, ok := auth.TokenFromContext(ctx); ok {
+		ctx = metadata.AppendToOutgoingContext(ctx, "token", token)
+	}
 	return metadata.AppendToOutgoingContext(ctx, forwardedKey, "1")
 }
 
@@ -317,6 +330,9 @@ func (s *maintenanceServer) Status(ctx context.Context, r *pb.StatusRequest) (*p
 // snapshots have nothing to defragment. etcd clears NOSPACE only after a
 // defragment frees space; here compaction alone frees it.
 func (s *maintenanceServer) Defragment(ctx context.Context, r *pb.DefragmentRequest) (*pb.DefragmentResponse, error) {
+	if err := s.m.adminOnly(ctx); err != nil {
+		return nil, err
+	}
 	st := s.m.state.Load()
 	return &pb.DefragmentResponse{Header: s.m.stateHeader(st)}, nil
 }
@@ -324,6 +340,9 @@ func (s *maintenanceServer) Defragment(ctx context.Context, r *pb.DefragmentRequ
 // Hash is etcd's whole-backend hash, meant for tests; noded answers with
 // the HashKV hash of the current revision, which covers the same keys.
 func (s *maintenanceServer) Hash(ctx context.Context, r *pb.HashRequest) (*pb.HashResponse, error) {
+	if err := s.m.adminOnly(ctx); err != nil {
+		return nil, err
+	}
 	resp, err := doTyped[*pb.HashKVResponse](ctx, s.m, &pb.HashKVRequest{})
 	if err != nil {
 		return nil, err
@@ -353,6 +372,9 @@ func (s *maintenanceServer) MoveLeader(ctx context.Context, r *pb.MoveLeaderRequ
 //	zeros up to a multiple of 512 bytes.
 func (s *maintenanceServer) Snapshot(r *pb.SnapshotRequest, stream pb.Maintenance_SnapshotServer) error {
 	m := s.m
+	if err := m.adminOnly(stream.Context()); err != nil {
+		return err
+	}
 	var chunks [][]byte
 	var size int
 	var st *memberState
@@ -398,19 +420,4 @@ const (
 // off the loop).
 func (m *Member) stateHeader(st *memberState) *pb.ResponseHeader {
 	return &pb.ResponseHeader{ClusterId: m.clusterID, MemberId: m.id, Revision: st.status.Revision, RaftTerm: st.status.Term}
-}
-
-// authServer answers as an etcd whose authentication is off; enabling it
-// is not supported yet.
-type authServer struct {
-	pb.UnimplementedAuthServer
-	m *Member
-}
-
-func (s *authServer) AuthStatus(ctx context.Context, r *pb.AuthStatusRequest) (*pb.AuthStatusResponse, error) {
-	return &pb.AuthStatusResponse{Header: s.m.stateHeader(s.m.state.Load()), Enabled: false}, nil
-}
-
-func (s *authServer) Authenticate(ctx context.Context, r *pb.AuthenticateRequest) (*pb.AuthenticateResponse, error) {
-	return nil, rpctypes.ErrGRPCAuthNotEnabled
 }

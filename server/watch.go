@@ -79,6 +79,10 @@ type watchOp struct {
 	req    *pb.WatchRequest
 	close  bool
 	room   bool // the sender drained its queue while the loop held replies
+	// For a create: who asks (resolved from the stream's context when the
+	// request arrived), or why that failed.
+	ai      kvsm.AuthInfo
+	authErr error
 }
 
 // hostStream is the loop's side of one watch stream.
@@ -153,7 +157,7 @@ func (m *Member) onWatchOp(op watchOp) {
 		}
 		hs.owed++
 		m.owing[hs.id] = struct{}{}
-		m.onWatchRequest(hs, op.req)
+		m.onWatchRequest(hs, op)
 	}
 }
 
@@ -185,10 +189,15 @@ func watchCancel(id int64) *pb.WatchRequest {
 	return &pb.WatchRequest{RequestUnion: &pb.WatchRequest_CancelRequest{CancelRequest: &pb.WatchCancelRequest{WatchId: id}}}
 }
 
-func (m *Member) onWatchRequest(hs *hostStream, req *pb.WatchRequest) {
+func (m *Member) onWatchRequest(hs *hostStream, op watchOp) {
+	req := op.req
 	switch {
 	case req.GetCreateRequest() != nil:
 		cr := req.GetCreateRequest()
+		if op.authErr != nil {
+			m.refuseCreate(hs, op.authErr.Error())
+			return
+		}
 		id := cr.GetWatchId()
 		if len(hs.watchers) >= m.cfg.MaxWatchersPerStream {
 			m.refuseCreate(hs, fmt.Sprintf("noded: a watch stream holds at most %d watchers (--max-watchers-per-stream)", m.cfg.MaxWatchersPerStream))
@@ -215,7 +224,7 @@ func (m *Member) onWatchRequest(hs *hostStream, req *pb.WatchRequest) {
 		hs.creates = append(hs.creates, w)
 		forNode := proto.Clone(cr).(*pb.WatchCreateRequest)
 		forNode.WatchId = 0
-		m.node.Watch(hs.id, watchCreate(forNode))
+		m.node.WatchAs(hs.id, watchCreate(forNode), op.ai)
 	case req.GetCancelRequest() != nil:
 		w := hs.watchers[req.GetCancelRequest().GetWatchId()]
 		if w == nil {
@@ -557,7 +566,11 @@ func (s *watchServer) Watch(stream pb.Watch_WatchServer) error {
 				recvErr <- err
 				return
 			}
-			if err := m.sendWatchOp(ctx, watchOp{stream: id, req: req}); err != nil {
+			op := watchOp{stream: id, req: req}
+			if req.GetCreateRequest() != nil {
+				op.ai, op.authErr = m.identity(ctx)
+			}
+			if err := m.sendWatchOp(ctx, op); err != nil {
 				recvErr <- err
 				return
 			}

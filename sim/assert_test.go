@@ -24,11 +24,11 @@ func TestAppliedCatchesDivergence(t *testing.T) {
 		{"same entry", node.AppliedEntry{Index: 1, Term: 1, Type: raftpb.EntryNormal, RequestID: 7, Request: put("a"), Rev: 2},
 			node.AppliedEntry{Index: 1, Term: 1, Type: raftpb.EntryNormal, RequestID: 7, Request: put("a"), Rev: 2}, ""},
 		{"other term", node.AppliedEntry{Index: 1, Term: 1, RequestID: 7, Request: put("a"), Rev: 2},
-			node.AppliedEntry{Index: 1, Term: 2, RequestID: 7, Request: put("a"), Rev: 2}, "state machine safety"},
+			node.AppliedEntry{Index: 1, Term: 2, RequestID: 7, Request: put("a"), Rev: 2}, "state-machine-safety"},
 		{"other request", node.AppliedEntry{Index: 1, Term: 1, RequestID: 7, Request: put("a"), Rev: 2},
-			node.AppliedEntry{Index: 1, Term: 1, RequestID: 7, Request: put("b"), Rev: 2}, "state machine safety"},
+			node.AppliedEntry{Index: 1, Term: 1, RequestID: 7, Request: put("b"), Rev: 2}, "state-machine-safety"},
 		{"other revision", node.AppliedEntry{Index: 1, Term: 1, RequestID: 7, Request: put("a"), Rev: 2},
-			node.AppliedEntry{Index: 1, Term: 1, RequestID: 7, Request: put("a"), Rev: 3}, "not deterministic"},
+			node.AppliedEntry{Index: 1, Term: 1, RequestID: 7, Request: put("a"), Rev: 3}, "deterministic-apply"},
 	}
 	for _, c := range cases {
 		w := &world{trace: newTraceHash(nil)}
@@ -58,4 +58,26 @@ func TestSendAssertionCatchesAckBeforeSync(t *testing.T) {
 		}
 	}
 	t.Fatal("a member sending before its writes were durable went unnoticed in 20 seeds")
+}
+
+// An append acknowledgement in a term already durable, sent before its
+// entries are: a term comparison cannot see it, the acknowledged index
+// against the synced log can.
+func TestSendAssertionCatchesAckAppendBeforeSync(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs whole simulated clusters")
+	}
+	for seed := uint64(1); seed <= 20; seed++ {
+		rep := Run(Options{Seed: seed, Planted: node.PlantedBugs{AckAppendBeforeSync: true},
+			Tweak: func(k *Knobs) { quiet(k); k.ClusterSize, k.SyncLatencyMeanUs = 3, 50000 }})
+		for _, f := range rep.Failures {
+			if strings.Contains(f, "before term") {
+				t.Fatalf("seed %d: the planted bug changed no term, yet: %s", seed, f)
+			}
+			if strings.Contains(f, "persist-before-send:") && strings.Contains(f, "acknowledged entries up to") {
+				return
+			}
+		}
+	}
+	t.Fatal("append acknowledgements sent before their entries were durable went unnoticed in 20 seeds")
 }

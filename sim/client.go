@@ -28,8 +28,9 @@ type client struct {
 	dropped  []int64 // leases it saw revoked or expire; it tries them again now and then
 	watches  []*clientWatch
 	watchSeq uint64
-	lastRev  int64 // the highest revision it has seen in a header
-	final    bool  // its final read in the liveness phase succeeded
+	lastRev  int64        // the highest revision it has seen in a header
+	final    bool         // its final read in the liveness phase succeeded
+	lock     *lockSession // a lock it is taking, holding or releasing (lockworkload.go)
 }
 
 type heldLease struct {
@@ -39,10 +40,11 @@ type heldLease struct {
 }
 
 type clientOp struct {
-	seq   uint64
-	req   proto.Message
-	hist  int // index into the KV history, or -1
-	final bool
+	seq    uint64
+	req    proto.Message
+	hist   int   // index into the KV history, or -1
+	sentAt int64 // virtual time the client sent it
+	final  bool
 }
 
 // clientWatch is one watch stream with one watcher on it.
@@ -111,6 +113,9 @@ func (w *world) clientNext(c *client) {
 			return
 		}
 	}
+	if w.lockNext(c) {
+		return
+	}
 	w.issueRandom(c)
 }
 
@@ -118,7 +123,7 @@ func (w *world) clientNext(c *client) {
 // the KV history the linearizability checker reads.
 func (w *world) issue(c *client, req proto.Message, inHistory bool) {
 	c.seq++
-	op := &clientOp{seq: c.seq, req: req, hist: -1}
+	op := &clientOp{seq: c.seq, req: req, hist: -1, sentAt: w.now}
 	c.op = op
 	if inHistory {
 		op.hist = len(w.history)
@@ -161,7 +166,7 @@ func (w *world) requestArrive(e *event) {
 		// A request to a down or frozen member is lost; the client times out.
 		return
 	}
-	m.node.Submit(handleFor(c, e.opSeq), proto.Clone(c.op.req))
+	w.submitAs(m, handleFor(c, e.opSeq), proto.Clone(c.op.req))
 	w.drive(m)
 }
 
@@ -202,14 +207,26 @@ func (w *world) replyArrive(e *event) {
 	if op.hist >= 0 {
 		w.recordReturn(c, op, r)
 	}
+	if w.lockReply(c, op, r) {
+		return
+	}
 	switch req := op.req.(type) {
 	case *pb.LeaseGrantRequest:
 		if g, ok := r.Resp.(*pb.LeaseGrantResponse); ok && r.Err == nil && len(c.leases) < leasesPerClientMax {
 			c.leases = append(c.leases, heldLease{id: g.GetID(), ttlSeconds: g.GetTTL(), nextKeepAlive: w.now + g.GetTTL()*1e9/3})
 		}
 	case *pb.LeaseKeepAliveRequest:
-		if ka, ok := r.Resp.(*pb.LeaseKeepAliveResponse); ok && ka.GetTTL() <= 0 {
+		ka, ok := r.Resp.(*pb.LeaseKeepAliveResponse)
+		switch {
+		case !ok || r.Err != nil:
+		case ka.GetTTL() <= 0:
 			c.dropLease(req.GetID())
+		default:
+			// The client may now count on the lease for TTL from sentAt:
+			// the lease-expiry-time checker holds the cluster to that.
+			w.keepAlives = append(w.keepAlives, linearizability.KeepAlive{
+				Client: c.index, Lease: req.GetID(), Sent: op.sentAt, Return: w.now, TTLSeconds: ka.GetTTL(),
+			})
 		}
 	case *pb.LeaseRevokeRequest:
 		c.dropLease(req.GetID())
@@ -319,8 +336,11 @@ func (w *world) value(c *client) []byte {
 
 func (w *world) issueRandom(c *client) {
 	k := w.k
-	total := k.MixPut + k.MixRange + k.MixDelete + k.MixTxn + k.MixCompact + k.MixLease + k.MixWatch
+	total := k.MixPut + k.MixRange + k.MixDelete + k.MixTxn + k.MixCompact + k.MixLease + k.MixWatch + k.MixLock
 	x := w.wrng.IntN(max(total, 1))
+	if x >= total-k.MixLock && w.startLock(c) {
+		return
+	}
 	switch {
 	case x < k.MixPut:
 		put := &pb.PutRequest{Key: w.key(), Value: w.value(c), PrevKv: w.wrng.IntN(4) == 0}
@@ -450,11 +470,11 @@ func (w *world) watchOp(c *client) bool {
 	if len(live) > 0 && w.wrng.IntN(3) == 0 {
 		cw := live[w.wrng.IntN(len(live))]
 		if w.wrng.IntN(4) == 0 {
-			w.sendWatchRequest(cw, &pb.WatchRequest{RequestUnion: &pb.WatchRequest_CancelRequest{CancelRequest: &pb.WatchCancelRequest{WatchId: cw.watchID}}})
+			w.sendWatchRequests(cw, &pb.WatchRequest{RequestUnion: &pb.WatchRequest_CancelRequest{CancelRequest: &pb.WatchCancelRequest{WatchId: cw.watchID}}})
 			return true
 		}
 		w.watches[cw.hist].RequestedProgressAt = append(w.watches[cw.hist].RequestedProgressAt, w.now)
-		w.sendWatchRequest(cw, &pb.WatchRequest{RequestUnion: &pb.WatchRequest_ProgressRequest{ProgressRequest: &pb.WatchProgressRequest{}}})
+		w.sendWatchRequests(cw, &pb.WatchRequest{RequestUnion: &pb.WatchRequest_ProgressRequest{ProgressRequest: &pb.WatchProgressRequest{}}})
 		return true
 	}
 	if len(live) >= watchesPerClientMax {
@@ -477,7 +497,13 @@ func (w *world) watchOp(c *client) bool {
 	if w.wrng.IntN(6) == 0 {
 		cr.Filters = []pb.WatchCreateRequest_FilterType{pb.WatchCreateRequest_FilterType(w.wrng.IntN(2))}
 	}
-	w.createWatch(c, cr)
+	// A lagging watcher replays the whole history, and its client asks for
+	// progress on the stream at once, while the catch-up is under way.
+	lagging := w.k.LaggingWatchers && w.wrng.IntN(2) == 0
+	if lagging {
+		cr.StartRevision = 1
+	}
+	w.createWatch(c, cr, lagging)
 	return true
 }
 
@@ -491,7 +517,11 @@ func (c *client) liveWatches() []*clientWatch {
 	return out
 }
 
-func (w *world) createWatch(c *client, cr *pb.WatchCreateRequest) {
+// createWatch opens a stream with one watcher. withProgress sends a
+// progress request right behind the create, so that the member reads both
+// off the stream before it polls its watchers: the watcher, when it
+// starts in the past, is still catching up when the request is handled.
+func (w *world) createWatch(c *client, cr *pb.WatchCreateRequest, withProgress bool) {
 	c.watchSeq++
 	m := w.members[c.member]
 	cw := &clientWatch{client: c.index, member: c.member, incarnation: m.incarnation,
@@ -504,13 +534,18 @@ func (w *world) createWatch(c *client, cr *pb.WatchCreateRequest) {
 		cw.ended = true
 		return
 	}
-	w.sendWatchRequest(cw, &pb.WatchRequest{RequestUnion: &pb.WatchRequest_CreateRequest{CreateRequest: cr}})
+	reqs := []*pb.WatchRequest{{RequestUnion: &pb.WatchRequest_CreateRequest{CreateRequest: cr}}}
+	if withProgress {
+		w.watches[cw.hist].RequestedProgressAt = append(w.watches[cw.hist].RequestedProgressAt, w.now)
+		reqs = append(reqs, &pb.WatchRequest{RequestUnion: &pb.WatchRequest_ProgressRequest{ProgressRequest: &pb.WatchProgressRequest{}}})
+	}
+	w.sendWatchRequests(cw, reqs...)
 }
 
-func (w *world) sendWatchRequest(cw *clientWatch, req *pb.WatchRequest) {
+func (w *world) sendWatchRequests(cw *clientWatch, reqs ...*pb.WatchRequest) {
 	cw.lastToMember = max(cw.lastToMember, w.now+w.clientLatency())
 	w.q.schedule(&event{at: cw.lastToMember, kind: evWatchRequestArrive, member: cw.member, incarnation: cw.incarnation,
-		client: cw.client, stream: cw.stream, watchReq: req, what: "watch-request"})
+		client: cw.client, stream: cw.stream, watchReqs: reqs, what: "watch-request"})
 }
 
 func (w *world) watchRequestArrive(e *event) {
@@ -519,7 +554,9 @@ func (w *world) watchRequestArrive(e *event) {
 	if cw == nil || cw.ended || !m.up || m.incarnation != e.incarnation || m.paused {
 		return
 	}
-	m.node.Watch(kvsm.StreamID(e.stream), e.watchReq)
+	for _, req := range e.watchReqs {
+		w.watchAs(m, kvsm.StreamID(e.stream), req)
+	}
 	w.drive(m)
 }
 
@@ -579,7 +616,7 @@ func (w *world) streamsBroken(m *member) {
 					resume := proto.Clone(old).(*pb.WatchCreateRequest)
 					resume.StartRevision = cw.lastRev + 1
 					c.member = w.wrng.IntN(len(w.members))
-					w.createWatch(c, resume)
+					w.createWatch(c, resume, false)
 				}
 			}
 		}

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+
+	"github.com/noded/noded/linearizability"
 )
 
 // The fault injector strikes at random intervals during the safety phase
@@ -281,6 +283,7 @@ func (w *world) clockJump(m *member) {
 	if w.frng.IntN(2) == 0 {
 		ticks := 1 + w.frng.IntN(3*w.k.ElectionTicks)
 		w.tracef("clock of %s jumps forward %d ticks", m.name, ticks)
+		w.clockFaults = append(w.clockFaults, linearizability.TimeSpan{From: w.now, To: w.now})
 		for i := 0; i < ticks && m.up; i++ {
 			m.node.Tick()
 			w.drive(m)
@@ -289,6 +292,10 @@ func (w *world) clockJump(m *member) {
 	}
 	m.tickJumpUntil = w.now + w.holdNs()
 	w.tracef("clock of %s stalls until %d", m.name, m.tickJumpUntil)
+	// A leader whose clock stands still cannot tell it lost its quorum: it
+	// answers keepalives until its clock has run two election timeouts
+	// (raft's check-quorum period) past the stall.
+	w.clockFaults = append(w.clockFaults, linearizability.TimeSpan{From: w.now, To: m.tickJumpUntil + 2*w.electionNs()})
 }
 
 // crashLoop crashes a member three to ten times within a few seconds,
@@ -380,7 +387,7 @@ func (w *world) strayBytes(m *member) {
 	}
 	off, err := m.fs.WriteStray(newest, int64(w.frng.IntN(4096)), b)
 	if err != nil {
-		w.fail("stray bytes into %s of %s: %v", newest, m.name, err)
+		w.fail("harness", "stray bytes into %s of %s: %v", newest, m.name, err)
 		return
 	}
 	m.corrupted = true

@@ -51,6 +51,18 @@ type Knobs struct {
 	Keys                                                                int
 	ClientTimeoutMs                                                     int64
 	MixPut, MixRange, MixDelete, MixTxn, MixCompact, MixLease, MixWatch int // weights
+	MixLock                                                             int // weight of lock sessions (lockworkload.go)
+	// UnfencedLocks plants the classic lock bug in the workload: holders
+	// write the protected key without the fencing guard. Never drawn; the
+	// lock checker's self-test sets it.
+	UnfencedLocks bool
+
+	// Auth runs the auth workload (auth.go): users, roles and permissions
+	// changing under the faults, the KV clients as root.
+	Auth bool
+	// LaggingWatchers keeps some watchers far behind (watches from revision
+	// 1, slow readers) and asks for progress while they catch up (W3).
+	LaggingWatchers bool
 
 	SafetyMs   int64 // virtual duration of the fault phase
 	LivenessMs int64 // bound on healing: every request done and members converged
@@ -144,6 +156,17 @@ func Draw(seed uint64) Knobs {
 	k.SafetyMs = between(10000, 30000)
 	k.LivenessMs = 60000
 	k.SlowWatchers = chance(30)
+	k.Auth = chance(25)
+	// Watchers far behind: watches from revision 1 on a long history,
+	// readers that stall so that catch-up takes several batches, and
+	// progress requests sent while they catch up (a progress reply must
+	// never overtake an event it covers).
+	k.LaggingWatchers = chance(25)
+	if k.LaggingWatchers {
+		k.MixWatch = max(k.MixWatch, 3)
+		k.SlowWatchers = true
+	}
+	k.MixLock = int(between(0, 6))
 	return k
 }
 
@@ -177,8 +200,18 @@ func (k Knobs) String() string {
 		fmt.Fprintf(&b, " drift‰=%v", k.DriftPermille)
 	}
 	b.WriteByte('\n')
-	fmt.Fprintf(&b, "workload clients=%d ops/s=%d keys=%d timeout=%dms mix put:%d range:%d delete:%d txn:%d compact:%d lease:%d watch:%d\n",
-		k.Clients, k.OpsPerSecond, k.Keys, k.ClientTimeoutMs, k.MixPut, k.MixRange, k.MixDelete, k.MixTxn, k.MixCompact, k.MixLease, k.MixWatch)
+	fmt.Fprintf(&b, "workload clients=%d ops/s=%d keys=%d timeout=%dms mix put:%d range:%d delete:%d txn:%d compact:%d lease:%d watch:%d lock:%d",
+		k.Clients, k.OpsPerSecond, k.Keys, k.ClientTimeoutMs, k.MixPut, k.MixRange, k.MixDelete, k.MixTxn, k.MixCompact, k.MixLease, k.MixWatch, k.MixLock)
+	if k.Auth {
+		b.WriteString(" auth")
+	}
+	if k.LaggingWatchers {
+		b.WriteString(" lagging-watchers")
+	}
+	if k.UnfencedLocks {
+		b.WriteString(" (planted: unfenced lock writes)")
+	}
+	b.WriteByte('\n')
 	fmt.Fprintf(&b, "phases safety=%dms liveness-bound=%dms", k.SafetyMs, k.LivenessMs)
 	return b.String()
 }

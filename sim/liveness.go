@@ -34,7 +34,7 @@ func (w *world) startLiveness() {
 	}
 	w.after(w.k.LivenessMs*1e6, "liveness deadline", func() {
 		if w.phase == phaseLiveness {
-			w.fail("liveness: not converged %dms after healing: %s", w.k.LivenessMs, w.convergenceState())
+			w.fail("liveness", "not converged %dms after healing: %s", w.k.LivenessMs, w.convergenceState())
 		}
 	})
 }
@@ -70,7 +70,7 @@ func (w *world) checkLiveness() {
 		}
 	}
 	if ref == nil {
-		w.fail("liveness: no member is running")
+		w.fail("liveness", "no member is running")
 		return
 	}
 	refHash := ref.node.StateHash()
@@ -79,7 +79,7 @@ func (w *world) checkLiveness() {
 			continue
 		}
 		if h := m.node.StateHash(); h != refHash {
-			w.fail("state hashes differ at applied index %d: %s has %016x, %s has %016x", applied, ref.name, refHash, m.name, h)
+			w.fail("state-hash", "state hashes differ at applied index %d: %s has %016x, %s has %016x", applied, ref.name, refHash, m.name, h)
 			return
 		}
 	}

@@ -3,6 +3,7 @@ package sim
 import (
 	"encoding/binary"
 	"fmt"
+	"math"
 
 	"go.etcd.io/raft/v3/raftpb"
 
@@ -39,10 +40,42 @@ type member struct {
 	tickJumpUntil int64 // clock jumped back: no ticks until then
 	pausedInbox   []*event
 
-	tickBase    int64           // ticks of earlier incarnations, so the member's clock never runs back
-	durableTerm uint64          // the highest term in a hard state known synced
-	syncQueue   []*node.Persist // writes the node waits on, oldest first
-	lastSyncAt  int64           // when the newest queued sync completes: syncs complete in order
+	tickBase   int64           // ticks of earlier incarnations, so the member's clock never runs back
+	syncQueue  []*node.Persist // writes the node waits on, oldest first
+	lastSyncAt int64           // when the newest queued sync completes: syncs complete in order
+	// written is what the member's disk holds, synced what of it a sync
+	// made durable: what a vote or an append acknowledgement may vouch for.
+	written, synced diskState
+	// cutSinceSync is the lowest index an unsynced write cut the log back
+	// to (a follower replacing a conflicting tail, a received snapshot), or
+	// noCut. A crash may keep such a write, so until the next sync the
+	// synced log's end is not a floor for what a restart recovers.
+	cutSinceSync uint64
+}
+
+const noCut = math.MaxUint64
+
+// diskState is the part of a member's log the host tracks to check the
+// raft contract from outside: the last index and its term, and the hard
+// state's term and vote.
+type diskState struct {
+	lastIndex, lastTerm uint64
+	term, vote          uint64
+}
+
+// wrote folds one write into s: a received snapshot resets the log to it,
+// entries replace the log from their first index on (a follower's
+// conflicting tail is cut), and a hard state replaces the term and vote.
+func (s *diskState) wrote(p *node.Persist) {
+	if snap := p.Snapshot; snap != nil {
+		s.lastIndex, s.lastTerm = snap.GetMetadata().GetIndex(), snap.GetMetadata().GetTerm()
+	}
+	if n := len(p.Entries); n > 0 {
+		s.lastIndex, s.lastTerm = p.Entries[n-1].GetIndex(), p.Entries[n-1].GetTerm()
+	}
+	if hs := p.HardState; hs != nil {
+		s.term, s.vote = hs.GetTerm(), hs.GetVote()
+	}
 }
 
 // pausedInboxMax bounds what a paused member buffers (a real process's
@@ -62,13 +95,18 @@ func (w *world) newMember(index int, peerURL string, id uint64) *member {
 		peerURL: peerURL,
 		fs:      disk.NewSimFS(),
 	}
+	m.tickPeriodNs = w.tickPeriodNs(index)
+	return m
+}
+
+// tickPeriodNs is member index's tick in virtual time: a member whose
+// clock runs fast ticks more often.
+func (w *world) tickPeriodNs(index int) int64 {
 	drift := int64(0)
 	if index < len(w.k.DriftPermille) {
 		drift = int64(w.k.DriftPermille[index])
 	}
-	// A member whose clock runs fast ticks more often in virtual time.
-	m.tickPeriodNs = w.k.TickMs * 1_000_000 * 1000 / (1000 + drift)
-	return m
+	return w.k.TickMs * 1_000_000 * 1000 / (1000 + drift)
 }
 
 func (w *world) nodeConfig(m *member) node.Config {
@@ -88,8 +126,18 @@ func (w *world) nodeConfig(m *member) node.Config {
 		ReportApplied:            true,
 		ReportLeaseEvents:        true,
 		Version:                  "3.5.0",
-		Planted:                  w.opts.Planted,
+		Planted:                  w.plantedFor(m),
 	}
+}
+
+// plantedFor is the run's planted bugs as member m runs them: the auth
+// bug lives in one member only (member 0), so the others disagree with it.
+func (w *world) plantedFor(m *member) node.PlantedBugs {
+	p := w.opts.Planted
+	if m.index != 0 {
+		p.AuthSkipTxnCompares = false
+	}
+	return p
 }
 
 func metadataFor(memberID, clusterID uint64) []byte {
@@ -113,12 +161,12 @@ func (w *world) join(m *member) {
 func (w *world) startEmpty(m *member, verb string, start func(node.Config) (*node.Node, error)) {
 	st, err := disk.Create(m.fs, walDir, snapDir, metadataFor(m.id, w.clusterID), disk.Options{})
 	if err != nil {
-		w.fail("%s %s: create storage: %v", verb, m.name, err)
+		w.fail("harness", "%s %s: create storage: %v", verb, m.name, err)
 		return
 	}
 	n, err := start(w.nodeConfig(m))
 	if err != nil {
-		w.fail("%s %s: %v", verb, m.name, err)
+		w.fail("harness", "%s %s: %v", verb, m.name, err)
 		return
 	}
 	w.started(m, st, n)
@@ -178,12 +226,12 @@ func (w *world) restart(m *member) {
 			w.stats.FailStops++
 			return
 		}
-		w.fail("restart %s: storage refused to open a disk that was never corrupted: %v", m.name, err)
+		w.fail("restart", "restart %s: storage refused to open a disk that was never corrupted: %v", m.name, err)
 		m.failStopped = true
 		return
 	}
 	if string(rec.Metadata) != string(metadataFor(m.id, w.clusterID)) {
-		w.fail("restart %s: metadata %x is not this member's", m.name, rec.Metadata)
+		w.fail("restart", "restart %s: metadata %x is not this member's", m.name, rec.Metadata)
 		return
 	}
 	for _, n := range rec.Notes {
@@ -191,7 +239,7 @@ func (w *world) restart(m *member) {
 	}
 	if m.strayFile != "" {
 		if !reportsCut(rec.Notes, m.strayFile, m.strayOffset) {
-			w.fail("restart %s: stray bytes at offset %d of %s were accepted without a note saying they were cut", m.name, m.strayOffset, m.strayFile)
+			w.fail("recovery-report", "restart %s: stray bytes at offset %d of %s were accepted without a note saying they were cut", m.name, m.strayOffset, m.strayFile)
 		}
 		m.strayFile = ""
 	}
@@ -209,16 +257,10 @@ func (w *world) restart(m *member) {
 		n, err = node.Restart(w.nodeConfig(m), node.Durable{Snapshot: rec.Snapshot, HardState: rec.HardState, Entries: rec.Entries})
 	}
 	if err != nil {
-		w.fail("restart %s: %v", m.name, err)
+		w.fail("restart", "restart %s: %v", m.name, err)
 		return
 	}
-	if hs := rec.HardState; hs != nil && hs.GetTerm() < m.durableTerm {
-		w.fail("restart %s: recovered term %d below the synced term %d", m.name, hs.GetTerm(), m.durableTerm)
-	} else if hs != nil {
-		// A torn crash may keep a hard state written but never synced; what
-		// Open recovers is durable from now on.
-		m.durableTerm = hs.GetTerm()
-	}
+	w.checkRecovered(m, rec)
 	w.tracef("restart %s incarnation=%d snap=%d entries=%d", m.name, m.incarnation, snapIndex(rec.Snapshot), len(rec.Entries))
 	w.started(m, st, n)
 }
@@ -271,7 +313,7 @@ func (w *world) drive(m *member) {
 			return
 		}
 	}
-	w.fail("%s: still has more work after %d rounds of effects", m.name, effectRoundsMax)
+	w.fail("effects-bound", "%s: still has more work after %d rounds of effects", m.name, effectRoundsMax)
 }
 
 // carryOut does what one batch of effects asks; false if the member
@@ -333,11 +375,18 @@ func (w *world) persist(m *member, p *node.Persist) bool {
 		w.crash(m, fmt.Sprintf("append: %v", err))
 		return false
 	}
+	if snap := p.Snapshot; snap != nil {
+		m.cutSinceSync = min(m.cutSinceSync, snap.GetMetadata().GetIndex())
+	}
+	if len(p.Entries) > 0 && p.Entries[0].GetIndex() <= m.written.lastIndex {
+		m.cutSinceSync = min(m.cutSinceSync, p.Entries[0].GetIndex()-1)
+	}
+	m.written.wrote(p)
 	if !p.Wait {
 		return true
 	}
 	if len(m.syncQueue) >= syncQueueMax {
-		w.fail("%s: more than %d writes waiting for a sync", m.name, syncQueueMax)
+		w.fail("sync-queue-bound", "%s: more than %d writes waiting for a sync", m.name, syncQueueMax)
 		return false
 	}
 	m.syncQueue = append(m.syncQueue, p)
@@ -353,10 +402,9 @@ const syncQueueMax = 4096
 
 func (w *world) diskSynced(m *member, seq uint64) {
 	if len(m.syncQueue) == 0 || m.syncQueue[0].Seq != seq {
-		w.fail("%s: sync of seq %d completed out of order (queue %d long)", m.name, seq, len(m.syncQueue))
+		w.fail("sync-order", "%s: sync of seq %d completed out of order (queue %d long)", m.name, seq, len(m.syncQueue))
 		return
 	}
-	p := m.syncQueue[0]
 	if err := m.storage.Sync(); err != nil {
 		// fsync failed: the member must not acknowledge anything it wrote,
 		// and cannot know what reached the disk. It stops (crash).
@@ -364,9 +412,8 @@ func (w *world) diskSynced(m *member, seq uint64) {
 		return
 	}
 	m.syncQueue = m.syncQueue[1:]
-	if hs := p.HardState; hs != nil && hs.GetTerm() > m.durableTerm {
-		m.durableTerm = hs.GetTerm()
-	}
+	// A sync makes everything written so far durable, later writes too.
+	m.synced, m.cutSinceSync = m.written, noCut
 	m.node.Persisted(seq)
 	w.drive(m)
 }
@@ -389,19 +436,78 @@ func (w *world) send(from *member, msg *raftpb.Message) {
 }
 
 // checkSendAfterPersist asserts raft's contract from outside the node: a
-// member never sends a vote or an append acknowledgement of a term its
-// disk does not hold yet. (Requests may leave earlier: a candidate asks for
-// votes, and a leader sends entries, before its own write is durable.)
+// member never sends a vote or an append acknowledgement that vouches for
+// more than its disk holds durably. A granted vote vouches for the term and
+// the vote in a synced hard state, an accepted append for a synced log that
+// reaches the acknowledged index, in the message's term. (Requests may
+// leave earlier: a candidate asks for votes, and a leader sends entries,
+// before its own write is durable.)
 func (w *world) checkSendAfterPersist(from *member, msg *raftpb.Message) {
 	if w.opts.Planted.AckBeforeSync && !w.opts.assertSendsUnderPlantedBugs {
 		return // the planted bug breaks exactly this; the checkers must catch it
 	}
+	d := from.synced
 	switch msg.GetType() {
-	case raftpb.MsgVoteResp, raftpb.MsgAppResp:
-		if msg.GetTerm() > from.durableTerm {
-			w.fail("%s sent %s at term %d before term %d was durable", from.name, msg.GetType(), msg.GetTerm(), from.durableTerm)
+	case raftpb.MsgVoteResp:
+		if msg.GetTerm() > d.term {
+			w.fail("persist-before-send", "%s sent %s at term %d before term %d was durable", from.name, msg.GetType(), msg.GetTerm(), d.term)
+		} else if !msg.GetReject() && msg.GetTerm() == d.term && d.vote != msg.GetTo() {
+			w.fail("persist-before-send", "%s granted its vote in term %d to %x before the vote was durable (synced vote %x)", from.name, msg.GetTerm(), msg.GetTo(), d.vote)
+		}
+	case raftpb.MsgAppResp:
+		if msg.GetTerm() > d.term {
+			w.fail("persist-before-send", "%s sent %s at term %d before term %d was durable", from.name, msg.GetType(), msg.GetTerm(), d.term)
+		} else if !msg.GetReject() && msg.GetIndex() > d.lastIndex {
+			w.fail("persist-before-send", "%s acknowledged entries up to %d in term %d, but its synced log ends at %d", from.name, msg.GetIndex(), msg.GetTerm(), d.lastIndex)
 		}
 	}
+}
+
+// checkRecovered holds a restart to what was synced before the crash:
+// storage must recover at least the synced log, up to its last index with
+// the same term there, and a hard state no older than the synced one. It
+// may recover more, part of the writes after the last sync, and those may
+// have cut the log back (then the floor is where they cut it, and the
+// synced last entry may have been replaced). What it recovers is on the
+// disk, and durable, from now on.
+func (w *world) checkRecovered(m *member, rec disk.Recovered) {
+	got := diskState{}
+	if s := rec.Snapshot; s != nil {
+		got.lastIndex, got.lastTerm = s.GetMetadata().GetIndex(), s.GetMetadata().GetTerm()
+	}
+	termAt := func(i uint64) (uint64, bool) {
+		if snap := rec.Snapshot; snap != nil && i == snap.GetMetadata().GetIndex() {
+			return snap.GetMetadata().GetTerm(), true
+		}
+		if n := len(rec.Entries); n > 0 && i >= rec.Entries[0].GetIndex() && i <= rec.Entries[n-1].GetIndex() {
+			return rec.Entries[i-rec.Entries[0].GetIndex()].GetTerm(), true
+		}
+		return 0, false
+	}
+	if n := len(rec.Entries); n > 0 {
+		got.lastIndex, got.lastTerm = rec.Entries[n-1].GetIndex(), rec.Entries[n-1].GetTerm()
+	}
+	if hs := rec.HardState; hs != nil {
+		got.term, got.vote = hs.GetTerm(), hs.GetVote()
+	}
+	want := m.synced
+	floor := min(want.lastIndex, m.cutSinceSync)
+	switch {
+	case got.term < want.term:
+		w.fail("recovered-state", "restart %s: recovered term %d below the synced term %d", m.name, got.term, want.term)
+	case got.term == want.term && want.vote != 0 && got.vote != want.vote:
+		w.fail("recovered-state", "restart %s: recovered vote %x in term %d, synced vote %x", m.name, got.vote, got.term, want.vote)
+	case got.lastIndex < floor:
+		w.fail("recovered-state", "restart %s: recovered a log ending at %d, but it was synced up to %d", m.name, got.lastIndex, floor)
+	case want.lastIndex > 0 && m.cutSinceSync >= want.lastIndex:
+		// Covered by the snapshot when it is older than the snapshot.
+		if snap := rec.Snapshot; snap == nil || want.lastIndex > snap.GetMetadata().GetIndex() {
+			if term, ok := termAt(want.lastIndex); !ok || term != want.lastTerm {
+				w.fail("recovered-state", "restart %s: recovered entry %d has term %d (found %t), synced with term %d", m.name, want.lastIndex, term, ok, want.lastTerm)
+			}
+		}
+	}
+	m.written, m.synced, m.cutSinceSync = got, got, noCut
 }
 
 func (w *world) deliver(m *member, e *event) {

@@ -212,7 +212,7 @@ func (o *operator) sendTo(w *world, m *member, req proto.Message) {
 	h := node.Handle(operatorHandleBit | o.seq)
 	w.after(w.clientLatency(), "operator request", func() {
 		if m.up && !m.paused && m.node != nil {
-			m.node.Submit(h, req)
+			w.submitAs(m, h, req)
 			w.drive(m)
 		}
 	})

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"slices"
 	"strings"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
@@ -53,15 +54,16 @@ type Stats struct {
 	Crashes, Restarts, FailStops, Partitions   int64
 	Pauses, ClockJumps, FsyncErrors, Corrupted int64
 	MemberChanges, WatchEvents, Snapshots      int64
+	AuthRefused                                int64 // entries the permission check refused at apply
 	VirtualNs, LivenessNs                      int64
 	Net                                        net.SimNetworkStats
 }
 
 func (s Stats) String() string {
 	return fmt.Sprintf("events=%d ops=%d ok=%d unknown=%d failed=%d crashes=%d restarts=%d fail-stops=%d partitions=%d "+
-		"pauses=%d clock-jumps=%d fsync-errors=%d corrupted=%d member-changes=%d watch-events=%d virtual=%dms liveness=%dms %s",
+		"pauses=%d clock-jumps=%d fsync-errors=%d corrupted=%d member-changes=%d watch-events=%d auth-refused=%d virtual=%dms liveness=%dms %s",
 		s.Events, s.Ops, s.OpsOK, s.OpsUnknown, s.OpsFailed, s.Crashes, s.Restarts, s.FailStops, s.Partitions,
-		s.Pauses, s.ClockJumps, s.FsyncErrors, s.Corrupted, s.MemberChanges, s.WatchEvents, s.VirtualNs/1e6, s.LivenessNs/1e6, s.Net)
+		s.Pauses, s.ClockJumps, s.FsyncErrors, s.Corrupted, s.MemberChanges, s.WatchEvents, s.AuthRefused, s.VirtualNs/1e6, s.LivenessNs/1e6, s.Net)
 }
 
 // String is the report as a failing run prints it.
@@ -123,7 +125,7 @@ type event struct {
 	client      int
 	opSeq       uint64
 	result      node.Result
-	watchReq    *pb.WatchRequest
+	watchReqs   []*pb.WatchRequest // read off the stream together
 	watchResp   *pb.WatchResponse
 	stream      uint64
 	action      func()
@@ -148,12 +150,15 @@ type world struct {
 	members   []*member
 	clients   []*client
 	operator  operator
+	auth      *authWorkload // nil unless Knobs.Auth
 
 	history     []linearizability.Operation
 	watches     []linearizability.WatchHistory
 	leaseEvents []linearizability.LeaseEvent
-	committed   []committedRecord // index i holds raft index i+1
-	handles     map[handleKey]int // (member, handle) -> history index, for Proposed; lookups only
+	keepAlives  []linearizability.KeepAlive
+	clockFaults []linearizability.TimeSpan // when a member's clock jumped or stalled
+	committed   []committedRecord          // index i holds raft index i+1
+	handles     map[handleKey]int          // (member, handle) -> history index, for Proposed; lookups only
 	streams     map[uint64]*clientWatch
 
 	phase         phase
@@ -225,6 +230,7 @@ func Run(opts Options) Report {
 func (w *world) run() {
 	w.setUpCluster()
 	w.setUpClients()
+	w.setUpAuth()
 	w.scheduleNextFault()
 	w.q.schedule(&event{at: w.k.SafetyMs * 1e6, kind: evLiveness})
 	eventsMax := w.opts.EventsMax
@@ -234,21 +240,21 @@ func (w *world) run() {
 	for w.phase != phaseDone {
 		e := w.q.next()
 		if e == nil {
-			w.fail("the event queue ran dry before the run ended")
+			w.fail("event-queue", "the event queue ran dry before the run ended")
 			return
 		}
 		if e.at < w.now {
-			w.fail("event %s at %d is in the past (now %d)", e.kind, e.at, w.now)
+			w.fail("event-queue", "event %s at %d is in the past (now %d)", e.kind, e.at, w.now)
 			return
 		}
 		w.now = e.at
 		w.stats.Events++
 		if w.stats.Events > eventsMax {
-			w.fail("more than %d events: the run does not settle", eventsMax)
+			w.fail("events-bound", "more than %d events: the run does not settle", eventsMax)
 			return
 		}
 		if w.q.Len() > eventsPendingMax {
-			w.fail("more than %d pending events", eventsPendingMax)
+			w.fail("events-bound", "more than %d pending events", eventsPendingMax)
 			return
 		}
 		w.step(e)
@@ -315,12 +321,35 @@ func (w *world) setUpCluster() {
 	}
 }
 
-func (w *world) fail(format string, args ...any) {
-	msg := fmt.Sprintf("at %dms: %s", w.now/1e6, fmt.Sprintf(format, args...))
+// fail records a failure found by the simulator itself (an assertion, a
+// bound, the liveness phase), named by what found it: "at <time>:
+// <checker>: <detail>".
+func (w *world) fail(checker, format string, args ...any) {
+	msg := fmt.Sprintf("at %dms: %s: %s", w.now/1e6, checker, fmt.Sprintf(format, args...))
 	w.failures = append(w.failures, msg)
 	w.tracef("FAIL %s", msg)
 }
 
 func (w *world) tracef(format string, args ...any) {
 	w.trace.line(w.now, fmt.Sprintf(format, args...))
+}
+
+// FailingCheckers names the checkers behind a report's failures, each once,
+// in the order they first appear: a linearizability checker's failure reads
+// "<checker>: <detail>", one the simulator found itself "at <time>:
+// <checker>: <detail>".
+func FailingCheckers(r Report) []string {
+	var names []string
+	for _, f := range r.Failures {
+		if rest, ok := strings.CutPrefix(f, "at "); ok {
+			if _, after, ok := strings.Cut(rest, "ms: "); ok {
+				f = after
+			}
+		}
+		name, _, _ := strings.Cut(f, ": ")
+		if !slices.Contains(names, name) {
+			names = append(names, name)
+		}
+	}
+	return names
 }

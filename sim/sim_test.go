@@ -32,8 +32,11 @@ const ciSeeds = 500
 // bootstrap entry without its hard state, and the member never bootstrapped
 // again. 5866: on a network whose one-way delay averaged 0.93 s a client
 // timed out after 1.03 s, so a linearizable read never finished in time and
-// the client retried until the liveness bound.
-var regressionSeeds = []uint64{2418, 3165, 5866}
+// the client retried until the liveness bound. 781, 1171, 1596: a new leader
+// renewed a lease whose revoke, proposed by an earlier leader, was still
+// in its log uncommitted, so the lease ended soon after a keepalive the
+// client was told had renewed it.
+var regressionSeeds = []uint64{781, 1171, 1596, 2418, 3165, 5866}
 
 func seedsToRun(t *testing.T) []uint64 {
 	if *flagSeed != 0 {
@@ -172,5 +175,18 @@ func TestTraceHashGolden(t *testing.T) {
 	}
 	if checked == 0 {
 		t.Fatal("no seeds in the golden file")
+	}
+}
+
+func TestFailingCheckers(t *testing.T) {
+	rep := Report{Failures: []string{
+		"at 12ms: persist-before-send: m1 acknowledged entries up to 9",
+		"kv-linearizability: not linearizable: client 1",
+		"at 40ms: persist-before-send: m2 sent MsgVoteResp",
+		"lease-expiry-time: lease 7 expired at 1ms",
+	}}
+	got := strings.Join(FailingCheckers(rep), ",")
+	if want := "persist-before-send,kv-linearizability,lease-expiry-time"; got != want {
+		t.Fatalf("FailingCheckers = %s, want %s", got, want)
 	}
 }

@@ -111,18 +111,20 @@ var flagDefs = []flagDef{
 	{name: "cors", def: "*", usage: "Comma-separated whitelist of origins for CORS, or cross-origin resource sharing, (empty or * means allow all).", group: groupSecurity, ignored: "no CORS headers are sent"},
 	{name: "host-whitelist", def: "*", usage: "Acceptable hostnames from HTTP client requests, if server is not secure (empty means allow all).", group: groupSecurity, ignored: "every host is accepted, as with etcd's default"},
 
-	{name: "auth-token", def: "simple", usage: "Specify auth token specific options.", group: groupAuth, ignored: "authentication is not supported yet (it reports disabled)"},
-	{name: "bcrypt-cost", kind: kindUint, def: "10", usage: "Specify bcrypt algorithm cost factor for auth password hashing.", group: groupAuth, ignored: "authentication is not supported yet"},
-	{name: "auth-token-ttl", kind: kindUint, def: "300", usage: "The lifetime in seconds of the auth token.", group: groupAuth, ignored: "authentication is not supported yet"},
+	{name: "auth-token", def: "simple", usage: "Specify auth token specific options.", group: groupAuth},
+	{name: "bcrypt-cost", kind: kindUint, def: "10", usage: "Specify bcrypt algorithm cost factor for auth password hashing.", group: groupAuth},
+	{name: "auth-token-ttl", kind: kindUint, def: "300", usage: "The lifetime in seconds of the auth token.", group: groupAuth},
 
 	{name: "enable-pprof", kind: kindBool, def: "false", usage: "Enable runtime profiling data via HTTP server. Address is at client URL + \"/debug/pprof/\"", group: groupProfiling},
-	{name: "metrics", def: "basic", usage: "Set level of detail for exported metrics, specify 'extensive' to include server side grpc histogram metrics.", group: groupProfiling, ignored: "noded exports one set of metrics"},
+	{name: "metrics", def: "basic", usage: "Set level of detail for exported metrics, specify 'extensive' to include server side grpc histogram metrics.", group: groupProfiling},
 	{name: "enable-grpc-gateway", kind: kindBool, def: "true", usage: "Enable GRPC gateway.", group: groupProfiling},
 
-	{name: "logger", def: "zap", usage: "Currently only supports 'zap' for structured logging.", group: groupLogging, ignored: "noded always logs through zap"},
+	{name: "logger", def: "zap", usage: "Currently only supports 'zap' for structured logging.", group: groupLogging},
 	{name: "log-outputs", def: "default", usage: "Specify 'stdout' or 'stderr' to skip journald logging even when running under systemd, or list of comma separated output targets.", group: groupLogging},
 	{name: "log-level", def: "info", usage: "Configures log level. Only supports debug, info, warn, error, panic, or fatal.", group: groupLogging},
 	{name: "log-format", def: "json", usage: "Configures log format. Only supports json, console.", group: groupLogging},
+	{name: "enable-log-rotation", kind: kindBool, def: "false", usage: "Enable log rotation of a single log-outputs file target.", group: groupLogging},
+	{name: "log-rotation-config-json", def: defaultLogRotationConfig, usage: "Configures log rotation if enabled with a JSON logger config. Default: MaxSize=100(MB), MaxAge=0(days,no limit), MaxBackups=0(no limit), LocalTime=false(UTC), Compress=false(gzip)", group: groupLogging},
 
 	{name: "force-new-cluster", kind: kindBool, def: "false", usage: "Force to create a new one member cluster.", group: groupV2, refused: "--force-new-cluster is not supported"},
 	{name: "unsafe-no-fsync", kind: kindBool, def: "false", usage: "Disables fsync, unsafe, will cause data loss.", group: groupV2, ignored: "noded always fsyncs"},
@@ -132,8 +134,12 @@ var flagDefs = []flagDef{
 	{name: "experimental-max-learners", kind: kindUint, def: "1", usage: "Sets the maximum number of learners that can be available in the cluster membership.", group: groupV2},
 	{name: "watch-progress-notify-interval", kind: kindDuration, def: "10m0s", usage: "Duration of periodic watch progress notifications.", group: groupV2},
 	{name: "experimental-watch-progress-notify-interval", kind: kindDuration, def: "10m0s", usage: "Duration of periodic watch progress notifications.", group: groupV2},
-	{name: "experimental-initial-corrupt-check", kind: kindBool, def: "false", usage: "Enable to check data corruption before serving any client/peer traffic.", group: groupV2, ignored: "the WAL and snapshots are checksummed and checked on every open"},
-	{name: "experimental-corrupt-check-time", kind: kindDuration, def: "0s", usage: "Duration of time between cluster corruption check passes.", group: groupV2, ignored: "compare members with `etcdctl endpoint hashkv`"},
+	{name: "experimental-initial-corrupt-check", kind: kindBool, def: "false", usage: "Enable to check data corruption before serving any client/peer traffic.", group: groupV2},
+	{name: "experimental-corrupt-check-time", kind: kindDuration, def: "0s", usage: "Duration of time between cluster corruption check passes.", group: groupV2},
+	{name: "corrupt-check-time", kind: kindDuration, def: "0s", usage: "Duration of time between cluster corruption check passes.", group: groupV2},
+	{name: "experimental-compact-hash-check-enabled", kind: kindBool, def: "false", usage: "Enable leader to periodically check followers compaction hashes.", group: groupV2},
+	{name: "experimental-compact-hash-check-time", kind: kindDuration, def: "1m0s", usage: "Duration of time between leader checks followers compaction hashes.", group: groupV2},
+	{name: "compact-hash-check-time", kind: kindDuration, def: "1m0s", usage: "Duration of time between leader checks followers compaction hashes.", group: groupV2},
 	{name: "experimental-enable-lease-checkpoint", kind: kindBool, def: "false", usage: "Enable to persist lease remaining TTL to prevent indefinite auto-renewal of long lived leases.", group: groupV2, ignored: "a new leader gives every lease its full TTL"},
 	{name: "experimental-compaction-batch-limit", kind: kindInt, def: "1000", usage: "Sets the maximum revisions deleted in each compaction batch.", group: groupV2, ignored: "compaction runs in memory"},
 	{name: "experimental-warning-apply-duration", kind: kindDuration, def: "100ms", usage: "Time duration after which a warning is generated if request takes more time.", group: groupV2, ignored: "slow applies are not logged"},
@@ -402,6 +408,22 @@ func (o *options) toConfig() (server.Config, []string, error) {
 	}
 	cfg.DisableGateway = !o.boolean("enable-grpc-gateway")
 	cfg.EnablePprof = o.boolean("enable-pprof")
+	cfg.AuthToken = o.str("auth-token")
+	cfg.BcryptCost = int(o.uint("bcrypt-cost"))
+	cfg.AuthTokenTTL = time.Duration(o.uint("auth-token-ttl")) * time.Second
+	cfg.Metrics = o.str("metrics")
+	// Corruption checks; the InitialCorruptCheck and CompactHashCheck
+	// feature gates set the same fields.
+	cfg.InitialCorruptCheck = o.boolean("experimental-initial-corrupt-check")
+	cfg.CorruptCheckTime = o.duration("corrupt-check-time")
+	if o.changed("experimental-corrupt-check-time") {
+		cfg.CorruptCheckTime = o.duration("experimental-corrupt-check-time")
+	}
+	cfg.CompactHashCheck = o.boolean("experimental-compact-hash-check-enabled")
+	cfg.CompactHashCheckTime = o.duration("compact-hash-check-time")
+	if o.changed("experimental-compact-hash-check-time") {
+		cfg.CompactHashCheckTime = o.duration("experimental-compact-hash-check-time")
+	}
 	if err := cfg.Validate(); err != nil {
 		return cfg, nil, err
 	}

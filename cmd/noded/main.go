@@ -23,7 +23,6 @@ import (
 
 	"github.com/spf13/pflag"
 	"go.uber.org/zap"
-	"go.uber.org/zap/zapcore"
 
 	"github.com/noded/noded/server"
 )
@@ -63,7 +62,7 @@ func run(args, environ []string, stdout, stderr io.Writer, signals <-chan os.Sig
 			return 1
 		}
 	}
-	lg, err := newLogger(o.str("log-level"), o.str("log-format"), o.str("log-outputs"), stdout, stderr)
+	lg, err := newLogger(o.logConfig(), stdout, stderr)
 	if err != nil {
 		fmt.Fprintf(stderr, "noded: %v\n", err)
 		return 1
@@ -88,9 +87,13 @@ func run(args, environ []string, stdout, stderr io.Writer, signals <-chan os.Sig
 		lg.Error("cannot start member", zap.Error(err))
 		return 1
 	}
+	stopNotify := make(chan struct{})
+	defer close(stopNotify)
+	go notifySystemd(lg, m, stopNotify)
 	select {
 	case sig := <-signals:
 		lg.Info("received signal; shutting down", zap.String("signal", sig.String()))
+		notifyStopping()
 		m.Stop()
 		lg.Info("stopped member cleanly")
 		return 0
@@ -106,49 +109,4 @@ func run(args, environ []string, stdout, stderr io.Writer, signals <-chan os.Sig
 		}
 		return 0
 	}
-}
-
-// newLogger builds etcd's zap logger: JSON lines (or console) with ts,
-// level, caller and msg, to stderr unless --log-outputs says otherwise.
-func newLogger(level, format, outputs string, stdout, stderr io.Writer) (*zap.Logger, error) {
-	var lvl zapcore.Level
-	if err := lvl.UnmarshalText([]byte(level)); err != nil {
-		return nil, fmt.Errorf("unknown log level %q", level)
-	}
-	ec := zapcore.EncoderConfig{
-		TimeKey: "ts", LevelKey: "level", NameKey: "logger", CallerKey: "caller", MessageKey: "msg",
-		StacktraceKey: "stacktrace", LineEnding: zapcore.DefaultLineEnding,
-		EncodeLevel: zapcore.LowercaseLevelEncoder, EncodeTime: zapcore.ISO8601TimeEncoder,
-		EncodeDuration: zapcore.StringDurationEncoder, EncodeCaller: zapcore.ShortCallerEncoder,
-	}
-	var enc zapcore.Encoder
-	switch format {
-	case "json":
-		enc = zapcore.NewJSONEncoder(ec)
-	case "console":
-		enc = zapcore.NewConsoleEncoder(ec)
-	default:
-		return nil, fmt.Errorf("unknown log format %q: only json and console are supported", format)
-	}
-	var sinks []zapcore.WriteSyncer
-	var files []string
-	for _, out := range strings.Split(outputs, ",") {
-		switch out = strings.TrimSpace(out); out {
-		case "", "default", "stderr":
-			sinks = append(sinks, zapcore.AddSync(stderr))
-		case "stdout":
-			sinks = append(sinks, zapcore.AddSync(stdout))
-		default:
-			files = append(files, out)
-		}
-	}
-	if len(files) > 0 {
-		sink, _, err := zap.Open(files...)
-		if err != nil {
-			return nil, fmt.Errorf("--log-outputs: %w", err)
-		}
-		sinks = append(sinks, sink)
-	}
-	core := zapcore.NewCore(enc, zapcore.NewMultiWriteSyncer(sinks...), lvl)
-	return zap.New(core, zap.AddCaller()), nil
 }

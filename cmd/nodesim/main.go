@@ -20,6 +20,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -38,11 +39,11 @@ func main() {
 	reports := flag.String("reports", "reports", "directory for failing seeds' reports")
 	trace := flag.Bool("trace", false, "print every event of a single-seed run")
 	planted := flag.String("planted", "", "plant bugs (checker self-tests): comma list of "+
-		"local-linearizable-reads,ack-before-sync,drop-watch-event,lease-expire-early,lease-resurrect")
+		strings.Join(node.PlantedBugNames(), ","))
 	worker := flag.Bool("worker", false, "internal: read seeds on stdin, write results on stdout")
 	flag.Parse()
 
-	bugs, err := parsePlanted(*planted)
+	bugs, err := node.ParsePlantedBugs(*planted)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "nodesim:", err)
 		os.Exit(2)
@@ -55,28 +56,6 @@ func main() {
 	default:
 		os.Exit(single(*seed, *trace, *reports, bugs))
 	}
-}
-
-func parsePlanted(s string) (node.PlantedBugs, error) {
-	var p node.PlantedBugs
-	for _, name := range strings.Split(s, ",") {
-		switch strings.TrimSpace(name) {
-		case "":
-		case "local-linearizable-reads":
-			p.LocalLinearizableReads = true
-		case "ack-before-sync":
-			p.AckBeforeSync = true
-		case "drop-watch-event":
-			p.DropWatchEvent = true
-		case "lease-expire-early":
-			p.LeaseExpireEarly = true
-		case "lease-resurrect":
-			p.LeaseResurrect = true
-		default:
-			return p, fmt.Errorf("unknown planted bug %q", name)
-		}
-	}
-	return p, nil
 }
 
 func single(seed uint64, trace bool, reports string, bugs node.PlantedBugs) int {
@@ -134,12 +113,14 @@ func writeReport(root string, rep sim.Report) (string, error) {
 // A campaign fans seeds out to worker processes (runs of the simulator must
 // not overlap in one process: raft's election jitter reads a global).
 type result struct {
-	Seed      uint64  `json:"seed"`
-	OK        bool    `json:"ok"`
-	TraceHash string  `json:"trace"`
-	Report    string  `json:"report"`
-	WallSec   float64 `json:"wall"`
-	VirtualNs int64   `json:"virtual_ns"`
+	Seed      uint64    `json:"seed"`
+	OK        bool      `json:"ok"`
+	TraceHash string    `json:"trace"`
+	Report    string    `json:"report"`
+	WallSec   float64   `json:"wall"`
+	VirtualNs int64     `json:"virtual_ns"`
+	Stats     sim.Stats `json:"stats"`
+	Checkers  []string  `json:"checkers"` // the checkers that reported failures, once each
 }
 
 func runWorker(bugs node.PlantedBugs) {
@@ -153,7 +134,7 @@ func runWorker(bugs node.PlantedBugs) {
 		start := time.Now()
 		rep := sim.Run(sim.Options{Seed: seed, Planted: bugs})
 		res := result{Seed: seed, OK: rep.OK, TraceHash: fmt.Sprintf("%016x", rep.TraceHash), WallSec: time.Since(start).Seconds(),
-			VirtualNs: rep.Stats.VirtualNs}
+			VirtualNs: rep.Stats.VirtualNs, Stats: rep.Stats, Checkers: sim.FailingCheckers(rep)}
 		if !rep.OK {
 			res.Report = rep.String()
 			if dir, err := writeReport(os.Getenv("NODESIM_REPORTS"), rep); err == nil {
@@ -202,6 +183,8 @@ func campaign(seedRange string, duration time.Duration, parallel int, reports, p
 	var done, failed int
 	var failedSeeds []uint64
 	var wall, virtual float64
+	faults := newFaultTally()
+	caughtBy := map[string]int{} // checker -> seeds it failed; printed sorted
 	start := time.Now()
 	getSeed := func() (uint64, bool) {
 		mu.Lock()
@@ -244,17 +227,17 @@ func campaign(seedRange string, duration time.Duration, parallel int, reports, p
 				done++
 				wall += res.WallSec
 				virtual += float64(res.VirtualNs) / 1e9
+				faults.add(res.Stats)
+				for _, c := range res.Checkers {
+					caughtBy[c]++
+				}
 				if !res.OK {
 					failed++
 					failedSeeds = append(failedSeeds, seed)
 					fmt.Print(res.Report)
 				}
 				if done%10 == 0 || done == total {
-					of := ""
-					if total > 0 {
-						of = fmt.Sprintf("/%d", total)
-					}
-					fmt.Printf("progress: %d%s seeds, %d failed, %.0fs elapsed\n", done, of, failed, time.Since(start).Seconds())
+					fmt.Println(progressLine(done, total, failed, time.Since(start)))
 				}
 				mu.Unlock()
 			}
@@ -263,13 +246,87 @@ func campaign(seedRange string, duration time.Duration, parallel int, reports, p
 		}()
 	}
 	wg.Wait()
-	fmt.Printf("summary: %d seeds, %d failed, %.1f simulated seconds in %.1f s of worker time (%.0fx real time)\n",
-		done, failed, virtual, wall, virtual/max(wall, 1e-9))
+	fmt.Printf("summary: %d seeds, %d failed, %.1f simulated seconds in %.1f s of worker time (%.0fx real time), %.1f seeds/s\n",
+		done, failed, virtual, wall, virtual/max(wall, 1e-9), float64(done)/max(time.Since(start).Seconds(), 1e-9))
+	fmt.Printf("faults exercised: %s\n", faults)
+	if len(caughtBy) > 0 {
+		fmt.Printf("failures by checker (seeds): %s\n", countsString(caughtBy))
+	}
 	if failed > 0 {
 		fmt.Printf("failed seeds: %v\n", failedSeeds)
 		return 1
 	}
 	return 0
+}
+
+// progressLine reports a campaign's progress: seeds done (of how many, when
+// known), failures, the rate, and for a seed range the time left at it.
+func progressLine(done, total, failed int, elapsed time.Duration) string {
+	rate := float64(done) / max(elapsed.Seconds(), 1e-9)
+	line := fmt.Sprintf("progress: %d", done)
+	if total > 0 {
+		line += fmt.Sprintf("/%d", total)
+	}
+	line += fmt.Sprintf(" seeds, %d failed, %.1f seeds/s, %.0fs elapsed", failed, rate, elapsed.Seconds())
+	if total > 0 && rate > 0 {
+		line += fmt.Sprintf(", ETA %.0fs", float64(total-done)/rate)
+	}
+	return line
+}
+
+// faultTally counts, for each fault kind, how often a campaign injected it
+// and in how many seeds.
+type faultTally struct {
+	times, seeds map[string]int
+}
+
+func newFaultTally() *faultTally {
+	return &faultTally{times: map[string]int{}, seeds: map[string]int{}}
+}
+
+func (t *faultTally) add(s sim.Stats) {
+	for _, f := range []struct {
+		name string
+		n    int64
+	}{
+		{"crashes", s.Crashes}, {"partitions", s.Partitions}, {"pauses", s.Pauses}, {"clock-jumps", s.ClockJumps},
+		{"fsync-errors", s.FsyncErrors}, {"corrupted", s.Corrupted}, {"fail-stops", s.FailStops},
+		{"member-changes", s.MemberChanges}, {"snapshots", s.Snapshots},
+		{"lost-messages", s.Net.Lost}, {"duplicated-messages", s.Net.Duplicated},
+	} {
+		if f.n > 0 {
+			t.times[f.name] += int(f.n)
+			t.seeds[f.name]++
+		}
+	}
+}
+
+func (t *faultTally) String() string {
+	var parts []string
+	for _, name := range sortedKeys(t.times) {
+		parts = append(parts, fmt.Sprintf("%s=%d (%d seeds)", name, t.times[name], t.seeds[name]))
+	}
+	if len(parts) == 0 {
+		return "none"
+	}
+	return strings.Join(parts, " ")
+}
+
+func countsString(m map[string]int) string {
+	var parts []string
+	for _, k := range sortedKeys(m) {
+		parts = append(parts, fmt.Sprintf("%s=%d", k, m[k]))
+	}
+	return strings.Join(parts, " ")
+}
+
+func sortedKeys(m map[string]int) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
 }
 
 func parseRange(s string) (uint64, uint64, error) {

@@ -1,0 +1,5 @@
+package auth
+
+import "encoding/base64"
+
+func decodeForTest(s string) ([]byte, error) { return base64.StdEncoding.DecodeString(s) }
