@@ -2,7 +2,7 @@
 # Runs every test noded has, setting up a fresh machine first: Debian's
 # etcdctl and etcd (real peers for the end-to-end tests and benchmarks) and
 # the Go modules. Knobs:
-#   NODED_SIM_SEEDS=N   simulate seeds 1..N instead of the CI set of 500
+#   NODED_SIM_SEEDS=N   simulate seeds 1..N instead of the CI set of 1,000
 #   NODED_E2E=0         skip the end-to-end tests with real processes
 set -euo pipefail
 cd "$(dirname "$0")"

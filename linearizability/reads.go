@@ -1,5 +1,7 @@
 package linearizability
 
+import "fmt"
+
 // checkReads holds every read the client saw answered against the replayed
 // log. A successful read with header revision H must equal the answer the
 // model gives on the state when revision H was first reached, reads at a
@@ -62,7 +64,7 @@ func (run *checkRun) checkReadLeases(op *preparedOp, req *request, resp *respons
 			return
 		}
 		for _, kv := range resp.rng.kvs {
-			run.checkKeyLease(op.String(), kv, readRev)
+			run.checkKeyLease(op, kv, readRev)
 		}
 	case kindTxn:
 		if resp.txn == nil {
@@ -82,7 +84,7 @@ func (run *checkRun) checkReadLeases(op *preparedOp, req *request, resp *respons
 
 // checkKeyLease: a key written with lease L at revision M needs L alive when
 // M was written; seen at revision readRev, it needs L not revoked by then.
-func (run *checkRun) checkKeyLease(who string, kv keyValue, readRev int64) {
+func (run *checkRun) checkKeyLease(who fmt.Stringer, kv keyValue, readRev int64) {
 	if kv.lease == 0 {
 		return
 	}

@@ -118,7 +118,7 @@ func (wc *watchCheck) check() {
 	start := wc.w.Create.GetStartRevision()
 	for ri, rcv := range wc.w.Responses {
 		resp := rcv.Resp
-		at := fmt.Sprintf("response #%d at %d", ri, rcv.Time)
+		at := responseAt{index: ri, time: rcv.Time}
 		if resp == nil {
 			wc.run.report.add(checkerHistory, "%s: %s is nil", wc.name, at)
 			continue
@@ -214,7 +214,7 @@ func (wc *watchCheck) check() {
 }
 
 // progress checks one progress notification.
-func (wc *watchCheck) progress(at string, t, rev int64, lastProgress *int64, lastEventRev int64) {
+func (wc *watchCheck) progress(at responseAt, t, rev int64, lastProgress *int64, lastEventRev int64) {
 	rp := wc.run.replay
 	asked := wc.w.Create.GetProgressNotify()
 	for _, r := range wc.w.RequestedProgressAt {
@@ -235,14 +235,31 @@ func (wc *watchCheck) progress(at string, t, rev int64, lastProgress *int64, las
 	*lastProgress = max(*lastProgress, rev)
 }
 
+// responseAt names a watch response in failures. It is formatted only when
+// a failure is reported: the checks run for every response of every run.
+type responseAt struct {
+	index int
+	time  int64
+}
+
+func (r responseAt) String() string { return fmt.Sprintf("response #%d at %d", r.index, r.time) }
+
+// watchResponseAt names a response with its watch.
+type watchResponseAt struct {
+	watch string
+	at    responseAt
+}
+
+func (w watchResponseAt) String() string { return w.watch + ": " + w.at.String() }
+
 // checkEventContent holds one event to the log: IsCreate and prev_kv.
-func (wc *watchCheck) checkEventContent(at string, e event) {
+func (wc *watchCheck) checkEventContent(at responseAt, e event) {
 	rp := wc.run.replay
 	if e.typ == mvccpb.PUT && (e.kv.version == 1) != (e.kv.createRevision == e.kv.modRevision) {
 		wc.add(checkerWatchIsCreate, "%s carries %s: version 1 and create revision == mod revision disagree", at, e)
 	}
 	if e.typ == mvccpb.PUT {
-		wc.run.checkKeyLease(wc.name+": "+at, e.kv, e.revision-1)
+		wc.run.checkKeyLease(watchResponseAt{wc.name, at}, e.kv, e.revision-1)
 	}
 	if !wc.prevKV && e.prevKV != nil {
 		wc.add(checkerWatchPrevKV, "%s carries %s with prev_kv %s, which the watch did not ask for", at, e, e.prevKV)

@@ -44,8 +44,16 @@ type Config struct {
 
 	// SnapshotChunkBytes is the payload size of one snapshot chunk.
 	SnapshotChunkBytes int
-	// SnapshotBytesMax refuses inbound snapshots whose data is larger.
+	// SnapshotBytesMax refuses inbound snapshots whose data is larger
+	// (the server derives it from the member's quota), before any of the
+	// data is read.
 	SnapshotBytesMax int64
+	// SnapshotSpoolDir, when set, receives inbound snapshot data: chunks
+	// are written to a file there as they arrive (incoming-*.part, removed
+	// once the snapshot is taken or refused, and at start if a crash left
+	// one), so a snapshot stream holds no more memory than one chunk until
+	// it is complete and its CRC checked. Empty: chunks are kept in memory.
+	SnapshotSpoolDir string
 	// FrameBytesMax refuses inbound frames (and outbound messages) whose
 	// payload is larger. It must exceed the largest raft message: the
 	// server's max-request-bytes plus entry and message overhead, or raft's

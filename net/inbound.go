@@ -53,6 +53,9 @@ func (t *TCPTransport) serveConn(conn stdnet.Conn) {
 		return
 	}
 	defer p.release(conn)
+	t.mu.Lock()
+	t.leaveHelloLocked(conn)
+	t.mu.Unlock()
 	if err := t.writeHelloReply(conn, HelloAccepted, ""); err != nil {
 		t.logf("%s stream from peer %x at %s: write hello reply: %v", hello.Stream, hello.From, remote, err)
 		return

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"hash/crc32"
 	stdnet "net"
+	"os"
+	"path/filepath"
 	"sync/atomic"
 	"time"
 
@@ -264,32 +266,44 @@ func (t *TCPTransport) writeSnapshotAck(conn stdnet.Conn, ack SnapshotAck) error
 }
 
 // readSnapshotData reads chunks until dataBytes have arrived, then the end
-// frame, and checks the CRC-32C. The buffer grows by doubling as data
-// arrives (never past dataBytes), so memory follows what was received.
+// frame, and checks the CRC-32C. Chunks go to a spool file when
+// SnapshotSpoolDir is set, so memory holds one chunk at a time; the data
+// is read back only once it is complete and its CRC matches. Without a
+// spool directory the buffer grows by doubling as data arrives (never past
+// dataBytes), so memory follows what was received.
 func (t *TCPTransport) readSnapshotData(conn stdnet.Conn, frames *FrameReader, dataBytes uint64, bytesReceived *atomic.Uint64) ([]byte, error) {
-	data := make([]byte, 0, min(dataBytes, snapshotPreallocBytesMax))
+	var sink snapshotSink
+	if t.cfg.SnapshotSpoolDir != "" {
+		f, err := os.CreateTemp(t.cfg.SnapshotSpoolDir, spoolPattern)
+		if err != nil {
+			return nil, fmt.Errorf("spool snapshot data: %w", err)
+		}
+		sink = &fileSink{f: f}
+	} else {
+		sink = &memorySink{data: make([]byte, 0, min(dataBytes, snapshotPreallocBytesMax))}
+	}
+	defer sink.discard()
 	var crc uint32
-	for uint64(len(data)) < dataBytes {
+	var received uint64
+	for received < dataBytes {
 		conn.SetReadDeadline(time.Now().Add(t.cfg.IdleTimeout))
 		kind, chunk, err := frames.ReadFrame()
 		if err != nil {
-			return nil, fmt.Errorf("read snapshot data after %d of %d bytes: %w", len(data), dataBytes, err)
+			return nil, fmt.Errorf("read snapshot data after %d of %d bytes: %w", received, dataBytes, err)
 		}
 		if kind != FrameSnapshotChunk {
-			return nil, protocolErrorf("%s frame after %d of %d snapshot bytes, want a chunk", kind, len(data), dataBytes)
+			return nil, protocolErrorf("%s frame after %d of %d snapshot bytes, want a chunk", kind, received, dataBytes)
 		}
 		if len(chunk) == 0 {
 			return nil, protocolErrorf("empty snapshot chunk")
 		}
-		if uint64(len(data))+uint64(len(chunk)) > dataBytes {
+		if received+uint64(len(chunk)) > dataBytes {
 			return nil, protocolErrorf("snapshot chunks run past the %d bytes announced", dataBytes)
 		}
-		if len(data)+len(chunk) > cap(data) {
-			grown := make([]byte, len(data), min(dataBytes, uint64(2*cap(data))+uint64(len(chunk))))
-			copy(grown, data)
-			data = grown
+		if err := sink.write(chunk, dataBytes); err != nil {
+			return nil, fmt.Errorf("spool snapshot data at %d of %d bytes: %w", received, dataBytes, err)
 		}
-		data = append(data, chunk...)
+		received += uint64(len(chunk))
 		crc = crc32.Update(crc, castagnoli, chunk)
 		bytesReceived.Add(uint64(FrameHeaderBytes + len(chunk)))
 	}
@@ -307,7 +321,79 @@ func (t *TCPTransport) readSnapshotData(conn stdnet.Conn, frames *FrameReader, d
 		return nil, err
 	}
 	if end.DataCRC32C != crc {
-		return nil, fmt.Errorf("snapshot data of %d bytes has CRC-32C %08x, the sender's is %08x", len(data), crc, end.DataCRC32C)
+		return nil, fmt.Errorf("snapshot data of %d bytes has CRC-32C %08x, the sender's is %08x", received, crc, end.DataCRC32C)
+	}
+	return sink.bytes(int(dataBytes))
+}
+
+// spoolPattern names the spool files of snapshots being received.
+const spoolPattern = "incoming-*.part"
+
+// removeSpoolLeftovers removes spool files a crash left in dir.
+func removeSpoolLeftovers(dir string, logf func(string, ...any)) {
+	if dir == "" {
+		return
+	}
+	names, _ := filepath.Glob(filepath.Join(dir, spoolPattern))
+	for _, name := range names {
+		if err := os.Remove(name); err != nil {
+			logf("remove the partial snapshot %s: %v", name, err)
+			continue
+		}
+		logf("removed %s, a snapshot whose receipt was cut short", name)
+	}
+}
+
+// snapshotSink holds a snapshot's data while it arrives.
+type snapshotSink interface {
+	// write appends a chunk; total is the size announced.
+	write(chunk []byte, total uint64) error
+	// bytes returns the n bytes written.
+	bytes(n int) ([]byte, error)
+	// discard releases what the sink holds.
+	discard()
+}
+
+// memorySink grows a buffer by doubling as data arrives.
+type memorySink struct{ data []byte }
+
+func (s *memorySink) write(chunk []byte, total uint64) error {
+	if len(s.data)+len(chunk) > cap(s.data) {
+		grown := make([]byte, len(s.data), min(total, uint64(2*cap(s.data))+uint64(len(chunk))))
+		copy(grown, s.data)
+		s.data = grown
+	}
+	s.data = append(s.data, chunk...)
+	return nil
+}
+
+func (s *memorySink) bytes(int) ([]byte, error) { return s.data, nil }
+func (s *memorySink) discard()                  {}
+
+// fileSink writes chunks to a spool file, read back once complete.
+type fileSink struct {
+	f       *os.File
+	written int64
+}
+
+func (s *fileSink) write(chunk []byte, _ uint64) error {
+	n, err := s.f.Write(chunk)
+	s.written += int64(n)
+	return err
+}
+
+func (s *fileSink) bytes(n int) ([]byte, error) {
+	if s.written != int64(n) {
+		return nil, fmt.Errorf("spool file %s holds %d bytes, want %d", s.f.Name(), s.written, n)
+	}
+	data := make([]byte, n)
+	if _, err := s.f.ReadAt(data, 0); err != nil {
+		return nil, fmt.Errorf("read back spool file %s: %w", s.f.Name(), err)
 	}
 	return data, nil
+}
+
+func (s *fileSink) discard() {
+	s.f.Close()
+	os.Remove(s.f.Name())
 }

@@ -1,6 +1,7 @@
 package net
 
 import (
+	"container/list"
 	"context"
 	"errors"
 	"fmt"
@@ -38,7 +39,11 @@ var ErrClosed = errors.New("net: transport closed")
 const (
 	// inboundConnectionsMax bounds accepted connections open at once:
 	// two message streams per peer pair and a few snapshots fit many times
-	// over; more is a misbehaving client.
+	// over; more is a misbehaving client. At the bound the oldest
+	// connection still in its hello is closed to make room (so silent
+	// connections cannot keep peers out); only when every connection is an
+	// admitted stream is a new one refused. Connections being closed may
+	// pass the bound briefly.
 	inboundConnectionsMax = 256
 	// snapshotSendsMax bounds snapshots being sent at once (raft keeps at
 	// most one in flight per follower; this bounds the memory and
@@ -71,7 +76,6 @@ type TCPTransport struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // every goroutine the transport started, and Serve
 
-	inboundSlots         chan struct{} // a token per accepted connection
 	snapshotSendSlots    chan struct{} // a token per snapshot being sent
 	snapshotReceiveSlots chan struct{} // a token per snapshot being received
 
@@ -80,7 +84,11 @@ type TCPTransport struct {
 	peers     map[uint64]*peer
 	listeners map[stdnet.Listener]struct{}
 	accepted  map[stdnet.Conn]struct{} // inbound connections, closed by Close
-	removed   map[uint64]struct{}      // removed members, refused with HelloRemoved
+	// inHello holds the accepted connections not admitted yet, oldest
+	// first: the ones closed to make room at inboundConnectionsMax.
+	inHello      *list.List
+	inHelloElems map[stdnet.Conn]*list.Element
+	removed      map[uint64]struct{} // removed members, refused with HelloRemoved
 	// removedOrder holds the keys of removed, oldest first, to forget the
 	// oldest beyond removedMembersMax.
 	removedOrder []uint64
@@ -92,6 +100,8 @@ type TCPTransport struct {
 }
 
 type transportCounters struct {
+	connectionsShed    atomic.Uint64
+	connectionsRefused atomic.Uint64
 	droppedUnknownPeer atomic.Uint64
 	streamsRefused     atomic.Uint64
 	protocolErrors     atomic.Uint64
@@ -116,14 +126,16 @@ func NewTCPTransport(cfg Config, h Handler) (*TCPTransport, error) {
 		reports:              newReporter(h),
 		ctx:                  ctx,
 		cancel:               cancel,
-		inboundSlots:         make(chan struct{}, inboundConnectionsMax),
 		snapshotSendSlots:    make(chan struct{}, snapshotSendsMax),
 		snapshotReceiveSlots: make(chan struct{}, snapshotReceivesMax),
 		peers:                map[uint64]*peer{},
 		listeners:            map[stdnet.Listener]struct{}{},
 		accepted:             map[stdnet.Conn]struct{}{},
+		inHello:              list.New(),
+		inHelloElems:         map[stdnet.Conn]*list.Element{},
 		removed:              map[uint64]struct{}{},
 	}
+	removeSpoolLeftovers(cfg.SnapshotSpoolDir, t.logf)
 	t.spawn(func() { t.reports.run(ctx) })
 	return t, nil
 }
@@ -205,33 +217,59 @@ func (t *TCPTransport) Serve(l stdnet.Listener) error {
 	}
 }
 
-// accept hands conn to a goroutine of its own, within inboundConnectionsMax.
+// accept hands conn to a goroutine of its own, within inboundConnectionsMax:
+// at the bound, the oldest connection still in its hello makes room.
 func (t *TCPTransport) accept(conn stdnet.Conn) {
-	select {
-	case t.inboundSlots <- struct{}{}:
-	default:
-		t.logf("refusing connection from %s: %d inbound connections already open", conn.RemoteAddr(), inboundConnectionsMax)
-		conn.Close()
-		return
-	}
 	t.mu.Lock()
-	defer t.mu.Unlock()
+	var victim stdnet.Conn
+	if len(t.accepted) >= inboundConnectionsMax {
+		front := t.inHello.Front()
+		if front == nil {
+			t.mu.Unlock()
+			t.counters.connectionsRefused.Add(1)
+			if t.refusals.shouldLog("inbound-full", time.Now()) {
+				t.logf("refusing connection from %s: %d inbound streams already open", conn.RemoteAddr(), inboundConnectionsMax)
+			}
+			conn.Close()
+			return
+		}
+		victim = front.Value.(stdnet.Conn)
+		t.inHello.Remove(front)
+		delete(t.inHelloElems, victim)
+	}
 	started := t.spawnLocked(func() {
 		defer func() {
 			t.mu.Lock()
 			delete(t.accepted, conn)
+			t.leaveHelloLocked(conn)
 			t.mu.Unlock()
 			conn.Close()
-			<-t.inboundSlots
 		}()
 		t.serveConn(conn)
 	})
+	if started {
+		t.accepted[conn] = struct{}{}
+		t.inHelloElems[conn] = t.inHello.PushBack(conn)
+	}
+	t.mu.Unlock()
 	if !started {
 		conn.Close()
-		<-t.inboundSlots
-		return
 	}
-	t.accepted[conn] = struct{}{}
+	if victim != nil {
+		victim.Close()
+		t.counters.connectionsShed.Add(1)
+		if t.refusals.shouldLog("inbound-shed", time.Now()) {
+			t.logf("closed the connection from %s, silent in its hello, to make room: %d inbound connections open", victim.RemoteAddr(), inboundConnectionsMax)
+		}
+	}
+}
+
+// leaveHelloLocked forgets conn as a connection in its hello; t.mu is held.
+func (t *TCPTransport) leaveHelloLocked(conn stdnet.Conn) {
+	if e, ok := t.inHelloElems[conn]; ok {
+		t.inHello.Remove(e)
+		delete(t.inHelloElems, conn)
+	}
 }
 
 // AddPeer starts keeping a message stream to member id, dialling urls (like
@@ -460,6 +498,8 @@ type Stats struct {
 	StreamsRefused             uint64      // inbound hellos refused (wrong cluster, member, version)
 	ProtocolErrors             uint64      // connections closed for breaking the wire format
 	ProcessErrors              uint64      // Handler.Process returned an error
+	ConnectionsShed            uint64      // closed in their hello to make room at the inbound bound
+	ConnectionsRefused         uint64      // refused at the inbound bound, every connection an admitted stream
 }
 
 // Stats returns the counters as of now.
@@ -483,6 +523,8 @@ func (t *TCPTransport) Stats() Stats {
 	s.StreamsRefused = t.counters.streamsRefused.Load()
 	s.ProtocolErrors = t.counters.protocolErrors.Load()
 	s.ProcessErrors = t.counters.processErrors.Load()
+	s.ConnectionsShed = t.counters.connectionsShed.Load()
+	s.ConnectionsRefused = t.counters.connectionsRefused.Load()
 	return s
 }
 

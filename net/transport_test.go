@@ -691,3 +691,43 @@ func TestPartitionIsDetectedByMissingKeepalives(t *testing.T) {
 	a.transport.Send([]*raftpb.Message{appMessage(1, 2, 1, 8)})
 	waitFor(t, "message after the partition heals", func() bool { return len(b.handler.received(1)) == 1 })
 }
+
+// Connections that send the preamble and then nothing cannot keep peers
+// out: at the inbound bound the oldest of them makes room, and a peer that
+// restarts gets its streams back at once.
+func TestSilentConnectionsDoNotKeepPeersOut(t *testing.T) {
+	a := startMember(t, testConfig(1), "127.0.0.1:0")
+	b := startMember(t, testConfig(2), "127.0.0.1:0")
+	connectAll(t, a, b)
+	addr := strings.TrimPrefix(a.url, "http://")
+	var silent []stdnet.Conn
+	for range inboundConnectionsMax + 50 {
+		conn, err := stdnet.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		conn.Write([]byte(connectionMagic))
+		silent = append(silent, conn)
+	}
+	waitFor(t, "the oldest silent connections shed", func() bool {
+		return a.transport.Stats().ConnectionsShed >= 50
+	})
+	// b's streams to a were admitted before the flood: never shed.
+	if status, _ := b.transport.PeerStatus(1); !status.Active {
+		t.Fatalf("b's stream to a went down: %+v", status)
+	}
+	// b restarts its transport: its new streams get in past the flood.
+	b.transport.Close()
+	b2 := startMember(t, testConfig(2), "127.0.0.1:0")
+	a.transport.UpdatePeer(2, []string{b2.url})
+	b2.transport.AddPeer(1, []string{a.url})
+	waitActive(t, b2, 1)
+	waitActive(t, a, 2)
+	b2.transport.Send([]*raftpb.Message{appMessage(2, 1, 1, 10)})
+	waitFor(t, "a message from the restarted peer", func() bool { return len(a.handler.received(2)) > 0 })
+	if st := a.transport.Stats(); st.ConnectionsRefused != 0 {
+		t.Errorf("%d connections refused; silent ones should have made room", st.ConnectionsRefused)
+	}
+	expectClosedByPeer(t, silent[0], "the oldest silent connection")
+}

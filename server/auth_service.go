@@ -51,7 +51,7 @@ func (m *Member) identity(ctx context.Context) (kvsm.AuthInfo, error) {
 		}
 		return ai, nil
 	}
-	if m.cfg.ClientCertAuth {
+	if m.cfg.ClientTLS.ClientCertAuth {
 		if cn := auth.CommonNameFromContext(ctx); cn != "" {
 			return kvsm.AuthInfo{Username: cn, Revision: view.AuthRevision()}, nil
 		}

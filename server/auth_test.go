@@ -74,7 +74,7 @@ func certContext(ctx context.Context, cn string) context.Context {
 func TestClientCertCommonNameIsTheUser(t *testing.T) {
 	for _, certAuth := range []bool{true, false} {
 		tms := newTestConfigs(t, 1)
-		tms[0].cfg.ClientCertAuth = certAuth
+		tms[0].cfg.ClientTLS.ClientCertAuth = certAuth
 		tms[0].cfg.BcryptCost = 4
 		tms[0].start(t)
 		waitLeader(t, tms)

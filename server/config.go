@@ -15,6 +15,8 @@ import (
 	"github.com/noded/noded/disk"
 	"github.com/noded/noded/node"
 	"github.com/noded/noded/server/auth"
+	"github.com/noded/noded/server/features"
+	"github.com/noded/noded/server/tlsconfig"
 )
 
 // Version is the etcd server version noded claims everywhere a version is
@@ -87,14 +89,42 @@ type Config struct {
 	AuthToken    string
 	BcryptCost   int
 	AuthTokenTTL time.Duration
-	// ClientCertAuth is etcd's --client-cert-auth: a client certificate's
-	// CN names the user of a call that sends no token.
-	ClientCertAuth bool
-	authSpec       auth.TokenSpec // AuthToken parsed (and its key files read) by Validate
+	authSpec     auth.TokenSpec // AuthToken parsed (and its key files read) by Validate
 
 	DisableGateway bool   // etcd's --enable-grpc-gateway=false: no /v3 JSON gateway
 	EnablePprof    bool   // etcd's --enable-pprof: Go's profiles at /debug/pprof/ on the client URLs
 	Metrics        string // etcd's --metrics: MetricsBasic (""), or MetricsExtensive for gRPC latency histograms
+
+	// ClientTLS and PeerTLS are the client and peer ports' TLS settings
+	// (etcd's --cert-file ... and --peer-cert-file ..., or the config
+	// file's client-transport-security and peer-transport-security). They
+	// serve the https URLs among the listen URLs and the connections the
+	// member dials: peers, the leader it forwards to, a cluster it joins.
+	// ClientTLS.ClientCertAuth (--client-cert-auth) also makes a client
+	// certificate's CN the user of a call that sends no token.
+	ClientTLS tlsconfig.Settings
+	PeerTLS   tlsconfig.Settings
+	// CipherSuites, TLSMinVersion and TLSMaxVersion apply to both sides
+	// (etcd's --cipher-suites, --tls-min-version, --tls-max-version).
+	CipherSuites  []string
+	TLSMinVersion string
+	TLSMaxVersion string
+	// SelfSignedCertValidity is the lifetime in years of the certificates
+	// --auto-tls and --peer-auto-tls generate (0: one year).
+	SelfSignedCertValidity uint
+
+	// FeatureGates are etcd's --feature-gates. InitialCorruptCheck and
+	// CompactHashCheck are for the corruption checks; the member logs, once,
+	// the gates set that change nothing in noded.
+	FeatureGates features.Gates
+
+	// ConnectionsMax and ConnectionsPerSourceMax bound the connections
+	// open at once on each client, peer and metrics port, in all and from
+	// one IP address; past either, the oldest idle connection is closed
+	// to make room (package connmux). 0: three quarters of the process's
+	// file descriptor limit, and no per-source bound below it.
+	ConnectionsMax          int
+	ConnectionsPerSourceMax int
 
 	// ClientListeners and PeerListeners, when set, are used instead of
 	// listening on ListenClientURLs and ListenPeerURLs (tests pass :0
@@ -219,8 +249,9 @@ func URLStrings(us []url.URL) []string {
 
 // Errors with etcd's texts.
 var (
-	ErrUnsetAdvertiseClientURLsFlag = errors.New("--advertise-client-urls is required when --listen-client-urls is set explicitly")
-	ErrConflictBootstrapFlags       = errors.New("multiple discovery or bootstrap flags are set. Choose one of \"initial-cluster\", \"discovery\" or \"discovery-srv\"")
+	ErrUnsetAdvertiseClientURLsFlag      = errors.New("--advertise-client-urls is required when --listen-client-urls is set explicitly")
+	ErrConflictBootstrapFlags            = errors.New("multiple discovery or bootstrap flags are set. Choose one of \"initial-cluster\", \"discovery\" or \"discovery-srv\"")
+	ErrMissingClientTLSInfoForMetricsURL = errors.New("client TLS key/cert (--cert-file, --key-file) must be provided for metrics secure url")
 )
 
 // Validate checks the configuration as etcd's embed.Config.Validate does,
@@ -253,10 +284,13 @@ func (c *Config) Validate() error {
 			if host != "" && host != "localhost" && stdnet.ParseIP(host) == nil {
 				return fmt.Errorf("expected IP in URL for binding (%s)", u.String())
 			}
-			if u.Scheme != "http" {
-				return fmt.Errorf("%s %s: noded serves plain http only (TLS is not supported yet)", group.flag, u.String())
+			if u.Scheme != "http" && u.Scheme != "https" {
+				return fmt.Errorf("%s %s: noded listens on http and https URLs only (not on unix sockets)", group.flag, u.String())
 			}
 		}
+	}
+	if err := c.validateTLS(); err != nil {
+		return err
 	}
 	if len(c.ListenClientURLs) > 0 && len(c.AdvertiseClientURLs) == 0 {
 		return ErrUnsetAdvertiseClientURLsFlag
@@ -323,6 +357,35 @@ func (c *Config) Validate() error {
 	}
 	if c.DataDir == "" {
 		c.DataDir = c.Name + ".etcd"
+	}
+	return nil
+}
+
+// validateTLS checks that every https listen URL has a certificate to
+// serve, with etcd's messages. The files themselves are read when the
+// member starts, before it listens (package tlsconfig).
+func (c *Config) validateTLS() error {
+	minVersion, _, err := tlsconfig.ParseVersions(c.TLSMinVersion, c.TLSMaxVersion)
+	if err != nil {
+		return err
+	}
+	if _, err := tlsconfig.ParseCipherSuites(c.CipherSuites, minVersion); err != nil {
+		return err
+	}
+	for _, u := range c.ListenClientURLs {
+		if u.Scheme == "https" && c.ClientTLS.Empty() {
+			return fmt.Errorf("TLS key/cert (--cert-file, --key-file) must be provided for client url %s with HTTPS scheme", u.String())
+		}
+	}
+	for _, u := range c.ListenMetricsURLs {
+		if u.Scheme == "https" && c.ClientTLS.Empty() {
+			return ErrMissingClientTLSInfoForMetricsURL
+		}
+	}
+	for _, u := range c.ListenPeerURLs {
+		if u.Scheme == "https" && c.PeerTLS.Empty() {
+			return fmt.Errorf("cannot listen on TLS for %s: KeyFile and CertFile are not presented (--peer-cert-file, --peer-key-file or --peer-auto-tls)", u.Host)
+		}
 	}
 	return nil
 }

@@ -39,7 +39,10 @@
 //	services.go   KV, Lease, Cluster and Maintenance gRPC services; forwarding to the leader
 //	auth_service.go  the Auth service; who a call comes from (server/auth holds tokens and passwords)
 //	watch.go      Watch streams: routing, pacing requests, pausing slow readers, fragments
-//	listen.go     one client port for gRPC and HTTP (connection sniffing)
+//	listen.go     one client port for gRPC and HTTP (routed by connmux)
+//	ports.go      each port's connmux: TLS, connection limits, logs of refused connections
+//	tls.go        the client and peer sides' TLS sources (package tlsconfig)
+//	identity.go   what gRPC handlers learn of a client's TLS: ClientCertCN
 //	peer.go       the peer port: transport and GET /members for joining members
 //	http.go       /health, /readyz, /livez, /version, /v2/members, the /v3 gateway
 //	metrics.go    /metrics: etcd's metric names through prometheus/client_golang
@@ -51,6 +54,10 @@
 // Capabilities in packages of their own, wired here: coordination (the
 // Lock and Election services) and corruptcheck (hash comparisons between
 // members).
+//
+// Packages beside server: connmux (one port for several servers, TLS
+// termination, connection limits), tlsconfig (etcd's TLS settings as
+// *tls.Config, with file reloads and auto TLS), features (--feature-gates).
 //
 // server may import any noded package and any module in go.mod.
 package server

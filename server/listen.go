@@ -3,9 +3,8 @@ package server
 import (
 	"bytes"
 	"context"
-	"errors"
+	"crypto/tls"
 	"fmt"
-	"io"
 	"math"
 	stdnet "net"
 	"net/http"
@@ -23,24 +22,28 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/test/bufconn"
 
+	"github.com/noded/noded/server/connmux"
 	"github.com/noded/noded/server/coordination"
 )
 
-// One port serves gRPC and HTTP, as etcd's does: each accepted connection
-// is sniffed. A connection that opens with the HTTP/2 preface goes to the
-// gRPC server, anything else to the HTTP server (HTTP/1.1: /health,
-// /metrics, the /v3 JSON gateway). The peer port is split the same way:
-// the transport's own preamble goes to the transport, HTTP to the small
-// peer API a joining member reads the cluster from.
+// One port serves gRPC and HTTP, as etcd's does. Package connmux accepts
+// every connection, terminates TLS on an https port and routes it: on a
+// plain port by its first bytes (the HTTP/2 preface goes to the gRPC
+// server, anything else to the HTTP server: /health, /metrics, the /v3
+// JSON gateway); on an https port by the ALPN protocol the client
+// negotiated (h2 to gRPC, http/1.1 or none to HTTP; the port prefers
+// http/1.1, so curl and browsers, which offer both, get HTTP/1.1 and gRPC
+// clients, which offer only h2, get gRPC). The peer port is split the
+// same way by its first bytes: the transport's preamble goes to the
+// transport, HTTP to the small peer API a joining member reads the cluster
+// from.
 const (
-	// sniffsMax bounds connections being sniffed at once; a connection
-	// beyond it is closed.
-	sniffsMax = 1024
-	// sniffTimeout bounds the wait for a connection's first bytes.
-	sniffTimeout = 10 * time.Second
-	// acceptedQueueMax bounds sniffed connections waiting for their server
-	// to accept them.
-	acceptedQueueMax = 128
+	// routeTimeout bounds a new connection's TLS handshake and first bytes
+	// (connmux: each connection has its own deadline, no pool of slots).
+	routeTimeout = 5 * time.Second
+	// grpcConnectionTimeout bounds a routed gRPC connection's HTTP/2
+	// handshake.
+	grpcConnectionTimeout = 2 * routeTimeout
 	// gatewayBufferBytes sizes the in-memory connection from the JSON
 	// gateway to the gRPC server.
 	gatewayBufferBytes = 1 << 20
@@ -48,141 +51,56 @@ const (
 
 var http2Preface = []byte("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
 
-// chanListener is a net.Listener fed with connections by a sniffer.
-type chanListener struct {
-	addr   stdnet.Addr
-	conns  chan stdnet.Conn
-	closed chan struct{}
-	once   sync.Once
-}
+// Routes of the client port.
+const (
+	clientRouteGRPC = iota
+	clientRouteHTTP
+	clientRoutes
+)
 
-func newChanListener(addr stdnet.Addr) *chanListener {
-	return &chanListener{addr: addr, conns: make(chan stdnet.Conn, acceptedQueueMax), closed: make(chan struct{})}
-}
-
-func (l *chanListener) Accept() (stdnet.Conn, error) {
-	select {
-	case c := <-l.conns:
-		return c, nil
-	case <-l.closed:
-		return nil, stdnet.ErrClosed
-	}
-}
-
-func (l *chanListener) Close() error {
-	l.once.Do(func() { close(l.closed) })
-	return nil
-}
-
-func (l *chanListener) Addr() stdnet.Addr { return l.addr }
-
-// hand gives conn to the listener's server, or closes it if the listener
-// is closed.
-func (l *chanListener) hand(conn stdnet.Conn) {
-	select {
-	case l.conns <- conn:
-	case <-l.closed:
-		conn.Close()
-	}
-}
-
-// prefixConn replays the bytes a sniffer read before the rest of the conn.
-type prefixConn struct {
-	stdnet.Conn
-	r io.Reader
-}
-
-func (c *prefixConn) Read(p []byte) (int, error) { return c.r.Read(p) }
-
-// sniffer accepts on a raw listener and routes each connection by its
-// first bytes: those that start with prefix to matched, the rest to other.
-type sniffer struct {
-	raw     stdnet.Listener
-	prefix  []byte
-	matched *chanListener
-	other   *chanListener
-	slots   chan struct{}
-	wg      sync.WaitGroup
-}
-
-func newSniffer(raw stdnet.Listener, prefix []byte) *sniffer {
-	return &sniffer{
-		raw:     raw,
-		prefix:  prefix,
-		matched: newChanListener(raw.Addr()),
-		other:   newChanListener(raw.Addr()),
-		slots:   make(chan struct{}, sniffsMax),
-	}
-}
-
-func (s *sniffer) run() {
-	defer s.matched.Close()
-	defer s.other.Close()
-	for {
-		conn, err := s.raw.Accept()
-		if err != nil {
-			var ne stdnet.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				time.Sleep(10 * time.Millisecond)
-				continue
-			}
-			return
+// classifyClient routes a client-port connection: by ALPN over TLS, by
+// its first bytes on a plain port.
+func classifyClient(c connmux.Conn) int {
+	if c.TLS != nil {
+		if c.TLS.NegotiatedProtocol == "h2" {
+			return clientRouteGRPC
 		}
-		select {
-		case s.slots <- struct{}{}:
-		default:
-			conn.Close()
-			continue
-		}
-		s.wg.Add(1)
-		go func() {
-			defer s.wg.Done()
-			defer func() { <-s.slots }()
-			s.route(conn)
-		}()
+		return clientRouteHTTP
 	}
+	head, err := c.Peek(3)
+	switch {
+	case bytes.Equal(head, http2Preface[:3]):
+		return clientRouteGRPC
+	case len(head) == 0 && err != nil:
+		return connmux.Reject
+	}
+	return clientRouteHTTP
 }
 
-func (s *sniffer) route(conn stdnet.Conn) {
-	conn.SetReadDeadline(time.Now().Add(sniffTimeout))
-	head := make([]byte, len(s.prefix))
-	n, err := io.ReadFull(conn, head)
-	conn.SetReadDeadline(time.Time{})
-	if err != nil && n == 0 {
-		conn.Close()
-		return
-	}
-	wrapped := &prefixConn{Conn: conn, r: io.MultiReader(bytes.NewReader(head[:n]), conn)}
-	if n == len(s.prefix) && bytes.Equal(head, s.prefix) {
-		s.matched.hand(wrapped)
-		return
-	}
-	s.other.hand(wrapped)
-}
-
-func (s *sniffer) close() {
-	s.raw.Close()
-	s.matched.Close()
-	s.other.Close()
-}
+// clientALPN is what an https client port offers, preferred first.
+var clientALPN = []string{"http/1.1", "h2"}
 
 // clientServer is the client side of a member: gRPC and HTTP on every
 // client listener, plus the in-memory connection of the JSON gateway.
 type clientServer struct {
-	m        *Member
-	grpc     *grpc.Server
-	http     *http.Server
-	health   *health.Server
-	sniffers []*sniffer
-	gateway  *bufconn.Listener
-	metrics  []*http.Server
-	cancel   context.CancelFunc
-	wg       sync.WaitGroup
+	m      *Member
+	grpc   *grpc.Server
+	http   *http.Server
+	health *health.Server
+	muxes  []*connmux.Mux // metrics ports, then client ports
+	// clientMuxes are the client ports among muxes.
+	clientMuxes []*connmux.Mux
+	gateway     *bufconn.Listener
+	metrics     []*http.Server
+	cancel      context.CancelFunc
+	wg          sync.WaitGroup
 }
 
 func newClientServer(m *Member) (*clientServer, error) {
 	cs := &clientServer{m: m}
 	cs.grpc = grpc.NewServer(append(m.metrics.serverOptions(),
+		grpc.Creds(muxCredentials{}),
+		grpc.ConnectionTimeout(grpcConnectionTimeout),
 		grpc.MaxRecvMsgSize(m.cfg.MaxRequestBytes+grpcOverheadBytes),
 		grpc.MaxSendMsgSize(math.MaxInt32),
 		grpc.MaxConcurrentStreams(math.MaxUint32),
@@ -215,7 +133,12 @@ func newClientServer(m *Member) (*clientServer, error) {
 		cancel()
 		return nil, err
 	}
-	cs.http = &http.Server{Handler: handler, ReadHeaderTimeout: 30 * time.Second, ErrorLog: zap.NewStdLog(m.lg)}
+	cs.http = &http.Server{
+		Handler: handler, ReadHeaderTimeout: 30 * time.Second, ErrorLog: zap.NewStdLog(m.lg),
+		// HTTP/2 over TLS goes to the gRPC server (ALPN h2); this server
+		// speaks HTTP/1.1 only.
+		TLSNextProto: map[string]func(*http.Server, *tls.Conn, http.Handler){},
+	}
 
 	listeners := m.cfg.ClientListeners
 	if listeners == nil {
@@ -234,18 +157,24 @@ func newClientServer(m *Member) (*clientServer, error) {
 			return nil, err
 		}
 	}
-	for _, l := range metricsListeners {
+	for i, l := range metricsListeners {
 		// etcd serves these at once, not after the member is ready: a
 		// probe must be able to see a member that is not.
-		srv := &http.Server{Handler: m.metricsHandler(), ReadHeaderTimeout: 30 * time.Second, ErrorLog: zap.NewStdLog(m.lg)}
+		mux := m.newMux("metrics", l, schemeOf(m.cfg.ListenMetricsURLs, i), m.clientTLS, 1, nil)
+		srv := &http.Server{Handler: m.metricsHandler(), ReadHeaderTimeout: 30 * time.Second, ErrorLog: zap.NewStdLog(m.lg),
+			TLSNextProto: map[string]func(*http.Server, *tls.Conn, http.Handler){}}
 		cs.metrics = append(cs.metrics, srv)
-		cs.wg.Add(1)
-		go func() { defer cs.wg.Done(); srv.Serve(l) }()
+		cs.muxes = append(cs.muxes, mux)
+		cs.wg.Add(2)
+		go func() { defer cs.wg.Done(); mux.Serve() }()
+		go func() { defer cs.wg.Done(); srv.Serve(mux.Listener(0)) }()
 	}
+	metricsMuxes := len(cs.muxes)
 	cs.serve(cs.gateway)
-	for _, l := range listeners {
-		sn := newSniffer(l, http2Preface[:3])
-		cs.sniffers = append(cs.sniffers, sn)
+	for i, l := range listeners {
+		scheme := schemeOf(m.cfg.ListenClientURLs, i)
+		mux := m.newMux("client", l, scheme, m.clientTLS, clientRoutes, classifyClient)
+		cs.muxes = append(cs.muxes, mux)
 		cs.wg.Add(3)
 		go func() {
 			defer cs.wg.Done()
@@ -253,16 +182,30 @@ func newClientServer(m *Member) (*clientServer, error) {
 			// ready (etcd's ReadyNotify).
 			select {
 			case <-m.ready:
-				m.lg.Info("serving client traffic insecurely; this is strongly discouraged!",
-					zap.String("traffic", "grpc+http"), zap.String("address", sn.raw.Addr().String()))
-				sn.run()
+				if scheme == "https" {
+					m.lg.Info("serving client traffic securely", zap.String("traffic", "grpc+http"), zap.String("address", mux.Addr().String()))
+				} else {
+					m.lg.Info("serving client traffic insecurely; this is strongly discouraged!",
+						zap.String("traffic", "grpc+http"), zap.String("address", mux.Addr().String()))
+				}
+				mux.Serve()
 			case <-ctx.Done():
 			}
 		}()
-		go func() { defer cs.wg.Done(); cs.grpc.Serve(sn.matched) }()
-		go func() { defer cs.wg.Done(); cs.http.Serve(sn.other) }()
+		go func() { defer cs.wg.Done(); cs.grpc.Serve(mux.Listener(clientRouteGRPC)) }()
+		go func() { defer cs.wg.Done(); cs.http.Serve(mux.Listener(clientRouteHTTP)) }()
 	}
+	cs.clientMuxes = cs.muxes[metricsMuxes:]
 	return cs, nil
+}
+
+// schemeOf is the scheme of urls[i], http when there is none (a listener
+// handed in without its URL).
+func schemeOf(urls []url.URL, i int) string {
+	if i < len(urls) && urls[i].Scheme != "" {
+		return urls[i].Scheme
+	}
+	return "http"
 }
 
 // listenURLs listens on each URL; on an error it closes the listeners it
@@ -317,8 +260,8 @@ func listenHost(hostPort string) string {
 
 func (cs *clientServer) addrs() []string {
 	var out []string
-	for _, sn := range cs.sniffers {
-		out = append(out, sn.raw.Addr().String())
+	for _, mux := range cs.clientMuxes {
+		out = append(out, mux.Addr().String())
 	}
 	return out
 }
@@ -327,8 +270,8 @@ func (cs *clientServer) addrs() []string {
 // In-flight unary calls get a short grace period.
 func (cs *clientServer) stop() {
 	cs.health.Shutdown()
-	for _, sn := range cs.sniffers {
-		sn.close()
+	for _, mux := range cs.muxes {
+		mux.Close()
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
@@ -346,8 +289,5 @@ func (cs *clientServer) stop() {
 	}
 	cs.cancel()
 	cs.gateway.Close()
-	for _, sn := range cs.sniffers {
-		sn.wg.Wait()
-	}
 	cs.wg.Wait()
 }

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -25,6 +26,7 @@ import (
 	nodednet "github.com/noded/noded/net"
 	"github.com/noded/noded/node"
 	"github.com/noded/noded/server/auth"
+	"github.com/noded/noded/server/tlsconfig"
 )
 
 // Bounds on every queue the member loop owns or reads.
@@ -117,9 +119,14 @@ type Member struct {
 	clients    *clientServer
 	forwarder  *forwarder
 
-	tokens      *auth.Tokens // simple tokens and JWTs (server/auth)
-	bcryptCost  int
-	lastExpired time.Time // loop-owned: when simple tokens were last swept
+	// clientTLS and peerTLS serve the https client and peer URLs (nil
+	// without TLS settings); clientDialTLS and peerDialTLS dial https
+	// client URLs (forwarding to the leader) and peer URLs.
+	clientTLS, peerTLS         *tlsconfig.Source
+	clientDialTLS, peerDialTLS *tls.Config
+	tokens                     *auth.Tokens // simple tokens and JWTs (server/auth)
+	bcryptCost                 int
+	lastExpired                time.Time // loop-owned: when simple tokens were last swept
 }
 
 // clientRequest is one request waiting for the node's answer.
@@ -220,6 +227,15 @@ func Start(cfg Config) (*Member, error) {
 	if cfg.authSpec.Type == auth.TokenSimple {
 		lg.Warn("simple token is not cryptographically signed")
 	}
+	// Every certificate file is read before anything listens: bad input
+	// stops the member with nothing started.
+	if err := m.loadTLS(); err != nil {
+		return nil, err
+	}
+	lg.Info(fmt.Sprintf("feature gates: %s", cfg.FeatureGates))
+	for _, note := range cfg.FeatureGates.NoEffect() {
+		lg.Warn(note)
+	}
 	peerListeners, err := m.listenPeers()
 	if err != nil {
 		return nil, err
@@ -237,6 +253,12 @@ func Start(cfg Config) (*Member, error) {
 	transport, err := nodednet.NewTCPTransport(nodednet.Config{
 		LocalID:   m.id,
 		ClusterID: m.clusterID,
+		TLS:       m.peerDialTLS,
+		// A snapshot is the state the quota bounds, encoded: one larger
+		// than twice the quota is refused before any of it is read, and
+		// what arrives goes to a file, not memory, until it is whole.
+		SnapshotBytesMax: snapshotBytesMax(cfg.QuotaBackendBytes),
+		SnapshotSpoolDir: filepath.Join(m.dataDir, "member", "snap"),
 		// A raft message carries at most one request over raft's
 		// MaxSizePerMsg, so twice the larger of the two bounds it.
 		FrameBytesMax: 2*max(cfg.MaxRequestBytes+grpcOverheadBytes, node.DefaultMaxSizePerMsg) + 1<<20,
@@ -289,8 +311,8 @@ func Start(cfg Config) (*Member, error) {
 	go m.runDisk()
 	go m.runSnapshots()
 	go m.run()
-	for _, pl := range peerListeners {
-		m.servePeers(pl)
+	for i, pl := range peerListeners {
+		m.servePeers(i, pl)
 	}
 	if cfg.InitialCorruptCheck {
 		if err := m.initialCorruptCheck(restartCommit); err != nil {
@@ -318,6 +340,20 @@ func Start(cfg Config) (*Member, error) {
 		zap.String("version", Version),
 	)
 	return m, nil
+}
+
+// snapshotSlackBytes is room in an inbound snapshot's bound beyond the
+// quota's: leases, membership and encoding overhead of a small store.
+const snapshotSlackBytes = 64 << 20
+
+// snapshotBytesMax bounds the snapshots a member takes from its leader:
+// twice its quota (a store is refused writes past its quota, and its
+// encoding is smaller than what the quota counts) plus slack.
+func snapshotBytesMax(quotaBytes int64) int64 {
+	if quotaBytes <= 0 {
+		quotaBytes = node.DefaultQuotaBackendBytes
+	}
+	return 2*quotaBytes + snapshotSlackBytes
 }
 
 // metadata is what the WAL holds about whose it is: member ID, cluster ID.
@@ -422,7 +458,7 @@ func (m *Member) openStorage() ([]node.Member, error) {
 		}
 		joinMembers = members
 	default:
-		cluster, err := fetchCluster(cfg)
+		cluster, err := fetchCluster(cfg, m.peerDialTLS)
 		if err != nil {
 			return nil, err
 		}

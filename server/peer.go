@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -15,7 +16,9 @@ import (
 
 	"go.uber.org/zap"
 
+	nodednet "github.com/noded/noded/net"
 	"github.com/noded/noded/node"
+	"github.com/noded/noded/server/connmux"
 )
 
 // peerMagic is the first bytes of a noded transport connection (package
@@ -51,22 +54,42 @@ func (m *Member) listenPeers() ([]stdnet.Listener, error) {
 	return listenURLs("peer", m.cfg.ListenPeerURLs)
 }
 
-// servePeers splits a peer listener between the transport and the peer
-// HTTP API. Both end when the member stops (the transport closes its
-// listener; the HTTP server ends with it).
-func (m *Member) servePeers(raw stdnet.Listener) {
-	sn := newSniffer(raw, []byte(peerMagic))
+// Routes of the peer port.
+const (
+	peerRouteTransport = iota
+	peerRouteHTTP
+	peerRoutes
+)
+
+// classifyPeer routes a peer-port connection by its first bytes (after
+// TLS on an https port): the transport's preamble, or HTTP.
+func classifyPeer(c connmux.Conn) int {
+	head, err := c.Peek(len(peerMagic))
+	switch {
+	case string(head) == peerMagic:
+		return peerRouteTransport
+	case len(head) == 0 && err != nil:
+		return connmux.Reject
+	}
+	return peerRouteHTTP
+}
+
+// servePeers splits a peer listener (the i-th) between the transport and
+// the peer HTTP API. Both end when the member stops (the transport closes
+// its listener, which closes the port; the HTTP server ends with it).
+func (m *Member) servePeers(i int, raw stdnet.Listener) {
+	mux := m.newMux("peer", raw, schemeOf(m.cfg.ListenPeerURLs, i), m.peerTLS, peerRoutes, classifyPeer)
 	srv := &http.Server{Handler: m.peerHandler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: zap.NewStdLog(m.lg)}
-	go sn.run()
+	go mux.Serve()
 	go func() {
-		err := m.peers.Serve(sn.matched)
-		if err != nil && !errors.Is(err, stdnet.ErrClosed) {
+		err := m.peers.Serve(mux.Listener(peerRouteTransport))
+		if err != nil && !errors.Is(err, stdnet.ErrClosed) && !errors.Is(err, nodednet.ErrClosed) {
 			m.lg.Debug("peer transport stopped serving", zap.Error(err))
 		}
-		sn.close()
+		mux.Close()
 		srv.Close()
 	}()
-	go srv.Serve(sn.other)
+	go srv.Serve(mux.Listener(peerRouteHTTP))
 }
 
 func (m *Member) peerHandler() http.Handler {
@@ -106,8 +129,9 @@ type fetchedCluster struct {
 }
 
 // fetchCluster asks the peers of --initial-cluster for the member list and
-// finds this member in it by its advertised peer URLs.
-func fetchCluster(cfg *Config) (fetchedCluster, error) {
+// finds this member in it by its advertised peer URLs; https peers are
+// dialled with dialTLS.
+func fetchCluster(cfg *Config, dialTLS *tls.Config) (fetchedCluster, error) {
 	initial, err := parseInitialCluster(cfg.InitialCluster)
 	if err != nil {
 		return fetchedCluster{}, err
@@ -125,7 +149,7 @@ func fetchCluster(cfg *Config) (fetchedCluster, error) {
 	if len(targets) == 0 {
 		return fetchedCluster{}, errors.New("--initial-cluster-state existing: --initial-cluster lists no other member to join through")
 	}
-	client := &http.Client{Timeout: joinAttemptTimeout}
+	client := &http.Client{Timeout: joinAttemptTimeout, Transport: &http.Transport{TLSClientConfig: dialTLS}}
 	deadline := time.Now().Add(joinTimeout)
 	var errs []string
 	for attempt := 0; time.Now().Before(deadline); attempt++ {

@@ -12,6 +12,7 @@ import (
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/proto"
@@ -114,10 +115,14 @@ func newForwarder(m *Member) *forwarder {
 func (f *forwarder) conn(leader uint64) (*grpc.ClientConn, error) {
 	st := f.m.state.Load()
 	var target string
+	creds := insecure.NewCredentials()
 	for _, mem := range st.status.Members {
 		if mem.ID == leader && len(mem.ClientURLs) > 0 {
 			if u, err := url.Parse(mem.ClientURLs[0]); err == nil {
 				target = u.Host
+				if u.Scheme == "https" {
+					creds = credentials.NewTLS(f.m.clientDialTLS)
+				}
 			}
 		}
 	}
@@ -133,7 +138,7 @@ func (f *forwarder) conn(leader uint64) (*grpc.ClientConn, error) {
 	if len(f.conns) >= forwardConnsMax {
 		f.closeAllLocked()
 	}
-	c, err := grpc.NewClient("passthrough:///"+target, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	c, err := grpc.NewClient("passthrough:///"+target, grpc.WithTransportCredentials(creds))
 	if err != nil {
 		return nil, err
 	}

@@ -3,6 +3,7 @@ package sim
 import (
 	"errors"
 	"fmt"
+	"strconv"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
@@ -83,7 +84,7 @@ func (w *world) thinkTime() int64 {
 }
 
 func (w *world) scheduleClient(c *client, after int64) {
-	w.q.schedule(&event{at: w.now + after, kind: evClientNext, client: c.index})
+	w.q.schedule(event{at: w.now + after, kind: evClientNext, client: c.index})
 }
 
 func (w *world) clientLatency() int64 {
@@ -133,9 +134,9 @@ func (w *world) issue(c *client, req proto.Message, inHistory bool) {
 		w.handles[handleKey{c.member, handleFor(c, c.seq)}] = op.hist
 		w.stats.Ops++
 	}
-	w.q.schedule(&event{at: w.now + w.clientLatency(), kind: evRequestArrive, member: c.member, client: c.index, opSeq: c.seq,
-		what: fmt.Sprintf("%T", req)})
-	w.q.schedule(&event{at: w.now + w.k.ClientTimeoutMs*1e6, kind: evClientTimeout, client: c.index, opSeq: c.seq})
+	w.q.schedule(event{at: w.now + w.clientLatency(), kind: evRequestArrive, member: c.member, client: c.index, opSeq: c.seq,
+		what: requestName(req)})
+	w.q.schedule(event{at: w.now + w.k.ClientTimeoutMs*1e6, kind: evClientTimeout, client: c.index, opSeq: c.seq})
 }
 
 func requestOf(req proto.Message) linearizability.Request {
@@ -179,7 +180,7 @@ func (w *world) resultToClient(m *member, r node.Result) {
 	if w.k.ReplyLoss && w.phase == phaseSafety && w.wrng.IntN(100) < 5 {
 		return // the reply is lost after the member acted on the request
 	}
-	w.q.schedule(&event{at: w.now + w.clientLatency(), kind: evReplyArrive, member: m.index, client: ci,
+	w.q.schedule(event{at: w.now + w.clientLatency(), kind: evReplyArrive, member: m.index, client: ci,
 		opSeq: uint64(r.Handle) & (1<<40 - 1), result: r})
 }
 
@@ -327,11 +328,42 @@ func prefixEnd(prefix string) []byte {
 }
 
 func (w *world) key() []byte {
-	return []byte(fmt.Sprintf("%s%02d", keyPrefix, w.wrng.IntN(w.k.Keys)))
+	n := w.wrng.IntN(w.k.Keys)
+	key := append([]byte(keyPrefix), byte('0'+n/10%10), byte('0'+n%10))
+	if n >= 100 {
+		key = append([]byte(keyPrefix), strconv.Itoa(n)...)
+	}
+	return key
 }
 
 func (w *world) value(c *client) []byte {
-	return []byte(fmt.Sprintf("c%d.%d", c.index, c.seq+1))
+	v := append([]byte{'c'}, strconv.Itoa(c.index)...)
+	v = append(v, '.')
+	return strconv.AppendUint(v, c.seq+1, 10)
+}
+
+// requestName names a request type in the trace (as %T would, without
+// reflection on every request).
+func requestName(req proto.Message) string {
+	switch req.(type) {
+	case *pb.RangeRequest:
+		return "*etcdserverpb.RangeRequest"
+	case *pb.PutRequest:
+		return "*etcdserverpb.PutRequest"
+	case *pb.DeleteRangeRequest:
+		return "*etcdserverpb.DeleteRangeRequest"
+	case *pb.TxnRequest:
+		return "*etcdserverpb.TxnRequest"
+	case *pb.CompactionRequest:
+		return "*etcdserverpb.CompactionRequest"
+	case *pb.LeaseGrantRequest:
+		return "*etcdserverpb.LeaseGrantRequest"
+	case *pb.LeaseRevokeRequest:
+		return "*etcdserverpb.LeaseRevokeRequest"
+	case *pb.LeaseKeepAliveRequest:
+		return "*etcdserverpb.LeaseKeepAliveRequest"
+	}
+	return fmt.Sprintf("%T", req)
 }
 
 func (w *world) issueRandom(c *client) {
@@ -544,7 +576,7 @@ func (w *world) createWatch(c *client, cr *pb.WatchCreateRequest, withProgress b
 
 func (w *world) sendWatchRequests(cw *clientWatch, reqs ...*pb.WatchRequest) {
 	cw.lastToMember = max(cw.lastToMember, w.now+w.clientLatency())
-	w.q.schedule(&event{at: cw.lastToMember, kind: evWatchRequestArrive, member: cw.member, incarnation: cw.incarnation,
+	w.q.schedule(event{at: cw.lastToMember, kind: evWatchRequestArrive, member: cw.member, incarnation: cw.incarnation,
 		client: cw.client, stream: cw.stream, watchReqs: reqs, what: "watch-request"})
 }
 
@@ -576,7 +608,7 @@ func (w *world) watchToClient(m *member, sr kvsm.StreamResponse) {
 		w.tracef("watch stream %x stalls %dms", cw.stream, stall/1e6)
 	}
 	cw.lastToClient = max(cw.lastToClient, w.now+w.clientLatency())
-	w.q.schedule(&event{at: cw.lastToClient, kind: evWatchArrive, member: m.index, incarnation: m.incarnation,
+	w.q.schedule(event{at: cw.lastToClient, kind: evWatchArrive, member: m.index, incarnation: m.incarnation,
 		client: cw.client, stream: cw.stream, watchResp: sr.Resp, what: "watch-response"})
 }
 

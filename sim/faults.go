@@ -20,7 +20,7 @@ func (w *world) scheduleNextFault() {
 		return
 	}
 	at := w.now + int64(w.frng.ExpFloat64()*float64(w.k.FaultEveryMs)*1e6)
-	w.q.schedule(&event{at: at, kind: evFault})
+	w.q.schedule(event{at: at, kind: evFault})
 }
 
 type faultKind uint8
@@ -63,7 +63,7 @@ func (w *world) holdNs() int64 {
 }
 
 func (w *world) after(delay int64, what string, fn func()) {
-	w.q.schedule(&event{at: w.now + delay, kind: evAction, action: fn, what: what})
+	w.q.schedule(event{at: w.now + delay, kind: evAction, action: fn, what: what})
 }
 
 func (w *world) injectFault() {
@@ -266,11 +266,11 @@ func (w *world) resume(m *member) {
 	inbox := m.pausedInbox
 	m.pausedInbox = nil
 	w.tracef("resume %s with %d buffered", m.name, len(inbox))
-	for _, e := range inbox {
+	for _, msg := range inbox {
 		if !m.up || m.paused {
 			return
 		}
-		m.node.Step(e.msg)
+		m.node.Step(msg)
 		w.drive(m)
 	}
 }

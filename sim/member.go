@@ -38,7 +38,7 @@ type member struct {
 
 	tickPeriodNs  int64
 	tickJumpUntil int64 // clock jumped back: no ticks until then
-	pausedInbox   []*event
+	pausedInbox   []*raftpb.Message
 
 	tickBase   int64           // ticks of earlier incarnations, so the member's clock never runs back
 	syncQueue  []*node.Persist // writes the node waits on, oldest first
@@ -293,7 +293,7 @@ func snapIndex(s *raftpb.Snapshot) uint64 {
 }
 
 func (w *world) scheduleTick(m *member) {
-	w.q.schedule(&event{at: w.now + m.tickPeriodNs, kind: evTick, member: m.index, incarnation: m.incarnation})
+	w.q.schedule(event{at: w.now + m.tickPeriodNs, kind: evTick, member: m.index, incarnation: m.incarnation})
 }
 
 // effectRoundsMax bounds the Effects calls one drive makes: the node asks
@@ -392,7 +392,7 @@ func (w *world) persist(m *member, p *node.Persist) bool {
 	m.syncQueue = append(m.syncQueue, p)
 	latency := int64(w.drng.ExpFloat64() * float64(w.k.SyncLatencyMeanUs*1000))
 	m.lastSyncAt = max(m.lastSyncAt, w.now+latency)
-	w.q.schedule(&event{at: m.lastSyncAt, kind: evDiskSync, member: m.index, incarnation: m.incarnation, persistSeq: p.Seq})
+	w.q.schedule(event{at: m.lastSyncAt, kind: evDiskSync, member: m.index, incarnation: m.incarnation, persistSeq: p.Seq})
 	return true
 }
 
@@ -431,7 +431,7 @@ func (w *world) send(from *member, msg *raftpb.Message) {
 		return
 	}
 	for _, at := range w.net.Route(w.now, from.id, to.id) {
-		w.q.schedule(&event{at: at, kind: evDeliver, member: to.index, msg: msg})
+		w.q.schedule(event{at: at, kind: evDeliver, member: to.index, msg: msg})
 	}
 }
 
@@ -516,7 +516,7 @@ func (w *world) deliver(m *member, e *event) {
 	}
 	if m.paused {
 		if len(m.pausedInbox) < pausedInboxMax {
-			m.pausedInbox = append(m.pausedInbox, e)
+			m.pausedInbox = append(m.pausedInbox, e.msg)
 		}
 		return
 	}

@@ -232,7 +232,7 @@ func (w *world) run() {
 	w.setUpClients()
 	w.setUpAuth()
 	w.scheduleNextFault()
-	w.q.schedule(&event{at: w.k.SafetyMs * 1e6, kind: evLiveness})
+	w.q.schedule(event{at: w.k.SafetyMs * 1e6, kind: evLiveness})
 	eventsMax := w.opts.EventsMax
 	if eventsMax == 0 {
 		eventsMax = defaultEventsMax
@@ -258,6 +258,7 @@ func (w *world) run() {
 			return
 		}
 		w.step(e)
+		w.q.release(e)
 		if len(w.failures) > 0 {
 			return
 		}

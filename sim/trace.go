@@ -1,6 +1,7 @@
 package sim
 
 import (
+	"encoding/binary"
 	"fmt"
 	"io"
 
@@ -11,11 +12,12 @@ import (
 )
 
 // traceHash folds every event a run processes and every effect its members
-// produce into one 64-bit FNV-1a hash: two runs with equal hashes took the
-// same steps. It hashes the fields that matter as integers, so a run pays
-// for hashing, not for formatting; only when a trace writer is set does it
-// also render each step as a line of text. The hash is the same with or
-// without the writer.
+// produce into one 64-bit hash: two runs with equal hashes took the same
+// steps. It hashes the fields that matter as integers, a word at a time
+// (an FNV-style multiply and an xorshift per word, not per byte: it runs
+// for every step of every run), so a run pays for hashing, not for
+// formatting; only when a trace writer is set does it also render each
+// step as a line of text. The hash is the same with or without the writer.
 type traceHash struct {
 	h   uint64
 	out io.Writer
@@ -32,21 +34,23 @@ func newTraceHash(out io.Writer) traceHash {
 }
 
 func (t *traceHash) u64(v uint64) {
-	for i := 0; i < 8; i++ {
-		t.h ^= v & 0xff
-		t.h *= fnvPrime64
-		v >>= 8
-	}
+	t.h = (t.h ^ v) * fnvPrime64
+	t.h ^= t.h >> 29
 }
 
 func (t *traceHash) i64(v int64) { t.u64(uint64(v)) }
 
 func (t *traceHash) str(s string) {
 	t.u64(uint64(len(s)))
-	for i := 0; i < len(s); i++ {
-		t.h ^= uint64(s[i])
-		t.h *= fnvPrime64
+	for len(s) >= 8 {
+		t.u64(binary.LittleEndian.Uint64([]byte(s[:8])))
+		s = s[8:]
 	}
+	var tail uint64
+	for i := 0; i < len(s); i++ {
+		tail |= uint64(s[i]) << (8 * i)
+	}
+	t.u64(tail)
 }
 
 func (t *traceHash) sum() uint64 { return t.h }

@@ -7,6 +7,8 @@
 //	go run ./cmd/nodebench -members 3 -duration 20s
 //	go run ./cmd/nodebench -noded /usr/bin/etcd     # etcd vs etcd: how noisy is this machine?
 //	go run ./cmd/nodebench -noded-endpoints http://127.0.0.1:2379 -etcd-endpoints http://127.0.0.1:12379
+//	go run ./cmd/nodebench -tls                     # each row also over https with client certificates
+//	go run ./cmd/nodebench -flood -etcd /work/anchors/etcd  # idle-connection floods, a forged snapshot
 //
 // Each side is started fresh (a single member, or -members N) on loopback
 // with the same flags and data directories in one temporary directory, or
@@ -14,11 +16,15 @@
 // (unique keys, -value-size values), and linearizable and serializable
 // single-key ranges with 100 clients over a preloaded keyspace of -keys
 // keys. A client issues one request at a time; the clients share -conns
-// gRPC connections per side. Speed is only ever measured here, never
-// asserted by a test.
+// gRPC connections per side. With -tls (or a row named <row>-tls) each
+// side also serves an https client URL with the same throwaway
+// certificates and client certificate authentication, and the table adds
+// each side's TLS/plain ratios. -flood measures floods instead (flood.go).
+// Speed is only ever measured here, never asserted by a test.
 package main
 
 import (
+	"crypto/tls"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -28,6 +34,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -48,6 +55,12 @@ type options struct {
 	rows                          string
 	jsonOut                       bool
 	keep                          bool
+	tls                           bool
+	flood                         bool
+	floodClientConns              int
+	floodPeerConns                int
+	floodHold                     time.Duration
+	floodSnapshotMiB              int
 }
 
 func main() {
@@ -63,7 +76,13 @@ func main() {
 	flag.IntVar(&o.conns, "conns", 10, "gRPC connections per side, shared by the clients")
 	flag.IntVar(&o.valueSizeBytes, "value-size", 256, "bytes per value")
 	flag.IntVar(&o.keys, "keys", 10000, "keys preloaded for the range rows")
-	flag.StringVar(&o.rows, "rows", "put-1,put-100,range-l-100,range-s-100", "rows to run, comma-separated")
+	flag.StringVar(&o.rows, "rows", "put-1,put-100,range-l-100,range-s-100", "rows to run, comma-separated (each also as <row>-tls: over https with client certificates)")
+	flag.BoolVar(&o.tls, "tls", false, "also run the TLS twin of every row (the cost of TLS, side by side)")
+	flag.BoolVar(&o.flood, "flood", false, "instead of the rows, measure floods of idle connections and a forged snapshot (3 members a side)")
+	flag.IntVar(&o.floodClientConns, "flood-client-conns", 5000, "-flood: idle connections on the client port")
+	flag.IntVar(&o.floodPeerConns, "flood-peer-conns", 2000, "-flood: idle connections on each of two peer ports")
+	flag.DurationVar(&o.floodHold, "flood-hold", 10*time.Second, "-flood: how long each phase runs")
+	flag.IntVar(&o.floodSnapshotMiB, "flood-snapshot-mib", 160, "-flood: MiB of forged snapshot streamed at noded")
 	flag.BoolVar(&o.jsonOut, "json", false, "print JSON instead of a table")
 	flag.BoolVar(&o.keep, "keep", false, "keep the data directories and member logs")
 	flag.Parse()
@@ -74,12 +93,16 @@ func main() {
 }
 
 func run(o options, out io.Writer) error {
-	rows, err := selectRows(o.rows)
+	rows, err := selectRows(o.rows, o.tls)
 	if err != nil {
 		return err
 	}
 	if o.members < 1 || o.rounds < 1 || o.conns < 1 || o.keys < 1 || o.valueSizeBytes < 0 {
 		return fmt.Errorf("-members, -rounds, -conns and -keys must be at least 1")
+	}
+	if o.flood {
+		o.members = max(o.members, 3)
+		rows = nil
 	}
 	dir, err := os.MkdirTemp("", "nodebench-")
 	if err != nil {
@@ -119,29 +142,45 @@ func run(o options, out io.Writer) error {
 			return fmt.Errorf("go build ./cmd/noded: %w", err)
 		}
 	}
+	var certs *benchTLS
+	if slices.ContainsFunc(rows, func(r rowSpec) bool { return r.tls }) {
+		if certs, err = newBenchTLS(dir); err != nil {
+			return err
+		}
+	}
 	// etcd first in the slice: it is the reference each ratio divides by.
 	for _, spec := range []struct{ label, binary, endpoints string }{
 		{"etcd", o.etcdBinary, o.etcdEndpoints},
 		{"noded", o.nodedBinary, o.nodedEndpoints},
 	} {
 		s := &side{label: spec.label, binary: spec.binary}
-		if spec.endpoints != "" {
+		switch {
+		case spec.endpoints != "" && certs != nil:
+			return fmt.Errorf("TLS rows need clusters nodebench starts; %s is running at %s", spec.label, spec.endpoints)
+		case spec.endpoints != "":
 			s.endpoints = strings.Split(spec.endpoints, ",")
 			s.binary = "(running at " + spec.endpoints + ")"
-		} else {
+		default:
 			progress("starting %s: %d member(s) of %s", spec.label, o.members, spec.binary)
-			c, err := startCluster(spec.label, spec.binary, filepath.Join(dir, spec.label), o.members)
+			c, err := startCluster(spec.label, spec.binary, filepath.Join(dir, spec.label), o.members, certs)
 			if err != nil {
 				return err
 			}
-			s.cluster, s.endpoints = c, c.endpoints
+			s.cluster, s.endpoints, s.tlsEndpoints = c, c.endpoints, c.tlsEndpoints
 		}
 		sides = append(sides, s)
-		if err := s.connect(o.conns); err != nil {
+		var clientTLS *tls.Config
+		if certs != nil {
+			clientTLS = certs.client
+		}
+		if err := s.connect(o.conns, clientTLS); err != nil {
 			return fmt.Errorf("%s: %w", spec.label, err)
 		}
 	}
 
+	if o.flood {
+		return runFloods(o, sides, out)
+	}
 	w := &workload{value: strings.Repeat("v", o.valueSizeBytes), rangeKeys: o.keys}
 	perSlice := budget{duration: o.duration / time.Duration(o.rounds)}
 	if o.requests > 0 {
@@ -189,7 +228,9 @@ type rowResult struct {
 	samples []sample // in the order of sides: etcd, noded
 }
 
-func selectRows(list string) ([]rowSpec, error) {
+// selectRows picks the rows named in list, in order; withTLS adds the TLS
+// twin after each plain row.
+func selectRows(list string, withTLS bool) ([]rowSpec, error) {
 	var rows []rowSpec
 	for _, id := range strings.Split(list, ",") {
 		found := false
@@ -205,6 +246,20 @@ func selectRows(list string) ([]rowSpec, error) {
 			}
 			return nil, fmt.Errorf("unknown row %q (rows: %s)", id, strings.Join(ids, ","))
 		}
+	}
+	if withTLS {
+		var twinned []rowSpec
+		for _, r := range rows {
+			twinned = append(twinned, r)
+			if !r.tls {
+				twin := r
+				twin.id, twin.name, twin.tls = r.id+"-tls", r.name+", TLS", true
+				if !slices.ContainsFunc(rows, func(o rowSpec) bool { return o.id == twin.id }) {
+					twinned = append(twinned, twin)
+				}
+			}
+		}
+		rows = twinned
 	}
 	return rows, nil
 }
@@ -234,13 +289,7 @@ func writeTable(out io.Writer, o options, sides []*side, results []rowResult) {
 	fmt.Fprintln(out)
 	// A Markdown table: readable in a terminal, pastes into an issue.
 	tw := tabwriter.NewWriter(out, 0, 0, 1, ' ', 0)
-	header := []string{"workload", "etcd req/s", "noded req/s", "noded/etcd", "etcd p50 ms", "noded p50 ms", "noded/etcd", "etcd p99 ms", "noded p99 ms", "noded/etcd", "errors etcd/noded"}
-	tableRow(tw, header)
-	var rule []string
-	for range header {
-		rule = append(rule, "---")
-	}
-	tableRow(tw, rule)
+	tableHeader(tw, "workload", "etcd req/s", "noded req/s", "noded/etcd", "etcd p50 ms", "noded p50 ms", "noded/etcd", "etcd p99 ms", "noded p99 ms", "noded/etcd", "errors etcd/noded")
 	for _, r := range results {
 		e, n := &r.samples[0], &r.samples[1]
 		tableRow(tw, []string{
@@ -252,6 +301,18 @@ func writeTable(out io.Writer, o options, sides []*side, results []rowResult) {
 		})
 	}
 	tw.Flush()
+	if costs := tlsCosts(results); len(costs) > 0 {
+		fmt.Fprintln(out)
+		fmt.Fprintln(out, "The cost of TLS: each side's TLS row over its plain row, measured in the same run.")
+		fmt.Fprintln(out)
+		tw := tabwriter.NewWriter(out, 0, 0, 1, ' ', 0)
+		tableHeader(tw, "workload", "etcd TLS/plain req/s", "noded TLS/plain req/s", "etcd TLS/plain p50", "noded TLS/plain p50", "noded/etcd req/s with TLS")
+		for _, c := range costs {
+			tableRow(tw, []string{c.workload, fmt.Sprintf("%.2fx", c.etcdRequests), fmt.Sprintf("%.2fx", c.nodedRequests),
+				fmt.Sprintf("%.2fx", c.etcdP50), fmt.Sprintf("%.2fx", c.nodedP50), fmt.Sprintf("%.2fx", c.nodedOverEtcdTLS)})
+		}
+		tw.Flush()
+	}
 	for _, r := range results {
 		for i, s := range r.samples {
 			if s.firstErr != nil {
@@ -259,6 +320,39 @@ func writeTable(out io.Writer, o options, sides []*side, results []rowResult) {
 			}
 		}
 	}
+}
+
+// tlsCost compares a row's TLS twin with the row, on each side.
+type tlsCost struct {
+	workload                    string
+	etcdRequests, nodedRequests float64 // TLS req/s over plain req/s
+	etcdP50, nodedP50           float64 // TLS p50 over plain p50
+	nodedOverEtcdTLS            float64 // noded's TLS req/s over etcd's
+}
+
+// tlsCosts pairs every plain row with its TLS twin among results.
+func tlsCosts(results []rowResult) []tlsCost {
+	var out []tlsCost
+	for _, plain := range results {
+		if plain.row.tls {
+			continue
+		}
+		for _, twin := range results {
+			if !twin.row.tls || twin.row.id != plain.row.id+"-tls" {
+				continue
+			}
+			pe, pn, te, tn := &plain.samples[0], &plain.samples[1], &twin.samples[0], &twin.samples[1]
+			out = append(out, tlsCost{
+				workload:         plain.row.name,
+				etcdRequests:     safeDiv(te.requestsPerSecond(), pe.requestsPerSecond()),
+				nodedRequests:    safeDiv(tn.requestsPerSecond(), pn.requestsPerSecond()),
+				etcdP50:          safeDiv(ms(te.percentile(0.5)), ms(pe.percentile(0.5))),
+				nodedP50:         safeDiv(ms(tn.percentile(0.5)), ms(pn.percentile(0.5))),
+				nodedOverEtcdTLS: safeDiv(tn.requestsPerSecond(), te.requestsPerSecond()),
+			})
+		}
+	}
+	return out
 }
 
 type jsonSide struct {
@@ -286,6 +380,16 @@ func tableRow(w io.Writer, cells []string) {
 	fmt.Fprintf(w, "| %s\t|\n", strings.Join(cells, "\t| "))
 }
 
+// tableHeader writes a Markdown table's header row and its rule.
+func tableHeader(w io.Writer, cells ...string) {
+	tableRow(w, cells)
+	rule := make([]string, len(cells))
+	for i := range rule {
+		rule[i] = "---"
+	}
+	tableRow(w, rule)
+}
+
 func writeJSON(out io.Writer, o options, sides []*side, results []rowResult) error {
 	toSide := func(s *sample) jsonSide {
 		j := jsonSide{Requests: s.requests, Errors: s.errors, Seconds: s.elapsed.Seconds(),
@@ -295,10 +399,22 @@ func writeJSON(out io.Writer, o options, sides []*side, results []rowResult) err
 		}
 		return j
 	}
+	type jsonTLSCost struct {
+		Workload             string  `json:"workload"`
+		EtcdRequestsRatio    float64 `json:"etcd_tls_over_plain_requests_per_second"`
+		NodedRequestsRatio   float64 `json:"noded_tls_over_plain_requests_per_second"`
+		EtcdP50Ratio         float64 `json:"etcd_tls_over_plain_p50"`
+		NodedP50Ratio        float64 `json:"noded_tls_over_plain_p50"`
+		NodedOverEtcdWithTLS float64 `json:"noded_over_etcd_requests_per_second_with_tls"`
+	}
 	doc := struct {
-		Setup []string  `json:"setup"`
-		Rows  []jsonRow `json:"rows"`
+		Setup   []string      `json:"setup"`
+		Rows    []jsonRow     `json:"rows"`
+		TLSCost []jsonTLSCost `json:"tls_cost,omitempty"`
 	}{Setup: describe(o, sides)}
+	for _, c := range tlsCosts(results) {
+		doc.TLSCost = append(doc.TLSCost, jsonTLSCost{c.workload, c.etcdRequests, c.nodedRequests, c.etcdP50, c.nodedP50, c.nodedOverEtcdTLS})
+	}
 	for _, r := range results {
 		e, n := toSide(&r.samples[0]), toSide(&r.samples[1])
 		doc.Rows = append(doc.Rows, jsonRow{

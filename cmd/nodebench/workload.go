@@ -5,6 +5,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"math/rand/v2"
 	"slices"
@@ -33,37 +34,66 @@ type rowSpec struct {
 	name    string // the name the table shows
 	op      opKind
 	clients int
+	// tls runs the row over the https client URLs, with client
+	// certificates (mutual TLS).
+	tls bool
 }
 
-var allRows = []rowSpec{
-	{"put-1", "put, 1 client", opPut, 1},
-	{"put-100", "put, 100 clients", opPut, 100},
-	{"range-l-100", "range linearizable, 100 clients", opRangeLinearizable, 100},
-	{"range-s-100", "range serializable, 100 clients", opRangeSerializable, 100},
+var plainRows = []rowSpec{
+	{id: "put-1", name: "put, 1 client", op: opPut, clients: 1},
+	{id: "put-100", name: "put, 100 clients", op: opPut, clients: 100},
+	{id: "range-l-100", name: "range linearizable, 100 clients", op: opRangeLinearizable, clients: 100},
+	{id: "range-s-100", name: "range serializable, 100 clients", op: opRangeSerializable, clients: 100},
+}
+
+// allRows are the plain rows and their TLS twins (id suffix -tls).
+var allRows = withTLSTwins(plainRows)
+
+func withTLSTwins(rows []rowSpec) []rowSpec {
+	out := slices.Clone(rows)
+	for _, r := range rows {
+		r.id, r.name, r.tls = r.id+"-tls", r.name+", TLS", true
+		out = append(out, r)
+	}
+	return out
 }
 
 // side is one system under test: the endpoints and the connections the
-// clients share.
+// clients share, plain and (when TLS rows run) over TLS.
 type side struct {
-	label     string
-	binary    string
-	version   string
-	endpoints []string
-	conns     []*clientv3.Client
-	cluster   *cluster // nil when pointed at running endpoints
+	label        string
+	binary       string
+	version      string
+	endpoints    []string
+	conns        []*clientv3.Client
+	tlsEndpoints []string
+	tlsConns     []*clientv3.Client
+	cluster      *cluster // nil when pointed at running endpoints
 }
 
-func (s *side) connect(conns int) error {
-	for i := 0; i < conns; i++ {
-		cli, err := clientv3.New(clientv3.Config{
-			Endpoints:   s.endpoints,
+// connect opens conns connections to the plain endpoints, and as many to
+// the TLS endpoints (if any) with tlsConfig.
+func (s *side) connect(conns int, tlsConfig *tls.Config) error {
+	open := func(endpoints []string, cfg *tls.Config) (*clientv3.Client, error) {
+		return clientv3.New(clientv3.Config{
+			Endpoints:   endpoints,
 			DialTimeout: 5 * time.Second,
+			TLS:         cfg,
 			Logger:      zap.NewNop(),
 		})
+	}
+	for i := 0; i < conns; i++ {
+		cli, err := open(s.endpoints, nil)
 		if err != nil {
 			return err
 		}
 		s.conns = append(s.conns, cli)
+		if len(s.tlsEndpoints) > 0 {
+			if cli, err = open(s.tlsEndpoints, tlsConfig); err != nil {
+				return err
+			}
+			s.tlsConns = append(s.tlsConns, cli)
+		}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
 	defer cancel()
@@ -76,7 +106,7 @@ func (s *side) connect(conns int) error {
 }
 
 func (s *side) close() {
-	for _, cli := range s.conns {
+	for _, cli := range append(s.conns, s.tlsConns...) {
 		cli.Close()
 	}
 	if s.cluster != nil {
@@ -153,7 +183,11 @@ func (w *workload) runSlice(s *side, row rowSpec, round int, b budget) sample {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			cli := s.conns[c%len(s.conns)]
+			conns := s.conns
+			if row.tls {
+				conns = s.tlsConns
+			}
+			cli := conns[c%len(conns)]
 			rng := rand.New(rand.NewPCG(uint64(round), uint64(c)))
 			var local sample
 			for seq := int64(0); ; seq++ {
@@ -229,3 +263,8 @@ func (w *workload) preload(s *side) error {
 }
 
 func sortLatencies(s *sample) { slices.Sort(s.latencies) }
+
+// newRequestContext bounds one request by requestTimeout.
+func newRequestContext() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), requestTimeout)
+}

@@ -6,6 +6,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"os/exec"
@@ -46,6 +47,10 @@ type e2eMember struct {
 	// args are the flags of every start, so a restart is the same command.
 	args []string
 	log  *logBuffer
+	// tls dials clientURL when it is https.
+	tls *tls.Config
+	// wrap is a command the binary runs under, if any.
+	wrap []string
 
 	mu     sync.Mutex
 	cmd    *exec.Cmd
@@ -69,35 +74,73 @@ func newCluster(t testing.TB, size int, extraFlags ...string) *e2eCluster {
 // benchmarks start etcd 3.7 next to noded).
 func newClusterOf(t testing.TB, binary string, size int, extraFlags ...string) *e2eCluster {
 	t.Helper()
+	return newClusterWith(t, clusterOptions{size: size, binary: binary, flags: func(int) []string { return extraFlags }})
+}
+
+// clusterOptions shape a cluster beyond its size.
+type clusterOptions struct {
+	size int
+	// binary is the member binary (default e2eBinary).
+	binary string
+	// clientScheme and peerScheme are the URLs' schemes (default http).
+	clientScheme, peerScheme string
+	// flags are member i's flags beyond the bootstrap ones.
+	flags func(i int) []string
+	// clientTLS dials the members' https client URLs (the harness's own
+	// clients and readiness probes).
+	clientTLS *tls.Config
+	// noWait lists members not waited for (expected never to be ready).
+	noWait map[int]bool
+	// wrap is a command the member binary runs under (prlimit ...).
+	wrap []string
+}
+
+func newClusterWith(t testing.TB, o clusterOptions) *e2eCluster {
+	t.Helper()
 	requireE2E(t)
+	if o.binary == "" {
+		o.binary = e2eBinary
+	}
+	if o.clientScheme == "" {
+		o.clientScheme = "http"
+	}
+	if o.peerScheme == "" {
+		o.peerScheme = "http"
+	}
 	dir := t.TempDir()
-	ports := freePorts(t, 2*size)
+	ports := freePorts(t, 2*o.size)
 	c := &e2eCluster{}
 	var initialCluster []string
-	for i := 0; i < size; i++ {
+	for i := 0; i < o.size; i++ {
 		m := &e2eMember{
-			binary:    binary,
+			binary:    o.binary,
 			name:      fmt.Sprintf("m%d", i),
-			clientURL: fmt.Sprintf("http://127.0.0.1:%d", ports[2*i]),
-			peerURL:   fmt.Sprintf("http://127.0.0.1:%d", ports[2*i+1]),
+			clientURL: fmt.Sprintf("%s://127.0.0.1:%d", o.clientScheme, ports[2*i]),
+			peerURL:   fmt.Sprintf("%s://127.0.0.1:%d", o.peerScheme, ports[2*i+1]),
 			log:       &logBuffer{},
+			tls:       o.clientTLS,
+			wrap:      o.wrap,
 		}
 		m.dataDir = filepath.Join(dir, m.name+".etcd")
 		c.members = append(c.members, m)
 		initialCluster = append(initialCluster, m.name+"="+m.peerURL)
 	}
 	token := fmt.Sprintf("e2e-%s-%d", sanitize(t.Name()), time.Now().UnixNano())
-	for _, m := range c.members {
-		m.args = append(memberproc.BootstrapArgs(m.name, m.dataDir, m.clientURL, m.peerURL,
-			strings.Join(initialCluster, ","), token), extraFlags...)
+	for i, m := range c.members {
+		m.args = memberproc.BootstrapArgs(m.name, m.dataDir, m.clientURL, m.peerURL, strings.Join(initialCluster, ","), token)
+		if o.flags != nil {
+			m.args = append(m.args, o.flags(i)...)
+		}
 	}
 	// Registered after t.TempDir, so it runs before the directory is removed.
 	t.Cleanup(func() { c.teardown(t) })
 	for _, m := range c.members {
 		m.start(t)
 	}
-	for _, m := range c.members {
-		m.waitReady(t)
+	for i, m := range c.members {
+		if !o.noWait[i] {
+			m.waitReady(t)
+		}
 	}
 	return c
 }
@@ -133,6 +176,9 @@ func (m *e2eMember) start(t testing.TB) {
 	m.starts++
 	fmt.Fprintf(m.log, "\n==== e2e: start #%d: %s %s\n", m.starts, m.binary, strings.Join(m.args, " "))
 	cmd := exec.Command(m.binary, m.args...)
+	if len(m.wrap) > 0 {
+		cmd = exec.Command(m.wrap[0], append(append(m.wrap[1:], m.binary), m.args...)...)
+	}
 	cmd.Env = memberproc.Env()
 	cmd.Stdout = m.log
 	cmd.Stderr = m.log
@@ -186,7 +232,7 @@ func (m *e2eMember) waitReady(t testing.TB) {
 		m.mu.Lock()
 		defer m.mu.Unlock()
 		return isClosed(m.exited)
-	})
+	}, m.tls)
 	if errors.Is(err, memberproc.ErrExited) {
 		m.mu.Lock()
 		waitErr := m.waitErr
@@ -216,6 +262,7 @@ func (c *e2eCluster) client(t testing.TB, endpoints ...string) *clientv3.Client 
 	cli, err := clientv3.New(clientv3.Config{
 		Endpoints:   endpoints,
 		DialTimeout: 5 * time.Second,
+		TLS:         c.members[0].tls,
 		Logger:      zap.NewNop(),
 	})
 	if err != nil {
@@ -263,16 +310,6 @@ func (c *e2eCluster) leader(t testing.TB, cli *clientv3.Client) int {
 	}
 	t.Fatalf("no agreed leader after %v: %s", startTimeout, last)
 	return -1
-}
-
-// pid is the member's current process ID (0 if it never started).
-func (m *e2eMember) pid() int {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.cmd == nil {
-		return 0
-	}
-	return m.cmd.Process.Pid
 }
 
 func (m *e2eMember) running() bool {

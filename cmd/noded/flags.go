@@ -14,6 +14,8 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/noded/noded/server"
+	"github.com/noded/noded/server/features"
+	"github.com/noded/noded/server/tlsconfig"
 )
 
 // flagKind says how a flag's value parses.
@@ -25,6 +27,9 @@ const (
 	kindInt
 	kindUint
 	kindDuration
+	// kindFeatureGates parses etcd's --feature-gates when it is set, so a
+	// bad gate is a command-line error, as etcd's.
+	kindFeatureGates
 )
 
 // flagDef is one of etcd's server flags. noded takes every flag etcd 3.5
@@ -95,19 +100,31 @@ var flagDefs = []flagDef{
 	{name: "auto-compaction-mode", def: "periodic", usage: "interpret 'auto-compaction-retention' one of: periodic|revision. 'periodic' for duration based retention, defaulting to hours if no time unit is provided (e.g. '5m'). 'revision' for revision number based retention.", group: groupClustering},
 	{name: "enable-v2", kind: kindBool, def: "false", usage: "Accept etcd V2 client requests.", group: groupClustering, ignored: "the v2 key API is not served; GET /v2/members is always served"},
 
-	{name: "cert-file", def: "", usage: "Path to the client server TLS cert file.", group: groupSecurity, refused: "client TLS is not supported yet"},
-	{name: "key-file", def: "", usage: "Path to the client server TLS key file.", group: groupSecurity, refused: "client TLS is not supported yet"},
-	{name: "client-cert-auth", kind: kindBool, def: "false", usage: "Enable client cert authentication.", group: groupSecurity, refused: "client TLS is not supported yet"},
-	{name: "client-crl-file", def: "", usage: "Path to the client certificate revocation list file.", group: groupSecurity, refused: "client TLS is not supported yet"},
-	{name: "trusted-ca-file", def: "", usage: "Path to the client server TLS trusted CA cert file.", group: groupSecurity, refused: "client TLS is not supported yet"},
-	{name: "auto-tls", kind: kindBool, def: "false", usage: "Client TLS using generated certificates", group: groupSecurity, refused: "client TLS is not supported yet"},
-	{name: "peer-cert-file", def: "", usage: "Path to the peer server TLS cert file.", group: groupSecurity, refused: "peer TLS is not supported yet"},
-	{name: "peer-key-file", def: "", usage: "Path to the peer server TLS key file.", group: groupSecurity, refused: "peer TLS is not supported yet"},
-	{name: "peer-client-cert-auth", kind: kindBool, def: "false", usage: "Enable peer client cert authentication.", group: groupSecurity, refused: "peer TLS is not supported yet"},
-	{name: "peer-trusted-ca-file", def: "", usage: "Path to the peer server TLS trusted CA file.", group: groupSecurity, refused: "peer TLS is not supported yet"},
-	{name: "peer-auto-tls", kind: kindBool, def: "false", usage: "Peer TLS using self-generated certificates if --peer-key-file and --peer-cert-file are not provided.", group: groupSecurity, refused: "peer TLS is not supported yet"},
-	{name: "peer-crl-file", def: "", usage: "Path to the peer certificate revocation list file.", group: groupSecurity, refused: "peer TLS is not supported yet"},
-	{name: "cipher-suites", def: "", usage: "Comma-separated list of supported TLS cipher suites between client/server and peers (empty will be auto-populated by Go).", group: groupSecurity, ignored: "TLS is not supported yet"},
+	{name: "cert-file", def: "", usage: "Path to the client server TLS cert file.", group: groupSecurity},
+	{name: "key-file", def: "", usage: "Path to the client server TLS key file.", group: groupSecurity},
+	{name: "client-cert-file", def: "", usage: "Path to an explicit peer client TLS cert file otherwise cert file will be used when client auth is required.", group: groupSecurity},
+	{name: "client-key-file", def: "", usage: "Path to an explicit peer client TLS key file otherwise key file will be used when client auth is required.", group: groupSecurity},
+	{name: "client-cert-auth", kind: kindBool, def: "false", usage: "Enable client cert authentication.", group: groupSecurity},
+	{name: "client-crl-file", def: "", usage: "Path to the client certificate revocation list file.", group: groupSecurity},
+	{name: "client-cert-allowed-hostname", def: "", usage: "Comma-separated list of SAN hostnames for client cert authentication.", group: groupSecurity},
+	{name: "trusted-ca-file", def: "", usage: "Path to the client server TLS trusted CA cert file.", group: groupSecurity},
+	{name: "auto-tls", kind: kindBool, def: "false", usage: "Client TLS using generated certificates", group: groupSecurity},
+	{name: "peer-cert-file", def: "", usage: "Path to the peer server TLS cert file.", group: groupSecurity},
+	{name: "peer-key-file", def: "", usage: "Path to the peer server TLS key file.", group: groupSecurity},
+	{name: "peer-client-cert-file", def: "", usage: "Path to an explicit peer client TLS cert file otherwise peer cert file will be used when client auth is required.", group: groupSecurity},
+	{name: "peer-client-key-file", def: "", usage: "Path to an explicit peer client TLS key file otherwise peer key file will be used when client auth is required.", group: groupSecurity},
+	{name: "peer-client-cert-auth", kind: kindBool, def: "false", usage: "Enable peer client cert authentication.", group: groupSecurity},
+	{name: "peer-trusted-ca-file", def: "", usage: "Path to the peer server TLS trusted CA file.", group: groupSecurity},
+	{name: "peer-cert-allowed-cn", def: "", usage: "Comma-separated list of allowed CNs for inter-peer TLS authentication.", group: groupSecurity},
+	{name: "peer-cert-allowed-hostname", def: "", usage: "Comma-separated list of allowed SAN hostnames for inter-peer TLS authentication.", group: groupSecurity},
+	{name: "peer-auto-tls", kind: kindBool, def: "false", usage: "Peer TLS using self-generated certificates if --peer-key-file and --peer-cert-file are not provided.", group: groupSecurity},
+	{name: "self-signed-cert-validity", kind: kindUint, def: "1", usage: "The validity period of the client and peer certificates that are automatically generated for --auto-tls and --peer-auto-tls, in years.", group: groupSecurity},
+	{name: "peer-crl-file", def: "", usage: "Path to the peer certificate revocation list file.", group: groupSecurity},
+	{name: "cipher-suites", def: "", usage: "Comma-separated list of supported TLS cipher suites between client/server and peers (empty will be auto-populated by Go).", group: groupSecurity},
+	{name: "tls-min-version", def: "TLS1.2", usage: "Minimum TLS version supported. Possible values: TLS1.2, TLS1.3.", group: groupSecurity},
+	{name: "tls-max-version", def: "", usage: "Maximum TLS version supported. Possible values: TLS1.2, TLS1.3 (empty will be auto-populated by Go).", group: groupSecurity},
+	{name: "peer-skip-client-san-verification", kind: kindBool, def: "false", usage: "Skip verification of SAN field in client certificate for peer connections.", group: groupSecurity},
+	{name: "experimental-peer-skip-client-san-verification", kind: kindBool, def: "false", usage: "Skip verification of SAN field in client certificate for peer connections (etcd 3.4's name of --peer-skip-client-san-verification).", group: groupSecurity},
 	{name: "cors", def: "*", usage: "Comma-separated whitelist of origins for CORS, or cross-origin resource sharing, (empty or * means allow all).", group: groupSecurity, ignored: "no CORS headers are sent"},
 	{name: "host-whitelist", def: "*", usage: "Acceptable hostnames from HTTP client requests, if server is not secure (empty means allow all).", group: groupSecurity, ignored: "every host is accepted, as with etcd's default"},
 
@@ -126,6 +143,7 @@ var flagDefs = []flagDef{
 	{name: "enable-log-rotation", kind: kindBool, def: "false", usage: "Enable log rotation of a single log-outputs file target.", group: groupLogging},
 	{name: "log-rotation-config-json", def: defaultLogRotationConfig, usage: "Configures log rotation if enabled with a JSON logger config. Default: MaxSize=100(MB), MaxAge=0(days,no limit), MaxBackups=0(no limit), LocalTime=false(UTC), Compress=false(gzip)", group: groupLogging},
 
+	{name: "feature-gates", kind: kindFeatureGates, def: "", usage: "A set of key=value pairs that describe server level feature gates for alpha/experimental features. Options are:\n    " + strings.Join(features.Usage(), "\n    "), group: groupV2},
 	{name: "force-new-cluster", kind: kindBool, def: "false", usage: "Force to create a new one member cluster.", group: groupV2, refused: "--force-new-cluster is not supported"},
 	{name: "unsafe-no-fsync", kind: kindBool, def: "false", usage: "Disables fsync, unsafe, will cause data loss.", group: groupV2, ignored: "noded always fsyncs"},
 	{name: "snapshot-catchup-entries", kind: kindUint, def: "5000", usage: "Number of entries for a slow follower to catch up after compacting the raft storage entries.", group: groupV2},
@@ -148,11 +166,14 @@ var flagDefs = []flagDef{
 
 // options holds the parsed flags.
 type options struct {
-	fs         *pflag.FlagSet
-	values     map[string]any // flag name -> *string, *bool, *uint64, *int64, *time.Duration
-	configFile *string
-	version    *bool
-	help       *bool
+	// clientAllowedCNs is the config file's client-transport-security
+	// allowed-cn, which has no flag.
+	clientAllowedCNs []string
+	fs               *pflag.FlagSet
+	values           map[string]any // flag name -> *string, *bool, *uint64, *int64, *time.Duration
+	configFile       *string
+	version          *bool
+	help             *bool
 }
 
 func newOptions() *options {
@@ -176,6 +197,10 @@ func newOptions() *options {
 		case kindDuration:
 			v, _ := time.ParseDuration(d.def)
 			o.values[d.name] = fs.Duration(d.name, v, d.usage)
+		case kindFeatureGates:
+			v := &featureGatesValue{gates: features.Default()}
+			fs.Var(v, d.name, d.usage)
+			o.values[d.name] = v
 		}
 	}
 	o.configFile = fs.String("config-file", "", "Path to the server configuration file. Note that if a configuration file is provided, other command line flags and environment variables will be ignored.")
@@ -190,6 +215,27 @@ func (o *options) uint(name string) uint64            { return *o.values[name].(
 func (o *options) int(name string) int64              { return *o.values[name].(*int64) }
 func (o *options) duration(name string) time.Duration { return *o.values[name].(*time.Duration) }
 func (o *options) changed(name string) bool           { return o.fs.Changed(name) }
+func (o *options) gates(name string) features.Gates   { return o.values[name].(*featureGatesValue).gates }
+
+// list is a comma-separated flag's items, blanks dropped.
+func (o *options) list(name string) []string { return splitList(o.str(name)) }
+
+// featureGatesValue is --feature-gates as a pflag value.
+type featureGatesValue struct {
+	text  string
+	gates features.Gates
+}
+
+func (v *featureGatesValue) String() string { return v.text }
+func (v *featureGatesValue) Type() string   { return "mapStringBool" }
+func (v *featureGatesValue) Set(s string) error {
+	gates, err := features.Parse(s)
+	if err != nil {
+		return err
+	}
+	v.text, v.gates = s, gates
+	return nil
+}
 
 // envName is etcd's environment variable for a flag: --foo-bar is
 // ETCD_FOO_BAR (noded also reads NODED_FOO_BAR).
@@ -271,14 +317,9 @@ func (o *options) loadConfigFile(path string) error {
 	sort.Strings(keys)
 	for _, k := range keys {
 		v := raw[k]
-		switch k {
-		case "client-transport-security", "peer-transport-security":
-			if m, ok := v.(map[string]any); ok {
-				for sk, sv := range m {
-					if s := fmt.Sprint(sv); sv != nil && s != "" && s != "false" {
-						return fmt.Errorf("config file %s: %s.%s: TLS is not supported yet", path, k, sk)
-					}
-				}
+		if side, ok := securityMaps[k]; ok {
+			if err := o.loadSecurityMap(path, k, side, v); err != nil {
+				return err
 			}
 			continue
 		}
@@ -286,29 +327,126 @@ func (o *options) loadConfigFile(path string) error {
 		if f == nil || k == "config-file" || k == "version" || k == "help" {
 			continue // etcd ignores keys it does not know
 		}
-		var s string
-		switch tv := v.(type) {
-		case nil:
+		if v == nil {
 			continue
-		case []any:
-			parts := make([]string, len(tv))
-			for i, p := range tv {
-				parts[i] = fmt.Sprint(p)
-			}
-			s = strings.Join(parts, ",")
-		case int:
-			s = strconv.Itoa(tv)
-			if f.Value.Type() == "duration" {
-				s = (time.Duration(tv)).String()
-			}
-		default:
-			s = fmt.Sprint(tv)
+		}
+		s := yamlString(v)
+		if n, ok := v.(int); ok && f.Value.Type() == "duration" {
+			s = (time.Duration(n)).String()
 		}
 		if err := o.fs.Set(k, s); err != nil {
 			return fmt.Errorf("config file %s: %s: %v", path, k, err)
 		}
 	}
 	return nil
+}
+
+// yamlString renders a config file value as its flag would be written: a
+// list comma-separated.
+func yamlString(v any) string {
+	switch tv := v.(type) {
+	case []any:
+		parts := make([]string, len(tv))
+		for i, p := range tv {
+			parts[i] = fmt.Sprint(p)
+		}
+		return strings.Join(parts, ",")
+	case int:
+		return strconv.Itoa(tv)
+	}
+	return fmt.Sprint(v)
+}
+
+// securityMaps are the config file's TLS maps, each key of which sets a
+// flag (etcd's securityConfig: cert-file, key-file, client-cert-file,
+// client-key-file, client-cert-auth, trusted-ca-file, auto-tls, allowed-cn,
+// allowed-hostname, skip-client-san-verification; noded also takes
+// crl-file). The client side's allowed-cn has no flag.
+var securityMaps = map[string]map[string]string{
+	"client-transport-security": {
+		"cert-file": "cert-file", "key-file": "key-file", "client-cert-file": "client-cert-file", "client-key-file": "client-key-file",
+		"client-cert-auth": "client-cert-auth", "trusted-ca-file": "trusted-ca-file", "auto-tls": "auto-tls", "crl-file": "client-crl-file",
+		"allowed-hostname": "client-cert-allowed-hostname", "allowed-cn": "", "skip-client-san-verification": "",
+	},
+	"peer-transport-security": {
+		"cert-file": "peer-cert-file", "key-file": "peer-key-file", "client-cert-file": "peer-client-cert-file", "client-key-file": "peer-client-key-file",
+		"client-cert-auth": "peer-client-cert-auth", "trusted-ca-file": "peer-trusted-ca-file", "auto-tls": "peer-auto-tls", "crl-file": "peer-crl-file",
+		"allowed-cn": "peer-cert-allowed-cn", "allowed-hostname": "peer-cert-allowed-hostname", "skip-client-san-verification": "peer-skip-client-san-verification",
+	},
+}
+
+// loadSecurityMap applies one of the config file's TLS maps.
+func (o *options) loadSecurityMap(path, name string, flags map[string]string, v any) error {
+	if v == nil {
+		return nil
+	}
+	m, ok := v.(map[string]any)
+	if !ok {
+		return fmt.Errorf("config file %s: %s must be a map", path, name)
+	}
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		flag, known := flags[k]
+		if !known || m[k] == nil {
+			continue // etcd ignores keys it does not know
+		}
+		value := yamlString(m[k])
+		switch {
+		case name == "client-transport-security" && k == "allowed-cn":
+			o.clientAllowedCNs = splitList(value)
+		case flag == "":
+			// skip-client-san-verification has no meaning on the client port.
+		default:
+			if err := o.fs.Set(flag, value); err != nil {
+				return fmt.Errorf("config file %s: %s.%s: %v", path, name, k, err)
+			}
+		}
+	}
+	return nil
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, item := range strings.Split(s, ",") {
+		if item = strings.TrimSpace(item); item != "" {
+			out = append(out, item)
+		}
+	}
+	return out
+}
+
+// tlsSettings builds the client and peer sides' TLS settings.
+func (o *options) tlsSettings() (client, peer tlsconfig.Settings) {
+	client = tlsconfig.Settings{
+		CertFile:         o.str("cert-file"),
+		KeyFile:          o.str("key-file"),
+		ClientCertFile:   o.str("client-cert-file"),
+		ClientKeyFile:    o.str("client-key-file"),
+		TrustedCAFile:    o.str("trusted-ca-file"),
+		ClientCertAuth:   o.boolean("client-cert-auth"),
+		CRLFile:          o.str("client-crl-file"),
+		AllowedCNs:       o.clientAllowedCNs,
+		AllowedHostnames: o.list("client-cert-allowed-hostname"),
+		AutoTLS:          o.boolean("auto-tls"),
+	}
+	peer = tlsconfig.Settings{
+		CertFile:            o.str("peer-cert-file"),
+		KeyFile:             o.str("peer-key-file"),
+		ClientCertFile:      o.str("peer-client-cert-file"),
+		ClientKeyFile:       o.str("peer-client-key-file"),
+		TrustedCAFile:       o.str("peer-trusted-ca-file"),
+		ClientCertAuth:      o.boolean("peer-client-cert-auth"),
+		CRLFile:             o.str("peer-crl-file"),
+		AllowedCNs:          o.list("peer-cert-allowed-cn"),
+		AllowedHostnames:    o.list("peer-cert-allowed-hostname"),
+		SkipClientSANVerify: o.boolean("peer-skip-client-san-verification") || o.boolean("experimental-peer-skip-client-san-verification"),
+		AutoTLS:             o.boolean("peer-auto-tls"),
+	}
+	return client, peer
 }
 
 // toConfig checks the options and builds the member's configuration.
@@ -424,6 +562,19 @@ func (o *options) toConfig() (server.Config, []string, error) {
 	if o.changed("experimental-compact-hash-check-time") {
 		cfg.CompactHashCheckTime = o.duration("experimental-compact-hash-check-time")
 	}
+	cfg.ClientTLS, cfg.PeerTLS = o.tlsSettings()
+	cfg.CipherSuites = o.list("cipher-suites")
+	cfg.TLSMinVersion = o.str("tls-min-version")
+	cfg.TLSMaxVersion = o.str("tls-max-version")
+	cfg.SelfSignedCertValidity = uint(o.uint("self-signed-cert-validity"))
+	if cfg.SelfSignedCertValidity == 0 {
+		return cfg, nil, errors.New("--self-signed-cert-validity must be at least 1 (year)")
+	}
+	cfg.FeatureGates = o.gates("feature-gates")
+	// etcd 3.6 and later: the gates turn the corruption checks on as the
+	// experimental flags do.
+	cfg.InitialCorruptCheck = cfg.InitialCorruptCheck || cfg.FeatureGates.Enabled(features.InitialCorruptCheck)
+	cfg.CompactHashCheck = cfg.CompactHashCheck || cfg.FeatureGates.Enabled(features.CompactHashCheck)
 	if err := cfg.Validate(); err != nil {
 		return cfg, nil, err
 	}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"syscall"
 	"testing"
@@ -16,6 +17,8 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/noded/noded/server"
+	"github.com/noded/noded/server/features"
+	"github.com/noded/noded/server/tlsconfig"
 )
 
 func parseConfig(t *testing.T, args, env []string) (server.Config, error) {
@@ -86,7 +89,17 @@ func TestValidation(t *testing.T) {
 		{[]string{"--initial-cluster-state", "bogus"}, `unexpected clusterState "bogus"`, 1},
 		{[]string{"--auto-compaction-mode", "weekly"}, `unknown auto-compaction-mode "weekly"`, 1},
 		{[]string{"--listen-peer-urls", "http://example.com:2380"}, "expected IP in URL for binding (http://example.com:2380)", 1},
-		{[]string{"--cert-file", "x.pem"}, "--cert-file: client TLS is not supported yet", 1},
+		{[]string{"--cert-file", "x.pem"}, "--cert-file and --key-file must both be given", 1},
+		{[]string{"--cert-file", "/nonexistent/x.pem", "--key-file", "/nonexistent/x.key"}, "--cert-file /nonexistent/x.pem: no such file or directory", 1},
+		{[]string{"--peer-auto-tls", "--peer-cert-allowed-cn", "a", "--peer-cert-allowed-hostname", "b"}, "--peer-cert-allowed-cn and --peer-cert-allowed-hostname are mutually exclusive", 1},
+		{[]string{"--listen-client-urls", "https://127.0.0.1:1", "--advertise-client-urls", "https://127.0.0.1:1"}, "TLS key/cert (--cert-file, --key-file) must be provided for client url https://127.0.0.1:1 with HTTPS scheme", 1},
+		{[]string{"--listen-metrics-urls", "https://127.0.0.1:1"}, "client TLS key/cert (--cert-file, --key-file) must be provided for metrics secure url", 1},
+		{[]string{"--cipher-suites", "TLS_NO_SUCH_SUITE"}, `--cipher-suites: unexpected TLS cipher suite "TLS_NO_SUCH_SUITE"`, 1},
+		{[]string{"--tls-min-version", "TLS1.0"}, `--tls-min-version: unexpected TLS version "TLS1.0" (must be one of: TLS1.2, TLS1.3)`, 1},
+		{[]string{"--tls-min-version", "TLS1.3", "--tls-max-version", "TLS1.2"}, "min version (TLS1.3) is greater than max version (TLS1.2)", 1},
+		{[]string{"--self-signed-cert-validity", "0"}, "--self-signed-cert-validity must be at least 1", 1},
+		{[]string{"--feature-gates", "Foo=true"}, "unrecognized feature gate: Foo", 2},
+		{[]string{"--feature-gates", "InitialCorruptCheck"}, "missing bool value for InitialCorruptCheck", 2},
 		{[]string{"--bogus"}, "unknown flag: --bogus", 2},
 	} {
 		var stdout, stderr bytes.Buffer
@@ -146,6 +159,24 @@ initial-cluster: fromfile=http://localhost:2380
 initial-cluster-state: new
 snapshot-count: 5000
 auto-compaction-retention: "1h"
+cipher-suites: [TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256]
+tls-max-version: TLS1.3
+feature-gates: InitialCorruptCheck=true,CompactHashCheck=true
+client-transport-security:
+  cert-file: /etc/noded/server.crt
+  key-file: /etc/noded/server.key
+  client-cert-auth: true
+  trusted-ca-file: /etc/noded/ca.crt
+  allowed-cn: [alice]
+  unknown-key: ignored
+peer-transport-security:
+  auto-tls: true
+  client-cert-auth: false
+  allowed-cn:
+    - m1
+    - m2
+  skip-client-san-verification: true
+  crl-file: /etc/noded/peer.crl
 `
 	if err := os.WriteFile(path, []byte(yaml), 0o644); err != nil {
 		t.Fatal(err)
@@ -164,6 +195,41 @@ auto-compaction-retention: "1h"
 	if cfg.Name != "fromfile" || cfg.DataDir != "/var/lib/fromfile" || cfg.HeartbeatMs != 50 || cfg.ElectionMs != 600 ||
 		cfg.SnapshotCount != 5000 || cfg.AutoCompactionRetention != "1h" || server.URLStrings(cfg.AdvertiseClientURLs)[0] != "http://127.0.0.1:22379" {
 		t.Fatalf("config from file: %+v", cfg)
+	}
+	wantClient := tlsconfig.Settings{CertFile: "/etc/noded/server.crt", KeyFile: "/etc/noded/server.key", ClientCertAuth: true, TrustedCAFile: "/etc/noded/ca.crt", AllowedCNs: []string{"alice"}}
+	wantPeer := tlsconfig.Settings{AutoTLS: true, AllowedCNs: []string{"m1", "m2"}, SkipClientSANVerify: true, CRLFile: "/etc/noded/peer.crl"}
+	if !reflect.DeepEqual(cfg.ClientTLS, wantClient) || !reflect.DeepEqual(cfg.PeerTLS, wantPeer) {
+		t.Fatalf("TLS from file:\nclient %+v\nwant   %+v\npeer %+v\nwant %+v", cfg.ClientTLS, wantClient, cfg.PeerTLS, wantPeer)
+	}
+	if len(cfg.CipherSuites) != 2 || cfg.TLSMaxVersion != "TLS1.3" || !cfg.FeatureGates.Enabled(features.InitialCorruptCheck) ||
+		!cfg.FeatureGates.Enabled(features.CompactHashCheck) || cfg.FeatureGates.Enabled(features.LeaseCheckpoint) ||
+		!cfg.InitialCorruptCheck || !cfg.CompactHashCheck {
+		t.Fatalf("TLS options and gates from file: %v %q %s", cfg.CipherSuites, cfg.TLSMaxVersion, cfg.FeatureGates)
+	}
+}
+
+// TestTLSFlags: the TLS flags and the feature gates reach the member's
+// configuration.
+func TestTLSFlags(t *testing.T) {
+	cfg, err := parseConfig(t, []string{"--cert-file", "c.crt", "--key-file", "c.key", "--trusted-ca-file", "ca.crt", "--client-cert-auth",
+		"--client-crl-file", "c.crl", "--client-cert-allowed-hostname", "a.example,b.example", "--peer-cert-file", "p.crt", "--peer-key-file", "p.key",
+		"--peer-client-cert-auth", "--peer-cert-allowed-cn", "m1,m2", "--experimental-peer-skip-client-san-verification", "--auto-tls",
+		"--self-signed-cert-validity", "3", "--feature-gates", "InitialCorruptCheck=true"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantClient := tlsconfig.Settings{CertFile: "c.crt", KeyFile: "c.key", TrustedCAFile: "ca.crt", ClientCertAuth: true, CRLFile: "c.crl",
+		AllowedHostnames: []string{"a.example", "b.example"}, AutoTLS: true}
+	wantPeer := tlsconfig.Settings{CertFile: "p.crt", KeyFile: "p.key", ClientCertAuth: true, AllowedCNs: []string{"m1", "m2"}, SkipClientSANVerify: true}
+	if !reflect.DeepEqual(cfg.ClientTLS, wantClient) || !reflect.DeepEqual(cfg.PeerTLS, wantPeer) {
+		t.Fatalf("TLS from flags:\nclient %+v\nwant   %+v\npeer %+v\nwant %+v", cfg.ClientTLS, wantClient, cfg.PeerTLS, wantPeer)
+	}
+	if cfg.SelfSignedCertValidity != 3 || !cfg.FeatureGates.Enabled(features.InitialCorruptCheck) || cfg.TLSMinVersion != "TLS1.2" {
+		t.Fatalf("validity %d, gates %s, min version %q", cfg.SelfSignedCertValidity, cfg.FeatureGates, cfg.TLSMinVersion)
+	}
+	// The corruption-check gates turn the checks on.
+	if !cfg.InitialCorruptCheck || cfg.CompactHashCheck {
+		t.Fatalf("InitialCorruptCheck=true: initial check %v, compact hash check %v", cfg.InitialCorruptCheck, cfg.CompactHashCheck)
 	}
 }
 

@@ -11,6 +11,7 @@ package memberproc
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -115,11 +116,13 @@ var ErrExited = errors.New("process exited")
 // WaitReady polls the member at endpoint with a linearizable read of
 // probeKey until one succeeds, which needs a leader and a quorum behind it.
 // It gives up after timeout, or with ErrExited as soon as exited (if not
-// nil) reports that the member's process is gone.
-func WaitReady(endpoint, probeKey string, timeout time.Duration, exited func() bool) error {
+// nil) reports that the member's process is gone. tlsConfig dials an https
+// endpoint (nil for http).
+func WaitReady(endpoint, probeKey string, timeout time.Duration, exited func() bool, tlsConfig *tls.Config) error {
 	cli, err := clientv3.New(clientv3.Config{
 		Endpoints:   []string{endpoint},
 		DialTimeout: 5 * time.Second,
+		TLS:         tlsConfig,
 		Logger:      zap.NewNop(),
 	})
 	if err != nil {
