@@ -11,11 +11,11 @@ import (
 // the same natively and under GOOS=js GOARCH=wasm; it changes only when the
 // WAL format, SimFS's crash model or the sweep workload changes (then update
 // it, after checking both platforms agree).
-const simTraceHashGolden = "08bba002d8415234ed7f0fac2b96d51ced8b0409ab420b0dbc3cf1393de6055b"
+const simTraceHashGolden = "952bf6f04b9913cefa59490329e2edc13717b1a6ffd6832428763bfa55bdcf4d"
 
 // simTrace runs the sweep workload under several seeded crashes and bit
-// flips and renders every SimFS state and every Open result: the twin's
-// whole observable behaviour for those seeds.
+// flips and renders every SimFS state and every Open result (with the
+// recovery notes): the twin's whole observable behaviour for those seeds.
 func simTrace(t *testing.T) string {
 	var trace string
 	for seed := uint64(0); seed < 12; seed++ {
@@ -33,6 +33,9 @@ func simTrace(t *testing.T) string {
 			t.Fatalf("seed %d: %v", seed, err)
 		}
 		trace += describeRecovered(rec) + "\n"
+		for _, n := range rec.Notes {
+			trace += "note " + n.String() + "\n"
+		}
 		if name, bit, ok := fsys.FlipRandomBit(rng, nil); ok {
 			_, _, err := Open(fsys, "wal", "snap", sweepOptions)
 			trace += fmt.Sprintf("flip %s bit %d: %v\n", name, bit, err)

@@ -54,9 +54,20 @@
 // Open replays the segments, reading zeros after a segment's last whole
 // record as the end of its data (and leaving them, to append into), cuts a
 // torn tail of the newest one (judged by shape: a record cut short, or a
-// damaged header, followed only by zeros), refuses any other damage (a
-// damaged whole record, non-zero bytes after zeros) with a *CorruptError
-// naming file and offset, picks the newest snapshot the WAL vouches for and
-// continues from, and makes what it returns durable before returning it. It
-// never starts empty on a WAL that needs a snapshot it cannot find.
+// damaged header, followed only by zeros), and cuts stray bytes in its
+// unused tail (zeros where the next record would start, then non-zero
+// bytes that hold no sound record header and do not end in a record end
+// marker: no record, synced or not, is there). It passes over whatever
+// follows an older segment's last record when the next segment's header
+// continues the log from that record. It refuses any other damage (a damaged whole record; stray bytes
+// that could be records written in the wrong place or whose first blocks
+// were lost) with a *CorruptError naming the file and the offset (of the
+// damaged record, with the range its checks narrow the damage to, or of
+// the first stray byte), picks the newest snapshot the WAL vouches for
+// and continues from, and makes what it returns durable before returning
+// it. A damaged snapshot file it passes over is renamed <name>.broken
+// (kept, never read again). It never starts empty on a WAL that needs a
+// snapshot it cannot find. Every repair and every file set aside is
+// reported in Recovered.Notes (recovery.go): disk writes no logs, the
+// member that opened it does.
 package disk

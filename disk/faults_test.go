@@ -13,7 +13,7 @@ import (
 // torn or zeroed tail is cut, and anything else damaged is refused with an
 // error that names the file and the offset, never silently accepted.
 
-var corruptMessage = regexp.MustCompile(`^disk: corrupt record in wal/[0-9a-f]{16}-[0-9a-f]{16}\.wal at offset \d+: `)
+var corruptMessage = regexp.MustCompile(`^disk: corrupt (record|data) in wal/[0-9a-f]{16}-[0-9a-f]{16}\.wal at offset \d+: `)
 
 // syncedWAL writes entries 1..n (term 1) in one segment, all synced, and
 // returns the FS and the segment's name.

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"path"
 	"strings"
 
 	"go.etcd.io/raft/v3/raftpb"
@@ -151,6 +152,12 @@ func Open(fsys FS, walDir, snapDir string, opts Options) (*Storage, Recovered, e
 		dropNewest          bool
 		prevEndCRC          uint32
 		retained            = segs
+		notes               []RecoveryNote
+		// olderTail is an older segment's tail awaiting the next segment's
+		// header: passed over if that header continues the log from the
+		// record before it, refused otherwise.
+		olderTail     segmentTail
+		olderTailName string
 	)
 	for i, seg := range segs {
 		data, fileSizeBytes, err := readSegment(fsys, seg.name)
@@ -158,17 +165,28 @@ func Open(fsys FS, walDir, snapDir string, opts Options) (*Storage, Recovered, e
 			return nil, Recovered{}, err
 		}
 		isNewest := i == len(segs)-1
-		sc, err := scanSegment(seg.name, data, isNewest)
+		sc, err := scanSegment(seg.name, data)
 		if err != nil {
 			return nil, Recovered{}, err
 		}
+		if isNewest && sc.tail.kind != tailNone && !sc.tail.cuttable() {
+			return nil, Recovered{}, sc.tail.refusal(seg.name, true)
+		}
 		if !sc.headComplete {
-			if isNewest && i > 0 {
+			if isNewest && i > 0 && olderTail.kind == tailNone {
 				// A crash while the segment was being started: nothing in it
 				// was ever acknowledged (its head is synced with the first
 				// Sync after the rollover).
 				dropNewest, retained = true, segs[:i]
+				notes = append(notes, RecoveryNote{Kind: RecoveryHalfStartedSegmentRemoved, File: seg.name, OffsetBytes: sc.validEndBytes,
+					Reason: "a crash while the segment was being started; nothing in it was acknowledged"})
 				break
+			}
+			if olderTail.kind != tailNone {
+				return nil, Recovered{}, olderTail.refusal(olderTailName, false)
+			}
+			if sc.tail.kind != tailNone && !isNewest {
+				return nil, Recovered{}, sc.tail.refusal(seg.name, false)
 			}
 			return nil, Recovered{}, &CorruptError{File: seg.name, OffsetBytes: sc.validEndBytes, Err: errors.New("segment ends inside its head")}
 		}
@@ -180,8 +198,17 @@ func Open(fsys FS, walDir, snapDir string, opts Options) (*Storage, Recovered, e
 				sc.header.seq, sc.first.Index, seg.seq, seg.firstIndex))
 		}
 		if i > 0 && sc.header.prevSegmentCRC != prevEndCRC {
+			if olderTail.kind != tailNone {
+				return nil, Recovered{}, olderTail.refusal(olderTailName, false)
+			}
 			return nil, Recovered{}, corrupt(0, fmt.Errorf("segment chains to checksum %08x, the segment before ends with %08x",
 				sc.header.prevSegmentCRC, prevEndCRC))
+		}
+		if olderTail.kind != tailNone {
+			// This segment continues the log from the record before the
+			// older segment's tail: the tail was never part of the log.
+			notes = append(notes, olderTail.note(olderTailName, false))
+			olderTail = segmentTail{}
 		}
 		if err := r.segmentStart(i == 0, sc.first); err != nil {
 			return nil, Recovered{}, corrupt(0, err)
@@ -190,6 +217,9 @@ func Open(fsys FS, walDir, snapDir string, opts Options) (*Storage, Recovered, e
 			if err := r.record(rec.Record, seg.seq); err != nil {
 				return nil, Recovered{}, corrupt(rec.offsetBytes, err)
 			}
+		}
+		if !isNewest && sc.tail.kind != tailNone {
+			olderTail, olderTailName = sc.tail, seg.name
 		}
 		prevEndCRC = sc.endCRC
 		newest, newestFileSizeBytes = sc, fileSizeBytes
@@ -202,12 +232,15 @@ func Open(fsys FS, walDir, snapDir string, opts Options) (*Storage, Recovered, e
 	if err != nil {
 		return nil, Recovered{}, fmt.Errorf("disk: open snapshots %s: %w", snapDir, err)
 	}
-	chosen, snap, orphans, err := chooseSnapshot(fsys, r, snapFiles)
+	chosen, snap, verdicts, err := chooseSnapshot(fsys, r, snapFiles)
 	if err != nil {
 		return nil, Recovered{}, fmt.Errorf("disk: open %s with %s: %w", walDir, snapDir, err)
 	}
 
 	rec := Recovered{Metadata: r.metadata, Snapshot: snap}
+	for _, v := range verdicts.skipped {
+		notes = append(notes, RecoveryNote{Kind: RecoverySnapshotSkipped, File: v.name, Reason: v.reason})
+	}
 	if r.hs != nil {
 		rec.HardState = proto.Clone(r.hs).(*raftpb.HardState)
 		if snap != nil && rec.HardState.GetCommit() < chosen.index {
@@ -235,16 +268,18 @@ func Open(fsys FS, walDir, snapDir string, opts Options) (*Storage, Recovered, e
 		return nil, Recovered{}, err
 	}
 	fileSizeBytes := newestFileSizeBytes
-	if newest.tornReason != "" {
+	if newest.tail.kind != tailNone {
 		// Truncate, then allocate again below, rather than overwrite the
-		// torn bytes with zeros: a crash partway through a zeroing write
-		// could leave zeros before torn bytes, which reads as damage; a
+		// cut bytes with zeros: a crash partway through a zeroing write
+		// could leave zeros before the bytes cut, which reads as damage; a
 		// crash between truncate and allocate leaves a clean shorter file.
+		assertf(newest.tail.cuttable(), "cutting a %s tail of %s", newest.tail.kind, last.name)
 		if err := f.Truncate(newest.validEndBytes); err != nil {
 			f.Close()
-			return nil, Recovered{}, fmt.Errorf("disk: cut torn tail of %s at offset %d: %w", last.name, newest.validEndBytes, err)
+			return nil, Recovered{}, fmt.Errorf("disk: cut the tail of %s at offset %d: %w", last.name, newest.validEndBytes, err)
 		}
 		fileSizeBytes = newest.validEndBytes
+		notes = append(notes, newest.tail.note(last.name, true))
 	}
 	// validEndBytes <= fileSizeBytes (the data read is at most the file, and
 	// a cut leaves exactly validEndBytes), so a file shorter than a segment
@@ -275,11 +310,60 @@ func Open(fsys FS, walDir, snapDir string, opts Options) (*Storage, Recovered, e
 		f.Close()
 		return nil, Recovered{}, err
 	}
-	if err := removeLeftovers(fsys, snapDir, append(snapTmps, orphans...)); err != nil {
+	if err := removeLeftovers(fsys, snapDir, append(snapTmps, verdicts.uncommitted...)); err != nil {
 		f.Close()
 		return nil, Recovered{}, err
 	}
+	for _, n := range walTmps {
+		notes = append(notes, RecoveryNote{Kind: RecoveryTempFileRemoved, File: n})
+	}
+	for _, n := range snapTmps {
+		notes = append(notes, RecoveryNote{Kind: RecoveryTempFileRemoved, File: n})
+	}
+	for _, n := range verdicts.uncommitted {
+		notes = append(notes, RecoveryNote{Kind: RecoveryUncommittedSnapshotRemoved, File: n})
+	}
+	setAside, err := setAsideDamaged(fsys, snapDir, verdicts.damaged, snap != nil)
+	if err != nil {
+		f.Close()
+		return nil, Recovered{}, err
+	}
+	rec.Notes = append(notes, setAside...)
 	return s, rec, nil
+}
+
+// setAsideDamaged renames each damaged snapshot file so that it is kept
+// but never read again, and returns a note for each. usedOlder says whether
+// Open continued from an older snapshot (or else from the WAL alone).
+func setAsideDamaged(fsys FS, snapDir string, damaged []snapVerdict, usedOlder bool) ([]RecoveryNote, error) {
+	if len(damaged) == 0 {
+		return nil, nil
+	}
+	names, err := fsys.List(snapDir)
+	if err != nil {
+		return nil, fmt.Errorf("disk: list %s: %w", snapDir, err)
+	}
+	existing := make(map[string]bool, len(names))
+	for _, n := range names {
+		existing[n] = true
+	}
+	fallback := "recovered from the WAL alone"
+	if usedOlder {
+		fallback = "recovered from an older snapshot and the WAL"
+	}
+	var notes []RecoveryNote
+	for _, d := range damaged {
+		keptAs := setAsideName(existing, d.name)
+		if err := fsys.Rename(d.name, keptAs); err != nil {
+			return nil, fmt.Errorf("disk: set aside damaged snapshot %s: %w", d.name, err)
+		}
+		existing[path.Base(keptAs)] = true
+		notes = append(notes, RecoveryNote{Kind: RecoverySnapshotSetAside, File: d.name, KeptAs: keptAs, Reason: d.reason + "; " + fallback})
+	}
+	if err := fsys.SyncDir(snapDir); err != nil {
+		return nil, fmt.Errorf("disk: fsync directory %s: %w", snapDir, err)
+	}
+	return notes, nil
 }
 
 func removeLeftovers(fsys FS, dir string, names []string) error {
@@ -296,14 +380,28 @@ func removeLeftovers(fsys FS, dir string, names []string) error {
 	return nil
 }
 
+// snapVerdict is why chooseSnapshot passed over a snapshot file.
+type snapVerdict struct{ name, reason string }
+
+// snapVerdicts sorts the snapshot files chooseSnapshot passed over.
+type snapVerdicts struct {
+	// uncommitted are files newer than every snapshot record of the WAL:
+	// saves that crashed before their commit point, to be removed.
+	uncommitted []string
+	// damaged are files the WAL vouches for that do not read back whole:
+	// to be set aside.
+	damaged []snapVerdict
+	// skipped are other files passed over, left in place.
+	skipped []snapVerdict
+}
+
 // chooseSnapshot picks the newest snapshot file that the WAL vouches for
 // (a snapshot record with its index, term, checksum and size), that reads
 // back whole, and that the replayed log continues from. It marks the WAL's
-// markers usable or not, and returns snapshot files newer than every WAL
-// marker (saves that crashed before their commit point) to be removed.
-// With no usable snapshot it succeeds only if the WAL holds the log from
-// index 1; otherwise it refuses, listing why each candidate failed.
-func chooseSnapshot(fsys FS, r *replay, files []snapFile) (snapshotMarker, *raftpb.Snapshot, []string, error) {
+// markers usable or not, and sorts the newer files it passed over. With no
+// usable snapshot it succeeds only if the WAL holds the log from index 1;
+// otherwise it refuses, listing why each candidate failed.
+func chooseSnapshot(fsys FS, r *replay, files []snapFile) (snapshotMarker, *raftpb.Snapshot, snapVerdicts, error) {
 	markerOf := func(index, term uint64) int { return markerIndexOf(r.markers, index, term) }
 	for i := range r.markers {
 		r.markers[i].usable = false
@@ -313,21 +411,26 @@ func chooseSnapshot(fsys FS, r *replay, files []snapFile) (snapshotMarker, *raft
 			r.markers[i].usable = true
 		}
 	}
-	var orphans, reasons []string
+	var v snapVerdicts
+	var reasons []string
 	var chosen snapshotMarker
 	var snap *raftpb.Snapshot
 	for k := len(files) - 1; k >= 0 && snap == nil; k-- {
 		f := files[k]
 		i := markerOf(f.index, f.term)
 		if i < 0 {
+			const why = "no snapshot record in the WAL"
 			if f.index > r.newestMarkerIndex() {
-				orphans = append(orphans, f.name)
+				v.uncommitted = append(v.uncommitted, f.name)
+			} else {
+				v.skipped = append(v.skipped, snapVerdict{f.name, why})
 			}
-			reasons = append(reasons, fmt.Sprintf("%s: no snapshot record in the WAL", f.name))
+			reasons = append(reasons, fmt.Sprintf("%s: %s", f.name, why))
 			continue
 		}
 		m := r.markers[i]
 		if err := continuesFrom(r, m); err != nil {
+			v.skipped = append(v.skipped, snapVerdict{f.name, err.Error()})
 			reasons = append(reasons, fmt.Sprintf("%s: %v", f.name, err))
 			continue
 		}
@@ -337,21 +440,22 @@ func chooseSnapshot(fsys FS, r *replay, files []snapFile) (snapshotMarker, *raft
 		}
 		if err != nil {
 			r.markers[i].usable = false
+			v.damaged = append(v.damaged, snapVerdict{f.name, err.Error()})
 			reasons = append(reasons, fmt.Sprintf("%s: %v", f.name, err))
 			continue
 		}
 		chosen = m
 	}
 	if snap != nil {
-		return chosen, snap, orphans, nil
+		return chosen, snap, v, nil
 	}
 	if r.shape.base == 0 {
-		return snapshotMarker{}, nil, orphans, nil // the WAL holds the whole log
+		return snapshotMarker{}, nil, v, nil // the WAL holds the whole log
 	}
 	if len(reasons) == 0 {
 		reasons = append(reasons, "no snapshot files")
 	}
-	return snapshotMarker{}, nil, nil, fmt.Errorf("the WAL starts after index %d and no snapshot lets it continue: %s",
+	return snapshotMarker{}, nil, snapVerdicts{}, fmt.Errorf("the WAL starts after index %d and no snapshot lets it continue: %s",
 		r.shape.base, strings.Join(reasons, "; "))
 }
 

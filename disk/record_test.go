@@ -66,7 +66,7 @@ func TestRecordDamageKinds(t *testing.T) {
 
 // scanBytes reads data as Open reads a segment (readSegment: up to the last
 // non-zero byte) and scans it.
-func scanBytes(t *testing.T, data []byte, newest bool) (segmentScan, error) {
+func scanBytes(t *testing.T, data []byte) (segmentScan, error) {
 	t.Helper()
 	fsys := NewSimFS()
 	f, err := fsys.Create("x.wal")
@@ -78,15 +78,16 @@ func scanBytes(t *testing.T, data []byte, newest bool) (segmentScan, error) {
 	if sizeBytes != int64(len(data)) || !bytes.Equal(read, bytes.TrimRight(data, "\x00")) {
 		t.Fatalf("readSegment returned %d of %d bytes, size %d", len(read), len(data), sizeBytes)
 	}
-	return scanSegment("wal/x.wal", read, newest)
+	return scanSegment("wal/x.wal", read)
 }
 
-// TestScanSegmentTornVersusCorrupt pins the tail rule: zeros after the last
-// whole record are the end of the data; cut only what has the shape of a
-// torn write (ends inside a record, or a damaged record followed only by
-// zeros); refuse a damaged whole record even at the very end, and data
-// after zeros.
-func TestScanSegmentTornVersusCorrupt(t *testing.T) {
+// TestScanSegmentTail pins the tail rule: zeros after the last whole record
+// are the end of the data; what has the shape of a torn write (ends inside
+// a record, or a damaged header followed only by zeros) may be cut; so may
+// stray bytes after zeros where the next record would start, unless they
+// end in a record end marker (records whose first blocks were lost end so);
+// a damaged whole record is refused even at the very end.
+func TestScanSegmentTail(t *testing.T) {
 	s := &Storage{metadata: []byte("m")}
 	seg, crc := s.encodeHead(nil, segmentInfo{seq: 0, firstIndex: 1}, 0)
 	headEnd := len(seg)
@@ -100,47 +101,56 @@ func TestScanSegmentTornVersusCorrupt(t *testing.T) {
 		name     string
 		data     []byte
 		validEnd int
-		torn     bool
-		corrupt  bool
+		kind     tailKind
+		cuttable bool
+		// firstNonZero is checked for stray tails.
+		firstNonZero int
 	}{
-		{"whole", seg, len(seg), false, false},
-		{"whole, then allocated zeros", cat(seg, zeros(4096)), len(seg), false, false},
-		{"head only, then allocated zeros", cat(seg[:headEnd], zeros(200)), headEnd, false, false},
-		{"cut in last body", seg[:len(seg)-5], oneEnd, true, false},
-		{"cut in last header", seg[:oneEnd+20], oneEnd, true, false},
-		{"last zeroed from mid-body", cat(seg[:oneEnd+40], zeros(len(seg)-oneEnd-40+100)), oneEnd, true, false},
-		{"last header zeroed", cat(seg[:oneEnd+5], zeros(300)), oneEnd, true, false},
-		{"last end marker zeroed", cat(seg[:len(seg)-1], zeros(1)), oneEnd, true, false},
-		{"damaged header, then zeros", cat(seg[:oneEnd], damagedHeader, zeros(100)), oneEnd, true, false},
-		{"bit flip in last record", flip(seg, oneEnd+35), 0, false, true},
-		{"bit flip in last record, then zeros", cat(flip(seg, oneEnd+35), zeros(100)), 0, false, true},
-		{"bit flip in last length", flip(seg, oneEnd+1), 0, false, true},
-		{"bit flip in middle", flip(seg, headEnd+35), 0, false, true},
-		{"zeros then data", cat(seg[:oneEnd], zeros(64), seg[oneEnd:]), 0, false, true},
-		{"whole, zeros, then a stray byte", cat(seg, zeros(recordHeaderSizeBytes), []byte{1}, zeros(50)), 0, false, true},
-		{"damaged header, then data after zeros", cat(seg[:oneEnd], damagedHeader, zeros(100), []byte{1}), 0, false, true},
+		{"whole", seg, len(seg), tailNone, false, 0},
+		{"whole, then allocated zeros", cat(seg, zeros(4096)), len(seg), tailNone, false, 0},
+		{"head only, then allocated zeros", cat(seg[:headEnd], zeros(200)), headEnd, tailNone, false, 0},
+		{"cut in last body", seg[:len(seg)-5], oneEnd, tailTorn, true, 0},
+		{"cut in last header", seg[:oneEnd+20], oneEnd, tailTorn, true, 0},
+		{"last zeroed from mid-body", cat(seg[:oneEnd+40], zeros(len(seg)-oneEnd-40+100)), oneEnd, tailTorn, true, 0},
+		{"last header zeroed", cat(seg[:oneEnd+5], zeros(300)), oneEnd, tailTorn, true, 0},
+		{"last end marker zeroed", cat(seg[:len(seg)-1], zeros(1)), oneEnd, tailTorn, true, 0},
+		{"damaged header, then zeros", cat(seg[:oneEnd], damagedHeader, zeros(100)), oneEnd, tailTorn, true, 0},
+		{"a stray byte right after the last record", cat(seg, []byte{7}, zeros(100)), len(seg), tailTorn, true, 0},
+		{"bit flip in last record", flip(seg, oneEnd+35), oneEnd, tailCorrupt, false, 0},
+		{"bit flip in last record, then zeros", cat(flip(seg, oneEnd+35), zeros(100)), oneEnd, tailCorrupt, false, 0},
+		{"bit flip in last length", flip(seg, oneEnd+1), oneEnd, tailCorrupt, false, 0},
+		{"bit flip in middle", flip(seg, headEnd+35), headEnd, tailCorrupt, false, 0},
+		{"damaged header, then data after zeros", cat(seg[:oneEnd], damagedHeader, zeros(100), []byte{1}), oneEnd, tailCorrupt, false, 0},
+		{"zeros then records", cat(seg[:oneEnd], zeros(64), seg[oneEnd:]), oneEnd, tailStray, false, oneEnd + 64},
+		{"whole, zeros, then a stray byte", cat(seg, zeros(recordHeaderSizeBytes), []byte{1}, zeros(50)), len(seg), tailStray, true, len(seg) + recordHeaderSizeBytes},
+		{"whole, zeros, then a stray end marker", cat(seg, zeros(4000), []byte{recordEndMarker}, zeros(50)), len(seg), tailStray, false, len(seg) + 4000},
+		{"a stray byte where the next record's index would be", cat(seg, zeros(10), []byte{9}, zeros(50)), len(seg), tailStray, true, len(seg) + 10},
+		{"a stray byte where the next record's checksum would be", cat(seg, zeros(26), []byte{9}, zeros(50)), len(seg), tailTorn, true, 0},
+		{"a stray kilobyte far out", cat(seg, zeros(1<<20), bytes.Repeat([]byte{0x5a}, 1024), zeros(50)), len(seg), tailStray, true, len(seg) + 1<<20},
+		{"zeros then records torn short", cat(seg[:oneEnd], zeros(64), seg[oneEnd:len(seg)-3]), oneEnd, tailStray, false, oneEnd + 64},
+		{"a record written 40 bytes off, then a torn write", cat(seg[:oneEnd], zeros(40), seg[oneEnd:], bytes.Repeat([]byte{0x33}, 10)), oneEnd, tailStray, false, oneEnd + 40},
 	} {
-		sc, err := scanBytes(t, tc.data, true)
-		if tc.corrupt {
-			var ce *CorruptError
-			if !errors.As(err, &ce) || ce.File != "wal/x.wal" {
-				t.Errorf("%s: %v, want a CorruptError naming the file", tc.name, err)
-			}
+		sc, err := scanBytes(t, tc.data)
+		if err != nil {
+			t.Errorf("%s: %v", tc.name, err)
 			continue
 		}
-		if err != nil || sc.validEndBytes != int64(tc.validEnd) || (sc.tornReason != "") != tc.torn {
-			t.Errorf("%s: valid end %d torn %q err %v, want %d torn %v", tc.name, sc.validEndBytes, sc.tornReason, err, tc.validEnd, tc.torn)
+		if sc.validEndBytes != int64(tc.validEnd) || sc.tail.kind != tc.kind || (sc.tail.kind != tailNone && sc.tail.cuttable() != tc.cuttable) {
+			t.Errorf("%s: valid end %d, tail %s (cuttable %v: %s); want %d, %s (cuttable %v)",
+				tc.name, sc.validEndBytes, sc.tail.kind, sc.tail.cuttable(), sc.tail.reason, tc.validEnd, tc.kind, tc.cuttable)
+			continue
 		}
-	}
-	// A torn tail in an older segment is corruption: it was synced whole.
-	if _, err := scanBytes(t, seg[:len(seg)-5], false); !errors.Is(err, ErrCorrupt) {
-		t.Errorf("torn older segment: %v", err)
-	}
-	// Zeros after an older segment's last record are not: allocated space it
-	// did not fill (the next segment's header chains to its last record, so
-	// records lost there would still be caught).
-	if sc, err := scanBytes(t, cat(seg, zeros(500)), false); err != nil || sc.validEndBytes != int64(len(seg)) {
-		t.Errorf("older segment with allocated zeros: valid end %d, %v", sc.validEndBytes, err)
+		if tc.kind == tailStray && sc.tail.firstNonZero != int64(tc.firstNonZero) {
+			t.Errorf("%s: first non-zero byte at %d, want %d", tc.name, sc.tail.firstNonZero, tc.firstNonZero)
+		}
+		if tc.kind != tailNone && !tc.cuttable {
+			var ce *CorruptError
+			if err := sc.tail.refusal("wal/x.wal", true); !errors.As(err, &ce) || ce.File != "wal/x.wal" {
+				t.Errorf("%s: refusal %v, want a CorruptError naming the file", tc.name, err)
+			} else if tc.kind == tailStray && ce.OffsetBytes != int64(tc.firstNonZero) {
+				t.Errorf("%s: refusal names offset %d, the first damaged byte is at %d: %v", tc.name, ce.OffsetBytes, tc.firstNonZero, err)
+			}
+		}
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"path"
 	"strconv"
 	"strings"
@@ -85,18 +86,26 @@ func decodeSegmentHeader(body []byte) (segmentHeader, error) {
 }
 
 // CorruptError reports damage that Open refuses to repair: the member must
-// not start on it. It names the file and the offset of the damaged record.
+// not start on it. It names the file and the offset of the damaged record,
+// or of the first damaged byte where that is known exactly (stray bytes
+// after the last record; Err then gives the range).
 type CorruptError struct {
 	File        string
 	OffsetBytes int64
-	Err         error
+	// What is at the offset: "record" (when empty) or "data".
+	What string
+	Err  error
 }
 
 // ErrCorrupt matches every *CorruptError under errors.Is.
 var ErrCorrupt = errors.New("disk: corrupt")
 
 func (e *CorruptError) Error() string {
-	return fmt.Sprintf("disk: corrupt record in %s at offset %d: %v", e.File, e.OffsetBytes, e.Err)
+	what := e.What
+	if what == "" {
+		what = "record"
+	}
+	return fmt.Sprintf("disk: corrupt %s in %s at offset %d: %v", what, e.File, e.OffsetBytes, e.Err)
 }
 
 func (e *CorruptError) Unwrap() error { return e.Err }
@@ -115,14 +124,11 @@ type segmentScan struct {
 	header  segmentHeader
 	first   Record // the segment-header record
 	records []scannedRecord
-	// validEndBytes is where the last whole record ends; up to the last
-	// non-zero byte, bytes after it are a torn tail (only ever accepted in
-	// the newest segment); after that, zeros.
+	// validEndBytes is where the last whole record ends; tail says what
+	// follows it up to the last non-zero byte; after that, zeros.
 	validEndBytes int64
 	endCRC        uint32 // recordCRC of the last whole record (0 before the first): the next chains to it
-	// tornReason says why the bytes after validEndBytes were judged a torn
-	// write; empty if nothing but zeros follows validEndBytes.
-	tornReason string
+	tail          segmentTail
 	// headComplete is false if the file ends (torn or not) inside its head.
 	headComplete bool
 }
@@ -130,8 +136,11 @@ type segmentScan struct {
 // scanSegment decodes the records of one segment. data is the segment up to
 // its last non-zero byte (readSegment): the rest of the file is zeros, the
 // allocated space after the last record, which is the normal end of a
-// segment's data and never damage. newest says whether this is the newest
-// segment, the only one where a torn tail may be cut.
+// segment's data and never damage. Whatever follows the last whole record
+// is classified in sc.tail, for Open to judge (it may cut a tail only from
+// the newest segment, and pass one over in an older segment only when the
+// next segment's header proves the log continues from the record before
+// it).
 //
 // A torn tail is recognised by its shape only, never by a checksum failure
 // of a whole record, because Open cannot know which bytes were synced:
@@ -142,13 +151,19 @@ type segmentScan struct {
 //     zeros); or
 //   - a damaged header is the last non-zero data: a header torn over zeros.
 //
-// Anything else that fails (a damaged whole record, whatever follows it;
-// non-zero bytes after zeros, as a misdirected write leaves) is corruption
-// and refused with a *CorruptError. So a flipped bit in the last record is
-// refused even if that record had never been synced: refusing unsynced
-// garbage costs a manual repair, cutting a synced record would lose an
+// Stray bytes are the other shape a tail may have: nothing written where
+// the next record would start (its type byte and both checksums read zero,
+// which no record header has), non-zero bytes further on.
+//
+// Anything else that fails (a damaged whole record, whatever follows it) is
+// corruption (tailCorrupt). So a flipped bit in the last record is refused
+// even if that record had never been synced: refusing unsynced garbage
+// costs a manual repair, cutting a synced record would lose an
 // acknowledged write.
-func scanSegment(name string, data []byte, newest bool) (segmentScan, error) {
+//
+// Damage inside the data that decodes (a segment header in the middle, a
+// head out of order) is returned as a *CorruptError.
+func scanSegment(name string, data []byte) (segmentScan, error) {
 	var sc segmentScan
 	corrupt := func(off int64, format string, args ...any) error {
 		return &CorruptError{File: name, OffsetBytes: off, Err: fmt.Errorf(format, args...)}
@@ -159,20 +174,7 @@ func scanSegment(name string, data []byte, newest bool) (segmentScan, error) {
 		assertf(recordsRead <= len(data)/EncodedSizeBytes(0), "more records than bytes allow in %s", name)
 		rec, n, crc, err := DecodeRecord(data[off:], sc.endCRC)
 		if err != nil {
-			torn := ""
-			switch {
-			case errors.Is(err, ErrRecordIncomplete):
-				torn = "the data ends inside a record, at the end of the file or before zeros to it"
-			case errors.Is(err, ErrRecordHeaderCorrupt) && len(data) <= off+recordHeaderSizeBytes:
-				torn = "a damaged header followed by zeros to the end"
-			}
-			if torn == "" {
-				return sc, corrupt(int64(off), "%v", err)
-			}
-			if !newest {
-				return sc, corrupt(int64(off), "%v: a torn record, but not in the newest segment (older segments were synced whole)", err)
-			}
-			sc.tornReason = fmt.Sprintf("%s (%v)", torn, err)
+			sc.tail = classifyTail(name, data, off, err)
 			break
 		}
 		if off == 0 {
@@ -197,8 +199,102 @@ func scanSegment(name string, data []byte, newest bool) (segmentScan, error) {
 		sc.validEndBytes = int64(off)
 		sc.endCRC = crc
 	}
-	sc.headComplete = off > 0 && sc.header.headRecords > 0 && 1+len(sc.records) >= sc.header.headRecords
+	sc.headComplete = sc.validEndBytes > 0 && sc.header.headRecords > 0 && 1+len(sc.records) >= sc.header.headRecords
 	return sc, nil
+}
+
+// classifyTail says what the bytes from off (where the last whole record
+// ends) to the end of data are, given the error decoding them gave.
+func classifyTail(name string, data []byte, off int, decodeErr error) segmentTail {
+	rest := data[off:]
+	t := segmentTail{recordsEnd: int64(off), dataEnd: int64(len(data)),
+		firstNonZero: int64(off + firstNonZeroIndex(rest)), endsInMarker: data[len(data)-1] == recordEndMarker, headerAt: -1}
+	switch {
+	case len(rest) > 4 && nothingWrittenAt(rest):
+		t.kind = tailStray
+		if i := soundHeaderIndex(data[t.firstNonZero:]); i >= 0 {
+			t.headerAt = t.firstNonZero + int64(i)
+		}
+	case errors.Is(decodeErr, ErrRecordIncomplete):
+		t.kind, t.reason = tailTorn, fmt.Sprintf("the data ends inside a record, at the end of the file or before zeros to it (%v)", decodeErr)
+	case errors.Is(decodeErr, ErrRecordHeaderCorrupt) && len(rest) <= recordHeaderSizeBytes:
+		t.kind, t.reason = tailTorn, fmt.Sprintf("a damaged header followed by zeros to the end (%v)", decodeErr)
+	default:
+		t.kind, t.reason = tailCorrupt, decodeErr.Error()
+		t.err = &CorruptError{File: name, OffsetBytes: int64(off), Err: decodeErr}
+		if where := whereDamaged(rest, off, decodeErr); where != "" {
+			t.err = &CorruptError{File: name, OffsetBytes: int64(off), Err: fmt.Errorf("%w; %s", decodeErr, where)}
+		}
+	}
+	return t
+}
+
+// nothingWrittenAt reports whether no record header starts at b: its type
+// byte and both checksums (as far as b reaches) are zero, which no header
+// ever written is (its type is never zero; a header torn short keeps its
+// first bytes, type included once it has more than four).
+func nothingWrittenAt(b []byte) bool {
+	if b[4] != 0 {
+		return false
+	}
+	end := min(len(b), recordHeaderSizeBytes)
+	for i := 24; i < end; i++ {
+		if b[i] != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// whereDamaged narrows where a whole record that fails to decode is
+// damaged, as far as its checks can tell, in offsets of the file (the
+// record starts at recordOffset): a header that fails its own checksum is
+// damaged in its 32 bytes; a wrong end marker is that one byte; a sound
+// header whose record fails the chained checksum has a damaged body, or is
+// not the record that belongs here. It returns "" when the error says
+// nothing more.
+func whereDamaged(rec []byte, recordOffset int, decodeErr error) string {
+	switch {
+	case errors.Is(decodeErr, ErrRecordHeaderCorrupt):
+		return fmt.Sprintf("the damage is within the record's header, offsets %d to %d", recordOffset, recordOffset+recordHeaderSizeBytes-1)
+	case errors.Is(decodeErr, ErrRecordCorrupt) && len(rec) >= recordHeaderSizeBytes:
+		size := EncodedSizeBytes(int(binary.LittleEndian.Uint32(rec[0:4])))
+		switch {
+		case size <= len(rec) && rec[size-1] != recordEndMarker:
+			return fmt.Sprintf("the damaged byte is the record's end marker at offset %d", recordOffset+size-1)
+		case size > recordHeaderSizeBytes+recordTrailerSizeBytes:
+			return fmt.Sprintf("the damage is within the record's body, offsets %d to %d, or the record is not the one that belongs here",
+				recordOffset+recordHeaderSizeBytes, recordOffset+size-2)
+		}
+		return "the record (with an empty body) is not the one that belongs here"
+	}
+	return ""
+}
+
+// soundHeaderIndex returns the first position in b where a record header
+// that passes its own checksum starts, or -1. Checking the type and
+// reserved bytes first keeps the scan to a byte compare at most positions.
+func soundHeaderIndex(b []byte) int {
+	for i := 0; i+recordHeaderSizeBytes <= len(b); i++ {
+		h := b[i : i+recordHeaderSizeBytes]
+		if !RecordType(h[4]).valid() || h[5] != 0 || h[6] != 0 || h[7] != 0 {
+			continue
+		}
+		if crc32.Checksum(h[:28], castagnoli) == binary.LittleEndian.Uint32(h[28:32]) {
+			return i
+		}
+	}
+	return -1
+}
+
+// firstNonZeroIndex returns the index of b's first non-zero byte, or len(b).
+func firstNonZeroIndex(b []byte) int {
+	for i, c := range b {
+		if c != 0 {
+			return i
+		}
+	}
+	return len(b)
 }
 
 // zeroScanChunkBytes is how much of a segment's tail readSegment reads at a

@@ -650,6 +650,27 @@ func (s *SimFS) FlipBit(name string, bitOffset int64) error {
 	return nil
 }
 
+// WriteStray writes b into a file gap bytes after its last non-zero byte,
+// in what reads see and in the durable contents, as a write that went
+// astray onto the medium (or a bit that rotted in unused space) would. The
+// file must have no unsynced operations (a crash clears them). It returns
+// the offset written.
+func (s *SimFS) WriteStray(name string, gapBytes int64, b []byte) (int64, error) {
+	_, n, err := s.lookupFile("writestray", name)
+	if err != nil {
+		return 0, err
+	}
+	in := n.inode
+	if len(in.pending) > 0 || gapBytes < 0 || len(b) == 0 {
+		return 0, fmt.Errorf("disk: write stray bytes into %s: %d unsynced operations, gap %d, %d bytes", name, len(in.pending), gapBytes, len(b))
+	}
+	off := int64(lastNonZeroIndex(in.data.written)+1) + gapBytes
+	op := simFileOp{kind: simWrite, offset: off, data: slices.Clone(b)}
+	in.data = op.apply(in.data)
+	in.durable = op.apply(in.durable.clone())
+	return off, nil
+}
+
 // FlipRandomBit flips a bit chosen by rng among the written bytes (see
 // FlipBit) of a file chosen by rng among those with written bytes whose
 // name passes nameFilter (nil: all). ok is false when no file qualifies.

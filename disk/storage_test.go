@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"slices"
 	"strings"
 	"testing"
 
@@ -197,9 +198,9 @@ func TestOpenMakesRecoveredDurable(t *testing.T) {
 }
 
 // TestSnapshotFallbackThenSaveAgain: after Open fell back past a damaged
-// newest snapshot, raft resumes from the older one and will save snapshots
-// below the damaged one's index; Storage takes them, and drops the damaged
-// file.
+// newest snapshot (setting the file aside as .broken, and saying so), raft
+// resumes from the older one and will save snapshots below the damaged
+// one's index; Storage takes them. The damaged file is kept, never read.
 func TestSnapshotFallbackThenSaveAgain(t *testing.T) {
 	fsys := NewSimFS()
 	opts := Options{SegmentSizeBytes: 300, SnapshotsKept: 2}
@@ -214,26 +215,42 @@ func TestSnapshotFallbackThenSaveAgain(t *testing.T) {
 	if rec.Snapshot.GetMetadata().GetIndex() != 10 {
 		t.Fatalf("fell back to %d", rec.Snapshot.GetMetadata().GetIndex())
 	}
+	damaged := "snap/" + snapName(20, 1)
+	if len(rec.Notes) != 1 || rec.Notes[0].Kind != RecoverySnapshotSetAside || rec.Notes[0].File != damaged ||
+		rec.Notes[0].KeptAs != damaged+".broken" || !strings.Contains(rec.Notes[0].Reason, "payload checksum") {
+		t.Fatalf("notes %v, want the damaged snapshot set aside", rec.Notes)
+	}
+	t.Log(rec.Notes[0])
 	must(t, s.SaveSnapshot(snapshot(15, 1, "state@15")))
 	must(t, s.Append(hardState(1, 1, 32), ents(31, 32, 1)))
 	must(t, s.Sync())
 	must(t, s.Close())
 	names, _ := fsys.List("snap")
-	if strings.Join(names, ",") != snapName(10, 1)+","+snapName(15, 1) {
-		t.Fatalf("snapshot files %v: the damaged one should be gone", names)
+	if strings.Join(names, ",") != snapName(10, 1)+","+snapName(15, 1)+","+snapName(20, 1)+".broken" {
+		t.Fatalf("snapshot files %v: want 10, 15 and the damaged 20 kept aside", names)
 	}
 	_, rec = mustOpen(t, fsys, opts)
 	if rec.Snapshot.GetMetadata().GetIndex() != 15 || rec.Entries[0].GetIndex() != 16 || len(rec.Entries) != 17 {
 		t.Fatalf("snapshot %d entries %s", rec.Snapshot.GetMetadata().GetIndex(), describeEntries(rec.Entries))
 	}
 	// And saving the damaged one's index again works too: the new record
-	// vouches for the new file.
+	// vouches for the new file. Damaged again, it is set aside under a
+	// name of its own: the first one kept aside stays.
 	s, _ = mustOpen(t, fsys, opts)
 	must(t, s.SaveSnapshot(snapshot(20, 1, "state@20 again")))
 	must(t, s.Close())
 	_, rec = mustOpen(t, fsys, opts)
-	if string(rec.Snapshot.GetData()) != "state@20 again" {
-		t.Fatalf("snapshot %q", rec.Snapshot.GetData())
+	if string(rec.Snapshot.GetData()) != "state@20 again" || len(rec.Notes) != 0 {
+		t.Fatalf("snapshot %q, notes %v", rec.Snapshot.GetData(), rec.Notes)
+	}
+	must(t, fsys.FlipBit(damaged, 8*50))
+	_, rec = mustOpen(t, fsys, opts)
+	if len(rec.Notes) != 1 || rec.Notes[0].KeptAs != damaged+".broken.2" {
+		t.Fatalf("notes %v", rec.Notes)
+	}
+	names, _ = fsys.List("snap")
+	if !slices.Contains(names, snapName(20, 1)+".broken") || !slices.Contains(names, snapName(20, 1)+".broken.2") {
+		t.Fatalf("snapshot files %v: both damaged copies should be kept", names)
 	}
 }
 
@@ -339,41 +356,131 @@ func TestSegmentsArePreallocated(t *testing.T) {
 	must(t, s.Close())
 }
 
-// TestStrayBytesInAllocatedSpace: non-zero bytes in the zeros after the data
-// (a write that went astray) are refused with the offset where the data
-// ended, unless they fit inside one record header right at the end of the
-// data, which is the shape of a header torn over zeros: that is cut (and
-// the cut is durable), losing no record.
+// TestStrayBytesInAllocatedSpace: non-zero bytes in the zeros after the
+// newest segment's last record (a write that went astray, a flipped bit in
+// unused space) are not records and hold nothing acknowledged: Open cuts
+// them (durably) and says so, naming the exact offset of the stray byte.
+// A stray byte that is a record end marker could be the last byte of
+// records whose first blocks were lost, so that is refused, naming the
+// same offset. Right after the data, where a record header could be torn,
+// any byte is a torn tail, cut.
 func TestStrayBytesInAllocatedSpace(t *testing.T) {
 	for _, distanceBytes := range []int64{0, 7, recordHeaderSizeBytes - 1, recordHeaderSizeBytes, 100, 4096, DefaultSegmentSizeBytes} {
-		t.Run(fmt.Sprintf("at+%d", distanceBytes), func(t *testing.T) {
-			fsys, seg := syncedWAL(t, 4)
-			dataEnd := dataEndBytes(t, fsys, seg)
-			at := min(dataEnd+distanceBytes, DefaultSegmentSizeBytes-1)
-			f, err := fsys.OpenAppend(seg)
-			must(t, err)
-			_, err = f.WriteAt([]byte{0x5a}, at)
-			must(t, err)
-			must(t, f.Sync())
-			must(t, f.Close())
-			_, rec, err := Open(fsys, "wal", "snap", Options{})
-			if at-dataEnd < recordHeaderSizeBytes {
+		for _, stray := range []byte{0x5a, recordEndMarker} {
+			t.Run(fmt.Sprintf("at+%d/%#x", distanceBytes, stray), func(t *testing.T) {
+				fsys, seg := syncedWAL(t, 4)
+				dataEnd := dataEndBytes(t, fsys, seg)
+				at := min(dataEnd+distanceBytes, DefaultSegmentSizeBytes-1)
+				f, err := fsys.OpenAppend(seg)
+				must(t, err)
+				_, err = f.WriteAt([]byte{stray}, at)
+				must(t, err)
+				must(t, f.Sync())
+				must(t, f.Close())
+				before := fsys.String()
+				_, rec, err := Open(fsys, "wal", "snap", Options{})
+				tornShape := at-dataEnd <= 4 || (at-dataEnd >= 24 && at-dataEnd < recordHeaderSizeBytes)
+				if stray == recordEndMarker && !tornShape {
+					var ce *CorruptError
+					if !errors.As(err, &ce) || ce.File != seg || ce.OffsetBytes != at || !errors.Is(err, ErrCorrupt) ||
+						!strings.Contains(err.Error(), fmt.Sprintf("corrupt data in %s at offset %d: 1 non-zero bytes at offsets %d to %d, after zeros from offset %d", seg, at, at, at, dataEnd)) {
+						t.Fatalf("a stray end marker at %d, %d after the data: Open = %v, want a CorruptError at %d", at, at-dataEnd, err, at)
+					}
+					if fsys.String() != before {
+						t.Fatal("a refused Open changed the FS")
+					}
+					return
+				}
 				if err != nil {
-					t.Fatalf("a stray byte where a torn header could be: %v", err)
+					t.Fatalf("a stray byte at %d, %d after the data: %v", at, at-dataEnd, err)
 				}
 				checkPrefixOf(t, rec, 4)
+				if len(rec.Notes) != 1 {
+					t.Fatalf("notes %v, want one for the cut", rec.Notes)
+				}
+				n := rec.Notes[0]
+				wantKind, wantOffset, wantSize := RecoveryStrayBytesCut, at, int64(1)
+				if tornShape {
+					wantKind, wantOffset, wantSize = RecoveryTornTailCut, dataEnd, at-dataEnd+1
+				}
+				if n.Kind != wantKind || n.File != seg || n.OffsetBytes != wantOffset || n.SizeBytes != wantSize || n.RecordsEndBytes != dataEnd || !n.Warn() {
+					t.Fatalf("note %+v, want %s of %d bytes at %d", n, wantKind, wantSize, wantOffset)
+				}
+				t.Log(n)
 				fsys.Crash(nil, CrashLoseUnsynced)
 				if got := dataEndBytes(t, fsys, seg); got != dataEnd {
 					t.Fatalf("after Open and a crash the data ends at %d, want the cut at %d", got, dataEnd)
 				}
-				return
+				if _, rec := mustOpen(t, fsys, Options{}); len(rec.Notes) != 0 {
+					t.Fatalf("the cut did not last: %v", rec.Notes)
+				}
+			})
+		}
+	}
+}
+
+// olderSegmentWAL writes entries 1..n in segments of a few records each and
+// returns the FS and the name of the first segment (not the newest).
+func olderSegmentWAL(t *testing.T, n uint64) (*SimFS, string) {
+	t.Helper()
+	fsys := NewSimFS()
+	opts := Options{SegmentSizeBytes: 300}
+	s := mustCreate(t, fsys, opts)
+	for i := uint64(1); i <= n; i++ {
+		must(t, s.Append(hardState(1, 1, i-1), ents(i, i, 1)))
+		must(t, s.Sync())
+	}
+	if len(s.segments) < 2 {
+		t.Fatalf("%d segments, want an older one", len(s.segments))
+	}
+	must(t, s.Close())
+	return fsys, "wal/" + segmentName(0, 1)
+}
+
+// TestStrayBytesAfterAnOlderSegment: bytes after an older segment's last
+// record (the next segment's header proves the log goes on from that
+// record) are not part of the log: Open leaves them, reads on and says so,
+// whatever they look like. Damage to an older segment's records is still
+// refused, naming that segment and offset, not the chain break it causes.
+func TestStrayBytesAfterAnOlderSegment(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		bytes []byte
+		gap   int64
+	}{
+		{"a stray byte", []byte{0x5a}, 100},
+		{"a stray end marker", []byte{recordEndMarker}, 4000},
+		{"right after the last record", []byte{1, 2, 3}, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fsys, seg := olderSegmentWAL(t, 12)
+			dataEnd := dataEndBytes(t, fsys, seg)
+			f, err := fsys.OpenAppend(seg)
+			must(t, err)
+			_, err = f.WriteAt(tc.bytes, dataEnd+tc.gap)
+			must(t, err)
+			must(t, f.Sync())
+			must(t, f.Close())
+			_, rec := mustOpen(t, fsys, Options{SegmentSizeBytes: 300})
+			checkPrefixOf(t, rec, 12)
+			if len(rec.Notes) != 1 || rec.Notes[0].Kind != RecoveryStrayBytesIgnored || rec.Notes[0].File != seg ||
+				rec.Notes[0].OffsetBytes != dataEnd+tc.gap || rec.Notes[0].SizeBytes != int64(len(tc.bytes)) {
+				t.Fatalf("notes %v", rec.Notes)
 			}
-			var ce *CorruptError
-			if !errors.As(err, &ce) || ce.File != seg || ce.OffsetBytes != dataEnd {
-				t.Fatalf("a stray byte at %d, %d after the data: Open = %v, want a CorruptError at %d", at, at-dataEnd, err, dataEnd)
-			}
+			t.Log(rec.Notes[0])
 		})
 	}
+	t.Run("a damaged last record", func(t *testing.T) {
+		fsys, seg := olderSegmentWAL(t, 12)
+		dataEnd := dataEndBytes(t, fsys, seg)
+		must(t, fsys.FlipBit(seg, (dataEnd-10)*8))
+		_, _, err := Open(fsys, "wal", "snap", Options{SegmentSizeBytes: 300})
+		var ce *CorruptError
+		if !errors.As(err, &ce) || ce.File != seg || ce.OffsetBytes >= dataEnd || !strings.Contains(err.Error(), "the damage is within the record's body") {
+			t.Fatalf("Open = %v, want a refusal naming %s before offset %d", err, seg, dataEnd)
+		}
+		t.Log(err)
+	})
 }
 
 // TestSnapshotWrittenThenCommitted: a snapshot file written while the log

@@ -80,6 +80,9 @@ type Recovered struct {
 	// Entries follow the snapshot's index with no gaps; later appends have
 	// replaced the entries they overwrote.
 	Entries []*raftpb.Entry
+	// Notes report what Open repaired or set aside to get here, in the
+	// order it decided: the member tells its operator (RecoveryNote.Warn).
+	Notes []RecoveryNote
 }
 
 // Storage is a member's durable raft state: WAL segments in walDir and

@@ -72,6 +72,10 @@ type Config struct {
 	// refusals, protocol errors). nil logs through the standard library's
 	// log.Printf.
 	Logger func(format string, args ...any)
+	// WarnLogger receives the lines an operator must see: a peer, or
+	// something posing as one, broke the protocol or was refused. nil:
+	// Logger.
+	WarnLogger func(format string, args ...any)
 }
 
 const (
@@ -110,6 +114,9 @@ func (cfg Config) withDefaults() (Config, error) {
 	setDefault(&cfg.FrameBytesMax, defaultFrameBytesMax)
 	if cfg.Logger == nil {
 		cfg.Logger = log.Printf
+	}
+	if cfg.WarnLogger == nil {
+		cfg.WarnLogger = cfg.Logger
 	}
 	for _, f := range []struct {
 		name  string

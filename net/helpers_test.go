@@ -156,6 +156,7 @@ func startMemberOn(t *testing.T, cfg Config, l stdnet.Listener, scheme string) *
 	registerLeakCheck(t)
 	m := &member{id: cfg.LocalID, handler: newRecordingHandler(), logs: &logBuffer{}, served: make(chan error, 1)}
 	cfg.Logger = m.logs.logf
+	cfg.WarnLogger = func(format string, args ...any) { m.logs.logf(warnLinePrefix+format, args...) }
 	tr, err := NewTCPTransport(cfg, m.handler)
 	if err != nil {
 		t.Fatalf("NewTCPTransport: %v", err)

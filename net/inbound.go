@@ -23,18 +23,20 @@ func (t *TCPTransport) serveConn(conn stdnet.Conn) {
 	}
 	if string(magic[:]) != connectionMagic {
 		t.counters.protocolErrors.Add(1)
-		t.logf("connection from %s is not a noded peer stream (it opened with %q); closing it", remote, magic[:])
+		t.warnf("connection from %s is not a noded peer stream (it opened with %q); closing it", remote, magic[:])
 		return
 	}
 	// Until the hello is admitted, frames are held to the size of a hello.
 	frames := NewFrameReader(conn, controlFrameBytesMax)
 	hello, err := readHello(frames)
 	if err != nil {
-		t.logf("connection from %s: %v; closing it", remote, err)
 		if errors.Is(err, ErrProtocol) {
+			t.warnf("connection from %s: %v; closing it", remote, err)
 			t.counters.protocolErrors.Add(1)
 			t.writeRefusal(conn, HelloRefused, err.Error())
+			return
 		}
+		t.logf("connection from %s: %v; closing it", remote, err)
 		return
 	}
 	p, status, reason := t.admit(hello)
@@ -42,7 +44,7 @@ func (t *TCPTransport) serveConn(conn stdnet.Conn) {
 		t.counters.streamsRefused.Add(1)
 		key := fmt.Sprintf("%x/%x/%s", hello.ClusterID, hello.From, reason)
 		if t.refusals.shouldLog(key, time.Now()) {
-			t.logf("refused %s stream from %s claiming member %x of cluster %x: %s", hello.Stream, remote, hello.From, hello.ClusterID, reason)
+			t.warnf("refused %s stream from %s claiming member %x of cluster %x: %s", hello.Stream, remote, hello.From, hello.ClusterID, reason)
 		}
 		t.writeRefusal(conn, status, reason)
 		return
@@ -72,7 +74,7 @@ func (t *TCPTransport) serveConn(conn stdnet.Conn) {
 		// Done, or the peer was removed or the transport closed.
 	case errors.Is(err, ErrProtocol):
 		t.counters.protocolErrors.Add(1)
-		t.logf("%s stream from peer %x at %s: %v; closing it", hello.Stream, hello.From, remote, err)
+		t.warnf("%s stream from peer %x at %s: %v; closing it", hello.Stream, hello.From, remote, err)
 	default:
 		t.logf("%s stream from peer %x at %s ended: %v", hello.Stream, hello.From, remote, err)
 	}

@@ -144,6 +144,11 @@ func (t *TCPTransport) logf(format string, args ...any) {
 	t.cfg.Logger(t.logPrefix+format, args...)
 }
 
+// warnf logs a protocol violation or a refusal (Config.WarnLogger).
+func (t *TCPTransport) warnf(format string, args ...any) {
+	t.cfg.WarnLogger(t.logPrefix+format, args...)
+}
+
 // spawn runs f on a goroutine that Close waits for. Once the transport is
 // closed it runs nothing and returns false. The caller must not hold t.mu.
 func (t *TCPTransport) spawn(f func()) bool {

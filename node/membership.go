@@ -2,6 +2,7 @@ package node
 
 import (
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 
@@ -228,6 +229,47 @@ func (ms *membership) applyConfChange(cc *raftpb.ConfChange, ctx *Member, self u
 		ms.put(m)
 	}
 	return false
+}
+
+// MembersAtCommit returns the member table as it will be once every
+// committed entry is applied, and the IDs removed from it by then: the
+// applied table, with the conf changes of the committed entries not yet
+// applied replayed over a copy exactly as applying them will (an invalid
+// one is a no-op). A restarted member applies its log only after it
+// starts; its host hands these to the peer transport first, so that no
+// member the committed log names is refused as unknown meanwhile.
+func (n *Node) MembersAtCommit() ([]Member, []uint64) {
+	ms := membership{members: slices.Clone(n.members.members), removed: slices.Clone(n.members.removed)}
+	// Committed entries not yet in storage (a bootstrap's, which raft holds
+	// until its first Ready) are not looked at: the host knows those
+	// members from its bootstrap list.
+	last, _ := n.storage.LastIndex()
+	upTo := min(n.rn.BasicStatus().GetCommit(), last)
+	if upTo <= n.appliedIndex {
+		return ms.members, ms.removed
+	}
+	ents, err := n.storage.Entries(n.appliedIndex+1, upTo+1, math.MaxUint64)
+	if err != nil {
+		// Compacted or unavailable: the applied table is all there is.
+		return ms.members, ms.removed
+	}
+	for _, e := range ents {
+		if e.GetType() != raftpb.EntryConfChange {
+			continue
+		}
+		var cc raftpb.ConfChange
+		if err := proto.Unmarshal(e.GetData(), &cc); err != nil {
+			continue
+		}
+		ctx, err := decodeConfChangeContext(cc.GetContext())
+		if err == nil {
+			err = ms.validateConfChange(&cc, ctx, n.cfg.MaxLearners)
+		}
+		if err == nil {
+			ms.applyConfChange(&cc, ctx, n.cfg.ID)
+		}
+	}
+	return ms.members, ms.removed
 }
 
 // confChangeContext encodes the member a conf change is about, as etcd

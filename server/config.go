@@ -79,6 +79,10 @@ type Config struct {
 	RevisionCompactionInterval time.Duration
 
 	WatchProgressNotifyInterval time.Duration // 0: etcd's 10 minutes
+	// MaxWatchersPerStream bounds the watchers of one watch stream (noded's
+	// --max-watchers-per-stream; etcd has no such bound). A create beyond
+	// it is refused with created and canceled set and a reason.
+	MaxWatchersPerStream int
 
 	// Auth: etcd's --auth-token ("simple", or "jwt,..."), --bcrypt-cost and
 	// --auth-token-ttl (simple tokens' lifetime from their last use).
@@ -154,6 +158,11 @@ const (
 	DefaultRevisionCompactionInterval = 5 * time.Minute
 	DefaultWatchProgressNotify        = 10 * time.Minute
 	DefaultAuthTokenTTL               = 300 * time.Second
+	// DefaultMaxWatchersPerStream leaves the headroom etcd (which has no
+	// bound) gives: an API server that multiplexes every watch of its
+	// clients onto one stream holds tens of thousands; a stream's watchers
+	// cost about a kilobyte each here.
+	DefaultMaxWatchersPerStream = 1 << 20
 	// maxElectionMs is etcd's upper bound on --election-timeout.
 	maxElectionMs = 50000
 	// grpcOverheadBytes is what etcd adds to --max-request-bytes for the
@@ -188,6 +197,7 @@ func DefaultConfig() Config {
 		AutoCompactionRetention:     "0",
 		RevisionCompactionInterval:  DefaultRevisionCompactionInterval,
 		WatchProgressNotifyInterval: DefaultWatchProgressNotify,
+		MaxWatchersPerStream:        DefaultMaxWatchersPerStream,
 		AuthToken:                   string(auth.TokenSimple),
 		BcryptCost:                  auth.BcryptCostDefault,
 		AuthTokenTTL:                DefaultAuthTokenTTL,
@@ -338,6 +348,9 @@ func (c *Config) Validate() error {
 	}
 	if c.WatchProgressNotifyInterval <= 0 {
 		c.WatchProgressNotifyInterval = DefaultWatchProgressNotify
+	}
+	if c.MaxWatchersPerStream <= 0 {
+		c.MaxWatchersPerStream = DefaultMaxWatchersPerStream
 	}
 	if c.InitialClusterToken == "" {
 		c.InitialClusterToken = DefaultInitialClusterToken

@@ -38,7 +38,7 @@
 //	member.go     Start/Stop, the loop, the disk goroutine, the peer handler
 //	services.go   KV, Lease, Cluster and Maintenance gRPC services; forwarding to the leader
 //	auth_service.go  the Auth service; who a call comes from (server/auth holds tokens and passwords)
-//	watch.go      Watch streams: routing, pausing slow readers, fragments
+//	watch.go      Watch streams: routing, pacing requests, pausing slow readers, fragments
 //	listen.go     one client port for gRPC and HTTP (routed by connmux)
 //	ports.go      each port's connmux: TLS, connection limits, logs of refused connections
 //	tls.go        the client and peer sides' TLS sources (package tlsconfig)
@@ -48,6 +48,7 @@
 //	metrics.go    /metrics: etcd's metric names through prometheus/client_golang
 //	logging.go    the log lines scripts wait on, in etcd's wording
 //	compactor.go  periodic and revision auto compaction
+//	recoverylog.go  the warnings for what opening the data directory repaired or set aside
 //	corrupt.go    corruption checks (package corruptcheck) wired to the member: hashes, peers, the CORRUPT alarm
 //
 // Capabilities in packages of their own, wired here: coordination (the

@@ -105,6 +105,7 @@ type Member struct {
 	nextHandle     node.Handle
 	streams        map[kvsm.StreamID]*hostStream
 	blocked        map[kvsm.StreamID]struct{} // streams with dropped watchers or held replies
+	owing          map[kvsm.StreamID]struct{} // streams owed request credits (settleWatchCredits)
 	knownPeers     map[uint64][]string        // transport peers: ID -> URLs
 	refusedRemoved int                        // removed IDs already handed to the transport
 	compactor      *compactor
@@ -211,6 +212,7 @@ func Start(cfg Config) (*Member, error) {
 		pending:    map[node.Handle]*clientRequest{},
 		streams:    map[kvsm.StreamID]*hostStream{},
 		blocked:    map[kvsm.StreamID]struct{}{},
+		owing:      map[kvsm.StreamID]struct{}{},
 		knownPeers: map[uint64][]string{},
 		metrics:    newMetrics(cfg.Metrics),
 	}
@@ -263,6 +265,9 @@ func Start(cfg Config) (*Member, error) {
 		Logger: func(format string, args ...any) {
 			lg.Info(fmt.Sprintf(format, args...))
 		},
+		WarnLogger: func(format string, args ...any) {
+			lg.Warn(fmt.Sprintf(format, args...))
+		},
 		// A peer refused this member as removed: it was removed while it
 		// could not hear about it, and stops as etcd's does.
 		OnRemoved: func(by uint64) {
@@ -275,13 +280,22 @@ func Start(cfg Config) (*Member, error) {
 		return nil, err
 	}
 	m.peers = transport
-	// Members removed before this start are refused as removed, so that
-	// one that missed its removal learns it from this member too.
-	removed := m.node.RemovedMembers()
+	// The transport knows every member the committed log names before the
+	// peer port opens: a restarted member applies its log only after it
+	// starts, and must not refuse its peers meanwhile as strangers. Members
+	// removed by then are refused as removed, so that one that missed its
+	// removal learns it from this member too.
+	committedMembers, removed := m.node.MembersAtCommit()
 	for _, id := range removed {
 		m.peers.RemovePeer(id)
 	}
 	m.refusedRemoved = len(removed)
+	for _, cm := range committedMembers {
+		if cm.ID != m.id {
+			m.peers.AddPeer(cm.ID, slices.Clone(cm.PeerURLs))
+			m.knownPeers[cm.ID] = slices.Clone(cm.PeerURLs)
+		}
+	}
 	for _, jm := range joinMembers {
 		if jm.ID != m.id {
 			m.peers.AddPeer(jm.ID, jm.PeerURLs)
@@ -377,8 +391,13 @@ func (m *Member) openStorage() ([]node.Member, error) {
 	if disk.Exists(fsys, rel(walDir)) {
 		st, rec, err := disk.Open(fsys, rel(walDir), rel(snapDir), opts)
 		if err != nil {
+			var ce *disk.CorruptError
+			if errors.As(err, &ce) {
+				ce.File = "/" + ce.File // names are relative to the FS root, "/"
+			}
 			return nil, fmt.Errorf("open data directory %s: %w", dataDir, err)
 		}
+		logRecoveryNotes(m.lg, dataDir, rec.Notes)
 		if len(rec.Metadata) != 16 {
 			st.Close()
 			return nil, fmt.Errorf("data directory %s: WAL metadata of %d bytes is not a noded member's", dataDir, len(rec.Metadata))
@@ -630,6 +649,7 @@ func (m *Member) run() {
 		if !m.effects() {
 			return
 		}
+		m.settleWatchCredits()
 	}
 }
 

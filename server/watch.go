@@ -4,11 +4,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync/atomic"
 	"time"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	"go.uber.org/zap"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
@@ -30,23 +32,30 @@ import (
 //     node with the same ID, settings and that start revision; kvsm catches
 //     it up from history. The cancel and created replies of this
 //     round trip are swallowed: the client sees one unbroken watcher.
-//   - Control replies (created, canceled) are never dropped: they wait in
-//     a short list of their own, in order, ahead of anything else.
+//   - Control replies (created, canceled, progress) are never dropped:
+//     they wait in a list of their own, in order, ahead of anything else.
 //   - A stream-wide progress reply must not claim a revision a dropped
 //     watcher has not delivered, so while one is dropped it is held back
 //     and asked for again after the resume.
+//
+// Requests (create, cancel, progress) are the client's to pace: the
+// stream's receiver takes a credit before it reads each one, and the loop
+// returns the credit once the request is handled and no control reply
+// waits for room. A client that sends creates faster than it reads their
+// replies therefore finds the stream no longer read (gRPC's flow control
+// then holds its sends) instead of losing it, and the held list stays
+// bounded: at most one reply per credit, plus one cancel per watcher (a
+// compaction ends each watcher at most once) and one progress reply.
 const (
 	// watchSendQueueMax bounds replies queued for one stream's sender.
 	watchSendQueueMax = 128
-	// watchHeldRepliesMax bounds control replies waiting for room; a
-	// client that opens watchers faster than it reads loses the stream.
-	watchHeldRepliesMax = 1024
+	// watchRequestCreditsMax bounds the requests of one stream read from
+	// the client and not yet settled (handled, their replies out of the
+	// held list). The receiver stops reading the stream while all are out.
+	watchRequestCreditsMax = 1024
 	// watchStreamsMax bounds the watch streams of one member; a stream
 	// beyond it is refused with ResourceExhausted.
 	watchStreamsMax = 1 << 16
-	// watchersPerStreamMax bounds the watchers of one stream; a create
-	// beyond it is refused (created and canceled, with a reason).
-	watchersPerStreamMax = 1 << 16
 	// watchLeaderChecks: a stream with hasleader set fails after this
 	// many election timeouts without a leader (etcd's monitorLeader).
 	watchLeaderChecks = 3
@@ -54,13 +63,22 @@ const (
 
 var errTooManyWatchStreams = status.Error(codes.ResourceExhausted, "etcdserver: too many watch streams")
 
-var errWatchTooSlow = status.Error(codes.ResourceExhausted, "etcdserver: watch stream client too slow: too many replies waiting")
+// errWatchHeldOverflow ends a stream whose held replies passed the bound
+// the credits imply; it is an assertion of that bound, not a pacing rule.
+var errWatchHeldOverflow = status.Error(codes.Internal, "noded: watch stream held more control replies than its bound")
+
+// heldRepliesMax is the bound on a stream's held control replies that the
+// credits imply (see the comment at the top).
+func (m *Member) heldRepliesMax() int {
+	return watchRequestCreditsMax + m.cfg.MaxWatchersPerStream + 1
+}
 
 type watchOp struct {
 	stream kvsm.StreamID
 	open   *hostStream
 	req    *pb.WatchRequest
 	close  bool
+	room   bool // the sender drained its queue while the loop held replies
 	// For a create: who asks (resolved from the stream's context when the
 	// request arrived), or why that failed.
 	ai      kvsm.AuthInfo
@@ -77,9 +95,18 @@ type hostStream struct {
 	id    kvsm.StreamID
 	sendq chan *pb.WatchResponse // read by the stream's gRPC goroutine
 	fail  chan error             // capacity 1: the loop ends the stream
+	// credits holds one token per request read and not yet settled: the
+	// receiver puts one in before each read (and blocks, not reading the
+	// stream, while it is full); the loop takes them out as it settles.
+	credits chan struct{}
+	// wantRoom is set by the loop while replies are held for lack of room
+	// in sendq; the sender then tells the loop when it has made room.
+	wantRoom atomic.Bool
 
 	// Loop-owned.
 	held         []*pb.WatchResponse    // control replies waiting for room, in order
+	droppedN     int                    // watchers with dropped set
+	owed         int                    // credits of handled requests not yet returned
 	watchers     map[int64]*hostWatcher // by the client's watch ID
 	byNode       map[int64]*hostWatcher // by the node's watch ID, once the node created it
 	creates      []*hostWatcher         // creates handed to the node, awaiting their created reply, in order
@@ -98,16 +125,12 @@ type hostWatcher struct {
 	dropped   bool                   // paused: cancelled in the node, to be re-created
 	cancelled bool                   // the host cancelled it in the node; swallow the node's cancel reply
 	gone      bool                   // the client cancelled it while it was paused
+	// refusal, when set, makes this entry of creates no watcher but a
+	// refusal the host made, waiting for the replies of earlier creates.
+	refusal *pb.WatchResponse
 }
 
-func (hs *hostStream) anyDropped() bool {
-	for _, w := range hs.watchers {
-		if w.dropped {
-			return true
-		}
-	}
-	return false
-}
+func (hs *hostStream) anyDropped() bool { return hs.droppedN > 0 }
 
 // onWatchOp runs on the loop.
 func (m *Member) onWatchOp(op watchOp) {
@@ -121,13 +144,40 @@ func (m *Member) onWatchOp(op watchOp) {
 	case op.close:
 		delete(m.streams, op.stream)
 		delete(m.blocked, op.stream)
+		delete(m.owing, op.stream)
 		m.node.WatchCloseStream(op.stream)
+	case op.room:
+		if hs := m.streams[op.stream]; hs != nil && !hs.dead {
+			m.retryBlockedStream(hs)
+		}
 	case op.req != nil:
 		hs := m.streams[op.stream]
 		if hs == nil || hs.dead {
 			return
 		}
+		hs.owed++
+		m.owing[hs.id] = struct{}{}
 		m.onWatchRequest(hs, op)
+	}
+}
+
+// settleWatchCredits runs at the end of every loop round, after the node's
+// replies of the round went out: a stream with no held replies gets back
+// the credits of the requests it handled, and its receiver reads on.
+func (m *Member) settleWatchCredits() {
+	for sid := range m.owing {
+		hs := m.streams[sid]
+		if hs == nil || hs.dead {
+			delete(m.owing, sid)
+			continue
+		}
+		if len(hs.held) > 0 {
+			continue // returned once the held replies have gone out
+		}
+		for ; hs.owed > 0; hs.owed-- {
+			<-hs.credits // never blocks: the receiver put one in per request
+		}
+		delete(m.owing, sid)
 	}
 }
 
@@ -145,19 +195,17 @@ func (m *Member) onWatchRequest(hs *hostStream, op watchOp) {
 	case req.GetCreateRequest() != nil:
 		cr := req.GetCreateRequest()
 		if op.authErr != nil {
-			m.emitControl(hs, &pb.WatchResponse{Header: m.header(), WatchId: -1, Created: true, Canceled: true, CancelReason: op.authErr.Error()})
+			m.refuseCreate(hs, op.authErr.Error())
 			return
 		}
 		id := cr.GetWatchId()
-		if len(hs.watchers) >= watchersPerStreamMax {
-			m.emitControl(hs, &pb.WatchResponse{Header: m.header(), WatchId: -1, Created: true, Canceled: true,
-				CancelReason: fmt.Sprintf("noded: a watch stream holds at most %d watchers", watchersPerStreamMax)})
+		if len(hs.watchers) >= m.cfg.MaxWatchersPerStream {
+			m.refuseCreate(hs, fmt.Sprintf("noded: a watch stream holds at most %d watchers (--max-watchers-per-stream)", m.cfg.MaxWatchersPerStream))
 			return
 		}
 		if id != 0 {
 			if _, taken := hs.watchers[id]; taken {
-				m.emitControl(hs, &pb.WatchResponse{Header: m.header(), WatchId: -1, Created: true, Canceled: true,
-					CancelReason: "mvcc: duplicate watch ID provided on the WatchStream"})
+				m.refuseCreate(hs, "mvcc: duplicate watch ID provided on the WatchStream")
 				return
 			}
 		} else {
@@ -185,6 +233,10 @@ func (m *Member) onWatchRequest(hs *hostStream, op watchOp) {
 		if !w.inNode {
 			// Paused (or its re-create is on the way): answer for it.
 			delete(hs.watchers, w.clientID)
+			if w.dropped {
+				w.dropped = false
+				hs.droppedN--
+			}
 			w.gone = true
 			m.emitControl(hs, &pb.WatchResponse{Header: m.header(), WatchId: w.clientID, Canceled: true})
 			return
@@ -197,6 +249,29 @@ func (m *Member) onWatchRequest(hs *hostStream, op watchOp) {
 			return
 		}
 		m.node.Watch(hs.id, req)
+	}
+}
+
+// refuseCreate answers a create the host refuses itself. Replies to
+// creates come in the order the creates were sent, so while creates handed
+// to the node earlier await their replies, the refusal waits behind them.
+func (m *Member) refuseCreate(hs *hostStream, reason string) {
+	resp := &pb.WatchResponse{Header: m.header(), WatchId: -1, Created: true, Canceled: true, CancelReason: reason}
+	if len(hs.creates) > 0 {
+		hs.creates = append(hs.creates, &hostWatcher{refusal: resp})
+		return
+	}
+	m.emitControl(hs, resp)
+}
+
+// emitQueuedRefusals sends the refusals that waited for the creates before
+// them, once those are answered.
+func (m *Member) emitQueuedRefusals(hs *hostStream) {
+	for len(hs.creates) > 0 && hs.creates[0].refusal != nil {
+		resp := hs.creates[0].refusal
+		hs.creates[0] = nil
+		hs.creates = hs.creates[1:]
+		m.emitControl(hs, resp)
 	}
 }
 
@@ -215,45 +290,61 @@ func (m *Member) deliverWatch(sr kvsm.StreamResponse) {
 	resp := sr.Resp
 	switch {
 	case resp.GetCreated():
-		if len(hs.creates) == 0 {
-			return
-		}
-		w := hs.creates[0]
-		hs.creates[0] = nil
-		hs.creates = hs.creates[1:]
-		if resp.GetCanceled() {
-			// The node refused it (a negative start revision, an empty
-			// range): the client hears the refusal; a refused re-create
-			// (not expected) ends the watcher for the client.
-			delete(hs.watchers, w.clientID)
-			if w.recreate {
-				if !w.gone {
-					m.emitControl(hs, &pb.WatchResponse{Header: resp.GetHeader(), WatchId: w.clientID, Canceled: true, CancelReason: resp.GetCancelReason()})
-				}
-				return
-			}
-			m.emitControl(hs, resp)
-			return
-		}
-		w.nodeID = resp.GetWatchId()
-		w.inNode = true
-		hs.byNode[w.nodeID] = w
+		m.onNodeCreated(hs, resp)
+		m.emitQueuedRefusals(hs)
+	default:
+		m.deliverWatchOther(hs, resp)
+	}
+}
+
+// onNodeCreated routes the node's created reply to the create it answers,
+// the oldest one handed to the node.
+func (m *Member) onNodeCreated(hs *hostStream, resp *pb.WatchResponse) {
+	if len(hs.creates) == 0 || hs.creates[0].refusal != nil {
+		return
+	}
+	w := hs.creates[0]
+	hs.creates[0] = nil
+	hs.creates = hs.creates[1:]
+	if resp.GetCanceled() {
+		// The node refused it (a negative start revision, an empty
+		// range): the client hears the refusal; a refused re-create
+		// (not expected) ends the watcher for the client.
+		delete(hs.watchers, w.clientID)
 		if w.recreate {
-			w.recreate = false
-			if w.gone {
-				// The client cancelled it meanwhile; so does the node now.
-				w.cancelled = true
-				m.node.Watch(hs.id, watchCancel(w.nodeID))
+			if !w.gone {
+				m.emitControl(hs, &pb.WatchResponse{Header: resp.GetHeader(), WatchId: w.clientID, Canceled: true, CancelReason: resp.GetCancelReason()})
 			}
 			return
 		}
-		if start := w.create.GetStartRevision(); start > 0 {
-			w.nextRev = start
-		} else {
-			w.nextRev = resp.GetHeader().GetRevision() + 1
-		}
-		resp.WatchId = w.clientID
 		m.emitControl(hs, resp)
+		return
+	}
+	w.nodeID = resp.GetWatchId()
+	w.inNode = true
+	hs.byNode[w.nodeID] = w
+	if w.recreate {
+		w.recreate = false
+		if w.gone {
+			// The client cancelled it meanwhile; so does the node now.
+			w.cancelled = true
+			m.node.Watch(hs.id, watchCancel(w.nodeID))
+		}
+		return
+	}
+	if start := w.create.GetStartRevision(); start > 0 {
+		w.nextRev = start
+	} else {
+		w.nextRev = resp.GetHeader().GetRevision() + 1
+	}
+	resp.WatchId = w.clientID
+	m.emitControl(hs, resp)
+}
+
+// deliverWatchOther routes a reply other than created: a cancel, a
+// progress reply or events.
+func (m *Member) deliverWatchOther(hs *hostStream, resp *pb.WatchResponse) {
+	switch {
 	case resp.GetCanceled():
 		w := hs.byNode[resp.GetWatchId()]
 		if w == nil {
@@ -306,6 +397,7 @@ func (m *Member) dropWatcher(hs *hostStream, w *hostWatcher, unsent *pb.WatchRes
 		w.nextRev = max(w.nextRev, unsent.GetHeader().GetRevision()+1)
 	}
 	w.dropped = true
+	hs.droppedN++
 	w.cancelled = true
 	w.inNode = false
 	m.metrics.watchersDropped.Add(1)
@@ -322,21 +414,55 @@ func (m *Member) emitControl(hs *hostStream, resp *pb.WatchResponse) {
 		default:
 		}
 	}
-	if len(hs.held) >= watchHeldRepliesMax {
+	if n := len(hs.held); n > 0 && isProgressReply(resp) && isProgressReply(hs.held[n-1]) {
+		// Two stream-wide progress replies in a row say the same thing;
+		// the newer revision is the one worth sending.
+		hs.held[n-1] = resp
+		return
+	}
+	if len(hs.held) >= m.heldRepliesMax() {
+		m.lg.Error("watch stream held more control replies than its bound; ending it",
+			zap.Uint64("stream", uint64(hs.id)), zap.Int("held", len(hs.held)), zap.Int("bound", m.heldRepliesMax()))
 		hs.dead = true
 		hs.held = nil
 		select {
-		case hs.fail <- errWatchTooSlow:
+		case hs.fail <- errWatchHeldOverflow:
 		default:
 		}
 		return
 	}
 	hs.held = append(hs.held, resp)
 	m.blocked[hs.id] = struct{}{}
+	// The sender reports room from now on; anything it drained before the
+	// flag was set is caught by flushing once more.
+	hs.wantRoom.Store(true)
+	m.flushHeld(hs)
+}
+
+func isProgressReply(r *pb.WatchResponse) bool {
+	return r.GetWatchId() == -1 && !r.GetCreated() && !r.GetCanceled() && len(r.GetEvents()) == 0
+}
+
+// flushHeld moves held replies into the send queue while it has room.
+func (m *Member) flushHeld(hs *hostStream) {
+	for len(hs.held) > 0 {
+		select {
+		case hs.sendq <- hs.held[0]:
+			hs.held[0] = nil
+			hs.held = hs.held[1:]
+			continue
+		default:
+		}
+		break
+	}
+	if len(hs.held) == 0 {
+		hs.held = nil // let the backing array go: a burst may have grown it
+	}
 }
 
 // retryBlockedStreams runs every tick: held replies go out as room frees,
-// then paused watchers are re-created once the queue is half empty.
+// then paused watchers are re-created once the queue is half empty. The
+// sender's room reports run the same for their stream at once.
 func (m *Member) retryBlockedStreams() {
 	for sid := range m.blocked {
 		hs := m.streams[sid]
@@ -344,47 +470,48 @@ func (m *Member) retryBlockedStreams() {
 			delete(m.blocked, sid)
 			continue
 		}
-		for len(hs.held) > 0 {
-			select {
-			case hs.sendq <- hs.held[0]:
-				hs.held[0] = nil
-				hs.held = hs.held[1:]
-				continue
-			default:
-			}
-			break
-		}
-		if len(hs.held) > 0 || len(hs.sendq) > cap(hs.sendq)/2 {
-			continue
-		}
-		waiting := false
+		m.retryBlockedStream(hs)
+	}
+}
+
+// retryBlockedStream is retryBlockedStreams for one stream.
+func (m *Member) retryBlockedStream(hs *hostStream) {
+	m.flushHeld(hs)
+	if len(hs.held) > 0 || len(hs.sendq) > cap(hs.sendq)/2 {
+		hs.wantRoom.Store(true)
+		return
+	}
+	waiting := false
+	if hs.droppedN > 0 {
 		for _, w := range hs.watchers {
+			if !w.dropped {
+				continue
+			}
 			if w.cancelled {
 				waiting = true // the node has not confirmed the cancel yet
-				continue
-			}
-			if !w.dropped {
 				continue
 			}
 			create := proto.Clone(w.create).(*pb.WatchCreateRequest)
 			create.WatchId = 0
 			create.StartRevision = w.nextRev
 			w.dropped = false
+			hs.droppedN--
 			w.recreate = true
 			hs.creates = append(hs.creates, w)
 			m.node.Watch(hs.id, watchCreate(create))
 		}
-		if waiting {
-			continue
-		}
-		if hs.progressHeld {
-			// Asked after the re-creates: the node answers it only once
-			// they have caught up.
-			hs.progressHeld = false
-			m.node.Watch(hs.id, &pb.WatchRequest{RequestUnion: &pb.WatchRequest_ProgressRequest{ProgressRequest: &pb.WatchProgressRequest{}}})
-		}
-		delete(m.blocked, sid)
 	}
+	if waiting {
+		return
+	}
+	if hs.progressHeld {
+		// Asked after the re-creates: the node answers it only once
+		// they have caught up.
+		hs.progressHeld = false
+		m.node.Watch(hs.id, &pb.WatchRequest{RequestUnion: &pb.WatchRequest_ProgressRequest{ProgressRequest: &pb.WatchProgressRequest{}}})
+	}
+	hs.wantRoom.Store(false)
+	delete(m.blocked, hs.id)
 }
 
 // watchServer is etcd's Watch service.
@@ -411,6 +538,7 @@ func (s *watchServer) Watch(stream pb.Watch_WatchServer) error {
 		id:       id,
 		sendq:    make(chan *pb.WatchResponse, watchSendQueueMax),
 		fail:     make(chan error, 1),
+		credits:  make(chan struct{}, watchRequestCreditsMax),
 		watchers: map[int64]*hostWatcher{},
 		byNode:   map[int64]*hostWatcher{},
 	}
@@ -422,6 +550,17 @@ func (s *watchServer) Watch(stream pb.Watch_WatchServer) error {
 	recvErr := make(chan error, 1)
 	go func() {
 		for {
+			// A credit before each read: while the loop has not settled
+			// watchRequestCreditsMax requests, the stream is not read.
+			select {
+			case hs.credits <- struct{}{}:
+			case <-ctx.Done():
+				recvErr <- status.Error(codes.Canceled, "context canceled")
+				return
+			case <-m.loopExit:
+				recvErr <- rpctypes.ErrGRPCStopped
+				return
+			}
 			req, err := stream.Recv()
 			if err != nil {
 				recvErr <- err
@@ -450,6 +589,13 @@ func (s *watchServer) Watch(stream pb.Watch_WatchServer) error {
 		case resp := <-hs.sendq:
 			if err := sendFragments(resp, m.cfg.MaxRequestBytes, stream.Send); err != nil {
 				return err
+			}
+			if len(hs.sendq) <= cap(hs.sendq)/2 && hs.wantRoom.CompareAndSwap(true, false) {
+				// The loop holds replies for this stream: tell it there is
+				// room now rather than at its next tick.
+				if err := m.sendWatchOp(ctx, watchOp{stream: id, room: true}); err != nil {
+					return err
+				}
 			}
 		case err := <-recvErr:
 			if errors.Is(err, io.EOF) {

@@ -328,7 +328,11 @@ func (w *world) corrupt() {
 	if m == nil {
 		return
 	}
-	if w.frng.IntN(2) == 0 {
+	switch w.frng.IntN(3) {
+	case 1:
+		w.strayBytes(m)
+		return
+	case 2:
 		delta := int64(w.frng.IntN(8192)) - 4096
 		if delta == 0 {
 			delta = 512
@@ -354,5 +358,41 @@ func (w *world) corrupt() {
 	w.stats.Corrupted++
 	w.tracef("corrupt %s: bit %d of %s", m.name, bit, name)
 	w.crash(m, "corrupted disk")
+	w.scheduleRestart(m)
+}
+
+// strayBytes crashes a member and writes a few bytes into the unused space
+// after its newest WAL segment's data, as a write gone astray (or rotted
+// bits) would leave: they are not records, nothing acknowledged is there,
+// and the member must start again, cutting them and saying so, or refuse
+// when they could be records (an end marker last, a sound header in them).
+func (w *world) strayBytes(m *member) {
+	w.crash(m, "stray bytes")
+	names, err := m.fs.List(walDir)
+	if err != nil || len(names) == 0 {
+		return
+	}
+	newest := ""
+	for _, n := range names {
+		if strings.HasSuffix(n, ".wal") {
+			newest = walDir + "/" + n
+		}
+	}
+	if newest == "" {
+		return
+	}
+	b := make([]byte, 1+w.frng.IntN(3))
+	for i := range b {
+		b[i] = byte(1 + w.frng.IntN(255))
+	}
+	off, err := m.fs.WriteStray(newest, int64(w.frng.IntN(4096)), b)
+	if err != nil {
+		w.fail("harness", "stray bytes into %s of %s: %v", newest, m.name, err)
+		return
+	}
+	m.corrupted = true
+	m.strayFile, m.strayOffset = newest, off
+	w.stats.Corrupted++
+	w.tracef("corrupt %s: stray bytes %x at offset %d of %s", m.name, b, off, newest)
 	w.scheduleRestart(m)
 }

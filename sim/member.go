@@ -30,6 +30,11 @@ type member struct {
 	removed     bool
 	joined      bool // added at runtime (not an initial member)
 	corrupted   bool // the injector flipped a bit in its synced log
+	// strayFile and strayOffset name stray bytes the injector wrote after
+	// the newest segment's data while the member was down: the next Open
+	// must refuse, or cut them and say so.
+	strayFile   string
+	strayOffset int64
 
 	tickPeriodNs  int64
 	tickJumpUntil int64 // clock jumped back: no ticks until then
@@ -229,6 +234,15 @@ func (w *world) restart(m *member) {
 		w.fail("restart", "restart %s: metadata %x is not this member's", m.name, rec.Metadata)
 		return
 	}
+	for _, n := range rec.Notes {
+		w.tracef("restart %s: %s", m.name, n)
+	}
+	if m.strayFile != "" {
+		if !reportsCut(rec.Notes, m.strayFile, m.strayOffset) {
+			w.fail("recovery-report", "restart %s: stray bytes at offset %d of %s were accepted without a note saying they were cut", m.name, m.strayOffset, m.strayFile)
+		}
+		m.strayFile = ""
+	}
 	var n *node.Node
 	if rec.Snapshot == nil && rec.HardState == nil && !m.joined {
 		// No hard state reached the disk, so no write was ever synced: every
@@ -249,6 +263,26 @@ func (w *world) restart(m *member) {
 	w.checkRecovered(m, rec)
 	w.tracef("restart %s incarnation=%d snap=%d entries=%d", m.name, m.incarnation, snapIndex(rec.Snapshot), len(rec.Entries))
 	w.started(m, st, n)
+}
+
+// reportsCut reports whether notes say the bytes at offset of file were
+// cut (as stray bytes, or as part of a torn tail), or the whole segment
+// removed (it was only half started).
+func reportsCut(notes []disk.RecoveryNote, file string, offset int64) bool {
+	for _, n := range notes {
+		if n.File != file {
+			continue
+		}
+		switch n.Kind {
+		case disk.RecoveryHalfStartedSegmentRemoved:
+			return true
+		case disk.RecoveryStrayBytesCut, disk.RecoveryTornTailCut:
+			if offset >= n.OffsetBytes && offset < n.OffsetBytes+n.SizeBytes {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func snapIndex(s *raftpb.Snapshot) uint64 {

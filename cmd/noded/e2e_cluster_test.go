@@ -39,6 +39,7 @@ type e2eCluster struct {
 }
 
 type e2eMember struct {
+	binary    string // the member binary (e2eBinary unless a test picks another)
 	name      string
 	dataDir   string
 	clientURL string
@@ -64,14 +65,23 @@ type e2eMember struct {
 // newCluster starts size members that bootstrap one cluster through
 // --initial-cluster, waits until each serves a linearizable read, and
 // registers their teardown. extraFlags go to every member.
-func newCluster(t *testing.T, size int, extraFlags ...string) *e2eCluster {
+func newCluster(t testing.TB, size int, extraFlags ...string) *e2eCluster {
 	t.Helper()
-	return newClusterWith(t, clusterOptions{size: size, flags: func(int) []string { return extraFlags }})
+	return newClusterOf(t, e2eBinary, size, extraFlags...)
+}
+
+// newClusterOf is newCluster with another member binary (side-by-side
+// benchmarks start etcd 3.7 next to noded).
+func newClusterOf(t testing.TB, binary string, size int, extraFlags ...string) *e2eCluster {
+	t.Helper()
+	return newClusterWith(t, clusterOptions{size: size, binary: binary, flags: func(int) []string { return extraFlags }})
 }
 
 // clusterOptions shape a cluster beyond its size.
 type clusterOptions struct {
 	size int
+	// binary is the member binary (default e2eBinary).
+	binary string
 	// clientScheme and peerScheme are the URLs' schemes (default http).
 	clientScheme, peerScheme string
 	// flags are member i's flags beyond the bootstrap ones.
@@ -85,9 +95,12 @@ type clusterOptions struct {
 	wrap []string
 }
 
-func newClusterWith(t *testing.T, o clusterOptions) *e2eCluster {
+func newClusterWith(t testing.TB, o clusterOptions) *e2eCluster {
 	t.Helper()
 	requireE2E(t)
+	if o.binary == "" {
+		o.binary = e2eBinary
+	}
 	if o.clientScheme == "" {
 		o.clientScheme = "http"
 	}
@@ -100,6 +113,7 @@ func newClusterWith(t *testing.T, o clusterOptions) *e2eCluster {
 	var initialCluster []string
 	for i := 0; i < o.size; i++ {
 		m := &e2eMember{
+			binary:    o.binary,
 			name:      fmt.Sprintf("m%d", i),
 			clientURL: fmt.Sprintf("%s://127.0.0.1:%d", o.clientScheme, ports[2*i]),
 			peerURL:   fmt.Sprintf("%s://127.0.0.1:%d", o.peerScheme, ports[2*i+1]),
@@ -131,7 +145,7 @@ func newClusterWith(t *testing.T, o clusterOptions) *e2eCluster {
 	return c
 }
 
-func (c *e2eCluster) teardown(t *testing.T) {
+func (c *e2eCluster) teardown(t testing.TB) {
 	for _, m := range c.members {
 		m.mu.Lock()
 		running := m.cmd != nil && !isClosed(m.exited)
@@ -152,7 +166,7 @@ func (c *e2eCluster) teardown(t *testing.T) {
 	}
 }
 
-func (m *e2eMember) start(t *testing.T) {
+func (m *e2eMember) start(t testing.TB) {
 	t.Helper()
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -160,10 +174,10 @@ func (m *e2eMember) start(t *testing.T) {
 		t.Fatalf("member %s is already running", m.name)
 	}
 	m.starts++
-	fmt.Fprintf(m.log, "\n==== e2e: start #%d: %s %s\n", m.starts, e2eBinary, strings.Join(m.args, " "))
-	cmd := exec.Command(e2eBinary, m.args...)
+	fmt.Fprintf(m.log, "\n==== e2e: start #%d: %s %s\n", m.starts, m.binary, strings.Join(m.args, " "))
+	cmd := exec.Command(m.binary, m.args...)
 	if len(m.wrap) > 0 {
-		cmd = exec.Command(m.wrap[0], append(append(m.wrap[1:], e2eBinary), m.args...)...)
+		cmd = exec.Command(m.wrap[0], append(append(m.wrap[1:], m.binary), m.args...)...)
 	}
 	cmd.Env = memberproc.Env()
 	cmd.Stdout = m.log
@@ -185,7 +199,7 @@ func (m *e2eMember) start(t *testing.T) {
 }
 
 // kill sends SIGKILL to the member's process group and waits for the exit.
-func (m *e2eMember) kill(t *testing.T) {
+func (m *e2eMember) kill(t testing.TB) {
 	t.Helper()
 	m.mu.Lock()
 	cmd, exited := m.cmd, m.exited
@@ -204,7 +218,7 @@ func (m *e2eMember) kill(t *testing.T) {
 
 // restart starts the member again with the same flags and data directory and
 // waits until it serves a linearizable read.
-func (m *e2eMember) restart(t *testing.T) {
+func (m *e2eMember) restart(t testing.TB) {
 	t.Helper()
 	m.start(t)
 	m.waitReady(t)
@@ -212,7 +226,7 @@ func (m *e2eMember) restart(t *testing.T) {
 
 // waitReady polls until the member answers a linearizable read, which needs
 // a leader and a quorum behind it; the process exiting meanwhile fails fast.
-func (m *e2eMember) waitReady(t *testing.T) {
+func (m *e2eMember) waitReady(t testing.TB) {
 	t.Helper()
 	err := memberproc.WaitReady(m.clientURL, "e2e-ready-probe", startTimeout, func() bool {
 		m.mu.Lock()
@@ -240,7 +254,7 @@ func (c *e2eCluster) endpoints() []string {
 
 // client returns a client on the given endpoints (all members if none),
 // closed when the test ends.
-func (c *e2eCluster) client(t *testing.T, endpoints ...string) *clientv3.Client {
+func (c *e2eCluster) client(t testing.TB, endpoints ...string) *clientv3.Client {
 	t.Helper()
 	if len(endpoints) == 0 {
 		endpoints = c.endpoints()
@@ -260,7 +274,7 @@ func (c *e2eCluster) client(t *testing.T, endpoints ...string) *clientv3.Client 
 
 // leader polls the running members until they all name the same leader
 // among them, and returns its index in c.members.
-func (c *e2eCluster) leader(t *testing.T, cli *clientv3.Client) int {
+func (c *e2eCluster) leader(t testing.TB, cli *clientv3.Client) int {
 	t.Helper()
 	deadline := time.Now().Add(startTimeout)
 	var last string
@@ -305,7 +319,7 @@ func (m *e2eMember) running() bool {
 }
 
 // freePorts is memberproc.FreePorts, failing the test on an error.
-func freePorts(t *testing.T, n int) []int {
+func freePorts(t testing.TB, n int) []int {
 	t.Helper()
 	ports, err := memberproc.FreePorts(n)
 	if err != nil {
@@ -352,6 +366,25 @@ func (b *logBuffer) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+// size is how many bytes the buffer holds now: since(size) later returns
+// what was written after.
+func (b *logBuffer) size() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.buf)
+}
+
+// since returns what was written after the buffer held off bytes (all it
+// holds, if it was trimmed meanwhile).
+func (b *logBuffer) since(off int) string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if off > len(b.buf) {
+		return string(b.buf)
+	}
+	return string(b.buf[off:])
+}
+
 func (b *logBuffer) tail(n int) string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -362,7 +395,7 @@ func (b *logBuffer) tail(n int) string {
 }
 
 // ctxTimeout is a request context for one call in a test.
-func ctxTimeout(t *testing.T) context.Context {
+func ctxTimeout(t testing.TB) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
 	t.Cleanup(cancel)
 	return ctx

@@ -83,7 +83,7 @@ func hasDaemonSource() bool {
 }
 
 // requireE2E skips the calling test when the end-to-end tests cannot run.
-func requireE2E(t *testing.T) {
+func requireE2E(t testing.TB) {
 	t.Helper()
 	if e2eSkipReason != "" {
 		t.Skip("e2e: " + e2eSkipReason)
