@@ -37,6 +37,7 @@ type lazyFS struct {
 }
 
 type lazyStats struct {
+	writes        int64
 	syncs         int64
 	lostBytes     int64 // dropped by loseUnsynced
 	lostFiles     int64
@@ -107,6 +108,7 @@ func (l *lazyFS) loseUnsynced() (files, bytes int64) {
 		bytes += p.bytes
 		delete(l.pending, ino)
 	}
+	fmt.Fprintf(os.Stderr, "DEBUG lose %s writes=%d syncs=%d pending files %d\n", l.mount, l.stats.writes, l.stats.syncs, files)
 	l.stats.lostFiles += files
 	l.stats.lostBytes += bytes
 	l.stats.lossesApplied++
@@ -124,6 +126,7 @@ func (l *lazyFS) write(ino uint64, off int64, data []byte) syscall.Errno {
 	if p.bytes+int64(len(data)) > pendingBytesMax {
 		return syscall.ENOSPC
 	}
+	l.stats.writes++
 	p.extents = append(p.extents, extent{off: off, data: append([]byte(nil), data...)})
 	p.end = max(p.end, off+int64(len(data)))
 	p.bytes += int64(len(data))
@@ -188,21 +191,23 @@ func (l *lazyFS) forget(ino uint64) {
 	l.mu.Unlock()
 }
 
-// flush writes the cached writes of ino to fd and syncs it.
+// flush writes the cached writes of ino to fd and syncs it. The delay
+// comes first, while the writes are still only cached: a crash during a
+// slow fsync loses them, as it would on a slow disk. The lock is held
+// throughout, so no read sees the file between cache and disk.
 func (l *lazyFS) flush(ino uint64, fd int) syscall.Errno {
+	time.Sleep(l.slowFsync)
 	l.mu.Lock()
-	p := l.pending[ino]
-	delete(l.pending, ino)
+	defer l.mu.Unlock()
 	l.stats.syncs++
-	l.mu.Unlock()
-	if p != nil {
+	if p := l.pending[ino]; p != nil {
 		for _, e := range p.extents {
 			if _, err := syscall.Pwrite(fd, e.data, e.off); err != nil {
 				return fs.ToErrno(err)
 			}
 		}
+		delete(l.pending, ino)
 	}
-	time.Sleep(l.slowFsync)
 	return fs.ToErrno(syscall.Fdatasync(fd))
 }
 
