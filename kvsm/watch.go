@@ -61,10 +61,10 @@ var (
 )
 
 type watcher struct {
-	stream   *watchStream
-	id       int64
-	span     keySpan // owned copy of the request's key and range_end
-	nextRev  int64   // every event below it has been queued or filtered out
+	stream  *watchStream
+	id      int64
+	span    keySpan // owned copy of the request's key and range_end
+	nextRev int64   // every event below it has been queued or filtered out
 	// startRev is the start revision the client asked for (0: none). Until
 	// the store reaches it, the watcher gets no progress reply (see
 	// progressAllowed).
