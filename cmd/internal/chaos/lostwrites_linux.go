@@ -33,7 +33,12 @@ type lazyFS struct {
 
 	mu      sync.Mutex
 	pending map[uint64]*pendingWrites // by the backing file's inode number
-	stats   lazyStats
+	// down is set from the instant of a power loss (powerCut) until its
+	// writes are dropped (loseUnsynced): a sync still in flight then never
+	// reaches the disk, and nothing more is written.
+	down  bool
+	epoch uint64 // counts power losses; a sync begun before one is void
+	stats lazyStats
 }
 
 type lazyStats struct {
@@ -99,16 +104,26 @@ func (l *lazyFS) unmount() error {
 	return err
 }
 
+// powerCut is the instant of a power loss: syncs in flight fail, and
+// nothing more is written until loseUnsynced. Call it before killing the
+// member, so that its last fsync cannot complete behind its back.
+func (l *lazyFS) powerCut() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.down = true
+	l.epoch++
+}
+
 // loseUnsynced drops every write not yet fsynced. The member must be down.
 func (l *lazyFS) loseUnsynced() (files, bytes int64) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	l.down = false
 	for ino, p := range l.pending {
 		files++
 		bytes += p.bytes
 		delete(l.pending, ino)
 	}
-	fmt.Fprintf(os.Stderr, "DEBUG lose %s writes=%d syncs=%d pending files %d\n", l.mount, l.stats.writes, l.stats.syncs, files)
 	l.stats.lostFiles += files
 	l.stats.lostBytes += bytes
 	l.stats.lossesApplied++
@@ -118,6 +133,9 @@ func (l *lazyFS) loseUnsynced() (files, bytes int64) {
 func (l *lazyFS) write(ino uint64, off int64, data []byte) syscall.Errno {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if l.down {
+		return syscall.EIO
+	}
 	p := l.pending[ino]
 	if p == nil {
 		p = &pendingWrites{}
@@ -196,9 +214,15 @@ func (l *lazyFS) forget(ino uint64) {
 // slow fsync loses them, as it would on a slow disk. The lock is held
 // throughout, so no read sees the file between cache and disk.
 func (l *lazyFS) flush(ino uint64, fd int) syscall.Errno {
+	l.mu.Lock()
+	epoch := l.epoch
+	l.mu.Unlock()
 	time.Sleep(l.slowFsync)
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if l.down || l.epoch != epoch {
+		return syscall.EIO // the power went while this sync was under way
+	}
 	l.stats.syncs++
 	if p := l.pending[ino]; p != nil {
 		for _, e := range p.extents {

@@ -50,6 +50,10 @@ func TestLazyFSLosesOnlyUnsyncedWrites(t *testing.T) {
 	if b, _ := os.ReadFile(synced); string(b) != "DURable" {
 		t.Fatalf("cached overwrite not readable: %q", b)
 	}
+	l.powerCut()
+	if err := os.WriteFile(filepath.Join(dir, "mnt", "after"), []byte("x"), 0o644); err == nil {
+		t.Fatal("a write after the power cut succeeded")
+	}
 	files, lost := l.loseUnsynced()
 	if files != 2 || lost != int64(len("gone after a power loss")+3) {
 		t.Fatalf("lost %d bytes in %d files", lost, files)

@@ -437,12 +437,18 @@ func (c *cluster) inject(s Step, rng *rand.Rand, flog func(string, ...any)) (boo
 		if m.lazy == nil || m.removed {
 			return false, errors.New("not on the lost-writes layer")
 		}
+		m.lazy.powerCut()
 		c.kill(m)
 		files, bytes := m.lazy.loseUnsynced()
 		flog("%s: kill -9 %s and drop its unsynced writes (%d bytes in %d files)", s, m.name, bytes, files)
 		time.Sleep(s.Hold)
 		return true, c.restart(m)
 	case FaultClusterPowerOff:
+		for _, m := range c.members {
+			if m.lazy != nil {
+				m.lazy.powerCut()
+			}
+		}
 		var wg sync.WaitGroup
 		for _, m := range c.members {
 			wg.Add(1)
