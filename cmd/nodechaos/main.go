@@ -34,7 +34,7 @@ func run() int {
 	runs := flag.Int("runs", 1, "number of seeds to run, from -seed on")
 	duration := flag.Duration("duration", 20*time.Second, "workload under faults, per run")
 	members := flag.Int("members", 0, "cluster size (0: 3 or 5, from the seed)")
-	kinds := flag.String("kinds", "", "comma-separated fault kinds to use (default: a seeded subset of all); one of "+kindNames())
+	kinds := flag.String("kinds", "", "comma-separated fault kinds to use (default: a seeded subset of all; none: no faults): "+kindNames())
 	planted := flag.String("planted", "", "comma-separated planted bugs for the members (builds noded with -tags nodedplanted): "+strings.Join(node.PlantedBugNames(), ","))
 	binary := flag.String("binary", "", "noded binary to run (default: build ./cmd/noded)")
 	out := flag.String("out", "nodechaos-runs", "directory that keeps failing runs")
@@ -51,7 +51,9 @@ func run() int {
 		return 2
 	}
 	var kindList []chaos.FaultKind
-	if *kinds != "" {
+	if *kinds == "none" {
+		kindList = []chaos.FaultKind{} // no faults at all
+	} else if *kinds != "" {
 		for _, k := range strings.Split(*kinds, ",") {
 			kindList = append(kindList, chaos.FaultKind(strings.TrimSpace(k)))
 		}

@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/noded/noded/cmd/internal/memberproc"
@@ -52,7 +53,10 @@ type Result struct {
 	// Failures are violations: checker failures, members whose states
 	// diverged, a cluster that never recovered.
 	Failures []string
-	Check    linearizability.Result
+	// RetriedTxns counts txns the clients sent again after an unknown
+	// outcome (Config.RetryTxns).
+	RetriedTxns int64
+	Check       linearizability.Result
 	External linearizability.ExternalStats
 	// Err is a failure of the harness itself (a member that would not
 	// start, a log that could not be rebuilt).
@@ -142,6 +146,7 @@ func Run(cfg Config, available []FaultKind) *Result {
 	var wg sync.WaitGroup
 	var clients []interface{ Close() error }
 	rng := rand.New(rand.NewPCG(cfg.Seed, 0xc1a05))
+	var retried atomic.Int64
 	for i := 0; i < plan.Clients; i++ {
 		eps := c.endpoints()
 		if i%2 == 1 {
@@ -156,7 +161,7 @@ func Run(cfg Config, available []FaultKind) *Result {
 			return res
 		}
 		clients = append(clients, cli)
-		w := &worker{id: i, rng: rand.New(rand.NewPCG(rng.Uint64(), uint64(i))), cli: cli, rec: rec, keys: plan.Keys, retryTxns: cfg.RetryTxns}
+		w := &worker{id: i, rng: rand.New(rand.NewPCG(rng.Uint64(), uint64(i))), cli: cli, rec: rec, keys: plan.Keys, retryTxns: cfg.RetryTxns, retried: &retried}
 		w.kv, w.lease = retryClients(cli)
 		wg.Add(1)
 		go func() { defer wg.Done(); w.run(ctx) }()
@@ -229,6 +234,7 @@ func Run(cfg Config, available []FaultKind) *Result {
 		}
 	}
 	res.Operations, res.Watches, res.KeepAlives = len(in.History), len(in.Watches), len(in.KeepAlives)
+	res.RetriedTxns = retried.Load()
 	if err == nil {
 		res.External = linearizability.ResolveExternal(&in)
 		res.Check = linearizability.Check(in, linearizability.Options{Timeout: time.Minute})
@@ -495,6 +501,7 @@ type Figures struct {
 	Watches     int
 	WatchEvents int
 	KeepAlives  int
+	RetriedTxns int64
 	Faults      map[FaultKind]int
 	Violations  map[string]int // by checker (the text before the first colon)
 	Elapsed     time.Duration
@@ -516,6 +523,7 @@ func (f *Figures) Add(r *Result) {
 	f.Watches += r.Watches
 	f.WatchEvents += r.WatchEvents
 	f.KeepAlives += r.KeepAlives
+	f.RetriedTxns += r.RetriedTxns
 	for k, n := range r.Faults {
 		f.Faults[k] += n
 	}
@@ -528,8 +536,8 @@ func (f *Figures) Add(r *Result) {
 
 func (f Figures) String() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "%d runs (%d failed, %d harness errors) in %v: %d operations, %d watches (%d events), %d answered keepalives\n",
-		f.Runs, f.Failed, f.HarnessErrs, f.Elapsed.Round(time.Second), f.Operations, f.Watches, f.WatchEvents, f.KeepAlives)
+	fmt.Fprintf(&b, "%d runs (%d failed, %d harness errors) in %v: %d operations, %d watches (%d events), %d answered keepalives, %d txns retried after an unknown outcome\n",
+		f.Runs, f.Failed, f.HarnessErrs, f.Elapsed.Round(time.Second), f.Operations, f.Watches, f.WatchEvents, f.KeepAlives, f.RetriedTxns)
 	b.WriteString("faults injected:")
 	for _, k := range AllFaultKinds {
 		fmt.Fprintf(&b, " %s=%d", k, f.Faults[k])
@@ -573,8 +581,11 @@ func ReplayCommand(cfg Config) string {
 	if cfg.Members != 0 {
 		cmd += fmt.Sprintf(" -members=%d", cfg.Members)
 	}
-	if len(cfg.Kinds) > 0 {
-		var ks []string
+	if cfg.Kinds != nil {
+		ks := []string{"none"}
+		if len(cfg.Kinds) > 0 {
+			ks = ks[:0]
+		}
 		for _, k := range cfg.Kinds {
 			ks = append(ks, string(k))
 		}

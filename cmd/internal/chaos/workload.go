@@ -93,16 +93,44 @@ type worker struct {
 	rec    *recorder
 	keys   int
 	seq    int
-	leases []int64 // leases this client was granted, newest last
+	leases []heldLease // leases this client was granted, oldest first
 	// retryTxns makes the client retry a txn that timed out, as an
 	// application would: the second attempt is the same request.
 	retryTxns bool
+	retried   *atomic.Int64 // txns retried after an unknown outcome
 }
 
 // newClient is a client of endpoints that reconnects to a restarted member
 // within a second (gRPC's default backoff grows to two minutes, which
 // would leave a client pinned to a member that was killed twice idle for
 // the rest of the run).
+// heldLease is a lease a client was granted. The client keeps using it
+// (puts onto it, keepalives) well past its TTL if it stops renewing it, so
+// that writes onto expired leases are part of the workload.
+type heldLease struct {
+	id      int64
+	granted time.Time
+	ttl     time.Duration
+	renew   bool // the client sends keepalives for it; if not, it expires
+}
+
+const (
+	// leasesHeldMax bounds the leases one client holds.
+	leasesHeldMax = 6
+	// leaseHeldPastTTL is how long past its TTL a client holds a lease
+	// before a new grant may replace it: an unrenewed lease has expired by
+	// then, and the client's puts onto it must fail. A renewed one expires
+	// TTL after its last keepalive, once the client has let it go.
+	leaseHeldPastTTL = time.Second
+)
+
+// mayGrant reports whether the client takes a new lease now.
+func (w *worker) mayGrant() bool {
+	return len(w.leases) < leasesHeldMax || time.Since(w.leases[0].granted) > w.leases[0].ttl+leaseHeldPastTTL
+}
+
+func (w *worker) anyLease() int64 { return w.leases[w.rng.IntN(len(w.leases))].id }
+
 func newClient(endpoints []string) (*clientv3.Client, error) {
 	return clientv3.New(clientv3.Config{
 		Endpoints:   endpoints,
@@ -162,13 +190,17 @@ func (w *worker) step(ctx context.Context) {
 	case roll < 75:
 		w.do(ctx, linearizability.Request{Compact: &pb.CompactionRequest{Revision: w.pastRevision(40), Physical: w.rng.IntN(2) == 0}})
 	case roll < 81:
-		w.grant(ctx)
+		if w.mayGrant() {
+			w.grant(ctx)
+		} else {
+			w.do(ctx, linearizability.Request{Put: w.putRequest()})
+		}
 	case roll < 89:
 		w.keepAlive(ctx)
 	case roll < 91:
 		if len(w.leases) > 0 {
 			i := w.rng.IntN(len(w.leases))
-			id := w.leases[i]
+			id := w.leases[i].id
 			w.leases = append(w.leases[:i], w.leases[i+1:]...)
 			w.do(ctx, linearizability.Request{LeaseRevoke: &pb.LeaseRevokeRequest{ID: id}})
 		}
@@ -176,7 +208,7 @@ func (w *worker) step(ctx context.Context) {
 		// A put onto a lease: its key goes when the lease does.
 		p := w.putRequest()
 		if len(w.leases) > 0 {
-			p.Lease = w.leases[w.rng.IntN(len(w.leases))]
+			p.Lease = w.anyLease()
 		}
 		w.do(ctx, linearizability.Request{Put: p})
 	}
@@ -234,15 +266,16 @@ func (w *worker) txn(ctx context.Context) {
 	if w.retryTxns && resp.Err != nil && ctx.Err() == nil {
 		// The application's retry of a txn whose outcome it does not know:
 		// the same request again.
+		w.retried.Add(1)
 		w.do(ctx, linearizability.Request{Txn: t})
 	}
 }
 
 func (w *worker) grant(ctx context.Context) {
-	if len(w.leases) >= 3 {
+	if len(w.leases) >= leasesHeldMax {
 		w.leases = w.leases[1:]
 	}
-	g := &pb.LeaseGrantRequest{TTL: 2 + w.rng.Int64N(4)}
+	g := &pb.LeaseGrantRequest{TTL: 2 + w.rng.Int64N(3)}
 	if w.rng.IntN(2) == 0 {
 		// A client-chosen ID, unique to this client.
 		w.seq++
@@ -250,17 +283,24 @@ func (w *worker) grant(ctx context.Context) {
 	}
 	resp := w.do(ctx, linearizability.Request{LeaseGrant: g})
 	if resp.Err == nil && resp.LeaseGrant != nil {
-		w.leases = append(w.leases, resp.LeaseGrant.ID)
+		w.leases = append(w.leases, heldLease{id: resp.LeaseGrant.ID, granted: time.Now(),
+			ttl: time.Duration(resp.LeaseGrant.TTL) * time.Second, renew: w.rng.IntN(2) == 0})
 	}
 }
 
 // keepAlive renews one of the client's leases once. An answer with a TTL is
 // a promise the lease-expiry-time checker holds the cluster to.
 func (w *worker) keepAlive(ctx context.Context) {
-	if len(w.leases) == 0 {
+	var renewed []int64
+	for _, l := range w.leases {
+		if l.renew {
+			renewed = append(renewed, l.id)
+		}
+	}
+	if len(renewed) == 0 {
 		return
 	}
-	id := w.leases[w.rng.IntN(len(w.leases))]
+	id := renewed[w.rng.IntN(len(renewed))]
 	octx, cancel := context.WithTimeout(ctx, opTimeout)
 	defer cancel()
 	sent := w.rec.now()
