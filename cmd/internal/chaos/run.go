@@ -57,7 +57,7 @@ type Result struct {
 	// outcome (Config.RetryTxns).
 	RetriedTxns int64
 	Check       linearizability.Result
-	External linearizability.ExternalStats
+	External    linearizability.ExternalStats
 	// Err is a failure of the harness itself (a member that would not
 	// start, a log that could not be rebuilt).
 	Err     error
