@@ -149,8 +149,12 @@ func ResolveExternal(in *Input) ExternalStats {
 		pos := take(p.key, func(pos int) bool { return o.Call < upper[pos] && replaysAs(pos) })
 		if pos < 0 {
 			// No entry replays to what the client saw: give it the first
-			// unclaimed entry of its request, so the durability check names
-			// the difference, or none, and it reports the write lost.
+			// unclaimed entry of its request (one it could have been, by
+			// time, if there is such), so the durability check names the
+			// difference; or none, and it reports the write lost.
+			pos = take(p.key, func(pos int) bool { return o.Call < upper[pos] })
+		}
+		if pos < 0 {
 			pos = take(p.key, func(int) bool { return true })
 		}
 		if pos < 0 {

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -400,27 +401,61 @@ func (c *cluster) replace(m *member) error {
 	return c.addBack(m)
 }
 
-// addBack adds a removed member again, as a new member.
+// addBack adds a removed member again, as a new member, and waits until it
+// serves reads. An add proposed while the remove before it is not yet
+// applied everywhere is dropped by raft (one configuration change at a
+// time) and times out, as it does with etcd; an add that timed out may
+// also have applied. So the add is retried, and the member list asked
+// whether an earlier attempt took.
 func (c *cluster) addBack(m *member) error {
 	cli, err := c.clusterClient()
 	if err != nil {
 		return err
 	}
 	defer cli.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), adminTimeout)
-	resp, err := cli.MemberAdd(ctx, []string{m.peerURL})
-	cancel()
-	if err != nil {
-		return fmt.Errorf("add %s back: %w", m.name, err)
+	var members []*pb.Member
+	var id uint64
+	var lastErr error
+	for attempt := 0; attempt < addBackAttempts && id == 0; attempt++ {
+		ctx, cancel := context.WithTimeout(context.Background(), adminTimeout)
+		resp, err := cli.MemberAdd(ctx, []string{m.peerURL})
+		cancel()
+		if err == nil {
+			id, members = resp.Member.ID, resp.Members
+			break
+		}
+		lastErr = err
+		ctx, cancel = context.WithTimeout(context.Background(), adminTimeout)
+		list, lerr := cli.MemberList(ctx)
+		cancel()
+		if lerr == nil {
+			for _, pm := range list.Members {
+				if slices.Contains(pm.PeerURLs, m.peerURL) {
+					id, members = pm.ID, list.Members
+				}
+			}
+		}
+		if id == 0 {
+			time.Sleep(time.Second)
+		}
+	}
+	if id == 0 {
+		return fmt.Errorf("add %s back: %w", m.name, lastErr)
 	}
 	m.removed = false
-	m.id = resp.Member.ID
+	m.id = id
 	m.incarnations++
 	m.dataDirs = append(m.dataDirs, filepath.Join(m.root, fmt.Sprintf("data-%d", m.incarnations)))
-	m.args = c.memberArgs(m, c.initialClusterOf(resp.Members), "existing")
+	m.args = c.memberArgs(m, c.initialClusterOf(members), "existing")
 	c.logf("added %s back as %x", m.name, m.id)
-	return c.startProcess(m)
+	if err := c.startProcess(m); err != nil {
+		return err
+	}
+	return c.waitReady(m)
 }
+
+// addBackAttempts bounds the tries to add a removed member back.
+const addBackAttempts = 5
 
 // initialClusterOf names each member of a member list by the slot its peer
 // URL belongs to.

@@ -84,7 +84,7 @@ func Unavailable(scratch string) map[FaultKind]error {
 
 // heal and check bounds.
 const (
-	convergeTimeout = 60 * time.Second
+	convergeTimeout = 30 * time.Second
 	// afterHeal is how long the workload goes on once every fault is
 	// healed, so the history shows the cluster serving again.
 	afterHeal = 2 * time.Second
@@ -480,8 +480,12 @@ func (c *cluster) inject(s Step, rng *rand.Rand, flog func(string, ...any)) (boo
 		if m.disk != nil {
 			return false, errors.New("the small-disk member is not replaced (its old WAL fills the disk)")
 		}
-		if m.removed {
-			return false, fmt.Errorf("%s is already removed", m.name)
+		for _, o := range c.members {
+			// One member out at a time: the rest must stay a quorum of
+			// the smaller cluster, or the add cannot commit.
+			if o.removed || !o.running() || o.paused {
+				return false, fmt.Errorf("%s is down", o.name)
+			}
 		}
 		flog("%s: replace %s", s, m.name)
 		return true, c.replace(m)
