@@ -35,14 +35,17 @@ import (
 
 // walLog is one WAL's contents.
 type walLog struct {
-	name    string
+	name string
+	// current: the member's last incarnation, which converged with the
+	// others, so everything up to the applied floor is committed in it.
+	current bool
 	commit  uint64
 	entries map[uint64]*raftpb.Entry
 	first   uint64
 	last    uint64
 }
 
-func readWAL(name, dataDir string) (*walLog, error) {
+func readWAL(name, dataDir string, current bool) (*walLog, error) {
 	walDir := filepath.Join(dataDir, "member", "wal")
 	if _, err := os.Stat(walDir); err != nil {
 		return nil, err
@@ -51,7 +54,7 @@ func readWAL(name, dataDir string) (*walLog, error) {
 	if err != nil {
 		return nil, err
 	}
-	w := &walLog{name: name, commit: hs.GetCommit(), entries: map[uint64]*raftpb.Entry{}}
+	w := &walLog{name: name, current: current, commit: hs.GetCommit(), entries: map[uint64]*raftpb.Entry{}}
 	for _, e := range ents {
 		w.entries[e.GetIndex()] = e
 		if w.first == 0 {
@@ -78,12 +81,18 @@ func committedLog(wals []*walLog, appliedFloor uint64) ([]linearizability.Commit
 	for _, w := range wals {
 		top = max(top, min(w.commit, w.last))
 	}
+	committedIn := func(w *walLog) uint64 {
+		if w.current {
+			return max(w.commit, appliedFloor)
+		}
+		return w.commit
+	}
 	log := map[uint64]*raftpb.Entry{}
 	var errs []error
-	// Entries a WAL holds at or below its own commit (or the applied
-	// floor) are committed.
+	// Entries a WAL holds at or below its own commit (or, for a member's
+	// last incarnation, the applied floor) are committed.
 	for _, w := range wals {
-		for i := w.first; i != 0 && i <= min(max(w.commit, appliedFloor), w.last); i++ {
+		for i := w.first; i != 0 && i <= min(committedIn(w), w.last); i++ {
 			e := w.entries[i]
 			if prev, ok := log[i]; ok && !sameEntry(prev, e) {
 				errs = append(errs, fmt.Errorf("%w: index %d is term %d in one committed log and term %d in %s's", errLogDisagreement, i, prev.GetTerm(), e.GetTerm(), w.name))
@@ -124,7 +133,7 @@ func committedLog(wals []*walLog, appliedFloor uint64) ([]linearizability.Commit
 	for i := uint64(1); i <= top; i++ {
 		e, ok := log[i]
 		if !ok {
-			return nil, top, fmt.Errorf("the committed log cannot be rebuilt: no WAL holds index %d (of %d)", i, top)
+			return nil, top, fmt.Errorf("the committed log cannot be rebuilt: no WAL shows index %d (of %d) committed", i, top)
 		}
 		if e.GetType() != raftpb.EntryNormal || len(e.GetData()) == 0 {
 			continue

@@ -275,7 +275,7 @@ func (c *cluster) checkerInput(rec *recorder, appliedIndex uint64) (linearizabil
 	var wals []*walLog
 	for _, m := range c.members {
 		for i, d := range m.dataDirs {
-			w, err := readWAL(fmt.Sprintf("%s incarnation %d", m.name, i+1), d)
+			w, err := readWAL(fmt.Sprintf("%s incarnation %d", m.name, i+1), d, i == len(m.dataDirs)-1)
 			if errors.Is(err, os.ErrNotExist) {
 				continue // never got as far as creating its WAL
 			}
