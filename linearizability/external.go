@@ -291,24 +291,11 @@ func appliedUpperBounds(in *Input, rp *replay) []int64 {
 
 // headerRevision is the header revision of a learned response.
 func headerRevision(r Response) int64 {
-	var h interface{ GetHeader() *pb.ResponseHeader }
-	switch {
-	case r.Range != nil:
-		h = r.Range
-	case r.Put != nil:
-		h = r.Put
-	case r.DeleteRange != nil:
-		h = r.DeleteRange
-	case r.Txn != nil:
-		h = r.Txn
-	case r.Compact != nil:
-		h = r.Compact
-	case r.LeaseGrant != nil:
-		h = r.LeaseGrant
-	case r.LeaseRevoke != nil:
-		h = r.LeaseRevoke
-	default:
-		return 0
+	for _, h := range []*pb.ResponseHeader{r.Range.GetHeader(), r.Put.GetHeader(), r.DeleteRange.GetHeader(),
+		r.Txn.GetHeader(), r.Compact.GetHeader(), r.LeaseGrant.GetHeader(), r.LeaseRevoke.GetHeader()} {
+		if h != nil {
+			return h.GetRevision()
+		}
 	}
-	return h.GetHeader().GetRevision()
+	return 0
 }

@@ -14,6 +14,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
+
 	"github.com/noded/noded/cmd/internal/memberproc"
 	"github.com/noded/noded/linearizability"
 	"github.com/noded/noded/node"
@@ -144,43 +146,44 @@ func Run(cfg Config, available []FaultKind) *Result {
 
 	ctx, stopWorkload := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
-	var clients []interface{ Close() error }
+	var clients []*clientv3.Client
 	rng := rand.New(rand.NewPCG(cfg.Seed, 0xc1a05))
 	var retried atomic.Int64
-	for i := 0; i < plan.Clients; i++ {
+	// Clients and watchers take turns: every other one sticks to one
+	// member, so a member that is cut off, paused or stale is asked too;
+	// the others use every member, as applications do.
+	start := func(n int, pinned bool, run func(cli *clientv3.Client, rng *rand.Rand)) error {
 		eps := c.endpoints()
-		if i%2 == 1 {
-			// Half the clients stick to one member, so a member that is
-			// cut off or stale is asked too.
-			eps = eps[i%len(eps) : i%len(eps)+1]
+		if pinned {
+			eps = eps[n%len(eps) : n%len(eps)+1]
 		}
 		cli, err := newClient(eps)
 		if err != nil {
-			res.Err = err
-			stopWorkload()
-			return res
+			return err
 		}
 		clients = append(clients, cli)
-		w := &worker{id: i, rng: rand.New(rand.NewPCG(rng.Uint64(), uint64(i))), cli: cli, rec: rec, keys: plan.Keys, retryTxns: cfg.RetryTxns, retried: &retried}
-		w.kv, w.lease = retryClients(cli)
+		r := rand.New(rand.NewPCG(rng.Uint64(), uint64(n)))
 		wg.Add(1)
-		go func() { defer wg.Done(); w.run(ctx) }()
+		go func() { defer wg.Done(); run(cli, r) }()
+		return nil
 	}
-	for i := 0; i < plan.Watchers; i++ {
-		eps := c.endpoints()
-		if i%2 == 0 {
-			eps = eps[i%len(eps) : i%len(eps)+1]
+	for i := 0; i < plan.Clients+plan.Watchers && res.Err == nil; i++ {
+		if i < plan.Clients {
+			res.Err = start(i, i%2 == 1, func(cli *clientv3.Client, r *rand.Rand) {
+				w := &worker{id: i, rng: r, cli: cli, rec: rec, keys: plan.Keys, retryTxns: cfg.RetryTxns, retried: &retried}
+				w.kv, w.lease = retryClients(cli)
+				w.run(ctx)
+			})
+		} else {
+			res.Err = start(i, i%2 == 0, func(cli *clientv3.Client, r *rand.Rand) {
+				(&watcher{id: i, rng: r, cli: cli, rec: rec}).run(ctx)
+			})
 		}
-		cli, err := newClient(eps)
-		if err != nil {
-			res.Err = err
-			stopWorkload()
-			return res
-		}
-		clients = append(clients, cli)
-		w := &watcher{id: plan.Clients + i, rng: rand.New(rand.NewPCG(rng.Uint64(), uint64(100+i))), cli: cli, rec: rec}
-		wg.Add(1)
-		go func() { defer wg.Done(); w.run(ctx) }()
+	}
+	if res.Err != nil {
+		stopWorkload()
+		wg.Wait()
+		return res
 	}
 
 	// The faults, one at a time, on the plan's schedule.

@@ -319,62 +319,40 @@ func (w *worker) do(ctx context.Context, q linearizability.Request) linearizabil
 	defer cancel()
 	op := linearizability.Operation{Client: w.id, Request: q, Call: w.rec.now()}
 	var r linearizability.Response
+	var h *pb.ResponseHeader
 	var err error
 	switch {
 	case q.Put != nil:
 		r.Put, err = w.kv.Put(octx, q.Put)
+		h = r.Put.GetHeader()
 	case q.Range != nil:
 		r.Range, err = w.kv.Range(octx, q.Range)
+		h = r.Range.GetHeader()
 	case q.DeleteRange != nil:
 		r.DeleteRange, err = w.kv.DeleteRange(octx, q.DeleteRange)
+		h = r.DeleteRange.GetHeader()
 	case q.Txn != nil:
 		r.Txn, err = w.kv.Txn(octx, q.Txn)
+		h = r.Txn.GetHeader()
 	case q.Compact != nil:
 		r.Compact, err = w.kv.Compact(octx, q.Compact)
+		h = r.Compact.GetHeader()
 	case q.LeaseGrant != nil:
 		r.LeaseGrant, err = w.lease.LeaseGrant(octx, q.LeaseGrant)
+		h = r.LeaseGrant.GetHeader()
 	case q.LeaseRevoke != nil:
 		r.LeaseRevoke, err = w.lease.LeaseRevoke(octx, q.LeaseRevoke)
+		h = r.LeaseRevoke.GetHeader()
 	}
 	op.Return = w.rec.now()
 	if err != nil {
 		r = linearizability.Response{Err: err}
-	} else if rev := headerOf(r); rev > 0 {
-		w.rec.saw(rev)
+	} else {
+		w.rec.saw(h.GetRevision())
 	}
 	op.Response = r
 	w.rec.add(op)
 	return r
-}
-
-func headerOf(r linearizability.Response) int64 {
-	for _, m := range []interface{ GetHeader() *pb.ResponseHeader }{r.Put, r.Range, r.DeleteRange, r.Txn, r.Compact, r.LeaseGrant, r.LeaseRevoke} {
-		if m != nil && !isNil(m) {
-			return m.GetHeader().GetRevision()
-		}
-	}
-	return 0
-}
-
-// isNil reports whether an interface holds a typed nil pointer.
-func isNil(m interface{ GetHeader() *pb.ResponseHeader }) bool {
-	switch v := m.(type) {
-	case *pb.PutResponse:
-		return v == nil
-	case *pb.RangeResponse:
-		return v == nil
-	case *pb.DeleteRangeResponse:
-		return v == nil
-	case *pb.TxnResponse:
-		return v == nil
-	case *pb.CompactionResponse:
-		return v == nil
-	case *pb.LeaseGrantResponse:
-		return v == nil
-	case *pb.LeaseRevokeResponse:
-		return v == nil
-	}
-	return true
 }
 
 // watcher keeps watching the workload's keys, each watch from a past
