@@ -201,7 +201,13 @@ func (w *worker) step(ctx context.Context) {
 		if len(w.leases) > 0 {
 			i := w.rng.IntN(len(w.leases))
 			id := w.leases[i].id
-			w.leases = append(w.leases[:i], w.leases[i+1:]...)
+			if w.rng.IntN(2) == 0 {
+				w.leases = append(w.leases[:i], w.leases[i+1:]...)
+			} else {
+				// Kept, unrenewed: the client's later puts onto the revoked
+				// lease must fail.
+				w.leases[i].renew = false
+			}
 			w.do(ctx, linearizability.Request{LeaseRevoke: &pb.LeaseRevokeRequest{ID: id}})
 		}
 	default:
