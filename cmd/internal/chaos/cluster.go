@@ -539,6 +539,14 @@ func (c *cluster) converge(timeout time.Duration) (uint64, error) {
 		var notes []string
 		ok := true
 		for _, m := range c.members {
+			if !m.removed && !m.running() {
+				// It stopped on its own after the heal began (a fatal disk
+				// error it hit just before its disk was freed, say).
+				c.logf("%s is not running after the heal; restarting it", m.name)
+				if err := c.restart(m); err != nil {
+					c.logf("restart %s: %v", m.name, err)
+				}
+			}
 			st, err := c.status(m)
 			if err != nil {
 				ok = false
