@@ -61,10 +61,14 @@ var (
 )
 
 type watcher struct {
-	stream   *watchStream
-	id       int64
-	span     keySpan // owned copy of the request's key and range_end
-	nextRev  int64   // every event below it has been queued or filtered out
+	stream  *watchStream
+	id      int64
+	span    keySpan // owned copy of the request's key and range_end
+	nextRev int64   // every event below it has been queued or filtered out
+	// startRev is the start revision the client asked for (0: none). Until
+	// the store reaches it, the watcher gets no progress reply (see
+	// progressAllowed).
+	startRev int64
 	prevKV   bool
 	noPut    bool
 	noDelete bool
@@ -233,7 +237,7 @@ func (s *Store) WatchCreate(stream StreamID, req *pb.WatchCreateRequest) *pb.Wat
 	} else if st.watcher(id) != nil {
 		return fail(reasonDuplicateID)
 	}
-	w := &watcher{stream: st, id: id, span: span, prevKV: req.GetPrevKv(), progress: req.GetProgressNotify()}
+	w := &watcher{stream: st, id: id, span: span, startRev: req.GetStartRevision(), prevKV: req.GetPrevKv(), progress: req.GetProgressNotify()}
 	for _, f := range req.GetFilters() {
 		switch f {
 		case pb.WatchCreateRequest_NOPUT:
@@ -330,6 +334,14 @@ func (s *Store) maybeQueueProgress(st *watchStream) {
 	if !st.progressRequested || (st.unsynced > 0 && !s.cfg.PlantedProgressOvertakesEvents) {
 		return
 	}
+	blocked := false
+	st.watchers.Scan(func(w *watcher) bool {
+		blocked = !s.progressAllowed(w)
+		return !blocked
+	})
+	if blocked {
+		return // asked again at every poll, until the store gets there
+	}
 	st.progressRequested = false
 	if st.watchers.Len() == 0 {
 		return
@@ -337,13 +349,21 @@ func (s *Store) maybeQueueProgress(st *watchStream) {
 	st.queue = append(st.queue, queuedReply{watchID: invalidWatchID, resp: &pb.WatchResponse{Header: s.header(), WatchId: invalidWatchID}})
 }
 
+// progressAllowed reports whether a progress reply may reach w: not while
+// the store is below the start revision w asked for. A progress reply at
+// the current revision would then be below the watch's start, and below
+// events a client that resumed its watch from there has already seen
+// (client/v3 resumes after the last event it received, possibly on a
+// member that is behind). etcd holds such progress back the same way.
+func (s *Store) progressAllowed(w *watcher) bool { return w.startRev <= s.kv.rev }
+
 // WatchProgressNotify is the periodic progress tick: every synced watcher
 // with progress_notify that had no events queued since the previous tick
 // gets an empty reply with the current revision.
 func (s *Store) WatchProgressNotify() {
 	s.watch.streams.Scan(func(st *watchStream) bool {
 		st.watchers.Scan(func(w *watcher) bool {
-			if w.progress && w.synced && !w.eventsSinceTick && !w.progressQueued {
+			if w.progress && w.synced && !w.eventsSinceTick && !w.progressQueued && s.progressAllowed(w) {
 				st.queue = append(st.queue, queuedReply{watchID: w.id, resp: &pb.WatchResponse{Header: s.header(), WatchId: w.id}})
 				w.progressQueued = true
 			}

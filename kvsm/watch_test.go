@@ -102,6 +102,38 @@ func TestWatchFromFutureRevision(t *testing.T) {
 	}
 }
 
+// A watcher whose start revision the store has not reached gets no progress
+// reply, requested or periodic: one at the current revision would tell its
+// client it has seen everything up to a revision below the one it asked
+// to start from, and a client resuming a watch on a member that is behind
+// (client/v3 resumes after the last event it received) would see the
+// watch go backwards. Found by the real-process campaign (nodechaos):
+// after a power-off, a watch resumed from revision 2154 on a member at
+// 2150 was told progress@2150 after events up to 2153. etcd holds such
+// progress back the same way.
+func TestWatchFromFutureRevisionHasNoProgressUntilReached(t *testing.T) {
+	s := New(Config{})
+	mustApply(t, s, putReq("a", "1")) // 2
+	s.WatchCreate(1, &pb.WatchCreateRequest{Key: []byte("a"), StartRevision: 4, ProgressNotify: true})
+	s.WatchRequestProgress(1)
+	s.WatchProgressNotify()
+	if got := evs(s.WatchPoll(100)); got != "" {
+		t.Fatalf("progress below the start revision: %s", got)
+	}
+	mustApply(t, s, putReq("b", "1")) // 3
+	if got := evs(s.WatchPoll(100)); got != "" {
+		t.Fatalf("progress below the start revision: %s", got)
+	}
+	mustApply(t, s, putReq("b", "2")) // 4: the start revision is reached
+	if got := evs(s.WatchPoll(100)); got != "s1/w-1 progress@4" {
+		t.Fatalf("held progress request once the start revision is reached: %s", got)
+	}
+	s.WatchProgressNotify()
+	if got := evs(s.WatchPoll(100)); got != "s1/w0 progress@4" {
+		t.Fatalf("periodic progress once the start revision is reached: %s", got)
+	}
+}
+
 func TestWatchCatchUpFromHistory(t *testing.T) {
 	s := New(Config{})
 	for i := range 5 {

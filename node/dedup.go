@@ -13,13 +13,13 @@ type requestWindow struct {
 	seen map[uint64]struct{} // the IDs in ring; lookups only
 }
 
-// requestWindowSize is how many applied requests back a duplicate is
+// RequestWindowSize is how many applied requests back a duplicate is
 // still recognised. A duplicate trails its original by the network's
 // reordering window, a handful of entries in practice.
-const requestWindowSize = 10000
+const RequestWindowSize = 10000
 
 func newRequestWindow() requestWindow {
-	return requestWindow{seen: make(map[uint64]struct{}, requestWindowSize)}
+	return requestWindow{seen: make(map[uint64]struct{}, RequestWindowSize)}
 }
 
 func (rw *requestWindow) contains(id uint64) bool {
@@ -28,7 +28,7 @@ func (rw *requestWindow) contains(id uint64) bool {
 }
 
 func (rw *requestWindow) add(id uint64) {
-	if len(rw.ring) < requestWindowSize {
+	if len(rw.ring) < RequestWindowSize {
 		rw.ring = append(rw.ring, id)
 		rw.seen[id] = struct{}{}
 		return
@@ -36,7 +36,7 @@ func (rw *requestWindow) add(id uint64) {
 	delete(rw.seen, rw.ring[rw.next])
 	rw.ring[rw.next] = id
 	rw.seen[id] = struct{}{}
-	rw.next = (rw.next + 1) % requestWindowSize
+	rw.next = (rw.next + 1) % RequestWindowSize
 }
 
 // ordered returns the IDs oldest first, for snapshots.

@@ -52,7 +52,7 @@ func TestSnapshotEnvelopeRefusesDamage(t *testing.T) {
 
 func TestRequestWindowForgetsOldest(t *testing.T) {
 	rw := newRequestWindow()
-	for id := uint64(1); id <= requestWindowSize+10; id++ {
+	for id := uint64(1); id <= RequestWindowSize+10; id++ {
 		if rw.contains(id) {
 			t.Fatalf("%d seen before it was added", id)
 		}
@@ -63,11 +63,11 @@ func TestRequestWindowForgetsOldest(t *testing.T) {
 			t.Fatalf("%d still remembered past the window", id)
 		}
 	}
-	if !rw.contains(11) || !rw.contains(requestWindowSize+10) {
+	if !rw.contains(11) || !rw.contains(RequestWindowSize+10) {
 		t.Fatal("lost an ID inside the window")
 	}
 	order := rw.ordered()
-	if len(order) != requestWindowSize || order[0] != 11 || order[len(order)-1] != requestWindowSize+10 {
+	if len(order) != RequestWindowSize || order[0] != 11 || order[len(order)-1] != RequestWindowSize+10 {
 		t.Fatalf("ordered: first %d last %d len %d", order[0], order[len(order)-1], len(order))
 	}
 	again := requestWindowFrom(order)

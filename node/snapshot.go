@@ -139,7 +139,7 @@ func decodeSnapshot(data []byte) (snapshotParts, error) {
 	if err != nil {
 		return parts, err
 	}
-	if count > requestWindowSize || count > uint64(len(rest)) {
+	if count > RequestWindowSize || count > uint64(len(rest)) {
 		return parts, fmt.Errorf("%w: %d applied requests", errSnapshotMalformed, count)
 	}
 	for i := uint64(0); i < count; i++ {

@@ -502,6 +502,7 @@ func (m *Member) nodeConfig() node.Config {
 		RequestIDBase:            base,
 		Logger:                   raftLogger{m.lg.Named("raft").WithOptions(zap.AddCallerSkip(1)).Sugar()},
 		Version:                  Version,
+		Planted:                  plantedBugs,
 	}
 }
 
