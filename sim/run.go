@@ -208,7 +208,7 @@ func Run(opts Options) Report {
 	w.trace = newTraceHash(opts.Trace)
 	w.tracef("knobs %s", strings.ReplaceAll(k.String(), "\n", "; "))
 
-	withSeededEntropy(opts.Seed, w.run)
+	withSeededEntropy(opts.Seed, w.runRecovering)
 
 	rep := Report{Seed: opts.Seed, Knobs: k, TraceHash: w.trace.sum(), Stats: w.stats}
 	rep.Stats.Net = w.net.Stats()
@@ -225,6 +225,19 @@ func Run(opts Options) Report {
 	rep.Failures = w.failures
 	rep.OK = len(w.failures) == 0
 	return rep
+}
+
+// runRecovering runs the world, turning a panic in a member (raft's own
+// assertions fire on some broken logs, and node's assertions stay on) into
+// a failure of the run, so that the history up to it is still checked and
+// a campaign goes on with the next seed.
+func (w *world) runRecovering() {
+	defer func() {
+		if r := recover(); r != nil {
+			w.fail("member-panic", "%v", r)
+		}
+	}()
+	w.run()
 }
 
 func (w *world) run() {

@@ -12,10 +12,8 @@ package main
 import (
 	"bufio"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -239,53 +237,58 @@ func campaign(seedRange string, duration time.Duration, parallel int, reports, p
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			cmd := exec.Command(self, "-worker", "-planted", planted)
-			cmd.Env = append(os.Environ(), "NODESIM_REPORTS="+reports)
-			cmd.Stderr = os.Stderr
-			stdin, _ := cmd.StdinPipe()
-			stdout, _ := cmd.StdoutPipe()
-			if err := cmd.Start(); err != nil {
-				fmt.Fprintln(os.Stderr, "nodesim: worker:", err)
-				return
-			}
-			dec := json.NewDecoder(stdout)
+			// A worker that dies (a member panicked: a planted bug can make
+			// raft's own assertions fire) fails its seed; a fresh worker
+			// takes the next ones.
 			for {
-				seed, ok := getSeed()
-				if !ok {
-					break
+				cmd := exec.Command(self, "-worker", "-planted", planted)
+				cmd.Env = append(os.Environ(), "NODESIM_REPORTS="+reports)
+				cmd.Stderr = os.Stderr
+				stdin, _ := cmd.StdinPipe()
+				stdout, _ := cmd.StdoutPipe()
+				if err := cmd.Start(); err != nil {
+					fmt.Fprintln(os.Stderr, "nodesim: worker:", err)
+					return
 				}
-				fmt.Fprintln(stdin, seed)
-				var res result
-				if err := dec.Decode(&res); err != nil {
-					if !errors.Is(err, io.EOF) {
+				dec := json.NewDecoder(stdout)
+				died := false
+				for !died {
+					seed, ok := getSeed()
+					if !ok {
+						break
+					}
+					fmt.Fprintln(stdin, seed)
+					var res result
+					if err := dec.Decode(&res); err != nil {
 						fmt.Fprintf(os.Stderr, "nodesim: seed %d: worker died: %v\n", seed, err)
+						res = result{Seed: seed, Report: fmt.Sprintf("seed %d: the worker died\nreplay: go run ./cmd/nodesim -seed %d\n", seed, seed),
+							Checkers: []string{"worker-died"}}
+						died = true
 					}
 					mu.Lock()
-					failed++
-					failedSeeds = append(failedSeeds, seed)
+					done++
+					wall += res.WallSec
+					virtual += float64(res.VirtualNs) / 1e9
+					faults.add(res.Stats)
+					for _, c := range res.Checkers {
+						caughtBy[c]++
+					}
+					if !res.OK {
+						failed++
+						failedSeeds = append(failedSeeds, seed)
+						fmt.Print(res.Report)
+					}
+					if done%10 == 0 || done == total {
+						fmt.Println(progressLine(done, total, failed, time.Since(start)))
+					}
 					mu.Unlock()
-					break
 				}
-				mu.Lock()
-				done++
-				wall += res.WallSec
-				virtual += float64(res.VirtualNs) / 1e9
-				faults.add(res.Stats)
-				for _, c := range res.Checkers {
-					caughtBy[c]++
+				stdin.Close()
+				_ = cmd.Wait()
+				if !died {
+					return
 				}
-				if !res.OK {
-					failed++
-					failedSeeds = append(failedSeeds, seed)
-					fmt.Print(res.Report)
-				}
-				if done%10 == 0 || done == total {
-					fmt.Println(progressLine(done, total, failed, time.Since(start)))
-				}
-				mu.Unlock()
 			}
-			stdin.Close()
-			_ = cmd.Wait()
 		}()
 	}
 	wg.Wait()
