@@ -1,0 +1,38 @@
+// Package v2store gives etcd's v2 keys semantics (etcd 3.4's /v2/keys:
+// directories, files, TTLs, compare-and-swap, in-order keys, waits) on top
+// of the v3 keyspace, as a translation: every v2 request becomes v3 reads,
+// a lease grant when it has a TTL, and one v3 Txn that makes its change
+// atomically. There is no second state machine; the v2 tree is a set of v3
+// keys under Prefix, replicated, snapshotted and compacted with the rest.
+//
+// # Layout
+//
+// A node /a/b is the v3 key Prefix+"/a/b"; its value is a record (kind
+// file or directory, the v2 created index when it differs from the v3
+// create revision, the expiration time, the value). Directories are keys
+// of their own, so an empty directory exists. A TTL is a v3 lease granted
+// for that node; the key goes with the lease, which the leader expires.
+// Every v2 write also puts the journal key (Prefix itself) with the v2
+// action and path, in the same Txn, so that a watcher can tell a set from
+// a create, a compare-and-delete from a delete, and a whole recursive
+// delete (one v2 event) from the many v3 deletes it is made of. A
+// revision that deletes v2 keys without a journal entry is a lease expiry.
+//
+// The v2 index is the v3 revision: X-Etcd-Index, createdIndex and
+// modifiedIndex are revisions, waitIndex starts a v3 watch, and a
+// waitIndex below the compacted revision is etcd's "event index cleared".
+//
+// # Running a request
+//
+// An Op is a step function: Start gives the first v3 request, Step takes
+// its answer and gives the next one or the v2 result. Writes read the
+// nodes they depend on, decide as etcd's v2 store would, and commit with
+// a Txn whose compares say that nothing they read has changed; when one
+// has, the Op reads again (optimistic concurrency, bounded by
+// writeAttemptsMax). The HTTP handler in server/v2 drives Ops against a
+// member or a cluster; the simulator drives them against simulated members.
+//
+// v2store is deterministic (time is handed in) and may import only the
+// standard library (no os, net, sync or wall clock) and the etcd API
+// protos.
+package v2store
