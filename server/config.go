@@ -78,6 +78,7 @@ type Config struct {
 
 	DisableGateway bool // etcd's --enable-grpc-gateway=false: no /v3 JSON gateway
 	EnablePprof    bool // etcd's --enable-pprof: Go's profiles at /debug/pprof/ on the client URLs
+	EnableV2       bool // etcd's --enable-v2: the v2 keys, members and stats API on the client URLs
 
 	// ClientListeners and PeerListeners, when set, are used instead of
 	// listening on ListenClientURLs and ListenPeerURLs (tests pass :0

@@ -38,7 +38,8 @@
 //	watch.go      Watch streams: routing, pausing slow readers, fragments
 //	listen.go     one client port for gRPC and HTTP (connection sniffing)
 //	peer.go       the peer port: transport and GET /members for joining members
-//	http.go       /health, /readyz, /livez, /version, /v2/members, the /v3 gateway
+//	http.go       /health, /readyz, /livez, /version, the /v3 gateway; mounts package v2 (/v2/*)
+//	v2local.go    what the v2 API asks of the member: raft index, /v2/stats/self and /v2/stats/leader
 //	metrics.go    /metrics in Prometheus text format
 //	compactor.go  periodic and revision auto compaction
 //

@@ -110,6 +110,7 @@ type Member struct {
 
 	state   atomic.Pointer[memberState]
 	metrics *metrics
+	v2stats memberV2Stats
 
 	nextStream atomic.Uint64
 	clients    *clientServer
@@ -201,6 +202,7 @@ func Start(cfg Config) (*Member, error) {
 		knownPeers: map[uint64][]string{},
 		metrics:    newMetrics(),
 	}
+	m.v2stats.start = time.Now()
 	peerListeners, err := m.listenPeers()
 	if err != nil {
 		return nil, err
@@ -680,6 +682,7 @@ func (m *Member) carryOut(eff node.Effects) bool {
 		m.diskJobs <- diskJob{persist: p}
 	}
 	if len(eff.Messages) > 0 {
+		m.v2stats.observeOut(eff.Messages)
 		m.peers.Send(eff.Messages)
 	}
 	for _, r := range eff.Results {
@@ -742,6 +745,7 @@ func (m *Member) publishState() {
 		s.view = store.View()
 	}
 	if st.Lead != m.lastLead {
+		m.v2stats.noteLeader(st.Lead)
 		if st.Lead != raft.None {
 			m.leaderChanges++
 			m.metrics.leaderChanges.Store(m.leaderChanges)
@@ -1014,6 +1018,7 @@ var errInboundFull = errors.New("server: inbound message queue full; message dro
 
 func (h peerHandler) Process(msg *raftpb.Message) error {
 	m := h.m
+	m.v2stats.observeIn(msg)
 	if msg.GetType() == raftpb.MessageType_MsgSnap {
 		// A snapshot took a while to arrive; wait for room rather than make
 		// the leader send it again.

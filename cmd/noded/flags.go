@@ -92,7 +92,7 @@ var flagDefs = []flagDef{
 	{name: "pre-vote", kind: kindBool, def: "false", usage: "Enable to run an additional Raft election phase.", group: groupClustering, ignored: "noded always runs pre-vote (and check-quorum)"},
 	{name: "auto-compaction-retention", def: "0", usage: "Auto compaction retention for mvcc key value store. 0 means disable auto compaction.", group: groupClustering},
 	{name: "auto-compaction-mode", def: "periodic", usage: "interpret 'auto-compaction-retention' one of: periodic|revision. 'periodic' for duration based retention, defaulting to hours if no time unit is provided (e.g. '5m'). 'revision' for revision number based retention.", group: groupClustering},
-	{name: "enable-v2", kind: kindBool, def: "false", usage: "Accept etcd V2 client requests.", group: groupClustering, ignored: "the v2 key API is not served; GET /v2/members is always served"},
+	{name: "enable-v2", kind: kindBool, def: "false", usage: "Accept etcd V2 client requests.", group: groupClustering},
 
 	{name: "cert-file", def: "", usage: "Path to the client server TLS cert file.", group: groupSecurity, refused: "client TLS is not supported yet"},
 	{name: "key-file", def: "", usage: "Path to the client server TLS key file.", group: groupSecurity, refused: "client TLS is not supported yet"},
@@ -397,6 +397,7 @@ func (o *options) toConfig() (server.Config, []string, error) {
 	}
 	cfg.DisableGateway = !o.boolean("enable-grpc-gateway")
 	cfg.EnablePprof = o.boolean("enable-pprof")
+	cfg.EnableV2 = o.boolean("enable-v2")
 	if err := cfg.Validate(); err != nil {
 		return cfg, nil, err
 	}
