@@ -28,7 +28,7 @@ import (
 
 // deterministicPackages are linted in full (test files excepted: tests may
 // write reports and use testing/cryptotest).
-var deterministicPackages = []string{"kvsm", "node", "sim", "linearizability"}
+var deterministicPackages = []string{"kvsm", "node", "sim", "linearizability", "server/v2/v2store"}
 
 // twinFilePattern selects the simulated twins that live beside production
 // code in packages that are otherwise free to use the operating system.

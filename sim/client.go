@@ -28,8 +28,9 @@ type client struct {
 	dropped  []int64 // leases it saw revoked or expire; it tries them again now and then
 	watches  []*clientWatch
 	watchSeq uint64
-	lastRev  int64 // the highest revision it has seen in a header
-	final    bool  // its final read in the liveness phase succeeded
+	lastRev  int64    // the highest revision it has seen in a header
+	final    bool     // its final read in the liveness phase succeeded
+	v2       v2Client // its v2 requests (v2.go)
 }
 
 type heldLease struct {
@@ -96,6 +97,7 @@ func (w *world) clientNext(c *client) {
 	if c.op != nil || w.phase == phaseDone {
 		return
 	}
+	c.v2.op = nil // a v2 request continues from its reply, never from here
 	if w.phase == phaseLiveness {
 		if !c.final {
 			w.issue(c, &pb.RangeRequest{Key: []byte(keyPrefix), RangeEnd: prefixEnd(keyPrefix)}, true)
@@ -201,6 +203,9 @@ func (w *world) replyArrive(e *event) {
 	c.op = nil
 	if op.hist >= 0 {
 		w.recordReturn(c, op, r)
+	}
+	if w.v2Continue(c, r) {
+		return
 	}
 	switch req := op.req.(type) {
 	case *pb.LeaseGrantRequest:
@@ -319,9 +324,12 @@ func (w *world) value(c *client) []byte {
 
 func (w *world) issueRandom(c *client) {
 	k := w.k
-	total := k.MixPut + k.MixRange + k.MixDelete + k.MixTxn + k.MixCompact + k.MixLease + k.MixWatch
+	total := k.MixPut + k.MixRange + k.MixDelete + k.MixTxn + k.MixCompact + k.MixLease + k.MixWatch + k.MixV2
 	x := w.wrng.IntN(max(total, 1))
 	switch {
+	case x >= total-k.MixV2:
+		w.issueV2(c)
+		return
 	case x < k.MixPut:
 		put := &pb.PutRequest{Key: w.key(), Value: w.value(c), PrevKv: w.wrng.IntN(4) == 0}
 		if len(c.leases) > 0 && w.wrng.IntN(3) == 0 {

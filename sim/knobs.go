@@ -51,6 +51,7 @@ type Knobs struct {
 	Keys                                                                int
 	ClientTimeoutMs                                                     int64
 	MixPut, MixRange, MixDelete, MixTxn, MixCompact, MixLease, MixWatch int // weights
+	MixV2                                                               int // weight of v2 keys requests (v2.go)
 
 	SafetyMs   int64 // virtual duration of the fault phase
 	LivenessMs int64 // bound on healing: every request done and members converged
@@ -144,6 +145,9 @@ func Draw(seed uint64) Knobs {
 	k.SafetyMs = between(10000, 30000)
 	k.LivenessMs = 60000
 	k.SlowWatchers = chance(30)
+	if chance(30) {
+		k.MixV2 = int(between(1, 20))
+	}
 	return k
 }
 
@@ -177,8 +181,8 @@ func (k Knobs) String() string {
 		fmt.Fprintf(&b, " drift‰=%v", k.DriftPermille)
 	}
 	b.WriteByte('\n')
-	fmt.Fprintf(&b, "workload clients=%d ops/s=%d keys=%d timeout=%dms mix put:%d range:%d delete:%d txn:%d compact:%d lease:%d watch:%d\n",
-		k.Clients, k.OpsPerSecond, k.Keys, k.ClientTimeoutMs, k.MixPut, k.MixRange, k.MixDelete, k.MixTxn, k.MixCompact, k.MixLease, k.MixWatch)
+	fmt.Fprintf(&b, "workload clients=%d ops/s=%d keys=%d timeout=%dms mix put:%d range:%d delete:%d txn:%d compact:%d lease:%d watch:%d v2:%d\n",
+		k.Clients, k.OpsPerSecond, k.Keys, k.ClientTimeoutMs, k.MixPut, k.MixRange, k.MixDelete, k.MixTxn, k.MixCompact, k.MixLease, k.MixWatch, k.MixV2)
 	fmt.Fprintf(&b, "phases safety=%dms liveness-bound=%dms", k.SafetyMs, k.LivenessMs)
 	return b.String()
 }

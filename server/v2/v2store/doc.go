@@ -32,7 +32,8 @@
 // writeAttemptsMax). The HTTP handler in server/v2 drives Ops against a
 // member or a cluster; the simulator drives them against simulated members.
 //
-// v2store is deterministic (time is handed in) and may import only the
-// standard library (no os, net, sync or wall clock) and the etcd API
-// protos.
+// v2store is deterministic (time is handed in), since the simulator runs
+// it: the determinism lint (determinism_test.go) covers it as it covers
+// kvsm and sim. It may import the standard library (no os, net, sync or
+// wall clock) and the etcd API protos.
 package v2store
