@@ -5,6 +5,7 @@ go 1.26.0
 require (
 	github.com/anishathalye/porcupine v1.3.1
 	github.com/grpc-ecosystem/grpc-gateway/v2 v2.29.0
+	github.com/miekg/dns v1.1.73
 	github.com/spf13/pflag v1.1.0
 	github.com/tidwall/btree v1.8.2
 	go.etcd.io/etcd/api/v3 v3.7.3

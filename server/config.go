@@ -354,7 +354,7 @@ func (c *Config) bootstrapMembers() (members []node.Member, self, clusterID uint
 		id := node.MemberID(im.peerURLs, c.InitialClusterToken, nil)
 		if im.name == c.Name {
 			found = true
-			if !slices.Equal(im.peerURLs, advertised) {
+			if !slices.Equal(im.peerURLs, advertised) && !resolvedEqual(im.peerURLs, advertised) {
 				return nil, 0, 0, fmt.Errorf("--initial-cluster has %s but missing from --initial-advertise-peer-urls=%s (%s)",
 					strings.Join(im.peerURLs, ","), strings.Join(advertised, ","), "resolved urls do not match")
 			}

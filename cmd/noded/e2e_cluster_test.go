@@ -44,7 +44,10 @@ type e2eMember struct {
 	peerURL   string
 	// args are the flags of every start, so a restart is the same command.
 	args []string
-	log  *logBuffer
+	// wrapper, when set, is a command line the binary runs under (the DNS
+	// test's private /etc/resolv.conf).
+	wrapper []string
+	log     *logBuffer
 
 	mu     sync.Mutex
 	cmd    *exec.Cmd
@@ -124,6 +127,9 @@ func (m *e2eMember) start(t *testing.T) {
 	m.starts++
 	fmt.Fprintf(m.log, "\n==== e2e: start #%d: %s %s\n", m.starts, e2eBinary, strings.Join(m.args, " "))
 	cmd := exec.Command(e2eBinary, m.args...)
+	if len(m.wrapper) > 0 {
+		cmd = exec.Command(m.wrapper[0], append(append(m.wrapper[1:], e2eBinary), m.args...)...)
+	}
 	cmd.Env = memberproc.Env()
 	cmd.Stdout = m.log
 	cmd.Stderr = m.log
