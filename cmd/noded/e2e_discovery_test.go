@@ -267,3 +267,16 @@ func TestDiscoveryV2Service(t *testing.T) {
 		t.Errorf("registrations under the token: %s, want 3", r.body)
 	}
 }
+
+// TestSingleDashFlags: the guides' command lines spell long flags with one
+// dash (etcd's flag package takes both); a member started so serves.
+func TestSingleDashFlags(t *testing.T) {
+	c := looseCluster(t)
+	m := c.newLooseMember(t, t.TempDir(), "solo")
+	for i, a := range m.args {
+		m.args[i] = strings.TrimPrefix(a, "-")
+	}
+	m.args = append(m.args, "-initial-cluster", "solo="+m.peerURL, "-initial-cluster-state", "new")
+	m.start(t)
+	m.waitReady(t)
+}

@@ -121,6 +121,7 @@ var flagDefs = []flagDef{
 	{name: "logger", def: "zap", usage: "Currently only supports 'zap' for structured logging.", group: groupLogging, ignored: "noded always logs through zap"},
 	{name: "log-outputs", def: "default", usage: "Specify 'stdout' or 'stderr' to skip journald logging even when running under systemd, or list of comma separated output targets.", group: groupLogging},
 	{name: "log-level", def: "info", usage: "Configures log level. Only supports debug, info, warn, error, panic, or fatal.", group: groupLogging},
+	{name: "debug", kind: kindBool, def: "false", usage: "Enable debug-level logging for etcd (etcd 3.4; --log-level=debug since).", group: groupLogging},
 	{name: "log-format", def: "json", usage: "Configures log format. Only supports json, console.", group: groupLogging},
 
 	{name: "proxy", def: "off", usage: "Proxy mode setting ('off', 'readonly' or 'on').", group: groupV2},
@@ -200,7 +201,7 @@ func envName(prefix, flag string) string {
 // given on it, as etcd does: a flag given both ways is an error, and an
 // unknown ETCD_* variable is a warning.
 func (o *options) parse(args []string, environ []string, warn func(string)) error {
-	if err := o.fs.Parse(args); err != nil {
+	if err := o.fs.Parse(o.doubleDashed(args)); err != nil {
 		return err
 	}
 	if len(o.fs.Args()) > 0 {
@@ -231,8 +232,15 @@ func (o *options) parse(args []string, environ []string, warn func(string)) erro
 				continue
 			}
 			if o.fs.Changed(f.Name) {
-				err = fmt.Errorf("conflicting environment variable %q is shadowed by corresponding command-line flag (either unset environment variable or disable flag)", key)
-				return
+				// A systemd unit that passes its EnvironmentFile's values
+				// again as flags sets both; etcd refuses that, noded takes
+				// it when the two agree.
+				if agreed, aerr := o.agrees(f, v); aerr != nil || !agreed {
+					err = fmt.Errorf("conflicting environment variable %q is shadowed by corresponding command-line flag (either unset environment variable or disable flag)", key)
+					return
+				}
+				warn(fmt.Sprintf("environment variable %s repeats flag --%s with the same value %q; etcd would refuse to start (either unset the environment variable or drop the flag)", key, f.Name, v))
+				continue
 			}
 			if serr := o.fs.Set(f.Name, v); serr != nil {
 				err = fmt.Errorf("invalid value %q for %s: %v", v, key, serr)
@@ -241,6 +249,45 @@ func (o *options) parse(args []string, environ []string, warn func(string)) erro
 		}
 	})
 	return err
+}
+
+// agrees reports whether an environment value means what the flag
+// already holds: the value is parsed as the flag's type, and the flag is
+// left as it was.
+func (o *options) agrees(f *pflag.Flag, envValue string) (bool, error) {
+	before := f.Value.String()
+	if before == envValue {
+		return true, nil
+	}
+	if err := f.Value.Set(envValue); err != nil {
+		return false, err
+	}
+	after := f.Value.String()
+	if err := f.Value.Set(before); err != nil {
+		return false, err
+	}
+	return after == before, nil
+}
+
+// doubleDashed rewrites etcd's single-dash long flags (-name n1,
+// -initial-cluster=...; etcd's Go flag package takes both spellings) as
+// pflag's --name. Only names of noded's flags are rewritten, so a value
+// that starts with a dash is left alone, and everything after "--" too.
+func (o *options) doubleDashed(args []string) []string {
+	out := make([]string, 0, len(args))
+	for i, a := range args {
+		if a == "--" {
+			return append(out, args[i:]...)
+		}
+		if len(a) > 2 && a[0] == '-' && a[1] != '-' {
+			name, _, _ := strings.Cut(a[1:], "=")
+			if f := o.fs.Lookup(name); f != nil && len(name) > 1 {
+				a = "-" + a
+			}
+		}
+		out = append(out, a)
+	}
+	return out
 }
 
 // ignoredEnv are ETCD_* variables etcd's own tooling sets that are not

@@ -67,7 +67,11 @@ func run(args, environ []string, stdout, stderr io.Writer, signals <-chan os.Sig
 			return 1
 		}
 	}
-	lg, err := newLogger(o.str("log-level"), o.str("log-format"), o.str("log-outputs"), stdout, stderr)
+	level := o.str("log-level")
+	if o.boolean("debug") && !o.changed("log-level") {
+		level = "debug" // etcd 3.4's -debug
+	}
+	lg, err := newLogger(level, o.str("log-format"), o.str("log-outputs"), stdout, stderr)
 	if err != nil {
 		fmt.Fprintf(stderr, "noded: %v\n", err)
 		return 1
