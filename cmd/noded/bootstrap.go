@@ -56,6 +56,9 @@ func (o *options) checkBootstrapFlags() error {
 	if len(o.discoveryMethods()) > 1 {
 		return server.ErrConflictBootstrapFlags
 	}
+	if (o.str("discovery-token") == "") != (o.str("discovery-endpoints") == "") {
+		return errors.New("--discovery-token and --discovery-endpoints must be set together")
+	}
 	switch f := o.str("discovery-fallback"); f {
 	case fallbackExit, fallbackProxy:
 	default:
@@ -92,6 +95,28 @@ func (o *options) discover(ctx context.Context, cfg *server.Config, lg *zap.Logg
 			lg.Warn("discovery cluster is full; becoming a proxy (--discovery-fallback=proxy)", zap.Strings("peers", peers))
 			return bootstrapPlan{proxyPeers: peers}, nil
 		}
+	case "discovery-token":
+		var endpoints []string
+		for _, e := range strings.Split(o.str("discovery-endpoints"), ",") {
+			if e = strings.TrimSpace(e); e != "" {
+				_, hostPort, found := strings.Cut(e, "://")
+				if !found {
+					hostPort = e
+				}
+				endpoints = append(endpoints, hostPort)
+			}
+		}
+		user, password, _ := strings.Cut(o.str("discovery-user"), ":")
+		if p := o.str("discovery-password"); p != "" {
+			password = p
+		}
+		lg.Info("bootstrapping through v3 discovery", zap.String("discovery-token", o.str("discovery-token")), zap.Strings("discovery-endpoints", endpoints))
+		initialCluster, err = discovery.JoinV3(ctx, discovery.V3Config{
+			Token: o.str("discovery-token"), Endpoints: endpoints, Self: self,
+			DialTimeout: o.duration("discovery-dial-timeout"), RequestTimeout: o.duration("discovery-request-timeout"),
+			KeepAliveTime: o.duration("discovery-keepalive-time"), KeepAliveTimeout: o.duration("discovery-keepalive-timeout"),
+			Username: user, Password: password, Logger: lg.Named("discovery"),
+		})
 	case "discovery-srv":
 		domain := o.str("discovery-srv")
 		lg.Info("bootstrapping through DNS SRV records", zap.String("discovery-srv", domain), zap.String("discovery-srv-name", o.str("discovery-srv-name")))

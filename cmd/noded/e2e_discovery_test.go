@@ -21,6 +21,8 @@ import (
 	"testing"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
+
 	"github.com/noded/noded/cmd/internal/memberproc"
 )
 
@@ -279,4 +281,53 @@ func TestSingleDashFlags(t *testing.T) {
 	m.args = append(m.args, "-initial-cluster", "solo="+m.peerURL, "-initial-cluster-state", "new")
 	m.start(t)
 	m.waitReady(t)
+}
+
+// TestDiscoveryV3: --discovery-token with --discovery-endpoints (etcd
+// 3.6's protocol) on a cluster holding the token's size key.
+func TestDiscoveryV3(t *testing.T) {
+	requireE2E(t)
+	if out, _ := exec.Command(e2eBinary, "--version").Output(); strings.Contains(string(out), "etcd Version: 3.4.") {
+		t.Skip("etcd 3.4 has no v3 discovery; run against etcd 3.6 or later")
+	}
+	backing := newCluster(t, 1)
+	token := fmt.Sprintf("v3tok%d", time.Now().UnixNano())
+	cli := backing.client(t)
+	if _, err := cli.Put(ctxTimeout(t), "/_etcd/registry/"+token+"/_config/size", "3"); err != nil {
+		t.Fatal(err)
+	}
+	c := looseCluster(t)
+	dir := t.TempDir()
+	flags := []string{"--discovery-token=" + token, "--discovery-endpoints=" + backing.members[0].clientURL}
+	var ms []*e2eMember
+	for i := 0; i < 3; i++ {
+		ms = append(ms, c.newLooseMember(t, dir, fmt.Sprintf("v%d", i), flags...))
+	}
+	for i, m := range ms {
+		m.start(t)
+		if i < len(ms)-1 {
+			// The first waits for the others' registrations, not only reads them.
+			waitUntil(t, m.name+" to register", func() bool {
+				resp, err := cli.Get(ctxTimeout(t), "/_etcd/registry/"+token+"/members/", clientv3.WithPrefix(), clientv3.WithCountOnly())
+				return err == nil && resp.Count > int64(i)
+			})
+		}
+	}
+	for _, m := range ms {
+		m.waitReady(t)
+	}
+	resp, err := c.client(t, ms[0].clientURL).MemberList(ctxTimeout(t))
+	if err != nil || len(resp.Members) != 3 {
+		t.Fatalf("member list: %v %v, want 3 members", resp, err)
+	}
+	extra := c.newLooseMember(t, dir, "v-extra", flags...)
+	extra.start(t)
+	if err := extra.waitExit(t, startTimeout); err == nil || !strings.Contains(extra.log.tail(logKeepBytes), "discovery: cluster is full") {
+		t.Errorf("a fourth member on a full v3 token: exit %v, log:\n%s", err, extra.log.tail(logTailPrintBytes))
+	}
+	noSize := c.newLooseMember(t, dir, "v-nosize", "--discovery-token=none"+token, "--discovery-endpoints="+backing.members[0].clientURL)
+	noSize.start(t)
+	if err := noSize.waitExit(t, startTimeout); err == nil || !strings.Contains(noSize.log.tail(logKeepBytes), "discovery: size key not found") {
+		t.Errorf("a token without a size key: exit %v, log:\n%s", err, noSize.log.tail(logTailPrintBytes))
+	}
 }
