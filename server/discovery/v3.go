@@ -36,7 +36,7 @@ type V3Config struct {
 // The v3 layout: /_etcd/registry/<token>/_config/size holds the size in
 // decimal; each member puts /_etcd/registry/<token>/members/<id hex> =
 // name=peerURL[,name=peerURL...].
-func sizeKey(token string) string      { return "/_etcd/registry/" + token + "/_config/size" }
+func sizeKey(token string) string       { return "/_etcd/registry/" + token + "/_config/size" }
 func membersPrefix(token string) string { return "/_etcd/registry/" + token + "/members/" }
 
 type v3Member struct {
