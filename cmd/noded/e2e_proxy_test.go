@@ -57,7 +57,9 @@ func TestProxyNode(t *testing.T) {
 		// --no-sync: talk to the proxy, not to the members it names.
 		return func() ctlResult { return etcdctl2(t, proxy, append([]string{"--no-sync"}, args...)...) }
 	}
-	v3 := func(args ...string) func() ctlResult { return func() ctlResult { return etcdctl(t, proxy, "", args...) } }
+	v3 := func(args ...string) func() ctlResult {
+		return func() ctlResult { return etcdctl(t, proxy, "", args...) }
+	}
 	ctlEventually(t, v2("set", "/p/k", "v1"), "v1\n")
 	ctlEventually(t, v2("get", "/p/k"), "v1\n")
 	withV3 := !isEtcd34()
