@@ -347,16 +347,7 @@ func etcdctl2(t *testing.T, endpoints []string, args ...string) ctlResult {
 	cmd := exec.CommandContext(ctx, etcdctlPath(t), full...)
 	cmd.Env = append(memberproc.Env(), "ETCDCTL_API=2")
 	cmd.SysProcAttr = memberproc.SysProcAttr()
-	var stdout, stderr strings.Builder
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err := cmd.Run()
-	res := ctlResult{stdout: stdout.String(), stderr: stderr.String()}
-	if exitErr, ok := err.(*exec.ExitError); ok {
-		res.exitCode = exitErr.ExitCode()
-	} else if err != nil {
-		t.Fatalf("etcdctl %v: %v", args, err)
-	}
-	return res
+	return runCtl(ctx, t, cmd, args)
 }
 
 func wantCtl2(t *testing.T, endpoints []string, want string, args ...string) {
