@@ -123,3 +123,35 @@ func TestGateway(t *testing.T) {
 	}
 	c.members[follower].restart(t)
 }
+
+func TestGRPCProxy(t *testing.T) {
+	etcdctlPath(t)
+	c := newCluster(t, 3)
+	port := freePorts(t, 1)[0]
+	var eps []string
+	for _, m := range c.members {
+		eps = append(eps, strings.TrimPrefix(m.clientURL, "http://"))
+	}
+	g := &e2eMember{name: "grpc-proxy", clientURL: fmt.Sprintf("http://127.0.0.1:%d", port), log: &logBuffer{}}
+	g.args = []string{"grpc-proxy", "start", fmt.Sprintf("--listen-addr=127.0.0.1:%d", port), "--endpoints=" + strings.Join(eps, ","), "--namespace=app/"}
+	c.members = append(c.members, g)
+	g.start(t)
+	proxied := []string{g.clientURL}
+	ctlEventually(t, func() ctlResult { return etcdctl(t, proxied, "", "put", "k", "v0") }, "OK\n")
+	wantCtl(t, c.endpoints()[:1], "app/k\nv0\n", "get", "app/k")
+	wantCtl(t, proxied, "k\nv0\n", "get", "k")
+	wantCtl(t, proxied, "v0\n", "get", "k", "--consistency=s", "--print-value-only")
+	core := &e2eCluster{members: c.members[:3]}
+	follower := (core.leader(t, core.client(t)) + 1) % 3
+	c.members[follower].kill(t)
+	for j := 0; j < 6; j++ {
+		value := fmt.Sprintf("v%d", j+1)
+		if res := etcdctl(t, proxied, "", "put", "k", value); res.exitCode != 0 || res.stdout != "OK\n" {
+			t.Fatalf("put through the grpc-proxy with a member down: exit %d %q %q", res.exitCode, res.stdout, res.stderr)
+		}
+		if res := etcdctl(t, proxied, "", "get", "k", "--print-value-only"); res.exitCode != 0 || res.stdout != value+"\n" {
+			t.Fatalf("get through the grpc-proxy with a member down: exit %d %q %q", res.exitCode, res.stdout, res.stderr)
+		}
+	}
+	c.members[follower].restart(t)
+}

@@ -42,6 +42,9 @@ func run(args, environ []string, stdout, stderr io.Writer, signals <-chan os.Sig
 	if len(args) > 0 && args[0] == "gateway" {
 		return runGateway(args[1:], stdout, stderr, signals)
 	}
+	if len(args) > 0 && args[0] == "grpc-proxy" {
+		return runGRPCProxy(args[1:], stdout, stderr, signals)
+	}
 	o := newOptions()
 	var warnings []string
 	err := o.parse(args, environ, func(w string) { warnings = append(warnings, w) })

@@ -157,3 +157,70 @@ func runGateway(args []string, stdout, stderr io.Writer, signals <-chan os.Signa
 	p.Stop()
 	return 0
 }
+
+// runGRPCProxy is `noded grpc-proxy start`: etcd's L7 gRPC proxy, with
+// a cache of serializable ranges, shared upstream watches and coalesced
+// lease keepalives, optionally confined to --namespace.
+func runGRPCProxy(args []string, stdout, stderr io.Writer, signals <-chan os.Signal) int {
+	if len(args) == 0 || args[0] != "start" {
+		fmt.Fprintln(stderr, "Usage: noded grpc-proxy start [flags]")
+		return 2
+	}
+	fs := pflag.NewFlagSet("grpc-proxy start", pflag.ContinueOnError)
+	fs.SetOutput(stderr)
+	listenAddr := fs.String("listen-addr", "127.0.0.1:23790", "listen address")
+	endpoints := fs.StringSlice("endpoints", []string{"127.0.0.1:2379"}, "comma separated etcd cluster endpoints")
+	namespace := fs.String("namespace", "", "string to prefix to all keys for namespacing requests")
+	srvDomain := fs.String("discovery-srv", "", "domain name to query for SRV records describing cluster endpoints")
+	srvName := fs.String("discovery-srv-name", "", "service name to query when using DNS discovery")
+	keepAliveTime := fs.Duration("dial-keepalive-time", 0, "keepalive time for client(grpc-proxy) connections (default 0, disable).")
+	keepAliveTimeout := fs.Duration("dial-keepalive-timeout", 0, "keepalive timeout for client(grpc-proxy) connections (default 0, disable).")
+	refused := map[string]string{}
+	for _, name := range []string{"cert", "key", "cacert", "cert-file", "key-file", "trusted-ca-file", "auto-tls"} {
+		fs.String(name, "", "TLS (refused by noded when set: TLS is not supported yet)")
+		refused[name] = "TLS is not supported yet"
+	}
+	for _, name := range []string{"advertise-client-url", "resolver-prefix"} {
+		fs.String(name, "", "self-registration (refused by noded when set: not supported)")
+		refused[name] = "self-registration of proxies is not supported"
+	}
+	if err := fs.Parse(args[1:]); err != nil {
+		return 2
+	}
+	lg, err := newLogger("info", "json", "default", stdout, stderr)
+	if err != nil {
+		fmt.Fprintf(stderr, "noded: %v\n", err)
+		return 1
+	}
+	for name, why := range refused {
+		if f := fs.Lookup(name); f.Changed && f.Value.String() != "" {
+			lg.Error(fmt.Sprintf("--%s: %s", name, why))
+			return 1
+		}
+	}
+	eps := *endpoints
+	if *srvDomain != "" {
+		found, err := discovery.ClientEndpointsSRV(*srvDomain, *srvName)
+		if err != nil {
+			lg.Error("grpc-proxy: DNS discovery failed", zap.Error(err))
+			return 1
+		}
+		eps = found
+	}
+	l, err := net.Listen("tcp", *listenAddr)
+	if err != nil {
+		lg.Error("grpc-proxy: cannot listen", zap.String("listen-addr", *listenAddr), zap.Error(err))
+		return 1
+	}
+	p, err := proxy.StartGRPCProxy(proxy.GRPCProxyConfig{Listener: l, Endpoints: eps, Namespace: *namespace,
+		KeepAliveTime: *keepAliveTime, KeepAliveTimeout: *keepAliveTimeout, Logger: lg.Named("grpc-proxy")})
+	if err != nil {
+		l.Close()
+		lg.Error("grpc-proxy: cannot start", zap.Error(err))
+		return 1
+	}
+	sig := <-signals
+	lg.Info("received signal; shutting down", zap.String("signal", sig.String()))
+	p.Stop()
+	return 0
+}
