@@ -42,6 +42,7 @@
 //	v2local.go    what the v2 API asks of the member: raft index, /v2/stats/self and /v2/stats/leader
 //	metrics.go    /metrics in Prometheus text format
 //	compactor.go  periodic and revision auto compaction
+//	bootstrap.go  what cmd/noded asks before a start: an initialized data directory, the member's ID
 //
 // server may import any noded package and any module in go.mod.
 package server

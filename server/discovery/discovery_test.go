@@ -159,3 +159,22 @@ func TestNodesToCluster(t *testing.T) {
 		t.Errorf("duplicate name: %v", err)
 	}
 }
+
+// TestJoinV2ThroughProxy: with --discovery-proxy the requests go to the
+// HTTP proxy, asking for the discovery URL's host.
+func TestJoinV2ThroughProxy(t *testing.T) {
+	var hosts []string
+	proxy := fakeV2(t, func(w http.ResponseWriter, r *http.Request) {
+		hosts = append(hosts, r.URL.Host)
+		w.WriteHeader(http.StatusNotFound)
+		fmt.Fprint(w, `{"errorCode":100,"message":"Key not found","cause":"/tok","index":3}`)
+	})
+	cfg := V2Config{URL: "http://discovery.invalid/tok", Proxy: proxy, Self: Self{Name: "n1", ID: 1, PeerURLs: []string{"http://127.0.0.1:2380"}},
+		Retries: 1, RetryDelay: time.Millisecond}
+	if _, err := JoinV2(context.Background(), cfg); !errors.Is(err, ErrSizeNotFound) {
+		t.Fatalf("through a proxy: %v, want %v from the proxy's answer", err, ErrSizeNotFound)
+	}
+	if len(hosts) == 0 || hosts[0] != "discovery.invalid" {
+		t.Fatalf("the proxy was asked for %v, want discovery.invalid", hosts)
+	}
+}
