@@ -1,7 +1,9 @@
 package server
 
 import (
+	"context"
 	"math"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -176,4 +178,12 @@ func (l v2Local) LeaderStats() (v2.LeaderStats, bool) {
 		out.Followers[strconv.FormatUint(mem.ID, 16)] = fs
 	}
 	return out, true
+}
+
+func (l v2Local) Removed(ctx context.Context, id uint64) bool {
+	var removed bool
+	if err := l.m.call(ctx, func() { removed = slices.Contains(l.m.node.RemovedMembers(), id) }); err != nil {
+		return false
+	}
+	return removed
 }

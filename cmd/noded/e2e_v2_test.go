@@ -536,6 +536,7 @@ func TestV2EtcdctlAndMembers(t *testing.T) {
 		if r := v2Do(t, "DELETE", base+"/"+added.ID, nil); r.status != http.StatusNoContent {
 			t.Errorf("DELETE /v2/members/%s: %d %q, want 204", added.ID, r.status, r.body)
 		}
+		wantMessage(v2Do(t, "DELETE", base+"/"+added.ID, nil), http.StatusGone, "Member permanently removed: "+added.ID)
 		wantMessage(v2Do(t, "DELETE", base+"/zz", nil), http.StatusNotFound, "No such member: zz")
 		wantMessage(v2Do(t, "DELETE", base+"/1234", nil), http.StatusNotFound, "No such member: 1234")
 		r = v2Do(t, "GET", base+"/leader", nil)

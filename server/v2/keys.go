@@ -38,6 +38,9 @@ type Local interface {
 	// LeaderStats is the leader's view of its followers; ok is false on a
 	// member that does not lead.
 	LeaderStats() (stats LeaderStats, ok bool)
+	// Removed reports whether the member ID was removed from the cluster
+	// (IDs are never reused).
+	Removed(ctx context.Context, id uint64) bool
 }
 
 // Config configures a Handler.

@@ -158,9 +158,19 @@ func (h *Handler) serveMember(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), h.cfg.RequestTimeout)
 	defer cancel()
+	removed := func(err error) bool {
+		if h.cfg.Local != nil && (errors.Is(err, rpctypes.ErrGRPCMemberNotFound) || rpctypes.ErrorDesc(err) == rpctypes.ErrGRPCMemberNotFound.Error()) &&
+			h.cfg.Local.Removed(ctx, id) {
+			httpError(w, http.StatusGone, "Member permanently removed: "+strconv.FormatUint(id, 16))
+			return true
+		}
+		return false
+	}
 	if r.Method == http.MethodDelete {
 		if _, err := h.cluster.MemberRemove(ctx, &pb.MemberRemoveRequest{ID: id}); err != nil {
-			h.memberError(w, err, idText)
+			if !removed(err) {
+				h.memberError(w, err, idText)
+			}
 			return
 		}
 		w.WriteHeader(http.StatusNoContent)
@@ -175,7 +185,9 @@ func (h *Handler) serveMember(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if _, err := h.cluster.MemberUpdate(ctx, &pb.MemberUpdateRequest{ID: id, PeerURLs: req.PeerURLs}); err != nil {
-		h.memberError(w, err, idText)
+		if !removed(err) {
+			h.memberError(w, err, idText)
+		}
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
