@@ -32,6 +32,20 @@
 // writeAttemptsMax). The HTTP handler in server/v2 drives Ops against a
 // member or a cluster; the simulator drives them against simulated members.
 //
+// # Where it differs from etcd 3.4's v2 store
+//
+//   - The v2 index is the v3 revision, so v3 writes advance it too, and an
+//     in-order key is named by its read's index plus one, which is below
+//     its created index when another write lands in between (names still
+//     grow in creation order).
+//   - A TTL is a lease, which the member raises to its minimum (1.5
+//     election timeouts, rounded up): a 1 s TTL lives about 2 s by
+//     default. Expiration and ttl are reported from the wall clock of the
+//     member that answers; a wait reports the ttl left when it delivers.
+//   - A node with a TTL of its own inside a directory with a TTL outlives
+//     the directory's expiry (it goes with its own lease); reads walk the
+//     ancestors, so it is not seen meanwhile.
+//
 // v2store is deterministic (time is handed in), since the simulator runs
 // it: the determinism lint (determinism_test.go) covers it as it covers
 // kvsm and sim. It may import the standard library (no os, net, sync or
