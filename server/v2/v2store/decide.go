@@ -122,6 +122,7 @@ func set(req *Request, st *readState, now time.Time) (*writePlan, *Result) {
 	w.node.Expiration, w.node.TTL = expirationAndTTL(expire, now)
 	if st.node != nil {
 		w.prevNode = st.node.node(now)
+		w.revokeOwn(st.node)
 	}
 	return w, nil
 }
@@ -214,6 +215,7 @@ func update(req *Request, st *readState, now time.Time) (*writePlan, *Result) {
 	}
 	w.node.Expiration, w.node.TTL = expirationAndTTL(expire, now)
 	w.prevNode = n.node(now)
+	w.revokeOwn(n)
 	return w, nil
 }
 
@@ -244,6 +246,7 @@ func compareAndSwap(req *Request, st *readState, now time.Time) (*writePlan, *Re
 	w.node = &Node{Key: p, Value: &v, CreatedIndex: n.createdIndex()}
 	w.node.Expiration, w.node.TTL = expirationAndTTL(expire, now)
 	w.prevNode = n.node(now)
+	w.revokeOwn(n)
 	return w, nil
 }
 
@@ -278,6 +281,12 @@ func deleteNode(req *Request, st *readState, now time.Time) (*writePlan, *Result
 	}
 	w.node = &Node{Key: p, Dir: n.rec.dir, CreatedIndex: n.createdIndex()}
 	w.prevNode = n.node(now)
+	w.revokeOwn(n)
+	if n.rec.dir && req.Recursive {
+		for i := range st.children {
+			w.revokeOwn(&st.children[i])
+		}
+	}
 	return w, nil
 }
 
@@ -300,6 +309,7 @@ func compareAndDelete(req *Request, st *readState, now time.Time) (*writePlan, *
 	w.deletes = append(w.deletes, &pb.DeleteRangeRequest{Key: dataKey(p)})
 	w.node = &Node{Key: p, CreatedIndex: n.createdIndex()}
 	w.prevNode = n.node(now)
+	w.revokeOwn(n)
 	return w, nil
 }
 

@@ -39,6 +39,8 @@ type Op struct {
 	lease    int64 // granted for this request's TTL; reused across attempts
 	plan     *writePlan
 	stage    stage
+	result   *Result // the committed write's, while its old leases are revoked
+	revoked  int     // how many of plan.revoke were sent
 }
 
 type stage int
@@ -47,6 +49,7 @@ const (
 	stageRead stage = iota
 	stageLease
 	stageTxn
+	stageRevoke
 	stageDone
 )
 
@@ -72,6 +75,9 @@ func (o *Op) Start() (proto.Message, *Result) {
 // Step takes the answer to the last request (resp, or err) at wall time
 // now and gives the next request or the Result.
 func (o *Op) Step(resp proto.Message, err error, now time.Time) (proto.Message, *Result) {
+	if err != nil && o.stage == stageRevoke {
+		return o.nextRevoke()
+	}
 	if err != nil {
 		if o.stage == stageTxn {
 			switch {
@@ -118,7 +124,11 @@ func (o *Op) Step(resp proto.Message, err error, now time.Time) (proto.Message, 
 		if !txn.GetSucceeded() {
 			return o.retry(uint64(txn.GetHeader().GetRevision()))
 		}
-		return o.finish(o.plan.result(txn))
+		o.result = o.plan.result(txn)
+		return o.nextRevoke()
+	case stageRevoke:
+		// A lease that expired meanwhile is as good as revoked.
+		return o.nextRevoke()
 	}
 	return nil, &Result{Err: NewError(EcodeRaftInternal, "step after the result", 0)}
 }
@@ -133,6 +143,19 @@ func (o *Op) retry(index uint64) (proto.Message, *Result) {
 	o.stage = stageRead
 	o.plan = nil
 	return o.readTxn(), nil
+}
+
+// nextRevoke revokes the next lease the write left without keys (the
+// TTLs of the nodes it replaced or deleted), then answers: leases would
+// otherwise linger until they expire.
+func (o *Op) nextRevoke() (proto.Message, *Result) {
+	if o.revoked < len(o.plan.revoke) {
+		id := o.plan.revoke[o.revoked]
+		o.revoked++
+		o.stage = stageRevoke
+		return &pb.LeaseRevokeRequest{ID: id}, nil
+	}
+	return o.finish(o.result)
 }
 
 func (o *Op) sendTxn() (proto.Message, *Result) {

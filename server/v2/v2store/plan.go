@@ -26,6 +26,9 @@ type writePlan struct {
 	moved        []entry // nodes below that move to the node's lease
 	deletes      []*pb.DeleteRangeRequest
 	leaseTTL     int64 // > 0: grant a lease of this TTL first
+	// revoke are the leases of the TTLs the write replaces or deletes,
+	// which no key holds once it committed.
+	revoke []int64
 
 	node     *Node
 	prevNode *Node
@@ -45,6 +48,13 @@ func newPlan(st *readState, action, p string) *writePlan {
 	}
 	w.dirLease = st.inheritedLease()
 	return w
+}
+
+// revokeOwn plans the revoke of e's own TTL lease (not one it inherited).
+func (w *writePlan) revokeOwn(e *entry) {
+	if e != nil && e.rec.expireUnixNs != 0 && e.kv.GetLease() != 0 {
+		w.revoke = append(w.revoke, e.kv.GetLease())
+	}
 }
 
 func modOf(e *entry) int64 {

@@ -369,9 +369,18 @@ func (m *model) expire(p string, now time.Time) {
 type harness struct {
 	t     *rapid.T
 	store *kvsm.Store
+	// unusedLeases counts requests that were granted a lease and then
+	// failed: their leases hold no key until they expire. No other lease
+	// may be left without keys.
+	unusedLeases int
+	grants       int // lease grants so far
+	last         *Result
 }
 
 func (h *harness) apply(req proto.Message) (proto.Message, error) {
+	if _, ok := req.(*pb.LeaseGrantRequest); ok {
+		h.grants++
+	}
 	var ir pb.InternalRaftRequest
 	switch r := req.(type) {
 	case *pb.TxnRequest:
@@ -388,6 +397,12 @@ func (h *harness) apply(req proto.Message) (proto.Message, error) {
 }
 
 func (h *harness) run(req *Request, now time.Time) *Result {
+	grants := h.grants
+	defer func() {
+		if h.grants > grants && h.last != nil && h.last.Err != nil {
+			h.unusedLeases++
+		}
+	}()
 	op := NewOp(req)
 	next, res := op.Start()
 	for steps := 0; res == nil; steps++ {
@@ -397,6 +412,7 @@ func (h *harness) run(req *Request, now time.Time) *Result {
 		resp, err := h.apply(next)
 		next, res = op.Step(resp, err, now)
 	}
+	h.last = res
 	return res
 }
 
@@ -519,6 +535,7 @@ func TestRapidModel(t *testing.T) {
 					other = &Request{Method: MethodDelete, Path: other.Path, Recursive: true}
 				}
 				before := m.clone()
+				grants := h.grants
 				op := NewOp(req)
 				next, res := op.Start()
 				resp, err := h.apply(next)
@@ -535,6 +552,9 @@ func TestRapidModel(t *testing.T) {
 					}
 				}
 				got = res
+				if h.grants > grants && got.Err != nil {
+					h.unusedLeases++
+				}
 				// An error decided on the first read is ordered before the
 				// other write; anything else after it.
 				if alt := before.apply(req, now); got.Err != nil && alt.Err != nil && differ(got, alt) == "" {
@@ -550,6 +570,16 @@ func TestRapidModel(t *testing.T) {
 		}
 		if err := h.store.CheckInvariants(); err != nil {
 			t.Fatal(err)
+		}
+		// Leases of replaced and deleted TTLs are revoked, not left to expire.
+		empty := 0
+		for _, l := range h.store.Leases() {
+			if len(l.Keys) == 0 {
+				empty++
+			}
+		}
+		if empty > h.unusedLeases {
+			t.Fatalf("%d leases hold no key; only %d requests failed after a grant", empty, h.unusedLeases)
 		}
 		// Waits from the start see the model's events.
 		for w := 0; w < 3; w++ {
