@@ -95,63 +95,56 @@ func TestProxyNode(t *testing.T) {
 	}
 }
 
-func TestGateway(t *testing.T) {
-	etcdctlPath(t)
+// startForwarder starts `<binary> <subcommand> start` in front of a new
+// 3-member cluster, with the cluster's endpoints and extra flags, and
+// returns the cluster (the forwarder last) and the forwarder's URL.
+func startForwarder(t *testing.T, subcommand string, extra ...string) (*e2eCluster, string) {
+	t.Helper()
 	c := newCluster(t, 3)
 	port := freePorts(t, 1)[0]
 	var eps []string
 	for _, m := range c.members {
 		eps = append(eps, strings.TrimPrefix(m.clientURL, "http://"))
 	}
-	g := &e2eMember{name: "gateway", clientURL: fmt.Sprintf("http://127.0.0.1:%d", port), log: &logBuffer{}}
-	g.args = []string{"gateway", "start", fmt.Sprintf("--listen-addr=127.0.0.1:%d", port), "--endpoints=" + strings.Join(eps, ","), "--retry-delay=2s"}
+	g := &e2eMember{name: subcommand, clientURL: fmt.Sprintf("http://127.0.0.1:%d", port), log: &logBuffer{}}
+	g.args = append([]string{subcommand, "start", fmt.Sprintf("--listen-addr=127.0.0.1:%d", port), "--endpoints=" + strings.Join(eps, ",")}, extra...)
 	c.members = append(c.members, g)
 	g.start(t)
-	gw := []string{g.clientURL}
-	ctlEventually(t, func() ctlResult { return etcdctl(t, gw, "", "put", "gk", "v0") }, "OK\n")
+	return c, g.clientURL
+}
+
+// survivesFollowerLoss kills a follower of the cluster's first three
+// members and checks that puts and gets through endpoint all succeed.
+func survivesFollowerLoss(t *testing.T, c *e2eCluster, endpoint, key string) {
+	t.Helper()
 	core := &e2eCluster{members: c.members[:3]}
 	follower := (core.leader(t, core.client(t)) + 1) % 3
 	c.members[follower].kill(t)
 	for j := 0; j < 6; j++ {
 		value := fmt.Sprintf("v%d", j+1)
-		if res := etcdctl(t, gw, "", "put", "gk", value); res.exitCode != 0 || res.stdout != "OK\n" {
-			t.Fatalf("put through the gateway with a member down: exit %d %q %q", res.exitCode, res.stdout, res.stderr)
+		if res := etcdctl(t, []string{endpoint}, "", "put", key, value); res.exitCode != 0 || res.stdout != "OK\n" {
+			t.Fatalf("put through %s with a member down: exit %d %q %q", endpoint, res.exitCode, res.stdout, res.stderr)
 		}
-		if res := etcdctl(t, gw, "", "get", "gk", "--print-value-only"); res.exitCode != 0 || res.stdout != value+"\n" {
-			t.Fatalf("get through the gateway with a member down: exit %d %q %q", res.exitCode, res.stdout, res.stderr)
+		if res := etcdctl(t, []string{endpoint}, "", "get", key, "--print-value-only"); res.exitCode != 0 || res.stdout != value+"\n" {
+			t.Fatalf("get through %s with a member down: exit %d %q %q", endpoint, res.exitCode, res.stdout, res.stderr)
 		}
 	}
 	c.members[follower].restart(t)
 }
 
+func TestGateway(t *testing.T) {
+	etcdctlPath(t)
+	c, gw := startForwarder(t, "gateway", "--retry-delay=2s")
+	ctlEventually(t, func() ctlResult { return etcdctl(t, []string{gw}, "", "put", "gk", "v0") }, "OK\n")
+	survivesFollowerLoss(t, c, gw, "gk")
+}
+
 func TestGRPCProxy(t *testing.T) {
 	etcdctlPath(t)
-	c := newCluster(t, 3)
-	port := freePorts(t, 1)[0]
-	var eps []string
-	for _, m := range c.members {
-		eps = append(eps, strings.TrimPrefix(m.clientURL, "http://"))
-	}
-	g := &e2eMember{name: "grpc-proxy", clientURL: fmt.Sprintf("http://127.0.0.1:%d", port), log: &logBuffer{}}
-	g.args = []string{"grpc-proxy", "start", fmt.Sprintf("--listen-addr=127.0.0.1:%d", port), "--endpoints=" + strings.Join(eps, ","), "--namespace=app/"}
-	c.members = append(c.members, g)
-	g.start(t)
-	proxied := []string{g.clientURL}
-	ctlEventually(t, func() ctlResult { return etcdctl(t, proxied, "", "put", "k", "v0") }, "OK\n")
+	c, proxied := startForwarder(t, "grpc-proxy", "--namespace=app/")
+	ctlEventually(t, func() ctlResult { return etcdctl(t, []string{proxied}, "", "put", "k", "v0") }, "OK\n")
 	wantCtl(t, c.endpoints()[:1], "app/k\nv0\n", "get", "app/k")
-	wantCtl(t, proxied, "k\nv0\n", "get", "k")
-	wantCtl(t, proxied, "v0\n", "get", "k", "--consistency=s", "--print-value-only")
-	core := &e2eCluster{members: c.members[:3]}
-	follower := (core.leader(t, core.client(t)) + 1) % 3
-	c.members[follower].kill(t)
-	for j := 0; j < 6; j++ {
-		value := fmt.Sprintf("v%d", j+1)
-		if res := etcdctl(t, proxied, "", "put", "k", value); res.exitCode != 0 || res.stdout != "OK\n" {
-			t.Fatalf("put through the grpc-proxy with a member down: exit %d %q %q", res.exitCode, res.stdout, res.stderr)
-		}
-		if res := etcdctl(t, proxied, "", "get", "k", "--print-value-only"); res.exitCode != 0 || res.stdout != value+"\n" {
-			t.Fatalf("get through the grpc-proxy with a member down: exit %d %q %q", res.exitCode, res.stdout, res.stderr)
-		}
-	}
-	c.members[follower].restart(t)
+	wantCtl(t, []string{proxied}, "k\nv0\n", "get", "k")
+	wantCtl(t, []string{proxied}, "v0\n", "get", "k", "--consistency=s", "--print-value-only")
+	survivesFollowerLoss(t, c, proxied, "k")
 }

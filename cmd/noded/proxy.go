@@ -125,14 +125,9 @@ func runGateway(args []string, stdout, stderr io.Writer, signals <-chan os.Signa
 		fmt.Fprintf(stderr, "noded: %v\n", err)
 		return 1
 	}
-	eps := *endpoints
-	if *srvDomain != "" {
-		found, err := discovery.ClientEndpointsSRV(*srvDomain, *srvName)
-		if err != nil {
-			lg.Error("gateway: DNS discovery failed", zap.Error(err))
-			return 1
-		}
-		eps = found
+	eps, l, ok := forwarderSetup(lg, "gateway", *endpoints, *srvDomain, *srvName, *listenAddr)
+	if !ok {
+		return 1
 	}
 	var urls []string
 	for _, e := range eps {
@@ -140,11 +135,6 @@ func runGateway(args []string, stdout, stderr io.Writer, signals <-chan os.Signa
 			e = "http://" + e
 		}
 		urls = append(urls, e)
-	}
-	l, err := net.Listen("tcp", *listenAddr)
-	if err != nil {
-		lg.Error("gateway: cannot listen", zap.String("listen-addr", *listenAddr), zap.Error(err))
-		return 1
 	}
 	p, err := proxy.Start(proxy.Config{Mode: proxy.ModeGateway, Listeners: []net.Listener{l}, Endpoints: urls, FailureWait: *retryDelay, Logger: lg.Named("gateway")})
 	if err != nil {
@@ -198,18 +188,8 @@ func runGRPCProxy(args []string, stdout, stderr io.Writer, signals <-chan os.Sig
 			return 1
 		}
 	}
-	eps := *endpoints
-	if *srvDomain != "" {
-		found, err := discovery.ClientEndpointsSRV(*srvDomain, *srvName)
-		if err != nil {
-			lg.Error("grpc-proxy: DNS discovery failed", zap.Error(err))
-			return 1
-		}
-		eps = found
-	}
-	l, err := net.Listen("tcp", *listenAddr)
-	if err != nil {
-		lg.Error("grpc-proxy: cannot listen", zap.String("listen-addr", *listenAddr), zap.Error(err))
+	eps, l, ok := forwarderSetup(lg, "grpc-proxy", *endpoints, *srvDomain, *srvName, *listenAddr)
+	if !ok {
 		return 1
 	}
 	p, err := proxy.StartGRPCProxy(proxy.GRPCProxyConfig{Listener: l, Endpoints: eps, Namespace: *namespace,
@@ -223,4 +203,25 @@ func runGRPCProxy(args []string, stdout, stderr io.Writer, signals <-chan os.Sig
 	lg.Info("received signal; shutting down", zap.String("signal", sig.String()))
 	p.Stop()
 	return 0
+}
+
+// forwarderSetup is what the gateway and the grpc-proxy do first: the
+// endpoints (given, or from the _etcd-client SRV records of srvDomain)
+// and the listener.
+func forwarderSetup(lg *zap.Logger, what string, endpoints []string, srvDomain, srvName, listenAddr string) ([]string, net.Listener, bool) {
+	eps := endpoints
+	if srvDomain != "" {
+		found, err := discovery.ClientEndpointsSRV(srvDomain, srvName)
+		if err != nil {
+			lg.Error(what+": DNS discovery failed", zap.Error(err))
+			return nil, nil, false
+		}
+		eps = found
+	}
+	l, err := net.Listen("tcp", listenAddr)
+	if err != nil {
+		lg.Error(what+": cannot listen", zap.String("listen-addr", listenAddr), zap.Error(err))
+		return nil, nil, false
+	}
+	return eps, l, true
 }

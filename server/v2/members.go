@@ -100,18 +100,28 @@ func validURLs(urls []string) error {
 	return nil
 }
 
-func (h *Handler) addMember(w http.ResponseWriter, r *http.Request) {
+// readPeerURLs reads a members request's {"peerURLs":[...]}, or answers
+// it with etcd's error.
+func readPeerURLs(w http.ResponseWriter, r *http.Request) ([]string, bool) {
 	var req peerURLsRequest
 	if !readJSON(w, r, &req) {
-		return
+		return nil, false
 	}
 	if err := validURLs(req.PeerURLs); err != nil {
 		httpError(w, http.StatusBadRequest, err.Error())
+		return nil, false
+	}
+	return req.PeerURLs, true
+}
+
+func (h *Handler) addMember(w http.ResponseWriter, r *http.Request) {
+	peerURLs, ok := readPeerURLs(w, r)
+	if !ok {
 		return
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), h.cfg.RequestTimeout)
 	defer cancel()
-	resp, err := h.cluster.MemberAdd(ctx, &pb.MemberAddRequest{PeerURLs: req.PeerURLs})
+	resp, err := h.cluster.MemberAdd(ctx, &pb.MemberAddRequest{PeerURLs: peerURLs})
 	if err != nil {
 		h.memberError(w, err, "")
 		return
@@ -176,15 +186,11 @@ func (h *Handler) serveMember(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusNoContent)
 		return
 	}
-	var req peerURLsRequest
-	if !readJSON(w, r, &req) {
+	peerURLs, ok := readPeerURLs(w, r)
+	if !ok {
 		return
 	}
-	if err := validURLs(req.PeerURLs); err != nil {
-		httpError(w, http.StatusBadRequest, err.Error())
-		return
-	}
-	if _, err := h.cluster.MemberUpdate(ctx, &pb.MemberUpdateRequest{ID: id, PeerURLs: req.PeerURLs}); err != nil {
+	if _, err := h.cluster.MemberUpdate(ctx, &pb.MemberUpdateRequest{ID: id, PeerURLs: peerURLs}); err != nil {
 		if !removed(err) {
 			h.memberError(w, err, idText)
 		}

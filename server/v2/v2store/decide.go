@@ -174,15 +174,40 @@ func create(req *Request, st *readState, now time.Time, unique bool) (*writePlan
 	return w, nil
 }
 
-func update(req *Request, st *readState, now time.Time) (*writePlan, *Result) {
-	p := req.Path
-	if p == "/" {
+// existing is the node a write that needs one acts on, as etcd's
+// internalGet finds it (the root is read only).
+func existing(st *readState) (*entry, *Result) {
+	if st.path == "/" {
 		return nil, st.errorAt(EcodeRootROnly, "/")
 	}
 	if err := st.walk(); err != nil {
 		return nil, &Result{Err: err, Index: uint64(st.rev), Term: st.term}
 	}
-	n := st.node
+	return st.node, nil
+}
+
+// compared is the file a compare-and-swap or compare-and-delete acts on,
+// when prevValue and prevIndex hold.
+func compared(req *Request, st *readState) (*entry, *Result) {
+	n, res := existing(st)
+	switch {
+	case res != nil:
+		return nil, res
+	case n.rec.dir:
+		return nil, st.errorAt(EcodeNotFile, st.path)
+	}
+	if cause, ok := compareNode(n, req.PrevValue, req.PrevIndex); !ok {
+		return nil, st.errorAt(EcodeTestFailed, cause)
+	}
+	return n, nil
+}
+
+func update(req *Request, st *readState, now time.Time) (*writePlan, *Result) {
+	p := req.Path
+	n, res := existing(st)
+	if res != nil {
+		return nil, res
+	}
 	if n.rec.dir && req.Value != "" {
 		return nil, st.errorAt(EcodeNotFile, p)
 	}
@@ -221,18 +246,9 @@ func update(req *Request, st *readState, now time.Time) (*writePlan, *Result) {
 
 func compareAndSwap(req *Request, st *readState, now time.Time) (*writePlan, *Result) {
 	p := req.Path
-	if p == "/" {
-		return nil, st.errorAt(EcodeRootROnly, "/")
-	}
-	if err := st.walk(); err != nil {
-		return nil, &Result{Err: err, Index: uint64(st.rev), Term: st.term}
-	}
-	n := st.node
-	if n.rec.dir {
-		return nil, st.errorAt(EcodeNotFile, p)
-	}
-	if cause, ok := compareNode(n, req.PrevValue, req.PrevIndex); !ok {
-		return nil, st.errorAt(EcodeTestFailed, cause)
+	n, res := compared(req, st)
+	if res != nil {
+		return nil, res
 	}
 	value := req.Value
 	if req.Refresh {
@@ -252,13 +268,10 @@ func compareAndSwap(req *Request, st *readState, now time.Time) (*writePlan, *Re
 
 func deleteNode(req *Request, st *readState, now time.Time) (*writePlan, *Result) {
 	p := req.Path
-	if p == "/" {
-		return nil, st.errorAt(EcodeRootROnly, "/")
+	n, res := existing(st)
+	if res != nil {
+		return nil, res
 	}
-	if err := st.walk(); err != nil {
-		return nil, &Result{Err: err, Index: uint64(st.rev), Term: st.term}
-	}
-	n := st.node
 	if n.rec.dir {
 		if !req.Dir && !req.Recursive {
 			return nil, st.errorAt(EcodeNotFile, p)
@@ -292,18 +305,9 @@ func deleteNode(req *Request, st *readState, now time.Time) (*writePlan, *Result
 
 func compareAndDelete(req *Request, st *readState, now time.Time) (*writePlan, *Result) {
 	p := req.Path
-	if p == "/" {
-		return nil, st.errorAt(EcodeRootROnly, "/")
-	}
-	if err := st.walk(); err != nil {
-		return nil, &Result{Err: err, Index: uint64(st.rev), Term: st.term}
-	}
-	n := st.node
-	if n.rec.dir {
-		return nil, st.errorAt(EcodeNotFile, p)
-	}
-	if cause, ok := compareNode(n, req.PrevValue, req.PrevIndex); !ok {
-		return nil, st.errorAt(EcodeTestFailed, cause)
+	n, res := compared(req, st)
+	if res != nil {
+		return nil, res
 	}
 	w := newPlan(st, ActionCompareAndDelete, p)
 	w.deletes = append(w.deletes, &pb.DeleteRangeRequest{Key: dataKey(p)})

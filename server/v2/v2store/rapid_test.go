@@ -164,6 +164,17 @@ func (m *model) apply(req *Request, now time.Time) *Result {
 			}
 		}
 	}
+	// newNode makes node p (and the directories above it) at the next index.
+	newNode := func(p, value string) {
+		inherited := m.groupAbove(p)
+		m.index++
+		mkdirs(p, inherited)
+		newGroup()
+		if group == 0 {
+			group = inherited
+		}
+		m.nodes[p] = &modelNode{dir: req.Dir, value: fileValue(req.Dir, value), created: m.index, modified: m.index, expire: expire, group: group}
+	}
 	switch req.Method {
 	case MethodGet:
 		if r := m.walk(p); r != nil {
@@ -237,14 +248,7 @@ func (m *model) apply(req *Request, now time.Time) *Result {
 			if m.nodes[p] != nil {
 				return m.err(EcodeNodeExist, p)
 			}
-			inherited := m.groupAbove(p)
-			m.index++
-			mkdirs(p, inherited)
-			newGroup()
-			if group == 0 {
-				group = inherited
-			}
-			m.nodes[p] = &modelNode{dir: req.Dir, value: fileValue(req.Dir, req.Value), created: m.index, modified: m.index, expire: expire, group: group}
+			newNode(p, req.Value)
 			return write(ActionCreate, m.nodeOf(p, now), nil, nil, false)
 		case update, cas:
 			if p == "/" {
@@ -308,14 +312,7 @@ func (m *model) apply(req *Request, now time.Time) *Result {
 				}
 				prev = m.nodeOf(p, now)
 			}
-			inherited := m.groupAbove(p)
-			m.index++
-			mkdirs(p, inherited)
-			newGroup()
-			if group == 0 {
-				group = inherited
-			}
-			m.nodes[p] = &modelNode{dir: req.Dir, value: fileValue(req.Dir, value), created: m.index, modified: m.index, expire: expire, group: group}
+			newNode(p, value)
 			return write(ActionSet, m.nodeOf(p, now), prev, nil, req.Refresh)
 		}
 	}

@@ -49,15 +49,8 @@ func runOp(t *testing.T, h *harness, req *Request, now time.Time) *Result {
 	op := NewOp(req)
 	next, res := op.Start()
 	for res == nil {
-		var ir pb.InternalRaftRequest
-		switch r := next.(type) {
-		case *pb.TxnRequest:
-			ir.Txn = r
-		case *pb.LeaseGrantRequest:
-			ir.LeaseGrant = r
-		}
-		ar := h.store.Apply(&ir)
-		next, res = op.Step(ar.Resp, ar.Err, now)
+		resp, err := h.apply(next)
+		next, res = op.Step(resp, err, now)
 	}
 	return res
 }
