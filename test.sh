@@ -19,6 +19,16 @@ if ! command -v etcdctl >/dev/null 2>&1 || ! command -v etcd >/dev/null 2>&1; th
   $sudo systemctl stop etcd >/dev/null 2>&1 || $sudo pkill -x etcd || true
 fi
 
+if [ ! -x /usr/bin/discovery.etcd.io ]; then
+  # Debian's etcd-discovery: the discovery.etcd.io service the v2
+  # discovery end-to-end test runs against a noded cluster.
+  sudo=""
+  [ "$(id -u)" = 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq etcd-discovery >/dev/null
+  $sudo systemctl stop etcd-discovery >/dev/null 2>&1 || true
+fi
+
 go mod download
 echo "== go vet"
 go vet ./...

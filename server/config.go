@@ -93,6 +93,7 @@ type Config struct {
 
 	DisableGateway bool   // etcd's --enable-grpc-gateway=false: no /v3 JSON gateway
 	EnablePprof    bool   // etcd's --enable-pprof: Go's profiles at /debug/pprof/ on the client URLs
+	EnableV2       bool   // etcd's --enable-v2: the v2 keys, members and stats API on the client URLs
 	Metrics        string // etcd's --metrics: MetricsBasic (""), or MetricsExtensive for gRPC latency histograms
 
 	// ClientTLS and PeerTLS are the client and peer ports' TLS settings
@@ -475,7 +476,7 @@ func (c *Config) bootstrapMembers() (members []node.Member, self, clusterID uint
 		id := node.MemberID(im.peerURLs, c.InitialClusterToken, nil)
 		if im.name == c.Name {
 			found = true
-			if !slices.Equal(im.peerURLs, advertised) {
+			if !slices.Equal(im.peerURLs, advertised) && !resolvedEqual(im.peerURLs, advertised) {
 				return nil, 0, 0, fmt.Errorf("--initial-cluster has %s but missing from --initial-advertise-peer-urls=%s (%s)",
 					strings.Join(im.peerURLs, ","), strings.Join(advertised, ","), "resolved urls do not match")
 			}

@@ -44,16 +44,19 @@
 //	tls.go        the client and peer sides' TLS sources (package tlsconfig)
 //	identity.go   what gRPC handlers learn of a client's TLS: ClientCertCN
 //	peer.go       the peer port: transport and GET /members for joining members
-//	http.go       /health, /readyz, /livez, /version, /v2/members, the /v3 gateway
+//	http.go       /health, /readyz, /livez, /version, the /v3 gateway; mounts package v2 (/v2/*)
+//	v2local.go    what the v2 API asks of the member: raft index, /v2/stats/self and /v2/stats/leader
 //	metrics.go    /metrics: etcd's metric names through prometheus/client_golang
 //	logging.go    the log lines scripts wait on, in etcd's wording
 //	compactor.go  periodic and revision auto compaction
+//	bootstrap.go  what cmd/noded asks before a start: an initialized data directory, the member's ID
 //	recoverylog.go  the warnings for what opening the data directory repaired or set aside
 //	corrupt.go    corruption checks (package corruptcheck) wired to the member: hashes, peers, the CORRUPT alarm
 //
 // Capabilities in packages of their own, wired here: coordination (the
-// Lock and Election services) and corruptcheck (hash comparisons between
-// members).
+// Lock and Election services), corruptcheck (hash comparisons between
+// members), v2 (the v2 HTTP API over v2/v2store), discovery and proxy
+// (used by cmd/noded before and instead of a member).
 //
 // Packages beside server: connmux (one port for several servers, TLS
 // termination, connection limits), tlsconfig (etcd's TLS settings as

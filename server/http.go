@@ -23,6 +23,8 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/grpc/test/bufconn"
 	"google.golang.org/protobuf/encoding/protojson"
+
+	v2 "github.com/noded/noded/server/v2"
 )
 
 // healthTimeout bounds the read /health and /readyz make (etcd: its
@@ -69,7 +71,7 @@ func newHTTPHandler(ctx context.Context, m *Member, gatewayConn *bufconn.Listene
 	mux := http.NewServeMux()
 	m.handleMetrics(mux)
 	mux.HandleFunc("/version", func(w http.ResponseWriter, r *http.Request) { writeVersion(w) })
-	mux.HandleFunc("/v2/members", m.serveV2Members)
+	v2.NewHandler(v2.Config{Conn: conn, Local: v2Local{m}, EnableKeys: m.cfg.EnableV2, Logger: m.lg.Named("v2")}).Register(mux)
 	if m.cfg.EnablePprof {
 		mux.HandleFunc("/debug/pprof/", pprof.Index)
 		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
@@ -294,29 +296,4 @@ func (m *Member) serveChecks(path string, checks []healthCheck) http.HandlerFunc
 			fmt.Fprint(w, "ok")
 		}
 	}
-}
-
-// serveV2Members is etcd 3.4's GET /v2/members.
-func (m *Member) serveV2Members(w http.ResponseWriter, r *http.Request) {
-	if r.Method != http.MethodGet && r.Method != http.MethodHead {
-		w.Header().Set("Allow", "GET, HEAD")
-		http.Error(w, "Method Not Allowed", http.StatusMethodNotAllowed)
-		return
-	}
-	type v2Member struct {
-		ID         string   `json:"id"`
-		Name       string   `json:"name"`
-		PeerURLs   []string `json:"peerURLs"`
-		ClientURLs []string `json:"clientURLs"`
-	}
-	st := m.state.Load()
-	members := make([]v2Member, 0, len(st.status.Members))
-	for _, mem := range st.status.Members {
-		members = append(members, v2Member{ID: strconv.FormatUint(mem.ID, 16), Name: mem.Name, PeerURLs: nonNil(mem.PeerURLs), ClientURLs: nonNil(mem.ClientURLs)})
-	}
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("X-Etcd-Cluster-ID", strconv.FormatUint(m.clusterID, 16))
-	json.NewEncoder(w).Encode(struct {
-		Members []v2Member `json:"members"`
-	}{members})
 }

@@ -114,6 +114,7 @@ type Member struct {
 
 	state   atomic.Pointer[memberState]
 	metrics *metrics
+	v2stats memberV2Stats
 
 	nextStream atomic.Uint64
 	clients    *clientServer
@@ -236,6 +237,7 @@ func Start(cfg Config) (*Member, error) {
 	for _, note := range cfg.FeatureGates.NoEffect() {
 		lg.Warn(note)
 	}
+	m.v2stats.start = time.Now()
 	peerListeners, err := m.listenPeers()
 	if err != nil {
 		return nil, err
@@ -782,6 +784,7 @@ func (m *Member) carryOut(eff node.Effects) bool {
 	}
 	if len(eff.Messages) > 0 {
 		m.metrics.heartbeatsSent(eff.Messages, time.Now())
+		m.v2stats.observeOut(eff.Messages)
 		m.peers.Send(eff.Messages)
 	}
 	for _, r := range eff.Results {
@@ -850,6 +853,7 @@ func (m *Member) publishState() {
 	}
 	if st.Lead != m.lastLead {
 		m.logLeaderChange(m.lastLead, st.Lead, st.Term)
+		m.v2stats.noteLeader(st.Lead)
 		if st.Lead != raft.None {
 			m.leaderChanges++
 			m.metrics.leaderChanges.Store(m.leaderChanges)
@@ -1137,6 +1141,7 @@ var errInboundFull = errors.New("server: inbound message queue full; message dro
 func (h peerHandler) Process(msg *raftpb.Message) error {
 	m := h.m
 	m.metrics.heartbeatAnswered(msg, time.Now())
+	m.v2stats.observeIn(msg)
 	if msg.GetType() == raftpb.MessageType_MsgSnap {
 		// A snapshot took a while to arrive; wait for room rather than make
 		// the leader send it again.

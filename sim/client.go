@@ -32,6 +32,7 @@ type client struct {
 	lastRev  int64        // the highest revision it has seen in a header
 	final    bool         // its final read in the liveness phase succeeded
 	lock     *lockSession // a lock it is taking, holding or releasing (lockworkload.go)
+	v2       v2Client     // its v2 requests (v2.go)
 }
 
 type heldLease struct {
@@ -99,6 +100,7 @@ func (w *world) clientNext(c *client) {
 	if c.op != nil || w.phase == phaseDone {
 		return
 	}
+	c.v2.op = nil // a v2 request continues from its reply, never from here
 	if w.phase == phaseLiveness {
 		if !c.final {
 			w.issue(c, &pb.RangeRequest{Key: []byte(keyPrefix), RangeEnd: prefixEnd(keyPrefix)}, true)
@@ -208,7 +210,7 @@ func (w *world) replyArrive(e *event) {
 	if op.hist >= 0 {
 		w.recordReturn(c, op, r)
 	}
-	if w.lockReply(c, op, r) {
+	if w.lockReply(c, op, r) || w.v2Continue(c, r) {
 		return
 	}
 	switch req := op.req.(type) {
@@ -368,12 +370,15 @@ func requestName(req proto.Message) string {
 
 func (w *world) issueRandom(c *client) {
 	k := w.k
-	total := k.MixPut + k.MixRange + k.MixDelete + k.MixTxn + k.MixCompact + k.MixLease + k.MixWatch + k.MixLock
+	total := k.MixPut + k.MixRange + k.MixDelete + k.MixTxn + k.MixCompact + k.MixLease + k.MixWatch + k.MixV2 + k.MixLock
 	x := w.wrng.IntN(max(total, 1))
 	if x >= total-k.MixLock && w.startLock(c) {
 		return
 	}
 	switch {
+	case x >= total-k.MixLock-k.MixV2 && x < total-k.MixLock:
+		w.issueV2(c)
+		return
 	case x < k.MixPut:
 		put := &pb.PutRequest{Key: w.key(), Value: w.value(c), PrevKv: w.wrng.IntN(4) == 0}
 		if len(c.leases) > 0 && w.wrng.IntN(3) == 0 {

@@ -52,6 +52,7 @@ type Knobs struct {
 	ClientTimeoutMs                                                     int64
 	MixPut, MixRange, MixDelete, MixTxn, MixCompact, MixLease, MixWatch int // weights
 	MixLock                                                             int // weight of lock sessions (lockworkload.go)
+	MixV2                                                               int // weight of v2 keys requests (v2.go)
 	// UnfencedLocks plants the classic lock bug in the workload: holders
 	// write the protected key without the fencing guard. Never drawn; the
 	// lock checker's self-test sets it.
@@ -167,6 +168,9 @@ func Draw(seed uint64) Knobs {
 		k.SlowWatchers = true
 	}
 	k.MixLock = int(between(0, 6))
+	if chance(30) {
+		k.MixV2 = int(between(1, 20))
+	}
 	return k
 }
 
@@ -200,8 +204,8 @@ func (k Knobs) String() string {
 		fmt.Fprintf(&b, " drift‰=%v", k.DriftPermille)
 	}
 	b.WriteByte('\n')
-	fmt.Fprintf(&b, "workload clients=%d ops/s=%d keys=%d timeout=%dms mix put:%d range:%d delete:%d txn:%d compact:%d lease:%d watch:%d lock:%d",
-		k.Clients, k.OpsPerSecond, k.Keys, k.ClientTimeoutMs, k.MixPut, k.MixRange, k.MixDelete, k.MixTxn, k.MixCompact, k.MixLease, k.MixWatch, k.MixLock)
+	fmt.Fprintf(&b, "workload clients=%d ops/s=%d keys=%d timeout=%dms mix put:%d range:%d delete:%d txn:%d compact:%d lease:%d watch:%d lock:%d v2:%d",
+		k.Clients, k.OpsPerSecond, k.Keys, k.ClientTimeoutMs, k.MixPut, k.MixRange, k.MixDelete, k.MixTxn, k.MixCompact, k.MixLease, k.MixWatch, k.MixLock, k.MixV2)
 	if k.Auth {
 		b.WriteString(" auth")
 	}

@@ -30,6 +30,7 @@ func quiet(k *Knobs) {
 	k.Partitions, k.Clogs, k.Crashes, k.TornCrashes, k.Pauses = false, false, false, false, false
 	k.ClockDrift, k.ClockJumps, k.FsyncErrors, k.Corruption, k.MembershipChanges, k.ReplyLoss = false, false, false, false, false, false
 	k.LossPermille, k.DupPermille = 0, 0
+	k.MixV2 = 0
 }
 
 var plantedCases = []plantedCase{

@@ -76,6 +76,13 @@ func etcdctl(t *testing.T, endpoints []string, stdin string, args ...string) ctl
 	defer cancel()
 	cmd := etcdctlCommand(ctx, t, endpoints, args...)
 	cmd.Stdin = strings.NewReader(stdin)
+	return runCtl(ctx, t, cmd, args)
+}
+
+// runCtl runs an etcdctl command built with ctx to its end and collects
+// its outputs and exit code.
+func runCtl(ctx context.Context, t *testing.T, cmd *exec.Cmd, args []string) ctlResult {
+	t.Helper()
 	var stdout, stderr strings.Builder
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()

@@ -89,16 +89,29 @@ var flagDefs = []flagDef{
 	{name: "initial-cluster-state", def: "new", usage: "Initial cluster state ('new' or 'existing').", group: groupClustering},
 	{name: "initial-cluster-token", def: "etcd-cluster", usage: "Initial cluster token for the etcd cluster during bootstrap.", group: groupClustering},
 	{name: "advertise-client-urls", def: "http://localhost:2379", usage: "List of this member's client URLs to advertise to the public.", group: groupClustering},
-	{name: "discovery", def: "", usage: "Discovery URL used to bootstrap the cluster.", group: groupClustering, refused: "discovery is not supported; use --initial-cluster"},
-	{name: "discovery-fallback", def: "proxy", usage: "Expected behavior ('exit' or 'proxy') when discovery services fails.", group: groupClustering, ignored: "discovery is not supported"},
-	{name: "discovery-proxy", def: "", usage: "HTTP proxy to use for traffic to discovery service.", group: groupClustering, refused: "discovery is not supported; use --initial-cluster"},
-	{name: "discovery-srv", def: "", usage: "DNS srv domain used to bootstrap the cluster.", group: groupClustering, refused: "DNS discovery is not supported; use --initial-cluster"},
-	{name: "discovery-srv-name", def: "", usage: "Suffix to the dns srv name queried when bootstrapping.", group: groupClustering, refused: "DNS discovery is not supported; use --initial-cluster"},
+	{name: "discovery", def: "", usage: "Discovery URL used to bootstrap the cluster.", group: groupClustering},
+	{name: "discovery-fallback", def: "proxy", usage: "Expected behavior ('exit' or 'proxy') when discovery services fails.", group: groupClustering},
+	{name: "discovery-proxy", def: "", usage: "HTTP proxy to use for traffic to discovery service.", group: groupClustering},
+	{name: "discovery-srv", def: "", usage: "DNS srv domain used to bootstrap the cluster.", group: groupClustering},
+	{name: "discovery-srv-name", def: "", usage: "Suffix to the dns srv name queried when bootstrapping.", group: groupClustering},
+	{name: "discovery-token", def: "", usage: "V3 discovery: discovery token for the etcd cluster to be bootstrapped.", group: groupClustering},
+	{name: "discovery-endpoints", def: "", usage: "V3 discovery: List of gRPC endpoints of the discovery service.", group: groupClustering},
+	{name: "discovery-dial-timeout", kind: kindDuration, def: "2s", usage: "V3 discovery: dial timeout for client connections.", group: groupClustering},
+	{name: "discovery-request-timeout", kind: kindDuration, def: "5s", usage: "V3 discovery: timeout for discovery requests (excluding dial timeout).", group: groupClustering},
+	{name: "discovery-keepalive-time", kind: kindDuration, def: "2s", usage: "V3 discovery: keepalive time for client connections.", group: groupClustering},
+	{name: "discovery-keepalive-timeout", kind: kindDuration, def: "6s", usage: "V3 discovery: keepalive timeout for client connections.", group: groupClustering},
+	{name: "discovery-insecure-transport", kind: kindBool, def: "true", usage: "V3 discovery: disable transport security for client connections.", group: groupClustering},
+	{name: "discovery-insecure-skip-tls-verify", kind: kindBool, def: "false", usage: "V3 discovery: skip server certificate verification (CAUTION: this option should be enabled only for testing purposes).", group: groupClustering},
+	{name: "discovery-cert", def: "", usage: "V3 discovery: identify secure client using this TLS certificate file.", group: groupClustering, refused: "TLS to the discovery endpoints is not supported yet"},
+	{name: "discovery-key", def: "", usage: "V3 discovery: identify secure client using this TLS key file.", group: groupClustering, refused: "TLS to the discovery endpoints is not supported yet"},
+	{name: "discovery-cacert", def: "", usage: "V3 discovery: verify certificates of TLS-enabled secure servers using this CA bundle.", group: groupClustering, refused: "TLS to the discovery endpoints is not supported yet"},
+	{name: "discovery-user", def: "", usage: "V3 discovery: username[:password] for authentication (prompt if password is not supplied).", group: groupClustering},
+	{name: "discovery-password", def: "", usage: "V3 discovery: password for authentication (if this option is used, --user option shouldn't include password).", group: groupClustering},
 	{name: "strict-reconfig-check", kind: kindBool, def: "true", usage: "Reject reconfiguration requests that would cause quorum loss.", group: groupClustering},
 	{name: "pre-vote", kind: kindBool, def: "false", usage: "Enable to run an additional Raft election phase.", group: groupClustering, ignored: "noded always runs pre-vote (and check-quorum)"},
 	{name: "auto-compaction-retention", def: "0", usage: "Auto compaction retention for mvcc key value store. 0 means disable auto compaction.", group: groupClustering},
 	{name: "auto-compaction-mode", def: "periodic", usage: "interpret 'auto-compaction-retention' one of: periodic|revision. 'periodic' for duration based retention, defaulting to hours if no time unit is provided (e.g. '5m'). 'revision' for revision number based retention.", group: groupClustering},
-	{name: "enable-v2", kind: kindBool, def: "false", usage: "Accept etcd V2 client requests.", group: groupClustering, ignored: "the v2 key API is not served; GET /v2/members is always served"},
+	{name: "enable-v2", kind: kindBool, def: "false", usage: "Accept etcd V2 client requests.", group: groupClustering},
 
 	{name: "cert-file", def: "", usage: "Path to the client server TLS cert file.", group: groupSecurity},
 	{name: "key-file", def: "", usage: "Path to the client server TLS key file.", group: groupSecurity},
@@ -139,11 +152,18 @@ var flagDefs = []flagDef{
 	{name: "logger", def: "zap", usage: "Currently only supports 'zap' for structured logging.", group: groupLogging},
 	{name: "log-outputs", def: "default", usage: "Specify 'stdout' or 'stderr' to skip journald logging even when running under systemd, or list of comma separated output targets.", group: groupLogging},
 	{name: "log-level", def: "info", usage: "Configures log level. Only supports debug, info, warn, error, panic, or fatal.", group: groupLogging},
+	{name: "debug", kind: kindBool, def: "false", usage: "Enable debug-level logging for etcd (etcd 3.4; --log-level=debug since).", group: groupLogging},
 	{name: "log-format", def: "json", usage: "Configures log format. Only supports json, console.", group: groupLogging},
 	{name: "enable-log-rotation", kind: kindBool, def: "false", usage: "Enable log rotation of a single log-outputs file target.", group: groupLogging},
 	{name: "log-rotation-config-json", def: defaultLogRotationConfig, usage: "Configures log rotation if enabled with a JSON logger config. Default: MaxSize=100(MB), MaxAge=0(days,no limit), MaxBackups=0(no limit), LocalTime=false(UTC), Compress=false(gzip)", group: groupLogging},
 
 	{name: "feature-gates", kind: kindFeatureGates, def: "", usage: "A set of key=value pairs that describe server level feature gates for alpha/experimental features. Options are:\n    " + strings.Join(features.Usage(), "\n    "), group: groupV2},
+	{name: "proxy", def: "off", usage: "Proxy mode setting ('off', 'readonly' or 'on').", group: groupV2},
+	{name: "proxy-failure-wait", kind: kindUint, def: "5000", usage: "Time (in milliseconds) an endpoint will be held in a failed state.", group: groupV2},
+	{name: "proxy-refresh-interval", kind: kindUint, def: "30000", usage: "Time (in milliseconds) of the endpoints refresh interval.", group: groupV2},
+	{name: "proxy-dial-timeout", kind: kindUint, def: "1000", usage: "Time (in milliseconds) for a dial to timeout.", group: groupV2},
+	{name: "proxy-write-timeout", kind: kindUint, def: "5000", usage: "Time (in milliseconds) for a write to timeout.", group: groupV2},
+	{name: "proxy-read-timeout", kind: kindUint, def: "0", usage: "Time (in milliseconds) for a read to timeout.", group: groupV2},
 	{name: "force-new-cluster", kind: kindBool, def: "false", usage: "Force to create a new one member cluster.", group: groupV2, refused: "--force-new-cluster is not supported"},
 	{name: "unsafe-no-fsync", kind: kindBool, def: "false", usage: "Disables fsync, unsafe, will cause data loss.", group: groupV2, ignored: "noded always fsyncs"},
 	{name: "snapshot-catchup-entries", kind: kindUint, def: "5000", usage: "Number of entries for a slow follower to catch up after compacting the raft storage entries.", group: groupV2},
@@ -247,7 +267,7 @@ func envName(prefix, flag string) string {
 // given on it, as etcd does: a flag given both ways is an error, and an
 // unknown ETCD_* variable is a warning.
 func (o *options) parse(args []string, environ []string, warn func(string)) error {
-	if err := o.fs.Parse(args); err != nil {
+	if err := o.fs.Parse(o.doubleDashed(args)); err != nil {
 		return err
 	}
 	if len(o.fs.Args()) > 0 {
@@ -278,8 +298,15 @@ func (o *options) parse(args []string, environ []string, warn func(string)) erro
 				continue
 			}
 			if o.fs.Changed(f.Name) {
-				err = fmt.Errorf("conflicting environment variable %q is shadowed by corresponding command-line flag (either unset environment variable or disable flag)", key)
-				return
+				// A systemd unit that passes its EnvironmentFile's values
+				// again as flags sets both; etcd refuses that, noded takes
+				// it when the two agree.
+				if agreed, aerr := o.agrees(f, v); aerr != nil || !agreed {
+					err = fmt.Errorf("conflicting environment variable %q is shadowed by corresponding command-line flag (either unset environment variable or disable flag)", key)
+					return
+				}
+				warn(fmt.Sprintf("environment variable %s repeats flag --%s with the same value %q; etcd would refuse to start (either unset the environment variable or drop the flag)", key, f.Name, v))
+				continue
 			}
 			if serr := o.fs.Set(f.Name, v); serr != nil {
 				err = fmt.Errorf("invalid value %q for %s: %v", v, key, serr)
@@ -288,6 +315,45 @@ func (o *options) parse(args []string, environ []string, warn func(string)) erro
 		}
 	})
 	return err
+}
+
+// agrees reports whether an environment value means what the flag
+// already holds: the value is parsed as the flag's type, and the flag is
+// left as it was.
+func (o *options) agrees(f *pflag.Flag, envValue string) (bool, error) {
+	before := f.Value.String()
+	if before == envValue {
+		return true, nil
+	}
+	if err := f.Value.Set(envValue); err != nil {
+		return false, err
+	}
+	after := f.Value.String()
+	if err := f.Value.Set(before); err != nil {
+		return false, err
+	}
+	return after == before, nil
+}
+
+// doubleDashed rewrites etcd's single-dash long flags (-name n1,
+// -initial-cluster=...; etcd's Go flag package takes both spellings) as
+// pflag's --name. Only names of noded's flags are rewritten, so a value
+// that starts with a dash is left alone, and everything after "--" too.
+func (o *options) doubleDashed(args []string) []string {
+	out := make([]string, 0, len(args))
+	for i, a := range args {
+		if a == "--" {
+			return append(out, args[i:]...)
+		}
+		if len(a) > 2 && a[0] == '-' && a[1] != '-' {
+			name, _, _ := strings.Cut(a[1:], "=")
+			if f := o.fs.Lookup(name); f != nil && len(name) > 1 {
+				a = "-" + a
+			}
+		}
+		out = append(out, a)
+	}
+	return out
 }
 
 // ignoredEnv are ETCD_* variables etcd's own tooling sets that are not
@@ -575,6 +641,7 @@ func (o *options) toConfig() (server.Config, []string, error) {
 	// experimental flags do.
 	cfg.InitialCorruptCheck = cfg.InitialCorruptCheck || cfg.FeatureGates.Enabled(features.InitialCorruptCheck)
 	cfg.CompactHashCheck = cfg.CompactHashCheck || cfg.FeatureGates.Enabled(features.CompactHashCheck)
+	cfg.EnableV2 = o.boolean("enable-v2")
 	if err := cfg.Validate(); err != nil {
 		return cfg, nil, err
 	}

@@ -12,6 +12,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -37,6 +38,12 @@ func main() {
 // code: 0 after a clean stop, 1 for a configuration or runtime error, 2
 // for a command line that does not parse (as etcd).
 func run(args, environ []string, stdout, stderr io.Writer, signals <-chan os.Signal) int {
+	if len(args) > 0 && args[0] == "gateway" {
+		return runGateway(args[1:], stdout, stderr, signals)
+	}
+	if len(args) > 0 && args[0] == "grpc-proxy" {
+		return runGRPCProxy(args[1:], stdout, stderr, signals)
+	}
 	o := newOptions()
 	var warnings []string
 	err := o.parse(args, environ, func(w string) { warnings = append(warnings, w) })
@@ -62,7 +69,11 @@ func run(args, environ []string, stdout, stderr io.Writer, signals <-chan os.Sig
 			return 1
 		}
 	}
-	lg, err := newLogger(o.logConfig(), stdout, stderr)
+	logCfg := o.logConfig()
+	if o.boolean("debug") && !o.changed("log-level") {
+		logCfg.level = "debug" // etcd 3.4's -debug
+	}
+	lg, err := newLogger(logCfg, stdout, stderr)
 	if err != nil {
 		fmt.Fprintf(stderr, "noded: %v\n", err)
 		return 1
@@ -78,6 +89,44 @@ func run(args, environ []string, stdout, stderr io.Writer, signals <-chan os.Sig
 	}
 	for _, n := range notes {
 		lg.Warn(n)
+	}
+	if err := o.checkBootstrapFlags(); err != nil {
+		lg.Error(fmt.Sprintf("error verifying flags, %v. See 'noded --help'.", err))
+		return 1
+	}
+	if o.str("proxy") != "off" {
+		return runProxyMode(o, cfg, nil, lg, signals)
+	}
+	// Discovery runs before the member starts; a signal ends it.
+	dctx, dcancel := context.WithCancel(context.Background())
+	caught := make(chan os.Signal, 1)
+	discovered := make(chan struct{})
+	watcherDone := make(chan struct{})
+	go func() {
+		defer close(watcherDone)
+		select {
+		case sig := <-signals:
+			caught <- sig
+			dcancel()
+		case <-discovered:
+		}
+	}()
+	plan, err := o.discover(dctx, &cfg, lg)
+	close(discovered)
+	<-watcherDone
+	dcancel()
+	select {
+	case sig := <-caught:
+		lg.Info("received signal during discovery; exiting", zap.String("signal", sig.String()))
+		return 0
+	default:
+	}
+	if err != nil {
+		lg.Error("discovery failed", zap.Error(err))
+		return 1
+	}
+	if plan.proxyPeers != nil {
+		return runFallbackProxy(o, cfg, plan, lg, signals)
 	}
 	lg.Info("starting noded", zap.String("etcd-version", server.Version), zap.String("go-version", runtime.Version()),
 		zap.String("name", cfg.Name), zap.String("data-dir", cfg.DataDir))

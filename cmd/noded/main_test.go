@@ -299,3 +299,36 @@ func TestRunAndStop(t *testing.T) {
 		}
 	}
 }
+
+// TestEtcdSpellings: etcd's single-dash long flags, etcd 3.4's -debug,
+// and a systemd unit that passes its EnvironmentFile's ETCD_* values
+// again as flags (etcd refuses that; noded starts when they agree).
+func TestEtcdSpellings(t *testing.T) {
+	cfg, err := parseConfig(t, []string{"-name", "n1", "-initial-cluster=n1=http://127.0.0.1:2380", "-initial-advertise-peer-urls", "http://127.0.0.1:2380",
+		"-heartbeat-interval", "50", "-election-timeout=500"}, nil)
+	if err != nil || cfg.Name != "n1" || cfg.InitialCluster != "n1=http://127.0.0.1:2380" || cfg.HeartbeatMs != 50 || cfg.ElectionMs != 500 {
+		t.Fatalf("single-dash flags: %+v (%v)", cfg, err)
+	}
+	if _, err := parseConfig(t, []string{"-no-such-flag"}, nil); err == nil {
+		t.Fatal("an unknown single-dash flag was accepted")
+	}
+	o := newOptions()
+	if err := o.parse([]string{"-debug"}, nil, func(string) {}); err != nil || !o.boolean("debug") {
+		t.Fatalf("-debug: %v", err)
+	}
+
+	var warned []string
+	o = newOptions()
+	err = o.parse([]string{"--name=infra1", "--heartbeat-interval=100", "--strict-reconfig-check=true"},
+		[]string{"ETCD_NAME=infra1", "ETCD_HEARTBEAT_INTERVAL=100", "ETCD_STRICT_RECONFIG_CHECK=1"}, func(w string) { warned = append(warned, w) })
+	if err != nil || o.str("name") != "infra1" || o.uint("heartbeat-interval") != 100 {
+		t.Fatalf("flags repeating the environment: %v", err)
+	}
+	if len(warned) != 3 || !strings.Contains(strings.Join(warned, "\n"), "ETCD_HEARTBEAT_INTERVAL repeats flag --heartbeat-interval") {
+		t.Fatalf("warnings %q: want one naming each repeated setting", warned)
+	}
+	_, err = parseConfig(t, []string{"--heartbeat-interval=100"}, []string{"ETCD_HEARTBEAT_INTERVAL=200"})
+	if err == nil || err.Error() != `conflicting environment variable "ETCD_HEARTBEAT_INTERVAL" is shadowed by corresponding command-line flag (either unset environment variable or disable flag)` {
+		t.Fatalf("flag and environment disagreeing: %v", err)
+	}
+}
