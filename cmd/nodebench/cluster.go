@@ -33,6 +33,12 @@ type cluster struct {
 // as the other side, and waits until every member serves reads. With
 // certs, each member also serves an https client URL.
 func startCluster(label, binary, dir string, members int, certs *benchTLS) (*cluster, error) {
+	return startClusterWith(label, binary, dir, members, certs, nil)
+}
+
+// startClusterWith is startCluster with extraArgs added to every member's
+// flags.
+func startClusterWith(label, binary, dir string, members int, certs *benchTLS, extraArgs []string) (*cluster, error) {
 	c := &cluster{binary: binary}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
@@ -62,6 +68,7 @@ func startCluster(label, binary, dir string, members int, certs *benchTLS) (*clu
 		if certs != nil {
 			args = append(args, certs.memberFlags()...)
 		}
+		args = append(args, extraArgs...)
 		c.args = append(c.args, args)
 		c.logPaths = append(c.logPaths, filepath.Join(dir, name+".log"))
 		c.procs = append(c.procs, nil)

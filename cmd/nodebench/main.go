@@ -9,6 +9,7 @@
 //	go run ./cmd/nodebench -noded-endpoints http://127.0.0.1:2379 -etcd-endpoints http://127.0.0.1:12379
 //	go run ./cmd/nodebench -tls                     # each row also over https with client certificates
 //	go run ./cmd/nodebench -flood -etcd /work/anchors/etcd  # idle-connection floods, a forged snapshot
+//	go run ./cmd/nodebench -etcd /work/anchors/etcd -tool /work/anchors/benchmark  # the targets, with etcd's `benchmark`
 //
 // Each side is started fresh (a single member, or -members N) on loopback
 // with the same flags and data directories in one temporary directory, or
@@ -20,6 +21,8 @@
 // side also serves an https client URL with the same throwaway
 // certificates and client certificate authentication, and the table adds
 // each side's TLS/plain ratios. -flood measures floods instead (flood.go).
+// -tool runs the rows of the performance targets through etcd's own load
+// tool instead, with resident memory and restart time (tool.go).
 // Speed is only ever measured here, never asserted by a test.
 package main
 
@@ -61,6 +64,15 @@ type options struct {
 	floodPeerConns                int
 	floodHold                     time.Duration
 	floodSnapshotMiB              int
+	// -tool: issue 13's rows through etcd's `benchmark` (tool.go).
+	tool         string
+	toolRows     string
+	toolScale    float64
+	pprofDir     string
+	pprofSeconds int
+	memoryKeys   int
+	memorySettle time.Duration
+	restartKeys  int
 }
 
 func main() {
@@ -83,6 +95,14 @@ func main() {
 	flag.IntVar(&o.floodPeerConns, "flood-peer-conns", 2000, "-flood: idle connections on each of two peer ports")
 	flag.DurationVar(&o.floodHold, "flood-hold", 10*time.Second, "-flood: how long each phase runs")
 	flag.IntVar(&o.floodSnapshotMiB, "flood-snapshot-mib", 160, "-flood: MiB of forged snapshot streamed at noded")
+	flag.StringVar(&o.tool, "tool", "", "path of etcd's `benchmark` tool: run the rows of the performance targets with it (3 members a side, then 1) instead of nodebench's own workloads")
+	flag.StringVar(&o.toolRows, "tool-rows", "all", "-tool: rows to run, comma-separated ("+strings.Join(toolRowIDs(), ",")+")")
+	flag.Float64Var(&o.toolScale, "tool-scale", 1, "-tool: multiply every slice's --total by this")
+	flag.StringVar(&o.pprofDir, "pprof", "", "-tool: start members with --enable-pprof and save a CPU profile of each side's leader per row in this directory")
+	flag.IntVar(&o.pprofSeconds, "pprof-seconds", 5, "-pprof: seconds per profile")
+	flag.IntVar(&o.memoryKeys, "memory-keys", 200000, "-tool memory row: keys written before compacting")
+	flag.DurationVar(&o.memorySettle, "memory-settle", 40*time.Second, "-tool memory row: idle time after the compaction; resident memory is sampled over its last quarter")
+	flag.IntVar(&o.restartKeys, "restart-keys", 1000000, "-tool restart row: keys the member holds when restarted")
 	flag.BoolVar(&o.jsonOut, "json", false, "print JSON instead of a table")
 	flag.BoolVar(&o.keep, "keep", false, "keep the data directories and member logs")
 	flag.Parse()
@@ -109,12 +129,19 @@ func run(o options, out io.Writer) error {
 		return err
 	}
 	var sides []*side
+	var toolClusters []*cluster
+	var toolMu sync.Mutex
 	var cleanupOnce sync.Once
 	cleanup := func() {
 		cleanupOnce.Do(func() {
 			for _, s := range sides {
 				s.close()
 			}
+			toolMu.Lock()
+			for _, c := range toolClusters {
+				c.stop()
+			}
+			toolMu.Unlock()
 			if o.keep {
 				fmt.Fprintln(os.Stderr, "nodebench: kept", dir)
 			} else {
@@ -141,6 +168,13 @@ func run(o options, out io.Writer) error {
 		if err := build.Run(); err != nil {
 			return fmt.Errorf("go build ./cmd/noded: %w", err)
 		}
+	}
+	if o.tool != "" {
+		return runTool(o, dir, out, func(c *cluster) {
+			toolMu.Lock()
+			defer toolMu.Unlock()
+			toolClusters = append(toolClusters, c)
+		})
 	}
 	var certs *benchTLS
 	if slices.ContainsFunc(rows, func(r rowSpec) bool { return r.tls }) {
@@ -288,7 +322,7 @@ func writeTable(out io.Writer, o options, sides []*side, results []rowResult) {
 	}
 	fmt.Fprintln(out)
 	// A Markdown table: readable in a terminal, pastes into an issue.
-	tw := tabwriter.NewWriter(out, 0, 0, 1, ' ', 0)
+	tw := newTableWriter(out)
 	tableHeader(tw, "workload", "etcd req/s", "noded req/s", "noded/etcd", "etcd p50 ms", "noded p50 ms", "noded/etcd", "etcd p99 ms", "noded p99 ms", "noded/etcd", "errors etcd/noded")
 	for _, r := range results {
 		e, n := &r.samples[0], &r.samples[1]
@@ -374,6 +408,10 @@ type jsonRow struct {
 	RatioRequestsPerSecond float64 `json:"ratio_requests_per_second"`
 	RatioP50               float64 `json:"ratio_p50"`
 	RatioP99               float64 `json:"ratio_p99"`
+}
+
+func newTableWriter(out io.Writer) *tabwriter.Writer {
+	return tabwriter.NewWriter(out, 0, 0, 1, ' ', 0)
 }
 
 func tableRow(w io.Writer, cells []string) {
