@@ -11,7 +11,7 @@ import (
 // the same natively and under GOOS=js GOARCH=wasm; it changes only when the
 // WAL format, SimFS's crash model or the sweep workload changes (then update
 // it, after checking both platforms agree).
-const simTraceHashGolden = "952bf6f04b9913cefa59490329e2edc13717b1a6ffd6832428763bfa55bdcf4d"
+const simTraceHashGolden = "a9eccf84f3ca0864c2f0df3d7a1a835638608ba0e54d651fdd4b202c0407b779"
 
 // simTrace runs the sweep workload under several seeded crashes and bit
 // flips and renders every SimFS state and every Open result (with the

@@ -137,26 +137,33 @@ func readFullAt(f File, p []byte, off int64) error {
 	return err
 }
 
-// writeFileDurably writes a whole file under a temporary name, syncs it,
-// renames it into place and syncs the directory: a crash at any point leaves
-// either no file under name or the whole of data. With allocateSizeBytes
-// above len(data) the file is allocated to that size first (zeros after
-// data), and the allocation is as durable as data when the file appears.
-func writeFileDurably(fsys FS, name string, data []byte, allocateSizeBytes int64) error {
+// writeFileDurably writes a whole file, pieces one after the other, under a
+// temporary name, syncs it, renames it into place and syncs the directory: a
+// crash at any point leaves either no file under name or all of the pieces.
+// With allocateSizeBytes above their size the file is allocated to that size
+// first (zeros after them), and the allocation is as durable as they are
+// when the file appears.
+func writeFileDurably(fsys FS, name string, allocateSizeBytes int64, pieces ...[]byte) error {
 	tmp := name + tmpSuffix
 	f, err := fsys.Create(tmp)
 	if err != nil {
 		return err
 	}
-	if allocateSizeBytes > int64(len(data)) {
+	var sizeBytes int64
+	for _, p := range pieces {
+		sizeBytes += int64(len(p))
+	}
+	if allocateSizeBytes > sizeBytes {
 		if err := f.Allocate(allocateSizeBytes); err != nil {
 			f.Close()
 			return fmt.Errorf("disk: allocate %d bytes for %s: %w", allocateSizeBytes, tmp, err)
 		}
 	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return fmt.Errorf("disk: write %s: %w", tmp, err)
+	for _, p := range pieces {
+		if _, err := f.Write(p); err != nil {
+			f.Close()
+			return fmt.Errorf("disk: write %s: %w", tmp, err)
+		}
 	}
 	if err := f.Sync(); err != nil {
 		f.Close()

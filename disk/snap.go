@@ -8,6 +8,7 @@ import (
 	"hash/crc32"
 
 	"go.etcd.io/raft/v3/raftpb"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -47,25 +48,53 @@ func snapName(index, term uint64) string { return hexPairName(index, term, snapS
 
 var marshalOptions = proto.MarshalOptions{Deterministic: true}
 
-// encodeSnapshotFile returns the bytes of a snapshot file and its payload CRC.
-func encodeSnapshotFile(snap *raftpb.Snapshot) ([]byte, uint32, error) {
-	// One buffer for header and payload: a snapshot's data can be tens of
-	// megabytes, and marshalling it apart would copy it once more.
-	b := make([]byte, snapHeaderSizeBytes, snapHeaderSizeBytes+marshalOptions.Size(snap))
-	b, err := marshalOptions.MarshalAppend(b, snap)
+// encodeSnapshotFile returns the bytes of a snapshot file in pieces (the
+// header, then the payload) and the payload's CRC. The snapshot's data is
+// one of the pieces as it is, not copied: it can be tens of megabytes, and
+// a member must have room for every copy.
+func encodeSnapshotFile(snap *raftpb.Snapshot) (pieces [][]byte, payloadCRC uint32, err error) {
+	payload, err := snapshotPayloadPieces(snap)
 	if err != nil {
 		return nil, 0, fmt.Errorf("disk: encode snapshot: %w", err)
 	}
-	payload := b[snapHeaderSizeBytes:]
-	copy(b[0:8], snapMagic)
-	binary.LittleEndian.PutUint32(b[8:12], snapFormatVersion)
-	payloadCRC := crc32.Checksum(payload, castagnoli)
-	binary.LittleEndian.PutUint32(b[12:16], payloadCRC)
-	binary.LittleEndian.PutUint64(b[16:24], uint64(len(payload)))
-	binary.LittleEndian.PutUint64(b[24:32], snap.GetMetadata().GetIndex())
-	binary.LittleEndian.PutUint64(b[32:40], snap.GetMetadata().GetTerm())
-	binary.LittleEndian.PutUint32(b[40:44], crc32.Checksum(b[:40], castagnoli))
-	return b, payloadCRC, nil
+	var payloadSizeBytes int
+	for _, p := range payload {
+		payloadCRC = crc32.Update(payloadCRC, castagnoli, p)
+		payloadSizeBytes += len(p)
+	}
+	h := make([]byte, snapHeaderSizeBytes)
+	copy(h[0:8], snapMagic)
+	binary.LittleEndian.PutUint32(h[8:12], snapFormatVersion)
+	binary.LittleEndian.PutUint32(h[12:16], payloadCRC)
+	binary.LittleEndian.PutUint64(h[16:24], uint64(payloadSizeBytes))
+	binary.LittleEndian.PutUint64(h[24:32], snap.GetMetadata().GetIndex())
+	binary.LittleEndian.PutUint64(h[32:40], snap.GetMetadata().GetTerm())
+	binary.LittleEndian.PutUint32(h[40:44], crc32.Checksum(h[:40], castagnoli))
+	return append([][]byte{h}, payload...), payloadCRC, nil
+}
+
+// snapshotPayloadPieces is the deterministic protobuf encoding of snap in
+// pieces whose concatenation is marshalOptions.Marshal(snap): field 1
+// (data) framed around the data itself, then field 2 (metadata).
+func snapshotPayloadPieces(snap *raftpb.Snapshot) ([][]byte, error) {
+	data := snap.GetData()
+	if len(data) == 0 || len(snap.ProtoReflect().GetUnknown()) > 0 {
+		b, err := marshalOptions.Marshal(snap)
+		return [][]byte{b}, err
+	}
+	head := protowire.AppendTag(nil, 1, protowire.BytesType)
+	head = protowire.AppendVarint(head, uint64(len(data)))
+	tail := []byte{}
+	if snap.Metadata != nil {
+		meta, err := marshalOptions.Marshal(snap.Metadata)
+		if err != nil {
+			return nil, err
+		}
+		tail = protowire.AppendTag(tail, 2, protowire.BytesType)
+		tail = protowire.AppendVarint(tail, uint64(len(meta)))
+		tail = append(tail, meta...)
+	}
+	return [][]byte{head, data, tail}, nil
 }
 
 // decodeSnapshotFile checks and decodes a snapshot file's bytes against the

@@ -159,7 +159,7 @@ func Create(fsys FS, walDir, snapDir string, metadata []byte, opts Options) (*St
 	s := &Storage{fs: fsys, walDir: walDir, snapDir: snapDir, opts: opts, metadata: slices.Clone(metadata)}
 	seg := segmentInfo{seq: 0, firstIndex: 1, name: path.Join(walDir, segmentName(0, 1))}
 	head, chain := s.encodeHead(nil, seg, 0)
-	if err := writeFileDurably(fsys, seg.name, head, opts.SegmentSizeBytes); err != nil {
+	if err := writeFileDurably(fsys, seg.name, opts.SegmentSizeBytes, head); err != nil {
 		return nil, fmt.Errorf("disk: create WAL in %s: %w", walDir, err)
 	}
 	f, err := fsys.OpenAppend(seg.name)
@@ -482,15 +482,19 @@ func (s *Storage) WriteSnapshotFile(snap *raftpb.Snapshot) (SnapshotFile, error)
 	if index == 0 {
 		return SnapshotFile{}, errors.New("disk: save snapshot at index 0")
 	}
-	fileBytes, payloadCRC, err := encodeSnapshotFile(snap)
+	pieces, payloadCRC, err := encodeSnapshotFile(snap)
 	if err != nil {
 		return SnapshotFile{}, err
 	}
 	name := path.Join(s.snapDir, snapName(index, term))
-	if err := writeFileDurably(s.fs, name, fileBytes, 0); err != nil {
+	if err := writeFileDurably(s.fs, name, 0, pieces...); err != nil {
 		return SnapshotFile{}, fmt.Errorf("disk: save snapshot %s: %w", name, err)
 	}
-	return SnapshotFile{index: index, term: term, payloadCRC: payloadCRC, fileSizeBytes: int64(len(fileBytes)), name: name}, nil
+	var fileSizeBytes int64
+	for _, p := range pieces {
+		fileSizeBytes += int64(len(p))
+	}
+	return SnapshotFile{index: index, term: term, payloadCRC: payloadCRC, fileSizeBytes: fileSizeBytes, name: name}, nil
 }
 
 // CommitSnapshot makes a written snapshot file count: the WAL's snapshot

@@ -48,6 +48,10 @@ type encoder struct {
 	buf       []byte   // the chunk being filled
 	sizeBytes int      // of chunks and buf together
 	tmp       [binary.MaxVarintLen64]byte
+	// countOnly counts the bytes and keeps none (SnapshotSizeBytes);
+	// direct appends everything to buf, which the caller sized
+	// (AppendSnapshot).
+	countOnly, direct bool
 }
 
 // Chunks start small, so that the many small snapshots of simulated runs
@@ -60,6 +64,13 @@ const (
 func (e *encoder) write(p []byte) {
 	if e.w != nil {
 		e.w.Write(p)
+		return
+	}
+	if e.countOnly || e.direct {
+		if e.direct {
+			e.buf = append(e.buf, p...)
+		}
+		e.sizeBytes += len(p)
 		return
 	}
 	if len(e.buf)+len(p) > cap(e.buf) {
@@ -146,6 +157,26 @@ func (s *Store) SnapshotChunks() (chunks [][]byte, sizeBytes int) {
 	e := &encoder{}
 	s.encode(e)
 	return e.finish(), e.sizeBytes + 4
+}
+
+// SnapshotSizeBytes is the length of Snapshot's bytes, counted without
+// keeping them.
+func (s *Store) SnapshotSizeBytes() int {
+	e := &encoder{countOnly: true}
+	s.encode(e)
+	return e.sizeBytes + 4
+}
+
+// AppendSnapshot appends Snapshot's bytes to b. A caller that sized b
+// with SnapshotSizeBytes gets them with no copy beyond the one into b:
+// a large store's snapshot is tens of megabytes, and every copy of it is
+// memory a member must have room for.
+func (s *Store) AppendSnapshot(b []byte) []byte {
+	start := len(b)
+	e := &encoder{buf: b, direct: true}
+	s.encode(e)
+	crc := crc32.Checksum(e.buf[start:], castagnoli)
+	return binary.LittleEndian.AppendUint32(e.buf, crc)
 }
 
 // StateHash hashes everything that is replicated state (FNV-1a 64 over the

@@ -89,7 +89,9 @@ func (n *Node) applyNormal(e *raftpb.Entry) {
 	case r.GetClusterMemberAttrSet() != nil:
 		n.applyMemberAttrSet(r.GetClusterMemberAttrSet())
 	default:
-		res := n.store.Apply(r)
+		// r was decoded from the entry just now and is dropped after this:
+		// the store keeps its keys and values without a copy.
+		res := n.store.ApplyOwned(r)
 		resp, err = res.Resp, res.Err
 		n.afterKVApply(r, res)
 		n.afterAuthApply(e.GetIndex(), r, res)

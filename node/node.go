@@ -155,7 +155,7 @@ func Restart(cfg Config, d Durable) (*Node, error) {
 			return nil, err
 		}
 		snapParts = &parts
-		if err := ms.ApplySnapshot(d.Snapshot); err != nil {
+		if err := ms.ApplySnapshot(withoutData(d.Snapshot)); err != nil {
 			return nil, fmt.Errorf("node: snapshot: %w", err)
 		}
 		applied = d.Snapshot.GetMetadata().GetIndex()
@@ -284,6 +284,9 @@ func (n *Node) ReportUnreachable(id uint64) { n.rn.ReportUnreachable(id) }
 
 // ReportSnapshot tells raft how sending a snapshot to id went.
 func (n *Node) ReportSnapshot(id uint64, failed bool) {
+	// The bytes made for sending are let go once a send ends; another
+	// follower that needs them gets them made again.
+	n.sendSnapshot = nil
 	status := raft.SnapshotFinish
 	if failed {
 		status = raft.SnapshotFailure
@@ -405,7 +408,7 @@ func (n *Node) completeAppend() {
 func (n *Node) finishAppend(pa *pendingAppend) {
 	m := pa.msg
 	if s := pa.persist.Snapshot; s != nil {
-		if err := n.storage.ApplySnapshot(s); err != nil {
+		if err := n.storage.ApplySnapshot(withoutData(s)); err != nil {
 			panic(fmt.Sprintf("node %x: apply snapshot %d: %v", n.cfg.ID, s.GetMetadata().GetIndex(), err))
 		}
 		parts, err := decodeSnapshot(s.GetData())
@@ -452,12 +455,12 @@ func (n *Node) runApplies() {
 			_ = n.rn.Step(resp)
 		}
 		n.maybeSnapshot()
+		n.maybeCompactLog()
 	}
 }
 
 func (n *Node) encodeSnapshot() []byte {
-	kvChunks, kvSizeBytes := n.store.SnapshotChunks()
-	return encodeSnapshot(kvChunks, kvSizeBytes, &n.members, n.applied.ordered())
+	return encodeSnapshot(n.store, &n.members, n.applied.ordered())
 }
 
 // snapshotForSending is the snapshot raft sends a follower whose log is
@@ -465,17 +468,19 @@ func (n *Node) encodeSnapshot() []byte {
 // taken. The last one may predate the follower itself (a member added
 // after it), and raft refuses a snapshot whose configuration lacks the
 // recipient, which would leave the new member unable ever to catch up.
-// It is made once per applied index and only when a follower needs it.
+// It is made only when a follower needs it, once per applied index while
+// sends are in flight, and let go when raft hears how a send went
+// (ReportSnapshot): raft's in-memory storage keeps no snapshot bytes.
 func (n *Node) snapshotForSending() (*raftpb.Snapshot, error) {
 	if n.sendSnapshot != nil && n.sendSnapshot.GetMetadata().GetIndex() == n.appliedIndex {
 		return n.sendSnapshot, nil
 	}
-	if n.appliedIndex <= n.snapshotIndex {
-		return n.storage.MemoryStorage.Snapshot()
-	}
 	term, err := n.storage.Term(n.appliedIndex)
 	if err != nil {
-		return n.storage.MemoryStorage.Snapshot()
+		// The applied index is never below the log's first index (the log
+		// is only ever compacted below it), so this is not expected; raft
+		// retries the send later.
+		return nil, raft.ErrSnapshotTemporarilyUnavailable
 	}
 	n.sendSnapshot = &raftpb.Snapshot{
 		Data: n.encodeSnapshot(),
@@ -504,28 +509,43 @@ func (n *Node) installSnapshotState(snap *raftpb.Snapshot, parts snapshotParts) 
 	return nil
 }
 
-// maybeSnapshot takes a local snapshot every SnapshotCount applied entries
-// and lets raft forget the log before it, but for SnapshotCatchUpEntries
-// kept for followers that are a little behind.
+// maybeSnapshot takes a local snapshot every SnapshotCount applied entries,
+// for the host to write: the disk's log before it can then be released.
 func (n *Node) maybeSnapshot() {
 	if n.appliedIndex-n.snapshotIndex < n.cfg.SnapshotCount {
 		return
 	}
-	data := n.encodeSnapshot()
-	snap, err := n.storage.CreateSnapshot(n.appliedIndex, n.confState, data)
+	// Raft's storage keeps the snapshot's metadata only: the bytes go to
+	// the host once, to be written, and a follower that needs a snapshot
+	// gets one made from the applied state (snapshotForSending).
+	meta, err := n.storage.CreateSnapshot(n.appliedIndex, n.confState, nil)
 	if err != nil {
 		panic(fmt.Sprintf("node %x: create snapshot at %d: %v", n.cfg.ID, n.appliedIndex, err))
 	}
 	n.snapshotIndex = n.appliedIndex
-	if n.appliedIndex > n.cfg.SnapshotCatchUpEntries {
-		compactTo := n.appliedIndex - n.cfg.SnapshotCatchUpEntries
-		if first, _ := n.storage.FirstIndex(); compactTo > first {
-			if err := n.storage.Compact(compactTo); err != nil && !errors.Is(err, raft.ErrCompacted) {
-				panic(fmt.Sprintf("node %x: compact raft log to %d: %v", n.cfg.ID, compactTo, err))
-			}
-		}
+	n.out.SaveSnapshot = &raftpb.Snapshot{Data: n.encodeSnapshot(), Metadata: meta.GetMetadata()}
+}
+
+// maybeCompactLog lets raft's in-memory log forget applied entries but the
+// last SnapshotCatchUpEntries, kept for followers a little behind; one
+// further behind gets a snapshot of the applied state (snapshotForSending).
+// The in-memory log is not tied to the snapshots on disk: every entry in it
+// was durable before it was applied, and the disk keeps what a restart
+// replays. It is compacted in steps of a quarter of the kept entries, so
+// that the copy of the kept part is paid once per that many entries.
+func (n *Node) maybeCompactLog() {
+	keep := n.cfg.SnapshotCatchUpEntries
+	if n.appliedIndex <= keep {
+		return
 	}
-	n.out.SaveSnapshot = snap
+	compactTo := n.appliedIndex - keep
+	first, _ := n.storage.FirstIndex()
+	if compactTo < first+max(keep/4, 1) {
+		return
+	}
+	if err := n.storage.Compact(compactTo); err != nil && !errors.Is(err, raft.ErrCompacted) {
+		panic(fmt.Sprintf("node %x: compact raft log to %d: %v", n.cfg.ID, compactTo, err))
+	}
 }
 
 func (n *Node) onSoftState(ss *raft.SoftState) {
@@ -634,6 +654,13 @@ func (n *Node) StateHash() uint64 { return n.store.StateHash() }
 // Store gives hosts read access to the state machine (views for concurrent
 // readers, hashes). Hosts must not apply to it.
 func (n *Node) Store() *kvsm.Store { return n.store }
+
+// withoutData is snap's metadata alone, for raft's in-memory storage: the
+// state is in the store and the bytes on disk, and raft asks for a
+// snapshot only to send one (raftStorage.Snapshot), which the node makes.
+func withoutData(snap *raftpb.Snapshot) *raftpb.Snapshot {
+	return &raftpb.Snapshot{Metadata: snap.GetMetadata()}
+}
 
 // raftStorage is raft's in-memory log, but for the snapshot raft sends to
 // a follower, which comes from the node (snapshotForSending).

@@ -6,12 +6,18 @@ import (
 	"testing"
 )
 
+// rawKV stands in for the store's snapshot in envelope tests.
+type rawKV string
+
+func (r rawKV) SnapshotSizeBytes() int         { return len(r) }
+func (r rawKV) AppendSnapshot(b []byte) []byte { return append(b, r...) }
+
 func TestSnapshotEnvelopeRoundTrip(t *testing.T) {
 	var ms membership
 	ms.put(Member{ID: 3, Name: "c", PeerURLs: []string{"http://c:2380"}})
 	ms.put(Member{ID: 1, Name: "a", PeerURLs: []string{"http://a:2380"}, ClientURLs: []string{"http://a:2379"}, IsLearner: true})
 	ms.remove(9)
-	data := encodeSnapshot([][]byte{[]byte("kv-"), []byte("state")}, 8, &ms, []uint64{5, 6, 7})
+	data := encodeSnapshot(rawKV("kv-state"), &ms, []uint64{5, 6, 7})
 	parts, err := decodeSnapshot(data)
 	if err != nil {
 		t.Fatal(err)
@@ -30,7 +36,7 @@ func TestSnapshotEnvelopeRoundTrip(t *testing.T) {
 func TestSnapshotEnvelopeRefusesDamage(t *testing.T) {
 	var ms membership
 	ms.put(Member{ID: 1, Name: "a", PeerURLs: []string{"http://a:2380"}})
-	data := encodeSnapshot([][]byte{[]byte("kv")}, 2, &ms, []uint64{1})
+	data := encodeSnapshot(rawKV("kv"), &ms, []uint64{1})
 	for n := 0; n < len(data); n++ {
 		if _, err := decodeSnapshot(data[:n]); !errors.Is(err, errSnapshotMalformed) {
 			t.Fatalf("truncated to %d bytes: %v", n, err)

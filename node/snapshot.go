@@ -7,6 +7,8 @@ import (
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/noded/noded/kvsm"
 )
 
 // A member's snapshot (raftpb.Snapshot.Data) is everything applying the log
@@ -34,17 +36,27 @@ type snapshotParts struct {
 	requests   []uint64
 }
 
-func encodeSnapshot(kvChunks [][]byte, kvSizeBytes int, ms *membership, requests []uint64) []byte {
+// kvSnapshotter is what encodeSnapshot needs of the store (*kvsm.Store).
+type kvSnapshotter interface {
+	SnapshotSizeBytes() int
+	AppendSnapshot(b []byte) []byte
+}
+
+var _ kvSnapshotter = (*kvsm.Store)(nil)
+
+// encodeSnapshot encodes the store, the member table and the applied
+// requests into one buffer allocated once at its final size: the store's
+// part is counted first, then written in place.
+func encodeSnapshot(store kvSnapshotter, ms *membership, requests []uint64) []byte {
+	kvSizeBytes := store.SnapshotSizeBytes()
 	b := make([]byte, 0, len(snapshotMagic)+binary.MaxVarintLen64+kvSizeBytes+64*len(ms.members)+
 		binary.MaxVarintLen64*(len(ms.removed)+len(requests)+3))
 	b = append(b, snapshotMagic...)
 	b = binary.AppendUvarint(b, uint64(kvSizeBytes))
 	kvStart := len(b)
-	for _, c := range kvChunks {
-		b = append(b, c...)
-	}
+	b = store.AppendSnapshot(b)
 	if len(b)-kvStart != kvSizeBytes {
-		panic(fmt.Sprintf("node: kv snapshot chunks hold %d bytes, %d announced", len(b)-kvStart, kvSizeBytes))
+		panic(fmt.Sprintf("node: kv snapshot holds %d bytes, %d counted", len(b)-kvStart, kvSizeBytes))
 	}
 	b = binary.AppendUvarint(b, uint64(len(ms.members)))
 	for _, m := range ms.members {
