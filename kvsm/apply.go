@@ -111,6 +111,26 @@ func (s *Store) Apply(r *pb.InternalRaftRequest) ApplyResult {
 	return s.failed(rpctypes.ErrGRPCNotCapable)
 }
 
+// ApplyOwned is Apply for a request whose bytes nothing else holds or will
+// change (one just decoded from a log entry): the store keeps its keys and
+// values as they are rather than copying them, so that each value lives in
+// memory once. Apply copies them.
+func (s *Store) ApplyOwned(r *pb.InternalRaftRequest) ApplyResult {
+	s.ownsRequest = true
+	res := s.Apply(r)
+	s.ownsRequest = false
+	return res
+}
+
+// keep returns p for the store to keep: p itself when the request being
+// applied is the store's (ApplyOwned), a copy otherwise.
+func (s *Store) keep(p []byte) []byte {
+	if s.ownsRequest && p != nil {
+		return p
+	}
+	return cloneBytes(p)
+}
+
 func (s *Store) failed(err error) ApplyResult {
 	return ApplyResult{Err: err, Rev: s.kv.rev}
 }
@@ -192,7 +212,7 @@ func (w *writeTxn) put(old *keyEntry, key, value []byte, leaseID int64) {
 	s := w.s
 	main, sub := w.nextRev()
 	rev := keyRev{modMain: main, modSub: sub, createMain: main, version: 1, lease: leaseID}
-	rev.value = cloneBytes(value)
+	rev.value = s.keep(value)
 	oldLease := int64(0)
 	var next *keyEntry
 	if old != nil {
@@ -203,7 +223,7 @@ func (w *writeTxn) put(old *keyEntry, key, value []byte, leaseID int64) {
 		}
 		next = &keyEntry{key: old.key, revs: append(old.revs, rev)}
 	} else {
-		next = newKeyEntry(cloneBytes(key), rev)
+		next = newKeyEntry(s.keep(key), rev)
 	}
 	s.kv.keys.Set(next)
 	w.record(next)

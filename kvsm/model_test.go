@@ -879,6 +879,37 @@ func (wc *watchCheck) check(t *rapid.T, s *Store, m *model, resp *pb.WatchRespon
 	}
 }
 
+// scribble overwrites the keys and values of r's puts, as a caller reusing
+// its buffers after Apply would.
+func scribble(r *pb.InternalRaftRequest) {
+	var ops func(ops []*pb.RequestOp)
+	put := func(p *pb.PutRequest) {
+		for _, b := range [][]byte{p.GetKey(), p.GetValue()} {
+			for i := range b {
+				b[i] = 0xfe
+			}
+		}
+	}
+	ops = func(list []*pb.RequestOp) {
+		for _, op := range list {
+			if p := op.GetRequestPut(); p != nil {
+				put(p)
+			}
+			if t := op.GetRequestTxn(); t != nil {
+				ops(t.GetSuccess())
+				ops(t.GetFailure())
+			}
+		}
+	}
+	if p := r.GetPut(); p != nil {
+		put(p)
+	}
+	if t := r.GetTxn(); t != nil {
+		ops(t.GetSuccess())
+		ops(t.GetFailure())
+	}
+}
+
 func TestModel(t *testing.T) {
 	rapid.Check(t, func(t *rapid.T) {
 		cfg := Config{MinLeaseTTLSeconds: rapid.Int64Range(0, 3).Draw(t, "min ttl")}
@@ -894,8 +925,15 @@ func TestModel(t *testing.T) {
 			if err := Validate(cfg, r); err != nil && err != rpctypes.ErrGRPCDuplicateKey {
 				t.Fatalf("generator made an invalid request %s: %v", what, err)
 			}
-			want := m.apply(r)
-			sameResult(t, what, s.Apply(r), want)
+			want := m.apply(proto.Clone(r).(*pb.InternalRaftRequest))
+			if rapid.Bool().Draw(t, "owned") {
+				sameResult(t, what, s.ApplyOwned(r), want)
+			} else {
+				// Apply copies what it keeps: the caller may reuse the
+				// request's buffers.
+				sameResult(t, what, s.Apply(r), want)
+				scribble(r)
+			}
 			allEvents = append(allEvents, want.Events...)
 		}
 		t.Repeat(map[string]func(*rapid.T){
@@ -943,6 +981,15 @@ func TestModel(t *testing.T) {
 			},
 			"snapshot": func(t *rapid.T) {
 				data := s.Snapshot()
+				// The one-buffer encoding (node's snapshots) is the same
+				// bytes, counted exactly.
+				prefix := []byte("prefix")
+				if got := s.AppendSnapshot(slices.Clone(prefix)); !bytes.Equal(got, append(prefix, data...)) {
+					t.Fatalf("AppendSnapshot differs from Snapshot")
+				}
+				if n := s.SnapshotSizeBytes(); n != len(data) {
+					t.Fatalf("SnapshotSizeBytes %d, Snapshot is %d bytes", n, len(data))
+				}
 				r, err := Restore(cfg, data)
 				if err != nil {
 					t.Fatalf("restore: %v", err)

@@ -170,6 +170,7 @@ type Store struct {
 	sizeBytes   int64
 	watch       watchRegistry
 	probe       keyEntry // lookup key for the store's own goroutine; saves an allocation per lookup
+	ownsRequest bool     // the request being applied is the store's to keep (ApplyOwned)
 }
 
 // New returns an empty store at revision 1.
