@@ -66,6 +66,12 @@ type Config struct {
 	SnapshotCatchUpEntries uint64
 	MaxSnapshots           int // snapshot files kept (etcd's --max-snapshots)
 
+	// IdleMemoryRelease, when above 0, has the member collect the Go
+	// heap's garbage and return free pages to the system once it has
+	// applied nothing for this long after it last did (memory.go). The
+	// setting is process-wide in effect; cmd/noded turns it on.
+	IdleMemoryRelease time.Duration
+
 	QuotaBackendBytes   int64
 	MaxRequestBytes     int
 	MaxTxnOps           int

@@ -116,8 +116,9 @@ type Member struct {
 	metrics *metrics
 	v2stats memberV2Stats
 
-	nextStream atomic.Uint64
-	clients    *clientServer
+	nextStream   atomic.Uint64
+	idleReleases atomic.Uint64 // memory released while idle (memory.go)
+	clients      *clientServer
 	forwarder  *forwarder
 
 	// clientTLS and peerTLS serve the https client and peer URLs (nil
@@ -313,6 +314,9 @@ func Start(cfg Config) (*Member, error) {
 	go m.runDisk()
 	go m.runSnapshots()
 	go m.run()
+	if cfg.IdleMemoryRelease > 0 {
+		go m.releaseMemoryWhenIdle(cfg.IdleMemoryRelease)
+	}
 	for i, pl := range peerListeners {
 		m.servePeers(i, pl)
 	}

@@ -131,6 +131,8 @@ func run(args, environ []string, stdout, stderr io.Writer, signals <-chan os.Sig
 	lg.Info("starting noded", zap.String("etcd-version", server.Version), zap.String("go-version", runtime.Version()),
 		zap.String("name", cfg.Name), zap.String("data-dir", cfg.DataDir))
 	cfg.Logger = lg
+	cfg.IdleMemoryRelease = idleMemoryRelease
+	setMemoryLimit(lg, cfg.QuotaBackendBytes)
 	m, err := server.Start(cfg)
 	if err != nil {
 		lg.Error("cannot start member", zap.Error(err))

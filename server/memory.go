@@ -1,0 +1,56 @@
+package server
+
+// Memory the member's process gives back. The Go heap grows to twice what
+// is live before a collection (GOGC=100) and keeps freed pages a while;
+// after a burst of writes and a compaction most of it is garbage that
+// nothing will collect until the next burst, or the runtime's two-minute
+// forced collection, and even then only part of it goes back to the
+// system. A member that has been idle a while collects and returns it
+// all at once (runtime/debug.FreeOSMemory), so an idle member's resident
+// memory is what it holds, not what it once allocated. The collection runs
+// on a goroutine of its own; the member loop never waits for it.
+
+import (
+	"runtime/debug"
+	"time"
+)
+
+// idleReleaseCheckEvery is how often the release goroutine looks at the
+// member's activity.
+const idleReleaseCheckEvery = time.Second
+
+// releaseMemoryWhenIdle runs until the member stops: once the applied
+// index and the revision have not moved for idleAfter, after they moved
+// since the last release, it frees the heap's garbage and returns the
+// free pages to the system. It runs at most once per idle period.
+func (m *Member) releaseMemoryWhenIdle(idleAfter time.Duration) {
+	ticker := time.NewTicker(idleReleaseCheckEvery)
+	defer ticker.Stop()
+	var lastApplied uint64
+	var lastRev, lastCompact int64
+	lastChange := time.Now()
+	released := false
+	for {
+		select {
+		case <-m.stopLoop:
+			return
+		case now := <-ticker.C:
+			st := m.state.Load()
+			if st == nil {
+				continue
+			}
+			s := st.status
+			if s.AppliedIndex != lastApplied || s.Revision != lastRev || s.CompactRevision != lastCompact {
+				lastApplied, lastRev, lastCompact = s.AppliedIndex, s.Revision, s.CompactRevision
+				lastChange = now
+				released = false
+				continue
+			}
+			if !released && now.Sub(lastChange) >= idleAfter {
+				released = true
+				debug.FreeOSMemory()
+				m.idleReleases.Add(1)
+			}
+		}
+	}
+}
