@@ -9,6 +9,7 @@ import (
 	stdnet "net"
 	"net/http"
 	"net/url"
+	"runtime"
 	"sync"
 	"time"
 
@@ -19,7 +20,6 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
-	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/test/bufconn"
 
 	"github.com/noded/noded/server/connmux"
@@ -106,6 +106,10 @@ func newClientServer(m *Member) (*clientServer, error) {
 		grpc.MaxConcurrentStreams(math.MaxUint32),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: false}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 2 * time.Hour, Timeout: 20 * time.Second}),
+		// A fixed pool of goroutines serves the calls, rather than a new one
+		// (and a new stack to grow) per call; past the pool's size gRPC
+		// starts goroutines as before.
+		grpc.NumStreamWorkers(uint32(streamWorkers())),
 		grpc.ChainUnaryInterceptor(m.metrics.unaryInterceptor(), m.requireLeaderUnary),
 		grpc.ChainStreamInterceptor(m.metrics.streamInterceptor(), m.requireLeaderStream),
 	)...)
@@ -225,6 +229,11 @@ func listenURLs(kind string, urls []url.URL) ([]stdnet.Listener, error) {
 	return out, nil
 }
 
+// streamWorkers is the size of the gRPC server's pool of call goroutines:
+// a few per processor, so that calls waiting on the member loop do not
+// leave processors idle.
+func streamWorkers() int { return 4 * runtime.GOMAXPROCS(0) }
+
 func (cs *clientServer) serve(l stdnet.Listener) {
 	cs.wg.Add(1)
 	go func() { defer cs.wg.Done(); cs.grpc.Serve(l) }()
@@ -233,7 +242,7 @@ func (cs *clientServer) serve(l stdnet.Listener) {
 // requireLeaderUnary fails a call that carries etcd's hasleader metadata
 // while the member knows no leader (etcd's unary interceptor).
 func (m *Member) requireLeaderUnary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-	if md, ok := metadata.FromIncomingContext(ctx); ok && requiresLeader(md) && !m.state.Load().hasLeader() {
+	if requiresLeader(ctx) && !m.state.Load().hasLeader() {
 		return nil, rpctypes.ErrGRPCNoLeader
 	}
 	return handler(ctx, req)
@@ -242,7 +251,7 @@ func (m *Member) requireLeaderUnary(ctx context.Context, req any, info *grpc.Una
 // requireLeaderStream refuses a stream with hasleader while there is no
 // leader; watch streams also end when the leader is lost for long.
 func (m *Member) requireLeaderStream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-	if md, ok := metadata.FromIncomingContext(ss.Context()); ok && requiresLeader(md) && !m.state.Load().hasLeader() {
+	if requiresLeader(ss.Context()) && !m.state.Load().hasLeader() {
 		return rpctypes.ErrGRPCNoLeader
 	}
 	return handler(srv, ss)

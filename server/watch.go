@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -520,16 +521,17 @@ type watchServer struct {
 	m *Member
 }
 
-func requiresLeader(md metadata.MD) bool {
-	vs := md.Get(rpctypes.MetadataRequireLeaderKey)
+// requiresLeader reports whether a call carries etcd's hasleader metadata.
+// It looks up that one key: FromIncomingContext would copy every header.
+func requiresLeader(ctx context.Context) bool {
+	vs := metadata.ValueFromIncomingContext(ctx, rpctypes.MetadataRequireLeaderKey)
 	return len(vs) > 0 && vs[0] == rpctypes.MetadataHasLeader
 }
 
 func (s *watchServer) Watch(stream pb.Watch_WatchServer) error {
 	m := s.m
 	ctx := stream.Context()
-	md, _ := metadata.FromIncomingContext(ctx)
-	needLeader := requiresLeader(md)
+	needLeader := requiresLeader(ctx)
 	if needLeader && !m.state.Load().hasLeader() {
 		return rpctypes.ErrGRPCNoLeader
 	}

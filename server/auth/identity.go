@@ -25,13 +25,11 @@ const (
 // TokenFromContext returns the token a call carries, without a "Bearer "
 // prefix.
 func TokenFromContext(ctx context.Context) (string, bool) {
-	md, ok := metadata.FromIncomingContext(ctx)
-	if !ok {
-		return "", false
-	}
-	ts := md.Get(tokenKeyGRPC)
+	// One key at a time: FromIncomingContext would copy every header of
+	// the call, on every call.
+	ts := metadata.ValueFromIncomingContext(ctx, tokenKeyGRPC)
 	if len(ts) == 0 {
-		ts = md.Get(tokenKeyGateway)
+		ts = metadata.ValueFromIncomingContext(ctx, tokenKeyGateway)
 	}
 	if len(ts) == 0 {
 		return "", false
@@ -65,7 +63,7 @@ func CommonNameFromContext(ctx context.Context) string {
 	if !ok {
 		return ""
 	}
-	if md, ok := metadata.FromIncomingContext(ctx); ok && len(md.Get(gatewayMarker)) > 0 {
+	if len(metadata.ValueFromIncomingContext(ctx, gatewayMarker)) > 0 {
 		return ""
 	}
 	return CommonName(&info.State)
