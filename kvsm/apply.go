@@ -225,7 +225,7 @@ func (w *writeTxn) put(old *keyEntry, key, value []byte, leaseID int64) {
 	} else {
 		next = newKeyEntry(s.keep(key), rev)
 	}
-	s.kv.keys.Set(next)
+	s.kv.keys.SetHint(next, &s.hint)
 	w.record(next)
 	if oldLease != leaseID {
 		if oldLease != 0 {
@@ -247,7 +247,7 @@ func (w *writeTxn) deleteKey(old *keyEntry) {
 		s.detach(cur.lease, old.key)
 	}
 	next := &keyEntry{key: old.key, revs: append(old.revs, keyRev{modMain: main, modSub: sub})}
-	s.kv.keys.Set(next)
+	s.kv.keys.SetHint(next, &s.hint)
 	w.record(next)
 }
 

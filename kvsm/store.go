@@ -170,6 +170,12 @@ type Store struct {
 	sizeBytes   int64
 	watch       watchRegistry
 	probe       keyEntry // lookup key for the store's own goroutine; saves an allocation per lookup
+	// hint remembers the path of the store's last lookup or write in the
+	// key tree: a put looks its key up (twice, with its checks) and then
+	// sets it, and with the hint each descent after the first compares
+	// about two items a level instead of searching each node. It changes
+	// how fast, never what, a lookup finds.
+	hint btree.PathHint
 	ownsRequest bool     // the request being applied is the store's to keep (ApplyOwned)
 }
 
@@ -203,7 +209,7 @@ func revSizeBytes(key []byte, r *keyRev) int64 {
 // lookup returns the entry for key on the store's goroutine.
 func (s *Store) lookup(key []byte) *keyEntry {
 	s.probe.key = key
-	e, _ := s.kv.keys.Get(&s.probe)
+	e, _ := s.kv.keys.GetHint(&s.probe, &s.hint)
 	s.probe.key = nil
 	return e
 }
