@@ -63,7 +63,8 @@ type Node struct {
 	timeouts   timeoutQueue
 	reads      readQueue
 	leases     leaseClock
-	transfer   *waiter // a pending MoveLeader
+	transfer   *waiter       // a pending MoveLeader
+	proposals  proposalBatch // proposed, not yet stepped into raft
 	// heldLeaseRequests are keepalives and time-to-lives a new leader
 	// holds until it has applied an entry of its term; at most
 	// PendingRequestsMax.
@@ -336,8 +337,14 @@ func (n *Node) Effects() Effects {
 const readyLoopMax = 64
 
 func (n *Node) drive() {
-	for i := 0; i < readyLoopMax && n.rn.HasReady(); i++ {
+	for i := 0; i < readyLoopMax; i++ {
 		if len(n.appends) >= PersistsInFlightMax {
+			return
+		}
+		// Proposals made since the last round (by clients, or by applying
+		// the last Ready) go into raft together.
+		n.flushProposals()
+		if !n.rn.HasReady() {
 			return
 		}
 		rd := n.rn.Ready()

@@ -307,16 +307,10 @@ func (n *Node) propose(h Handle, r *pb.InternalRaftRequest) {
 		n.reply(h, nil, rpctypes.ErrGRPCRequestTooLarge)
 		return
 	}
-	if err := n.rn.Propose(data); err != nil {
-		n.reply(h, nil, n.droppedError(err))
-		return
-	}
 	w := n.newWaiter(h, nil)
 	w.id = id
 	n.waiting[id] = w
-	if n.cfg.ReportApplied {
-		n.out.Proposed = append(n.out.Proposed, Proposal{Handle: h, RequestID: id})
-	}
+	n.bufferProposal(data, w)
 }
 
 // proposeInternal proposes a request nobody waits for (lease expiry,
@@ -330,7 +324,60 @@ func (n *Node) proposeInternal(r *pb.InternalRaftRequest) {
 	if err != nil {
 		panic(fmt.Sprintf("node %x: marshal internal request: %v", n.cfg.ID, err))
 	}
-	_ = n.rn.Propose(data)
+	n.bufferProposal(data, nil)
+}
+
+// proposalBatch holds the normal entries proposed since raft last took
+// proposals: one MsgProp carries them all (flushProposals), so that raft
+// appends them together and a leader sends each follower one MsgApp for
+// the batch, and a follower forwards one message, where a Propose per
+// request would make a message per request on every hop.
+type proposalBatch struct {
+	entries   []*raftpb.Entry
+	waiters   []*waiter // nil for internal proposals, which nobody waits for
+	sizeBytes int
+}
+
+// bufferProposal adds an entry's data to the batch, first flushing the
+// batch if the entry would take it past MaxSizePerMsg (a batch a follower
+// forwards is one message to the leader). w waits for the entry, or is nil.
+func (n *Node) bufferProposal(data []byte, w *waiter) {
+	b := &n.proposals
+	if len(b.entries) > 0 && uint64(b.sizeBytes+len(data)) > n.cfg.MaxSizePerMsg {
+		n.flushProposals()
+	}
+	b.entries = append(b.entries, &raftpb.Entry{Data: data})
+	b.waiters = append(b.waiters, w)
+	b.sizeBytes += len(data)
+}
+
+// flushProposals steps the batch into raft as one MsgProp, as
+// RawNode.Propose does for one entry. Refused (no leader, a leadership
+// transfer), none of it reached a log, and every request in it fails.
+func (n *Node) flushProposals() {
+	b := &n.proposals
+	if len(b.entries) == 0 {
+		return
+	}
+	// raft keeps the entries slice (a follower forwards the message as it
+	// is), so the next batch starts a new one.
+	entries := b.entries
+	b.entries = nil
+	err := n.rn.Step(&raftpb.Message{Type: raftpb.MessageType_MsgProp.Enum(), From: proto.Uint64(n.cfg.ID), Entries: entries})
+	for i, w := range b.waiters {
+		b.waiters[i] = nil
+		if w == nil {
+			continue
+		}
+		switch {
+		case err != nil:
+			n.resolve(w, nil, n.droppedError(err))
+		case n.cfg.ReportApplied:
+			n.out.Proposed = append(n.out.Proposed, Proposal{Handle: w.handle, RequestID: w.id})
+		}
+	}
+	b.waiters = b.waiters[:0]
+	b.sizeBytes = 0
 }
 
 // droppedError turns raft's refusal of a proposal into etcd's error. The
@@ -557,6 +604,8 @@ func (n *Node) proposeConfChange(h Handle, op proto.Message, reqID uint64, cc *r
 		return
 	}
 	cc.Id = proto.Uint64(reqID)
+	// Entries proposed before the change go into the log before it.
+	n.flushProposals()
 	if err := n.rn.ProposeConfChange(cc); err != nil {
 		n.reply(h, nil, n.droppedError(err))
 		return
