@@ -53,8 +53,8 @@ func (r *replay) record(rec Record, seq uint64) error {
 			return errors.New("metadata differs from the first segment's")
 		}
 	case RecordEntry:
-		e := &raftpb.Entry{}
-		if err := proto.Unmarshal(rec.Body, e); err != nil {
+		e, err := decodeEntry(rec.Body)
+		if err != nil {
 			return fmt.Errorf("decode entry: %w", err)
 		}
 		if e.GetIndex() != rec.Index || e.GetTerm() != rec.Term {
@@ -70,8 +70,11 @@ func (r *replay) record(rec Record, seq uint64) error {
 		// the shape just below rec.Index, nothing before it is kept.
 		keep := int(rec.Index - r.shape.base - 1)
 		r.ents = append(r.ents[:keep], e)
-		assertf(r.ents[0].GetIndex() == r.shape.base+1 && uint64(len(r.ents)) == r.shape.last-r.shape.base,
-			"replay holds entries %d..%d, shape %s", r.ents[0].GetIndex(), r.ents[len(r.ents)-1].GetIndex(), r.shape.String())
+		// Checked before assertf is called: its arguments (the shape's
+		// String above all) would be built for every entry replayed.
+		if r.ents[0].GetIndex() != r.shape.base+1 || uint64(len(r.ents)) != r.shape.last-r.shape.base {
+			assertf(false, "replay holds entries %d..%d, shape %s", r.ents[0].GetIndex(), r.ents[len(r.ents)-1].GetIndex(), r.shape.String())
+		}
 	case RecordHardState:
 		hs := &raftpb.HardState{}
 		if err := proto.Unmarshal(rec.Body, hs); err != nil {

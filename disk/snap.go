@@ -97,6 +97,50 @@ func snapshotPayloadPieces(snap *raftpb.Snapshot) ([][]byte, error) {
 	return [][]byte{head, data, tail}, nil
 }
 
+// unmarshalSnapshotPayload is proto.Unmarshal of a snapshot file's payload
+// whose data aliases payload rather than being copied out of it: the data
+// is most of the file (hundreds of megabytes for a large store), the caller
+// read the file into a buffer of its own, and decoding the state copies
+// what it keeps. A payload in any other shape than the one
+// snapshotPayloadPieces writes (a field repeated, an unknown field) is
+// left to proto.Unmarshal.
+func unmarshalSnapshotPayload(payload []byte) (*raftpb.Snapshot, error) {
+	snap := &raftpb.Snapshot{}
+	var data, meta []byte
+	seenData, seenMeta := false, false
+	rest := payload
+	for len(rest) > 0 {
+		num, typ, n := protowire.ConsumeTag(rest)
+		if n < 0 || typ != protowire.BytesType || (num == 1 && seenData) || (num == 2 && seenMeta) || (num != 1 && num != 2) {
+			return snap, proto.Unmarshal(payload, snap)
+		}
+		rest = rest[n:]
+		v, n := protowire.ConsumeBytes(rest)
+		if n < 0 {
+			return snap, proto.Unmarshal(payload, snap)
+		}
+		rest = rest[n:]
+		if num == 1 {
+			data, seenData = v, true
+		} else {
+			meta, seenMeta = v, true
+		}
+	}
+	if seenMeta {
+		snap.Metadata = &raftpb.SnapshotMetadata{}
+		if err := proto.Unmarshal(meta, snap.Metadata); err != nil {
+			return nil, err
+		}
+	}
+	if seenData {
+		snap.Data = data[:len(data):len(data)]
+		if snap.Data == nil {
+			snap.Data = []byte{}
+		}
+	}
+	return snap, nil
+}
+
 // decodeSnapshotFile checks and decodes a snapshot file's bytes against the
 // index and term its name and WAL marker give.
 func decodeSnapshotFile(b []byte, index, term uint64, m snapshotMarker) (*raftpb.Snapshot, error) {
@@ -128,8 +172,8 @@ func decodeSnapshotFile(b []byte, index, term uint64, m snapshotMarker) (*raftpb
 		return nil, fmt.Errorf("file (checksum %08x, %d bytes) is not the one the WAL recorded (checksum %08x, %d bytes)",
 			payloadCRC, len(b), m.payloadCRC, m.fileSizeBytes)
 	}
-	snap := &raftpb.Snapshot{}
-	if err := proto.Unmarshal(payload, snap); err != nil {
+	snap, err := unmarshalSnapshotPayload(payload)
+	if err != nil {
 		return nil, fmt.Errorf("decode payload: %w", err)
 	}
 	if snap.GetMetadata().GetIndex() != index || snap.GetMetadata().GetTerm() != term {

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"go.etcd.io/raft/v3/raftpb"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -566,6 +567,49 @@ func TestSnapshotPayloadPiecesAreTheMarshalledSnapshot(t *testing.T) {
 		}
 		if got := bytes.Join(pieces, nil); !bytes.Equal(got, want) {
 			t.Fatalf("pieces of %d data bytes: %d bytes, differ from the %d marshalled", len(snap.GetData()), len(got), len(want))
+		}
+	}
+}
+
+// Decoding a snapshot file's payload without copying its data gives what
+// proto.Unmarshal gives, for payloads as written and for any other shape.
+func TestSnapshotPayloadDecodesAsProto(t *testing.T) {
+	meta := &raftpb.SnapshotMetadata{Index: proto.Uint64(9), Term: proto.Uint64(2), ConfState: &raftpb.ConfState{Voters: []uint64{1}}}
+	written := func(s *raftpb.Snapshot) []byte {
+		pieces, err := snapshotPayloadPieces(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return bytes.Join(pieces, nil)
+	}
+	metaBytes, _ := proto.Marshal(meta)
+	field := func(num protowire.Number, v []byte) []byte {
+		b := protowire.AppendTag(nil, num, protowire.BytesType)
+		return protowire.AppendBytes(b, v)
+	}
+	payloads := map[string][]byte{
+		"as written":         written(&raftpb.Snapshot{Data: []byte("state"), Metadata: meta}),
+		"empty data":         written(&raftpb.Snapshot{Data: []byte{}, Metadata: meta}),
+		"no data":            written(&raftpb.Snapshot{Metadata: meta}),
+		"empty":              {},
+		"metadata first":     append(field(2, metaBytes), field(1, []byte("x"))...),
+		"data twice":         append(field(1, []byte("a")), field(1, []byte("b"))...),
+		"metadata twice":     append(field(2, metaBytes), field(2, metaBytes)...),
+		"unknown field":      append(field(1, []byte("a")), field(7, []byte("?"))...),
+		"varint field":       protowire.AppendVarint(protowire.AppendTag(nil, 1, protowire.VarintType), 5),
+		"truncated":          field(1, []byte("abcdef"))[:4],
+		"bad metadata bytes": field(2, []byte{0xff}),
+	}
+	for name, p := range payloads {
+		want := &raftpb.Snapshot{}
+		wantErr := proto.Unmarshal(p, want)
+		got, err := unmarshalSnapshotPayload(p)
+		if (err != nil) != (wantErr != nil) {
+			t.Errorf("%s: error %v, proto.Unmarshal's %v", name, err, wantErr)
+			continue
+		}
+		if err == nil && !proto.Equal(got, want) {
+			t.Errorf("%s: decoded %v, proto.Unmarshal %v", name, got, want)
 		}
 	}
 }
