@@ -1,5 +1,10 @@
 package kvsm
 
+import (
+	"math"
+	"slices"
+)
+
 // revLog is the revision index: every kept revision of every key, in
 // (main, sub) order, naming the key it belongs to. Watch catch-up reads
 // history from it and compaction finds what to drop with it.
@@ -134,4 +139,60 @@ func (l *revLog) compact(atRev int64, keep func(e *revLogEntry) bool) {
 	}
 	l.chunks = rebuilt
 	l.count = count
+}
+
+// sortRevLogEntries returns entries sorted by revision. A snapshot lists
+// them by key, and a large store holds millions: when their main
+// revisions are dense (at most four slots of the range per entry) a
+// counting sort by main revision places each in one pass, and the subs of
+// one main (a txn's changes) are sorted after; otherwise a comparison sort
+// does. Revisions are unique, so both give the same order.
+func sortRevLogEntries(entries []revLogEntry) []revLogEntry {
+	if len(entries) < 1024 || len(entries) > math.MaxInt32 {
+		slices.SortFunc(entries, compareRevLogEntries)
+		return entries
+	}
+	lo, hi := entries[0].main, entries[0].main
+	for i := range entries {
+		lo, hi = min(lo, entries[i].main), max(hi, entries[i].main)
+	}
+	span := hi - lo + 1
+	if span <= 0 || span > 4*int64(len(entries)) {
+		slices.SortFunc(entries, compareRevLogEntries)
+		return entries
+	}
+	next := make([]int32, span+1)
+	for i := range entries {
+		next[entries[i].main-lo+1]++
+	}
+	for i := int64(1); i <= span; i++ {
+		next[i] += next[i-1]
+	}
+	sorted := make([]revLogEntry, len(entries))
+	for i := range entries {
+		m := entries[i].main - lo
+		sorted[next[m]] = entries[i]
+		next[m]++
+	}
+	for i := 0; i < len(sorted); {
+		j := i + 1
+		for j < len(sorted) && sorted[j].main == sorted[i].main {
+			j++
+		}
+		if j-i > 1 {
+			slices.SortFunc(sorted[i:j], compareRevLogEntries)
+		}
+		i = j
+	}
+	return sorted
+}
+
+func compareRevLogEntries(a, b revLogEntry) int {
+	if a.main != b.main {
+		if a.main < b.main {
+			return -1
+		}
+		return 1
+	}
+	return int(a.sub) - int(b.sub)
 }

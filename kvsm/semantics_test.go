@@ -3,6 +3,7 @@ package kvsm
 import (
 	"bytes"
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"strings"
 	"testing"
@@ -564,4 +565,40 @@ func TestViewConcurrentReads(t *testing.T) {
 	}
 	close(views)
 	<-done
+}
+
+// The revision index's sort gives the comparison sort's order, dense or
+// sparse, with txns' several subs per main revision.
+func TestSortRevLogEntries(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	for _, tc := range []struct {
+		name   string
+		n      int
+		spread int64 // main revisions drawn from [base, base+spread)
+	}{
+		{"small", 100, 1000},
+		{"dense", 5000, 5000},
+		{"dense with txns", 5000, 1500},
+		{"sparse", 5000, 1 << 40},
+	} {
+		seen := map[[2]int64]bool{}
+		var entries []revLogEntry
+		for len(entries) < tc.n {
+			main := 1000 + rng.Int64N(tc.spread)
+			sub := int32(rng.IntN(4))
+			if seen[[2]int64{main, int64(sub)}] {
+				continue
+			}
+			seen[[2]int64{main, int64(sub)}] = true
+			entries = append(entries, revLogEntry{main: main, sub: sub, key: []byte(fmt.Sprint(len(entries)))})
+		}
+		want := slices.Clone(entries)
+		slices.SortFunc(want, compareRevLogEntries)
+		got := sortRevLogEntries(slices.Clone(entries))
+		if !slices.EqualFunc(got, want, func(a, b revLogEntry) bool {
+			return a.main == b.main && a.sub == b.sub && bytes.Equal(a.key, b.key)
+		}) {
+			t.Errorf("%s: order differs from the comparison sort", tc.name)
+		}
+	}
 }

@@ -9,6 +9,7 @@ import (
 	"hash/crc32"
 	"hash/fnv"
 	"math"
+	"math/bits"
 	"slices"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
@@ -210,7 +211,7 @@ func (d *decoder) uvarint() uint64 {
 		d.err = errSnapshotTruncated
 		return 0
 	}
-	if n != len(binary.AppendUvarint(nil, v)) {
+	if n != uvarintLen(v) {
 		d.err = errNotCanonical
 		return 0
 	}
@@ -227,13 +228,19 @@ func (d *decoder) varint() int64 {
 		d.err = errSnapshotTruncated
 		return 0
 	}
-	if n != len(binary.AppendVarint(nil, v)) {
+	if n != uvarintLen(zigzag(v)) {
 		d.err = errNotCanonical
 		return 0
 	}
 	d.data = d.data[n:]
 	return v
 }
+
+// uvarintLen is the length of v's minimal uvarint encoding.
+func uvarintLen(v uint64) int { return (bits.Len64(v|1) + 6) / 7 }
+
+// zigzag is how binary.AppendVarint maps v before its uvarint encoding.
+func zigzag(v int64) uint64 { return uint64(v<<1) ^ uint64(v>>63) }
 
 // int63 reads a uvarint that must fit an int64.
 func (d *decoder) int63(what string) int64 {
@@ -303,6 +310,7 @@ func decodeSnapshot(cfg Config, body []byte) (*Store, error) {
 	}
 	var prevKey []byte
 	nkeys := d.count(3)
+	totalRevs := 0
 	for range nkeys {
 		key := d.bytes()
 		nrevs := d.count(5)
@@ -310,6 +318,15 @@ func decodeSnapshot(cfg Config, body []byte) (*Store, error) {
 			break
 		}
 		e := &keyEntry{key: key}
+		if nrevs == 1 {
+			// Most keys hold one revision: entry and revision in one
+			// allocation, as a put makes them.
+			e = newKeyEntry(key, keyRev{})
+			e.revs = e.revs[:0]
+		} else {
+			e.revs = make([]keyRev, 0, nrevs)
+		}
+		totalRevs += nrevs
 		for range nrevs {
 			var r keyRev
 			r.modMain = d.int63("mod revision")
@@ -339,7 +356,9 @@ func decodeSnapshot(cfg Config, body []byte) (*Store, error) {
 		if err := s.checkKey(e); err != nil {
 			return nil, err
 		}
-		s.kv.keys.Set(e)
+		// Keys come in ascending order (checked above): Load appends to
+		// the tree's last leaf instead of searching from the root.
+		s.kv.keys.Load(e)
 	}
 	nleases := d.count(2)
 	for range nleases {
@@ -376,7 +395,7 @@ func decodeSnapshot(cfg Config, body []byte) (*Store, error) {
 	if len(d.data) != 0 {
 		return nil, fmt.Errorf("kvsm: %d bytes after the snapshot", len(d.data))
 	}
-	if err := s.rebuildDerived(); err != nil {
+	if err := s.rebuildDerived(totalRevs); err != nil {
 		return nil, err
 	}
 	if err := s.checkInvariants(); err != nil {
@@ -388,8 +407,8 @@ func decodeSnapshot(cfg Config, body []byte) (*Store, error) {
 // rebuildDerived rebuilds what the snapshot leaves out: the revision log,
 // lease attachments, the size estimate and the corrupt flag. It checks what
 // it relies on.
-func (s *Store) rebuildDerived() error {
-	var entries []revLogEntry
+func (s *Store) rebuildDerived(revsHint int) error {
+	entries := make([]revLogEntry, 0, revsHint)
 	var err error
 	s.kv.keys.Scan(func(e *keyEntry) bool {
 		for i := range e.revs {
@@ -410,15 +429,7 @@ func (s *Store) rebuildDerived() error {
 	if err != nil {
 		return err
 	}
-	slices.SortFunc(entries, func(a, b revLogEntry) int {
-		if a.main != b.main {
-			if a.main < b.main {
-				return -1
-			}
-			return 1
-		}
-		return int(a.sub) - int(b.sub)
-	})
+	entries = sortRevLogEntries(entries)
 	for i := range entries {
 		if i > 0 && !entries[i-1].before(entries[i].main, entries[i].sub) {
 			return fmt.Errorf("kvsm: revision %d.%d appears twice", entries[i].main, entries[i].sub)
