@@ -280,6 +280,19 @@ func (n *Node) Step(m *raftpb.Message) {
 	_ = n.rn.Step(m) // errors are raft's own refusals (e.g. a stale response); nothing to do
 }
 
+// CampaignIfSoleVoter starts an election at once when this member is the
+// only voter of its configuration: no other member can win or needs to be
+// heard, so waiting out an election timeout only delays a restarted
+// one-member cluster. raft still refuses while a configuration change it
+// has committed is not applied yet; the timeout then elects as usual.
+func (n *Node) CampaignIfSoleVoter() {
+	voters := n.confState.GetVoters()
+	if n.isLeader() || len(voters) != 1 || voters[0] != n.cfg.ID || len(n.confState.GetVotersOutgoing()) > 0 {
+		return
+	}
+	_ = n.rn.Campaign() // refused only for an unapplied configuration change: the timeout elects instead
+}
+
 // ReportUnreachable tells raft a message to id could not be sent.
 func (n *Node) ReportUnreachable(id uint64) { n.rn.ReportUnreachable(id) }
 

@@ -71,6 +71,10 @@ type Config struct {
 	// applied nothing for this long after it last did (memory.go). The
 	// setting is process-wide in effect; cmd/noded turns it on.
 	IdleMemoryRelease time.Duration
+	// PauseGCWhileLoading turns the Go collector off while the member loads
+	// its data directory and applies the log it recovered (memory.go): a
+	// process-wide setting; cmd/noded turns it on.
+	PauseGCWhileLoading bool
 
 	QuotaBackendBytes   int64
 	MaxRequestBytes     int

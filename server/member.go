@@ -118,6 +118,7 @@ type Member struct {
 
 	nextStream   atomic.Uint64
 	idleReleases atomic.Uint64 // memory released while idle (memory.go)
+	loadPause    gcPause       // the collector off while loading (memory.go)
 	clients      *clientServer
 	forwarder  *forwarder
 
@@ -248,8 +249,12 @@ func Start(cfg Config) (*Member, error) {
 			l.Close()
 		}
 	}
+	if cfg.PauseGCWhileLoading {
+		m.loadPause.start()
+	}
 	joinMembers, err := m.openStorage()
 	if err != nil {
+		m.loadPause.end()
 		closeAll()
 		return nil, err
 	}
@@ -310,6 +315,10 @@ func Start(cfg Config) (*Member, error) {
 	m.forwarder = newForwarder(m)
 	m.publishState()
 	restartCommit := m.node.Status().CommitIndex
+	m.loadPause.until = restartCommit
+	if m.node.Status().AppliedIndex >= restartCommit {
+		m.loadPause.end()
+	}
 
 	go m.runDisk()
 	go m.runSnapshots()
@@ -558,6 +567,7 @@ func (m *Member) Stop() {
 		}
 		close(m.stopLoop)
 		<-m.loopExit
+		m.loadPause.end()
 		close(m.snapJobs)
 		<-m.snapExit
 		close(m.diskJobs)
@@ -626,6 +636,10 @@ func (m *Member) run() {
 		for i := 0; i < int(m.cfg.ElectionMs/m.cfg.HeartbeatMs)-1; i++ {
 			m.node.Tick()
 		}
+		// A member that is the cluster's only voter has nobody to wait
+		// for: it campaigns at once rather than after the rest of a
+		// randomised timeout (up to an election timeout more).
+		m.node.CampaignIfSoleVoter()
 	}
 	for {
 		select {
@@ -865,6 +879,9 @@ func (m *Member) publishState() {
 		m.lastLead = st.Lead
 	}
 	m.state.Store(s)
+	if m.loadPause.active && st.AppliedIndex >= m.loadPause.until {
+		m.loadPause.end()
+	}
 	m.maybeReady(st)
 	m.syncPeers(st.Members)
 }

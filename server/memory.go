@@ -12,6 +12,7 @@ package server
 
 import (
 	"runtime/debug"
+	"sync"
 	"time"
 )
 
@@ -53,4 +54,38 @@ func (m *Member) releaseMemoryWhenIdle(idleAfter time.Duration) {
 			}
 		}
 	}
+}
+
+// A member that opens a data directory loads its last snapshot and then
+// applies the log after it: everything it allocates meanwhile is the state
+// it will hold, so collecting during the load finds nothing to free and
+// only costs time (a collection each time the heap doubles, each marking
+// everything loaded so far). With Config.PauseGCWhileLoading the Go
+// collector is off from opening the data directory until the member has
+// applied what it recovered as committed; the soft memory limit still
+// applies, so a load that outgrows it is collected as usual.
+
+// gcPause turns the collector off once and back on once.
+type gcPause struct {
+	once, resume sync.Once
+	prevPercent  int
+	until        uint64 // applied index after which the collector runs again
+	active       bool   // loop-owned: the pause has not ended
+}
+
+func (p *gcPause) start() {
+	p.once.Do(func() {
+		p.prevPercent = debug.SetGCPercent(-1)
+		p.active = true
+	})
+}
+
+func (p *gcPause) end() {
+	if !p.active {
+		return
+	}
+	p.resume.Do(func() {
+		debug.SetGCPercent(p.prevPercent)
+		p.active = false
+	})
 }

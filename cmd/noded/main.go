@@ -132,6 +132,7 @@ func run(args, environ []string, stdout, stderr io.Writer, signals <-chan os.Sig
 		zap.String("name", cfg.Name), zap.String("data-dir", cfg.DataDir))
 	cfg.Logger = lg
 	cfg.IdleMemoryRelease = idleMemoryRelease
+	cfg.PauseGCWhileLoading = true
 	setMemoryLimit(lg, cfg.QuotaBackendBytes)
 	m, err := server.Start(cfg)
 	if err != nil {
