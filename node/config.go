@@ -41,6 +41,13 @@ type Config struct {
 	MaxSizePerMsg   uint64
 	MaxInflightMsgs int
 
+	// LeaseBasedReads has the leader answer a read index from its lease
+	// (raft's ReadOnlyLeaseBased; check-quorum is always on) instead of
+	// confirming its leadership with a heartbeat round to a quorum. It is
+	// linearizable only while no clock runs fast enough that a new leader
+	// is elected before the old one's lease ends: opt-in, off by default.
+	LeaseBasedReads bool
+
 	// RequestIDBase is this incarnation's prefix for request IDs. It must
 	// differ from every earlier incarnation of the member, so that an entry a
 	// previous incarnation proposed is never taken for a request of this one.

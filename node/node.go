@@ -221,7 +221,7 @@ func newNode(cfg Config, mem *raft.MemoryStorage, applied uint64) (*Node, error)
 		AsyncStorageWrites:        true,
 		CheckQuorum:               true,
 		PreVote:                   true,
-		ReadOnlyOption:            raft.ReadOnlySafe,
+		ReadOnlyOption:            readOnlyOption(cfg.LeaseBasedReads),
 		StepDownOnRemoval:         true,
 		Logger:                    logger,
 	}
@@ -247,6 +247,13 @@ func newNode(cfg Config, mem *raft.MemoryStorage, applied uint64) (*Node, error)
 	}
 	ms.snapshotSource = n.snapshotForSending
 	return n, nil
+}
+
+func readOnlyOption(leaseBased bool) raft.ReadOnlyOption {
+	if leaseBased {
+		return raft.ReadOnlyLeaseBased
+	}
+	return raft.ReadOnlySafe
 }
 
 func (c Config) kvsmConfig() kvsm.Config {

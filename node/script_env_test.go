@@ -394,6 +394,7 @@ func (e *scriptEnv) runCmd(c *scriptCmd) string {
 		e.cfg = Config{TickMs: 100, ElectionTicks: 10, HeartbeatTicks: 1,
 			SnapshotCount: uint64(num("snapshot-count", 10000)), SnapshotCatchUpEntries: uint64(num("catch-up", 5)),
 			RequestTimeoutTicks: int(num("timeout-ticks", 50)), StrictReconfigCheck: true}
+		_, e.cfg.LeaseBasedReads = c.kv["lease-reads"]
 		var initial []Member
 		for i := 1; i <= n; i++ {
 			initial = append(initial, Member{ID: uint64(i), PeerURLs: []string{fmt.Sprintf("http://n%d:2380", i)}})

@@ -93,6 +93,11 @@ type Config struct {
 	// --max-watchers-per-stream; etcd has no such bound). A create beyond
 	// it is refused with created and canceled set and a reason.
 	MaxWatchersPerStream int
+	// LeaseBasedReads answers linearizable reads on the leader without a
+	// heartbeat round to a quorum (noded's --lease-based-reads; raft's
+	// ReadOnlyLeaseBased): correct only while clocks drift less than the
+	// election timeout allows. Off, reads are ReadIndex, as etcd's.
+	LeaseBasedReads bool
 
 	// Auth: etcd's --auth-token ("simple", or "jwt,..."), --bcrypt-cost and
 	// --auth-token-ttl (simple tokens' lifetime from their last use).

@@ -120,7 +120,7 @@ type Member struct {
 	idleReleases atomic.Uint64 // memory released while idle (memory.go)
 	loadPause    gcPause       // the collector off while loading (memory.go)
 	clients      *clientServer
-	forwarder  *forwarder
+	forwarder    *forwarder
 
 	// clientTLS and peerTLS serve the https client and peer URLs (nil
 	// without TLS settings); clientDialTLS and peerDialTLS dial https
@@ -513,6 +513,7 @@ func (m *Member) nodeConfig() node.Config {
 		QuotaBackendBytes:        cfg.QuotaBackendBytes,
 		WatchProgressNotifyTicks: max(1, int(cfg.WatchProgressNotifyInterval.Milliseconds()/tickMs)),
 		MaxLearners:              cfg.MaxLearners,
+		LeaseBasedReads:          cfg.LeaseBasedReads,
 		StrictReconfigCheck:      cfg.StrictReconfigCheck,
 		RequestIDBase:            base,
 		Logger:                   raftLogger{m.lg.Named("raft").WithOptions(zap.AddCallerSkip(1)).Sugar()},
