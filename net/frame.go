@@ -358,8 +358,8 @@ func AppendMessagePayload(b []byte, m *raftpb.Message) ([]byte, error) {
 // DecodeMessage decodes a FrameMessage payload. The message owns its memory
 // (nothing aliases the payload).
 func DecodeMessage(payload []byte) (*raftpb.Message, error) {
-	m := &raftpb.Message{}
-	if err := proto.Unmarshal(payload, m); err != nil {
+	m, err := decodeMessage(payload)
+	if err != nil {
 		return nil, protocolErrorf("decode raft message of %d bytes: %v", len(payload), err)
 	}
 	return m, nil
