@@ -653,6 +653,7 @@ func (m *Member) run() {
 			ticker.Reset(tickInterval)
 		case msg := <-m.inbound:
 			m.node.Step(msg)
+			runtime.Gosched()
 		case req := <-m.requests:
 			m.submit(req)
 			// Let the goroutines of other calls that are ready to run hand
