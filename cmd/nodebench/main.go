@@ -73,6 +73,7 @@ type options struct {
 	memoryKeys   int
 	memorySettle time.Duration
 	restartKeys  int
+	nodedFlags   string
 }
 
 func main() {
@@ -103,6 +104,7 @@ func main() {
 	flag.IntVar(&o.memoryKeys, "memory-keys", 200000, "-tool memory row: keys written before compacting")
 	flag.DurationVar(&o.memorySettle, "memory-settle", 40*time.Second, "-tool memory row: idle time after the compaction; resident memory is sampled over its last quarter")
 	flag.IntVar(&o.restartKeys, "restart-keys", 1000000, "-tool restart row: keys the member holds when restarted")
+	flag.StringVar(&o.nodedFlags, "noded-flags", "", "-tool: extra flags for the noded members, space-separated (e.g. --lease-based-reads)")
 	flag.BoolVar(&o.jsonOut, "json", false, "print JSON instead of a table")
 	flag.BoolVar(&o.keep, "keep", false, "keep the data directories and member logs")
 	flag.Parse()

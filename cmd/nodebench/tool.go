@@ -526,7 +526,11 @@ func runTool(o options, dir string, out io.Writer, track func(*cluster)) error {
 		}
 		var sides [2]*toolSide
 		for i, b := range binaries {
-			s, err := startToolSide(b[0], b[1], filepath.Join(dir, fmt.Sprintf("%s-%d", b[0], members)), members, extraArgs, track)
+			args := extraArgs
+			if b[0] == "noded" {
+				args = append(slices.Clone(extraArgs), strings.Fields(o.nodedFlags)...)
+			}
+			s, err := startToolSide(b[0], b[1], filepath.Join(dir, fmt.Sprintf("%s-%d", b[0], members)), members, args, track)
 			if err != nil {
 				for _, s := range sides {
 					if s != nil {
@@ -562,6 +566,9 @@ func runTool(o options, dir string, out io.Writer, track func(*cluster)) error {
 		for _, s := range sides {
 			s.close()
 		}
+	}
+	if o.nodedFlags != "" {
+		setup = append(setup, "noded members started with "+o.nodedFlags)
 	}
 	setup = append(setup, fmt.Sprintf("each row: %d rounds of one `%s` process per side, alternating ABBA; -tool-scale %g; %d CPUs",
 		o.rounds, filepath.Base(o.tool), o.toolScale, numCPU()))
