@@ -70,4 +70,11 @@
 // snapshot it cannot find. Every repair and every file set aside is
 // reported in Recovered.Notes (recovery.go): disk writes no logs, the
 // member that opened it does.
+//
+// A restart reads every entry after the newest snapshot and the snapshot
+// itself, so both are decoded without protobuf's reflection: entries by
+// entry.go (the shapes the log writes; anything else by proto.Unmarshal),
+// the snapshot's data left where the file was read rather than copied. A
+// snapshot is written in pieces around its data, which is never copied
+// into a file-sized buffer.
 package disk

@@ -10,4 +10,10 @@
 // take certificates from server/tlsconfig/testpki). The twin's
 // files (sim*.go) are deterministic like package sim and are held to the same
 // lint (determinism_test.go at the root).
+//
+// A member sends and receives several raft messages per client request, so
+// the stream's per-message path is kept lean: a message is framed into the
+// writer's reused buffer without allocating, and decoded by decode.go in a
+// few allocations (the shapes members send; anything else by
+// proto.Unmarshal).
 package net

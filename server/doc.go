@@ -52,6 +52,7 @@
 //	bootstrap.go  what cmd/noded asks before a start: an initialized data directory, the member's ID
 //	recoverylog.go  the warnings for what opening the data directory repaired or set aside
 //	corrupt.go    corruption checks (package corruptcheck) wired to the member: hashes, peers, the CORRUPT alarm
+//	memory.go     memory given back: garbage returned to the system when idle, the collector off while loading
 //
 // Capabilities in packages of their own, wired here: coordination (the
 // Lock and Election services), corruptcheck (hash comparisons between
