@@ -418,34 +418,30 @@ func (r *toolResult) rate(side int) float64 {
 // cpuPerRequest is the members' CPU microseconds per request (or event)
 // over all the side's slices.
 func (r *toolResult) cpuPerRequest(side int) float64 {
-	var cpu, req float64
-	for _, s := range r.slices[side] {
-		if s.failed == nil {
-			cpu += s.memberCPU
-			req += s.requests
-		}
-	}
-	if req == 0 {
-		return 0
-	}
-	return 1e6 * cpu / req
+	return r.microsPerRequest(side, func(s toolSlice) float64 { return s.memberCPU })
 }
 
 // toolCPUPerRequest is the `benchmark` process's CPU microseconds per
 // request over all the side's slices: the load generator's share of the
 // machine, which no server can make smaller.
 func (r *toolResult) toolCPUPerRequest(side int) float64 {
-	var cpu, req float64
+	return r.microsPerRequest(side, func(s toolSlice) float64 { return s.toolCPU })
+}
+
+// microsPerRequest sums seconds over the side's sound slices and divides
+// by their requests, in microseconds.
+func (r *toolResult) microsPerRequest(side int, seconds func(toolSlice) float64) float64 {
+	var sum, req float64
 	for _, s := range r.slices[side] {
 		if s.failed == nil {
-			cpu += s.toolCPU
+			sum += seconds(s)
 			req += s.requests
 		}
 	}
 	if req == 0 {
 		return 0
 	}
-	return 1e6 * cpu / req
+	return 1e6 * sum / req
 }
 
 func (r *toolResult) meanOf(side int, f func(toolSlice) float64) float64 {
