@@ -3,6 +3,7 @@ package kvsm
 import (
 	"bytes"
 	"fmt"
+	"math"
 	"slices"
 
 	"github.com/tidwall/btree"
@@ -242,4 +243,21 @@ func (b *Builder) Build(rev, compactRev int64) (*Store, error) {
 		return nil, err
 	}
 	return s, nil
+}
+
+// Bump raises the revision by `by` without writing a key, and with compact
+// also compacts the history at the new revision: what
+// `etcdutl snapshot restore --bump-revision --mark-compacted` does to a
+// restored backend, so that clients that watched or read the old cluster
+// never see a revision go backwards, and every old revision reads as
+// compacted.
+func (s *Store) Bump(by int64, compact bool) error {
+	if by < 0 || s.kv.rev > math.MaxInt64-by {
+		return fmt.Errorf("kvsm: bump revision %d by %d", s.kv.rev, by)
+	}
+	s.kv.rev += by
+	if compact && s.kv.rev > s.kv.compactRev {
+		s.compact(s.kv.rev)
+	}
+	return s.checkInvariants()
 }

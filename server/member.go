@@ -24,6 +24,7 @@ import (
 	"github.com/noded/noded/kvsm"
 	nodednet "github.com/noded/noded/net"
 	"github.com/noded/noded/node"
+	"github.com/noded/noded/server/etcddata"
 )
 
 // Bounds on every queue the member loop owns or reads.
@@ -279,8 +280,7 @@ func Start(cfg Config) (*Member, error) {
 
 // metadata is what the WAL holds about whose it is: member ID, cluster ID.
 func walMetadata(memberID, clusterID uint64) []byte {
-	b := binary.BigEndian.AppendUint64(nil, memberID)
-	return binary.BigEndian.AppendUint64(b, clusterID)
+	return etcddata.WALMetadata(memberID, clusterID)
 }
 
 // openStorage opens the data directory, or creates it for a new or joining
@@ -308,6 +308,11 @@ func (m *Member) openStorage() ([]node.Member, error) {
 	}
 	rel := func(p string) string { return strings.TrimPrefix(filepath.ToSlash(p), "/") }
 	opts := disk.Options{SnapshotsKept: cfg.MaxSnapshots}
+	// An etcd member's data directory is converted, and the member's own
+	// files are then beside etcd's (etcdfiles.go).
+	if walDir, snapDir, err = m.prepareDataDir(fsys, dataDir, walDir, snapDir); err != nil {
+		return nil, err
+	}
 
 	if disk.Exists(fsys, rel(walDir)) {
 		st, rec, err := disk.Open(fsys, rel(walDir), rel(snapDir), opts)

@@ -38,6 +38,9 @@ func main() {
 // code: 0 after a clean stop, 1 for a configuration or runtime error, 2
 // for a command line that does not parse (as etcd).
 func run(args, environ []string, stdout, stderr io.Writer, signals <-chan os.Signal) int {
+	if len(args) > 0 && args[0] == "snapshot" {
+		return runSnapshot(args[1:], stdout, stderr) // snapshot.go
+	}
 	o := newOptions()
 	var warnings []string
 	err := o.parse(args, environ, func(w string) { warnings = append(warnings, w) })

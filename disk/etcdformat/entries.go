@@ -1,0 +1,271 @@
+package etcdformat
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/membershippb"
+	"go.etcd.io/raft/v3/raftpb"
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+)
+
+// EntryKind says what TranslateEntry did with one of etcd's log entries.
+type EntryKind int
+
+const (
+	// EntryKept: the entry means the same to noded (a v3 request, an
+	// empty entry, a member removal) and is kept as it is.
+	EntryKept EntryKind = iota
+	// EntryConfChange: a conf change whose context (the member, in etcd's
+	// JSON) was rewritten in noded's form.
+	EntryConfChange
+	// EntryMemberAttributes: etcd 3.4's v2 request publishing a member's
+	// name and client URLs, rewritten as the v3 request etcd 3.5 proposes.
+	EntryMemberAttributes
+	// EntryV2Dropped: another v2 request (the cluster version, a write to
+	// the v2 store), which noded does not keep, as etcd 3.6 does not:
+	// the entry becomes an empty one at the same index and term.
+	EntryV2Dropped
+)
+
+func (k EntryKind) String() string {
+	switch k {
+	case EntryKept:
+		return "kept"
+	case EntryConfChange:
+		return "conf-change"
+	case EntryMemberAttributes:
+		return "member-attributes"
+	case EntryV2Dropped:
+		return "v2-dropped"
+	}
+	return fmt.Sprintf("EntryKind(%d)", int(k))
+}
+
+// ErrAuthNotSupported refuses state noded cannot keep yet: etcd users,
+// roles, or authentication turned on.
+var ErrAuthNotSupported = errors.New("etcd authentication state (users, roles, auth enabled) is not kept by this noded: " +
+	"disable authentication and remove users and roles under etcd first, or wait for a noded that keeps them")
+
+// TranslateEntry turns one entry of etcd's log into the entry noded's log
+// holds at the same index and term. memberContext encodes a member the way
+// noded's conf changes carry it. An entry noded cannot apply faithfully is
+// refused: one changing authentication (ErrAuthNotSupported), or one
+// holding fields this noded does not know (written by a newer etcd).
+func TranslateEntry(e *raftpb.Entry, memberContext func(Member) []byte) (*raftpb.Entry, EntryKind, error) {
+	out := proto.Clone(e).(*raftpb.Entry)
+	switch e.GetType() {
+	case raftpb.EntryNormal:
+		if len(e.GetData()) == 0 {
+			return out, EntryKept, nil
+		}
+		var r pb.InternalRaftRequest
+		if err := proto.Unmarshal(e.GetData(), &r); err == nil && !hasUnknownFields(r.ProtoReflect()) {
+			if changesAuth(&r) {
+				return nil, 0, fmt.Errorf("entry %d: %w", e.GetIndex(), ErrAuthNotSupported)
+			}
+			return out, EntryKept, nil
+		}
+		v2, err := decodeV2Request(e.GetData())
+		if err != nil {
+			return nil, 0, fmt.Errorf("entry %d holds neither a v3 request this noded knows (written by an etcd newer than 3.7?) nor a v2 request: %w", e.GetIndex(), err)
+		}
+		if attrs, ok, err := v2.memberAttributes(); err != nil {
+			return nil, 0, fmt.Errorf("entry %d: %w", e.GetIndex(), err)
+		} else if ok {
+			req := &pb.InternalRaftRequest{Header: &pb.RequestHeader{ID: v2.id}, ClusterMemberAttrSet: attrs}
+			data, err := proto.MarshalOptions{Deterministic: true}.Marshal(req)
+			if err != nil {
+				return nil, 0, err
+			}
+			out.Data = data
+			return out, EntryMemberAttributes, nil
+		}
+		out.Data = nil
+		return out, EntryV2Dropped, nil
+	case raftpb.EntryConfChange:
+		var cc raftpb.ConfChange
+		if err := proto.Unmarshal(e.GetData(), &cc); err != nil {
+			return nil, 0, fmt.Errorf("entry %d: conf change: %w", e.GetIndex(), err)
+		}
+		if len(cc.GetContext()) == 0 {
+			return out, EntryKept, nil
+		}
+		m, _, err := unmarshalMember(cc.GetContext())
+		if err != nil {
+			return nil, 0, fmt.Errorf("entry %d: conf change context: %w", e.GetIndex(), err)
+		}
+		if m.ID != cc.GetNodeId() {
+			return nil, 0, fmt.Errorf("entry %d: conf change for member %x carries member %x", e.GetIndex(), cc.GetNodeId(), m.ID)
+		}
+		cc.Context = memberContext(m)
+		data, err := proto.MarshalOptions{Deterministic: true}.Marshal(&cc)
+		if err != nil {
+			return nil, 0, err
+		}
+		out.Data = data
+		return out, EntryConfChange, nil
+	}
+	return nil, 0, fmt.Errorf("entry %d has type %v, which etcd does not write", e.GetIndex(), e.GetType())
+}
+
+// changesAuth reports a request that changes etcd's authentication state.
+func changesAuth(r *pb.InternalRaftRequest) bool {
+	return r.GetAuthEnable() != nil || r.GetAuthDisable() != nil ||
+		r.GetAuthUserAdd() != nil || r.GetAuthUserDelete() != nil || r.GetAuthUserChangePassword() != nil ||
+		r.GetAuthUserGrantRole() != nil || r.GetAuthUserRevokeRole() != nil ||
+		r.GetAuthRoleAdd() != nil || r.GetAuthRoleDelete() != nil ||
+		r.GetAuthRoleGrantPermission() != nil || r.GetAuthRoleRevokePermission() != nil
+}
+
+// hasUnknownFields reports fields the message's descriptor does not know,
+// at any depth.
+func hasUnknownFields(m protoreflect.Message) bool {
+	if len(m.GetUnknown()) > 0 {
+		return true
+	}
+	unknown := false
+	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+		switch {
+		case fd.IsList() && fd.Message() != nil:
+			l := v.List()
+			for i := 0; i < l.Len() && !unknown; i++ {
+				unknown = hasUnknownFields(l.Get(i).Message())
+			}
+		case fd.IsMap() && fd.MapValue().Message() != nil:
+			v.Map().Range(func(_ protoreflect.MapKey, mv protoreflect.Value) bool {
+				unknown = hasUnknownFields(mv.Message())
+				return !unknown
+			})
+		case !fd.IsList() && !fd.IsMap() && fd.Message() != nil:
+			unknown = hasUnknownFields(v.Message())
+		}
+		return !unknown
+	})
+	return unknown
+}
+
+// v2Request is the part of etcd's v2 request (etcdserverpb.Request, gone
+// from the v3.6 API module) that a member's publication uses: ID 1,
+// Method 2, Path 3, Val 4.
+type v2Request struct {
+	id                uint64
+	method, path, val string
+}
+
+var v2Methods = map[string]bool{"GET": true, "PUT": true, "POST": true, "DELETE": true, "QGET": true, "SYNC": true, "HEAD": true}
+
+// decodeV2Request decodes a v2 request, bare (etcd 3.4 proposes it so) or
+// wrapped in an InternalRaftRequest's field 2 (etcd 3.3's v2 field).
+func decodeV2Request(b []byte) (v2Request, error) {
+	r, err := decodeV2Fields(b)
+	if err == nil && v2Methods[r.method] {
+		return r, nil
+	}
+	if inner, ok := wrappedV2(b); ok {
+		if r, err := decodeV2Fields(inner); err == nil && v2Methods[r.method] {
+			return r, nil
+		}
+	}
+	if err == nil {
+		err = fmt.Errorf("method %q", r.method)
+	}
+	return v2Request{}, err
+}
+
+func decodeV2Fields(b []byte) (v2Request, error) {
+	var r v2Request
+	for len(b) > 0 {
+		num, wt, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return r, protowire.ParseError(n)
+		}
+		b = b[n:]
+		switch {
+		case num == 1 && wt == protowire.VarintType:
+			v, n := protowire.ConsumeVarint(b)
+			if n < 0 {
+				return r, protowire.ParseError(n)
+			}
+			r.id, b = v, b[n:]
+		case num >= 2 && num <= 4 && wt == protowire.BytesType:
+			v, n := protowire.ConsumeBytes(b)
+			if n < 0 {
+				return r, protowire.ParseError(n)
+			}
+			b = b[n:]
+			switch num {
+			case 2:
+				r.method = string(v)
+			case 3:
+				r.path = string(v)
+			case 4:
+				r.val = string(v)
+			}
+		case num >= 1 && num <= 4:
+			return r, fmt.Errorf("v2 request field %d has wire type %d", num, wt)
+		default:
+			n := protowire.ConsumeFieldValue(num, wt, b)
+			if n < 0 {
+				return r, protowire.ParseError(n)
+			}
+			b = b[n:]
+		}
+	}
+	return r, nil
+}
+
+// wrappedV2 returns field 2 of an InternalRaftRequest, if it has one.
+func wrappedV2(b []byte) ([]byte, bool) {
+	for len(b) > 0 {
+		num, wt, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return nil, false
+		}
+		b = b[n:]
+		if num == 2 && wt == protowire.BytesType {
+			v, n := protowire.ConsumeBytes(b)
+			return v, n >= 0
+		}
+		n = protowire.ConsumeFieldValue(num, wt, b)
+		if n < 0 {
+			return nil, false
+		}
+		b = b[n:]
+	}
+	return nil, false
+}
+
+// memberAttributes recognises a member publishing its attributes
+// (PUT /0/members/<id>/attributes with {"name", "clientURLs"}).
+func (r v2Request) memberAttributes() (*membershippb.ClusterMemberAttrSetRequest, bool, error) {
+	rest, ok := strings.CutPrefix(r.path, "/0/members/")
+	if r.method != "PUT" || !ok {
+		return nil, false, nil
+	}
+	idHex, ok := strings.CutSuffix(rest, "/attributes")
+	if !ok {
+		return nil, false, nil
+	}
+	id, err := strconv.ParseUint(idHex, 16, 64)
+	if err != nil {
+		return nil, false, fmt.Errorf("v2 member attributes for %q: %w", idHex, err)
+	}
+	var attrs struct {
+		Name       string   `json:"name"`
+		ClientURLs []string `json:"clientURLs"`
+	}
+	if err := json.Unmarshal([]byte(r.val), &attrs); err != nil {
+		return nil, false, fmt.Errorf("v2 member attributes of %x: %w", id, err)
+	}
+	return &membershippb.ClusterMemberAttrSetRequest{
+		Member_ID:        id,
+		MemberAttributes: &membershippb.Attributes{Name: attrs.Name, ClientUrls: attrs.ClientURLs},
+	}, true, nil
+}
