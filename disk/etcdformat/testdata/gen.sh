@@ -5,13 +5,15 @@
 # deletes, a txn, a lease with keys, a compaction, more writes after it),
 # then
 #   etcd-<v>.snapshot     is `etcdctl snapshot save` of it (sha256 trailer),
+#   etcd-<v>.status.json  is what `etcdutl snapshot status -w json` (3.7's,
+#                         ETCDUTL=/path/to/etcdutl) says of it,
 #   etcd-<v>-member/      is its data directory after a SIGKILL: member/snap/db
 #                         and member/wal, the WAL's preallocated zeros cut
 #                         off (the reader takes the end of a file as their
 #                         start). The member runs with a long backend batch
 #                         interval, so the database lags the WAL and the
 #                         entries after its consistent index must be replayed.
-# usage: ETCD37=/work/anchors/etcd bash gen.sh
+# usage: ETCD37=/work/anchors/etcd ETCDUTL=/work/anchors/etcdutl bash gen.sh
 set -euo pipefail
 cd "$(dirname "$0")"
 ETCDCTL=${ETCDCTL:-etcdctl}
@@ -48,6 +50,9 @@ TXN
   # The snapshot forces a backend commit; writes after it stay in the WAL only.
   rm -f "etcd-$ver.snapshot"
   $c snapshot save "etcd-$ver.snapshot" >/dev/null 2>&1
+  if [ -n "${ETCDUTL:-}" ]; then
+    "$ETCDUTL" snapshot status "etcd-$ver.snapshot" -w json 2>/dev/null >"etcd-$ver.status.json"
+  fi
   for i in $(seq 1 5); do $c put "late/$i" "only-in-the-wal-$i" >/dev/null; done
   $c del "late/1" >/dev/null
   kill -9 $pid; wait $pid 2>/dev/null || true
