@@ -53,12 +53,17 @@ func (s *seed) write(fsys disk.FS, walDir, snapDir string, opts disk.Options) er
 			ConfState: s.confState,
 		},
 	}
-	st, err := disk.CreateFromSnapshot(fsys, walDir, snapDir, WALMetadata(s.memberID, s.clusterID), snap, s.hardState, s.entries, opts)
+	st, err := createWAL(fsys, walDir, snapDir, WALMetadata(s.memberID, s.clusterID), snap, s.hardState, s.entries, opts)
 	if err != nil {
 		return err
 	}
 	return st.Close()
 }
+
+// createWAL is disk.CreateFromSnapshot; the crash sweeps' planted-bug
+// tests replace it with a WAL that appears before its contents, to show
+// they catch one.
+var createWAL = disk.CreateFromSnapshot
 
 // fromEtcdMembers turns etcd's member records into noded's.
 func fromEtcdMembers(ms []etcdformat.Member) []node.Member {

@@ -1,0 +1,285 @@
+package etcddata
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/authpb"
+
+	"github.com/noded/noded/disk"
+	"github.com/noded/noded/disk/etcdformat"
+)
+
+// etcdMember puts a fixture member's data directory into a SimFS under
+// "m": its WAL files go through the FS; its database stays an OS file
+// (bbolt opens its files itself), read by readDB.
+func etcdMember(t *testing.T, v string) (*disk.SimFS, PrepareConfig) {
+	t.Helper()
+	fsys := disk.NewSimFS()
+	src := disk.NewOSFS(fixture("etcd-" + v + "-member"))
+	copyIntoSim(t, fsys, src, "member", "m/member")
+	dbPath := fixture("etcd-" + v + "-member/member/snap/db")
+	return fsys, PrepareConfig{
+		FS: fsys, DataDir: "m", WALDir: "m/member/wal", SnapDir: "m/member/snap", DBPath: dbPath,
+		Options: disk.Options{SegmentSizeBytes: 4096},
+		readDB: func(p string) (*etcdformat.State, error) {
+			return etcdformat.ReadDB(p, etcdformat.ReadOptions{})
+		},
+	}
+}
+
+func TestConvertAnEtcdMember(t *testing.T) {
+	for _, v := range fixtureVersions {
+		t.Run(v, func(t *testing.T) {
+			fsys, cfg := etcdMember(t, v)
+			etcdFiles := snapshotOf(t, fsys, "m/member")
+			layout, err := Prepare(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !layout.Etcd || layout.Converted == nil || layout.WALDir != "m/member/noded/wal" || layout.SnapDir != "m/member/noded/snap" {
+				t.Fatalf("layout %+v", layout)
+			}
+			c := layout.Converted
+			if c.ConsistentIndex != 35 || c.LastIndex != 41 || c.Members != 1 || c.Leases != 2 || c.Entries[etcdformat.EntryKept] != 6 {
+				t.Fatalf("converted %+v", c)
+			}
+			db, err := etcdformat.ReadDB(cfg.DBPath, etcdformat.ReadOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			o := openMember(t, fsys, layout.WALDir, layout.SnapDir)
+			if o.memberID != db.Members[0].ID || o.clusterID != c.ClusterID || o.stateHash != db.Store.StateHash() ||
+				o.index != 35 || o.term != 2 || len(o.entries) != 6 || o.entries[5].GetIndex() != 41 {
+				t.Fatalf("the converted member opens as %s", o)
+			}
+			if o.status.Members[0].Name != "m" || len(o.status.Members[0].ClientURLs) != 1 {
+				t.Fatalf("member table %v", o.status.Members)
+			}
+			// The entries after the database's index carry the writes it
+			// never saw.
+			keys := liveKeysAfter(t, fsys, layout.WALDir, layout.SnapDir)
+			want := []string{"after", "late/2", "late/3", "late/4", "late/5", "leased/a", "leased/b", "leased/c", "txn/x"}
+			if !slices.Equal(keys, want) {
+				t.Fatalf("after the log: %v, want %v", keys, want)
+			}
+			// etcd's files are as they were; noded's are beside them.
+			after := snapshotOf(t, fsys, "m/member")
+			for name, data := range etcdFiles {
+				if after[name] != data {
+					t.Fatalf("etcd's %s changed", name)
+				}
+			}
+			// Started again, the member finds its converted files and
+			// converts nothing.
+			again, err := Prepare(cfg)
+			if err != nil || again.Converted != nil || again.WALDir != layout.WALDir {
+				t.Fatalf("second start: %+v %v", again, err)
+			}
+		})
+	}
+}
+
+func TestConvertWithWALDir(t *testing.T) {
+	fsys, cfg := etcdMember(t, "3.7")
+	// etcd's --wal-dir: the WAL lives elsewhere; noded's goes beside it.
+	copyIntoSim(t, fsys, disk.NewOSFS(fixture("etcd-3.7-member")), "member/wal", "walvol/wal")
+	cfg.WALDir, cfg.WALDirSet = "walvol/wal", true
+	layout, err := Prepare(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if layout.WALDir != "walvol/wal/noded" || layout.SnapDir != "m/member/noded/snap" {
+		t.Fatalf("layout %+v", layout)
+	}
+	openMember(t, fsys, layout.WALDir, layout.SnapDir)
+}
+
+func TestConvertRefusesAndWritesNothing(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		mutate func(t *testing.T, fsys *disk.SimFS, cfg *PrepareConfig)
+		want   string
+	}{
+		{"a running member", func(t *testing.T, fsys *disk.SimFS, cfg *PrepareConfig) {
+			cfg.readDB = func(string) (*etcdformat.State, error) { return nil, etcdformat.ErrMemberRunning }
+		}, "still running"},
+		{"a database without a WAL", func(t *testing.T, fsys *disk.SimFS, cfg *PrepareConfig) {
+			names, _ := fsys.List("m/member/wal")
+			for _, n := range names {
+				fsys.Remove("m/member/wal/" + n)
+			}
+		}, "holds no WAL"},
+		{"a WAL still being created", func(t *testing.T, fsys *disk.SimFS, cfg *PrepareConfig) {
+			fsys.MkdirAll("m/member/wal.tmp")
+		}, "wal.tmp"},
+		{"a corrupt WAL", func(t *testing.T, fsys *disk.SimFS, cfg *PrepareConfig) {
+			names, _ := fsys.List("m/member/wal")
+			fsys.FlipBit("m/member/wal/"+names[0], 8*1000+1)
+		}, "corrupt"},
+		{"a WAL that does not reach back to the database", func(t *testing.T, fsys *disk.SimFS, cfg *PrepareConfig) {
+			names, _ := fsys.List("m/member/wal")
+			for _, n := range names {
+				data := readAll(t, fsys, "m/member/wal/"+n)
+				fsys.Remove("m/member/wal/" + n)
+				w, _ := fsys.Create("m/member/wal/0000000000000000-0000000000000040.wal")
+				w.Write(data)
+				w.Close()
+			}
+		}, "entries in between are gone"},
+		{"users and roles", func(t *testing.T, fsys *disk.SimFS, cfg *PrepareConfig) {
+			read := cfg.readDB
+			cfg.readDB = func(p string) (*etcdformat.State, error) {
+				st, err := read(p)
+				if err == nil {
+					st.Auth.Users = []*authpb.User{{Name: []byte("root")}}
+				}
+				return st, err
+			}
+		}, "authentication"},
+		{"a removed member", func(t *testing.T, fsys *disk.SimFS, cfg *PrepareConfig) {
+			read := cfg.readDB
+			cfg.readDB = func(p string) (*etcdformat.State, error) {
+				st, err := read(p)
+				if err == nil {
+					st.Removed = append(st.Removed, st.Members[0].ID)
+				}
+				return st, err
+			}
+		}, "was removed"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fsys, cfg := etcdMember(t, "3.7")
+			tc.mutate(t, fsys, &cfg)
+			before := snapshotOf(t, fsys, "m")
+			_, err := Prepare(cfg)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("got %v, want an error saying %q", err, tc.want)
+			}
+			if after := snapshotOf(t, fsys, "m"); !sameFiles(before, after) {
+				t.Fatal("the refused conversion wrote files")
+			}
+		})
+	}
+}
+
+// A real running member: its database's lock is held. The error names it.
+func TestConvertRefusesALockedDatabase(t *testing.T) {
+	fsys, cfg := etcdMember(t, "3.7")
+	cfg.readDB = nil
+	dir := t.TempDir()
+	data, _ := os.ReadFile(cfg.DBPath)
+	cfg.DBPath = filepath.Join(dir, "db")
+	os.WriteFile(cfg.DBPath, data, 0o600)
+	unlock := holdLock(t, cfg.DBPath)
+	defer unlock()
+	cfg.LockTimeout = 100 * time.Millisecond
+	if _, err := Prepare(cfg); !errors.Is(err, etcdformat.ErrMemberRunning) {
+		t.Fatalf("got %v, want ErrMemberRunning", err)
+	}
+	if disk.Exists(fsys, "m/member/noded/wal") {
+		t.Fatal("a WAL was written")
+	}
+}
+
+func TestPrepareRefusesAnInterruptedRestore(t *testing.T) {
+	fsys := disk.NewSimFS()
+	fsys.MkdirAll("d/member/snap")
+	f, _ := fsys.Create("d/member/snap/0000000000000003-0000000000000001.snap")
+	f.Close()
+	_, err := Prepare(PrepareConfig{FS: fsys, DataDir: "d", WALDir: "d/member/wal", SnapDir: "d/member/snap"})
+	if err == nil || !strings.Contains(err.Error(), "no WAL") {
+		t.Fatalf("got %v", err)
+	}
+	// An empty directory is a new member's.
+	if _, err := Prepare(PrepareConfig{FS: disk.NewSimFS(), DataDir: "e", WALDir: "e/member/wal", SnapDir: "e/member/snap"}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestConvertCrashSweep crashes the conversion after every FS operation,
+// in every crash mode, and starts the member again: it must convert again
+// or find the whole conversion, and open with exactly what the clean
+// conversion gives; etcd's files never change.
+func TestConvertCrashSweep(t *testing.T) {
+	total, outcomes, err := convertSweep(t)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%d FS operations; after a crash: %v", total, outcomes)
+	if outcomes["converted again"] == 0 || outcomes["whole"] == 0 {
+		t.Fatalf("the sweep missed an outcome: %v", outcomes)
+	}
+}
+
+func TestConvertCrashSweepCatchesAWALWrittenFirst(t *testing.T) {
+	saved := createWAL
+	createWAL = naiveCreateWAL
+	defer func() { createWAL = saved }()
+	if _, _, err := convertSweep(t); err == nil {
+		t.Fatal("the sweep passed a conversion whose WAL appears before its contents")
+	} else {
+		t.Logf("caught: %v", err)
+	}
+}
+
+func convertSweep(t *testing.T) (int64, map[string]int, error) {
+	t.Helper()
+	clean, cfg := etcdMember(t, "3.4")
+	etcdFiles := snapshotOf(t, clean, "m/member")
+	start := clean.OpsCount()
+	layout, err := Prepare(cfg)
+	if err != nil {
+		return 0, nil, err
+	}
+	total := clean.OpsCount() - start
+	want := openMember(t, clean, layout.WALDir, layout.SnapDir).String()
+	outcomes := map[string]int{}
+	for k := int64(0); k <= total; k++ {
+		for _, mode := range disk.CrashModes {
+			for seed := uint64(0); seed < 2; seed++ {
+				name := fmt.Sprintf("op %d of %d, %s, seed %d", k, total, mode, seed)
+				fsys, cfg := etcdMember(t, "3.4")
+				fsys.HaltAfterOps(k)
+				_, err := Prepare(cfg)
+				if k < total && !errors.Is(err, disk.ErrHalted) {
+					return total, outcomes, fmt.Errorf("%s: conversion ended with %v, want ErrHalted", name, err)
+				}
+				fsys.Crash(newRand(uint64(k)*10+uint64(mode)*3+seed), mode)
+				again, err := Prepare(cfg)
+				if err != nil {
+					return total, outcomes, fmt.Errorf("%s: starting again after the crash: %v", name, err)
+				}
+				if again.Converted != nil {
+					outcomes["converted again"]++
+				} else {
+					outcomes["whole"]++
+				}
+				st, rec, err := disk.Open(fsys, again.WALDir, again.SnapDir, cfg.Options)
+				if err != nil {
+					return total, outcomes, fmt.Errorf("%s: open: %v", name, err)
+				}
+				st.Close()
+				if rec.Snapshot == nil {
+					return total, outcomes, fmt.Errorf("%s: the converted member opens with no snapshot: it would start empty", name)
+				}
+				if got := openMember(t, fsys, again.WALDir, again.SnapDir).String(); got != want {
+					return total, outcomes, fmt.Errorf("%s: the member opens as\n%s\nwant\n%s", name, got, want)
+				}
+				after := snapshotOf(t, fsys, "m/member")
+				for f, data := range etcdFiles {
+					if after[f] != data {
+						return total, outcomes, fmt.Errorf("%s: etcd's %s changed", name, f)
+					}
+				}
+			}
+		}
+	}
+	return total, outcomes, nil
+}

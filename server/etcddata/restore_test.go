@@ -1,0 +1,226 @@
+package etcddata
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"go.etcd.io/etcd/api/v3/authpb"
+	"go.etcd.io/raft/v3/raftpb"
+
+	"github.com/noded/noded/disk"
+	"github.com/noded/noded/disk/etcdformat"
+)
+
+func TestRestoreLaysOutEveryMember(t *testing.T) {
+	for _, v := range fixtureVersions {
+		t.Run(v, func(t *testing.T) {
+			snap := fixture("etcd-" + v + ".snapshot")
+			want := readState(t, snap)
+			members, clusterID := threeMembers()
+			fsys := disk.NewSimFS()
+			var first opened
+			for i := range members {
+				cfg := restoreConfig(fsys, snap, members, i, clusterID)
+				r, err := Restore(cfg)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if r.Revision != 29 || r.Keys != 5 || r.Leases != 2 {
+					t.Fatalf("restored %+v", r)
+				}
+				o := openMember(t, fsys, cfg.WALDir, cfg.SnapDir)
+				if o.memberID != members[i].ID || o.clusterID != clusterID || o.stateHash != want.Store.StateHash() ||
+					o.index != 3 || o.term != 1 || o.hardState != "1/0/3" || len(o.entries) != 0 {
+					t.Fatalf("member %d opens as %s", i, o)
+				}
+				got := o.status.Members
+				if len(got) != 3 || got[0].Name == "" || !slices.Equal(ids(got), ids(members)) {
+					t.Fatalf("member table %v", got)
+				}
+				if i == 0 {
+					first = o
+				} else if o.stateHash != first.stateHash {
+					t.Fatal("members restored from one snapshot differ")
+				}
+			}
+		})
+	}
+}
+
+func TestRestoreBumpsAndCompacts(t *testing.T) {
+	members, clusterID := threeMembers()
+	fsys := disk.NewSimFS()
+	cfg := restoreConfig(fsys, fixture("etcd-3.7.snapshot"), members, 0, clusterID)
+	cfg.BumpRevision, cfg.MarkCompacted = 1000, true
+	r, err := Restore(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Revision != 1029 || r.CompactRevision != 1029 || r.Keys != 5 {
+		t.Fatalf("restored %+v", r)
+	}
+	cfg = restoreConfig(disk.NewSimFS(), fixture("etcd-3.7.snapshot"), members, 0, clusterID)
+	cfg.BumpRevision = 5
+	if _, err := Restore(cfg); err == nil || !strings.Contains(err.Error(), "--mark-compacted") {
+		t.Fatalf("a bump without --mark-compacted: %v", err)
+	}
+}
+
+func TestRestoreRefusesAndWritesNothing(t *testing.T) {
+	members, clusterID := threeMembers()
+	dir := t.TempDir()
+	good, err := os.ReadFile(fixture("etcd-3.7.snapshot"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	write := func(name string, data []byte) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	flipped := slices.Clone(good)
+	flipped[len(good)/3] ^= 1
+	withUsers := filepath.Join(dir, "users")
+	{
+		st := readState(t, fixture("etcd-3.7.snapshot"))
+		err := etcdformat.WriteSnapshotFile(withUsers, &etcdformat.Source{View: st.Store.View(), Leases: st.Store.Leases(),
+			Auth: etcdformat.Auth{Users: []*authpb.User{{Name: []byte("root"), Roles: []string{"root"}}}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, tc := range []struct {
+		name     string
+		snapshot string
+		prepare  func(fsys disk.FS)
+		skip     bool
+		want     string
+	}{
+		{"truncated", write("truncated", good[:len(good)-1000]), nil, false, "missing hash"},
+		{"hash mismatch", write("flipped", flipped), nil, false, "hash mismatch"},
+		{"not a snapshot", write("text", []byte(strings.Repeat("hello\n", 2000))), nil, true, "not an etcd database"},
+		{"users and roles", withUsers, nil, false, "authentication"},
+		{"a data directory in use", fixture("etcd-3.7.snapshot"), func(fsys disk.FS) {
+			fsys.MkdirAll("data/m1")
+			f, _ := fsys.Create("data/m1/notes.txt")
+			f.Close()
+		}, false, "not empty"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fsys := disk.NewSimFS()
+			if tc.prepare != nil {
+				tc.prepare(fsys)
+			}
+			before := snapshotOf(t, fsys, "data")
+			cfg := restoreConfig(fsys, tc.snapshot, members, 0, clusterID)
+			cfg.SkipHashCheck = tc.skip
+			_, err := Restore(cfg)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("got %v, want an error saying %q", err, tc.want)
+			}
+			if after := snapshotOf(t, fsys, "data"); !sameFiles(before, after) {
+				t.Fatalf("the refused restore wrote %v", after)
+			}
+		})
+	}
+	// A member that is not one of the new cluster's.
+	cfg := restoreConfig(disk.NewSimFS(), fixture("etcd-3.7.snapshot"), members, 0, clusterID)
+	cfg.MemberID = 12345
+	if _, err := Restore(cfg); err == nil || !strings.Contains(err.Error(), "not in the initial cluster") {
+		t.Fatalf("a member outside the cluster: %v", err)
+	}
+}
+
+// TestRestoreCrashSweep crashes a restore after every FS operation, in
+// every crash mode, and checks what a member starting there finds: either
+// nothing it would start from (Prepare refuses a directory holding
+// snapshot files without a WAL, and a new restore completes), or the
+// whole restored state. Never a member that starts with part of it.
+func TestRestoreCrashSweep(t *testing.T) {
+	total, outcomes, err := restoreSweep(t, createWAL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%d FS operations; after a crash: %v", total, outcomes)
+	if outcomes["nothing"] == 0 || outcomes["refused"] == 0 || outcomes["whole"] == 0 {
+		t.Fatalf("the sweep missed an outcome: %v", outcomes)
+	}
+}
+
+func TestRestoreCrashSweepCatchesAWALWrittenFirst(t *testing.T) {
+	_, _, err := restoreSweep(t, naiveCreateWAL)
+	if err == nil {
+		t.Fatal("the sweep passed a restore whose WAL appears before its contents")
+	}
+	t.Logf("caught: %v", err)
+}
+
+func restoreSweep(t *testing.T, create func(disk.FS, string, string, []byte, *raftpb.Snapshot, *raftpb.HardState, []*raftpb.Entry, disk.Options) (*disk.Storage, error)) (int64, map[string]int, error) {
+	t.Helper()
+	saved := createWAL
+	createWAL = create
+	defer func() { createWAL = saved }()
+	members, clusterID := threeMembers()
+	snap := fixture("etcd-3.4.snapshot")
+	want := readState(t, snap).Store.StateHash()
+	clean := disk.NewSimFS()
+	if _, err := Restore(restoreConfig(clean, snap, members, 0, clusterID)); err != nil {
+		return 0, nil, err
+	}
+	total := clean.OpsCount()
+	outcomes := map[string]int{}
+	for k := int64(0); k <= total; k++ {
+		for _, mode := range disk.CrashModes {
+			for seed := uint64(0); seed < 2; seed++ {
+				name := fmt.Sprintf("op %d of %d, %s, seed %d", k, total, mode, seed)
+				fsys := disk.NewSimFS()
+				fsys.HaltAfterOps(k)
+				cfg := restoreConfig(fsys, snap, members, 0, clusterID)
+				_, err := Restore(cfg)
+				if k < total && !errors.Is(err, disk.ErrHalted) {
+					return total, outcomes, fmt.Errorf("%s: restore ended with %v, want ErrHalted", name, err)
+				}
+				fsys.Crash(newRand(uint64(k)*10+uint64(mode)*3+seed), mode)
+				if !disk.Exists(fsys, cfg.WALDir) {
+					// Not restored: a member must not start here, and a
+					// new restore must work.
+					_, perr := Prepare(PrepareConfig{FS: fsys, DataDir: cfg.DataDir, WALDir: cfg.WALDir, SnapDir: cfg.SnapDir})
+					if perr != nil {
+						outcomes["refused"]++
+					} else {
+						files, _, _ := listTree(fsys, cfg.SnapDir)
+						if slices.ContainsFunc(files, func(f string) bool { return strings.HasSuffix(f, ".snap") }) {
+							return total, outcomes, fmt.Errorf("%s: a member would start on a directory holding only %v", name, files)
+						}
+						outcomes["nothing"]++
+					}
+					if _, err := Restore(cfg); err != nil {
+						return total, outcomes, fmt.Errorf("%s: restoring again after the crash: %v", name, err)
+					}
+				} else {
+					outcomes["whole"]++
+				}
+				st, rec, err := disk.Open(fsys, cfg.WALDir, cfg.SnapDir, cfg.Options)
+				if err != nil {
+					return total, outcomes, fmt.Errorf("%s: open: %v", name, err)
+				}
+				st.Close()
+				if rec.Snapshot == nil {
+					return total, outcomes, fmt.Errorf("%s: the restored member opens with no snapshot: it would start empty", name)
+				}
+				o := openMember(t, fsys, cfg.WALDir, cfg.SnapDir)
+				if o.stateHash != want || o.index != 3 || o.hardState != "1/0/3" {
+					return total, outcomes, fmt.Errorf("%s: the member opens as %s", name, o)
+				}
+			}
+		}
+	}
+	return total, outcomes, nil
+}
