@@ -245,11 +245,30 @@ func readBolt(path string, dataBytes int64, opts ReadOptions, lockTimeout time.D
 			return fmt.Errorf("not an etcd database: %w", err)
 		}
 		defer db.Close()
+		f, err := os.Open(path)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
 		return db.View(func(tx *bolt.Tx) error {
-			if size := tx.Size(); size > dataBytes {
+			size := tx.Size()
+			if size > dataBytes {
 				return fmt.Errorf("truncated: the database says it is %d bytes, the file holds %d", size, dataBytes)
 			}
-			r := &backendReader{b: kvsm.NewBuilder(opts.KV), h: crc32.New(castagnoli)}
+			pageSize := db.Info().PageSize
+			pages := newPageTree(f, pageSize, uint64(size)/uint64(pageSize))
+			root, err := pages.rootOf(uint64(tx.ID()))
+			var leaves []uint64
+			if err == nil {
+				leaves, err = pages.check(root)
+			}
+			if err == nil {
+				err = pages.checkInlineBuckets(leaves)
+			}
+			if err != nil {
+				return fmt.Errorf("the database is damaged: %w", err)
+			}
+			r := &backendReader{b: kvsm.NewBuilder(opts.KV), h: crc32.New(castagnoli), pages: pages}
 			if err := r.read(tx); err != nil {
 				return err
 			}
@@ -264,6 +283,7 @@ func readBolt(path string, dataBytes int64, opts ReadOptions, lockTimeout time.D
 type backendReader struct {
 	b                *kvsm.Builder
 	h                hash.Hash32
+	pages            *pageTree
 	meta             Meta
 	lastRev          int64
 	scheduledCompact int64
@@ -283,6 +303,11 @@ func (r *backendReader) read(tx *bolt.Tx) error {
 		decode, ok := r.decoder(name)
 		if !ok {
 			return fmt.Errorf("unknown bucket %q: written by an etcd newer than 3.7, or not etcd's", name)
+		}
+		if root := uint64(b.Root()); root != 0 { // 0: an inline bucket, a leaf inside its parent
+			if _, err := r.pages.check(root); err != nil {
+				return fmt.Errorf("the database is damaged: bucket %s: %w", name, err)
+			}
 		}
 		r.h.Write(name)
 		err := b.ForEach(func(k, v []byte) error {

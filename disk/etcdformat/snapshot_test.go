@@ -359,3 +359,72 @@ func TestOnlyThisPackageImportsBbolt(t *testing.T) {
 		}
 	}
 }
+
+// A branch page that points back at itself makes bbolt's cursors descend
+// forever; the reader finds the loop first. So for an inline bucket whose
+// page is not a leaf (bbolt reads it as a branch whose child is itself).
+func TestReadSnapshotRefusesLoopingPages(t *testing.T) {
+	dir := t.TempDir()
+	dbPath := filepath.Join(dir, "db")
+	if err := WriteDB(dbPath, sampleSource(sampleStore(5, 3000))); err != nil {
+		t.Fatal(err)
+	}
+	clean, err := os.ReadFile(dbPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const pageSize = 4096
+	branchLoop := slices.Clone(clean)
+	planted := false
+	for id := 2; (id+1)*pageSize <= len(branchLoop) && !planted; id++ {
+		page := branchLoop[id*pageSize:]
+		if binary.LittleEndian.Uint64(page) == uint64(id) && binary.LittleEndian.Uint16(page[8:]) == branchPageFlag {
+			binary.LittleEndian.PutUint64(page[pageHeaderBytes+8:], uint64(id)) // first child: itself
+			planted = true
+		}
+	}
+	if !planted {
+		t.Fatal("no branch page to plant a loop in")
+	}
+	inlineNotLeaf := slices.Clone(clean)
+	// Every copy of the bucket's entry (freed pages keep old ones): the
+	// key, then the bucket header (root 0, sequence), then its page.
+	planted = false
+	for off := 0; ; {
+		i := bytes.Index(inlineNotLeaf[off:], []byte("members_removed"))
+		if i < 0 {
+			break
+		}
+		inline := inlineNotLeaf[off+i+len("members_removed")+bucketHeaderSize:]
+		if binary.LittleEndian.Uint16(inline[8:]) == leafPageFlag {
+			binary.LittleEndian.PutUint16(inline[8:], branchPageFlag)
+			planted = true
+		}
+		off += i + 1
+	}
+	if !planted {
+		t.Fatal("members_removed is not an inline leaf")
+	}
+	for name, data := range map[string][]byte{"a branch page that is its own child": branchLoop, "an inline bucket that is no leaf": inlineNotLeaf} {
+		t.Run(name, func(t *testing.T) {
+			path := filepath.Join(dir, strings.ReplaceAll(name, " ", "-"))
+			if err := os.WriteFile(path, data, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			done := make(chan error, 1)
+			go func() {
+				_, err := ReadSnapshot(path, ReadOptions{SkipHashCheck: true})
+				done <- err
+			}()
+			select {
+			case err := <-done:
+				if err == nil || !strings.Contains(err.Error(), "damaged") {
+					t.Fatalf("got %v, want the damage named", err)
+				}
+				t.Log(err)
+			case <-time.After(time.Minute):
+				t.Fatal("the reader loops")
+			}
+		})
+	}
+}
