@@ -44,6 +44,8 @@ type e2eMember struct {
 	peerURL   string
 	// args are the flags of every start, so a restart is the same command.
 	args []string
+	// binary is the program started; "" means e2eBinary.
+	binary string
 	log  *logBuffer
 
 	mu     sync.Mutex
@@ -122,8 +124,12 @@ func (m *e2eMember) start(t *testing.T) {
 		t.Fatalf("member %s is already running", m.name)
 	}
 	m.starts++
-	fmt.Fprintf(m.log, "\n==== e2e: start #%d: %s %s\n", m.starts, e2eBinary, strings.Join(m.args, " "))
-	cmd := exec.Command(e2eBinary, m.args...)
+	binary := e2eBinary
+	if m.binary != "" {
+		binary = m.binary
+	}
+	fmt.Fprintf(m.log, "\n==== e2e: start #%d: %s %s\n", m.starts, binary, strings.Join(m.args, " "))
+	cmd := exec.Command(binary, m.args...)
 	cmd.Env = memberproc.Env()
 	cmd.Stdout = m.log
 	cmd.Stderr = m.log
