@@ -46,7 +46,7 @@ type e2eMember struct {
 	args []string
 	// binary is the program started; "" means e2eBinary.
 	binary string
-	log  *logBuffer
+	log    *logBuffer
 
 	mu     sync.Mutex
 	cmd    *exec.Cmd

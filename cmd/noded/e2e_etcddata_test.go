@@ -277,7 +277,7 @@ func writeHistory(t *testing.T, cli *clientv3.Client) history {
 
 // kvAt is one key at one revision, as a range returns it.
 type kvAt struct {
-	key, value                 string
+	key, value                  string
 	create, mod, version, lease int64
 }
 
