@@ -44,9 +44,10 @@ type e2eMember struct {
 	peerURL   string
 	// args are the flags of every start, so a restart is the same command.
 	args []string
+	log  *logBuffer
+
 	// binary is the program started; "" means e2eBinary.
 	binary string
-	log    *logBuffer
 
 	mu     sync.Mutex
 	cmd    *exec.Cmd
