@@ -111,3 +111,10 @@ func removeTemporaries(fsys FS, dir string) error {
 	}
 	return removeLeftovers(fsys, dir, tmps)
 }
+
+// ReadFile reads a whole file through fsys, refusing one larger than
+// limitBytes before reading it; its size comes from Stat, never from the
+// file's contents. For readers of other formats kept on an FS (etcd's WAL).
+func ReadFile(fsys FS, name string, limitBytes int64) ([]byte, error) {
+	return readFile(fsys, name, limitBytes)
+}

@@ -219,10 +219,7 @@ func (b *Builder) Build(rev, compactRev int64) (*Store, error) {
 		if len(e.revs) == 0 {
 			return true
 		}
-		if err = s.checkKey(e); err != nil {
-			return false
-		}
-		s.kv.keys.Set(e)
+		s.kv.keys.Set(e) // checked with everything else below
 		return true
 	})
 	if err != nil {
@@ -260,4 +257,12 @@ func (s *Store) Bump(by int64, compact bool) error {
 		s.compact(s.kv.rev)
 	}
 	return s.checkInvariants()
+}
+
+// AppendKeyValue appends the revision as etcd's key bucket stores it: the
+// protobuf encoding of mvccpb.KeyValue (a tombstone is just the key), the
+// same bytes HashKV hashes.
+func (r *Revision) AppendKeyValue(buf []byte) []byte {
+	kr := keyRev{value: r.Value, modMain: r.ModRev, modSub: r.ModSub, createMain: r.CreateRev, version: r.Version, lease: r.Lease}
+	return appendKeyValue(buf, r.Key, &kr)
 }

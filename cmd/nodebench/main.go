@@ -7,6 +7,7 @@
 //	go run ./cmd/nodebench -members 3 -duration 20s
 //	go run ./cmd/nodebench -noded /usr/bin/etcd     # etcd vs etcd: how noisy is this machine?
 //	go run ./cmd/nodebench -noded-endpoints http://127.0.0.1:2379 -etcd-endpoints http://127.0.0.1:12379
+//	go run ./cmd/nodebench -etcd $D/etcd -etcdutl $D/etcdutl -snapshot-keys 1000000 -value-size 100 -rounds 2
 //
 // Each side is started fresh (a single member, or -members N) on loopback
 // with the same flags and data directories in one temporary directory, or
@@ -48,6 +49,8 @@ type options struct {
 	rows                          string
 	jsonOut                       bool
 	keep                          bool
+	snapshotKeys                  int
+	etcdutl                       string
 }
 
 func main() {
@@ -66,6 +69,8 @@ func main() {
 	flag.StringVar(&o.rows, "rows", "put-1,put-100,range-l-100,range-s-100", "rows to run, comma-separated")
 	flag.BoolVar(&o.jsonOut, "json", false, "print JSON instead of a table")
 	flag.BoolVar(&o.keep, "keep", false, "keep the data directories and member logs")
+	flag.IntVar(&o.snapshotKeys, "snapshot-keys", 0, "instead of the rows: load this many keys, then time snapshot save and restore on each side (snapshot.go)")
+	flag.StringVar(&o.etcdutl, "etcdutl", filepath.Join(os.Getenv("NODED_ETCD37_DIR"), "etcdutl"), "etcdutl binary for the etcd side's restore (-snapshot-keys)")
 	flag.Parse()
 	if err := run(o, os.Stdout); err != nil {
 		fmt.Fprintln(os.Stderr, "nodebench:", err)
@@ -142,6 +147,9 @@ func run(o options, out io.Writer) error {
 		}
 	}
 
+	if o.snapshotKeys > 0 {
+		return runSnapshotRows(o, dir, sides, out)
+	}
 	w := &workload{value: strings.Repeat("v", o.valueSizeBytes), rangeKeys: o.keys}
 	perSlice := budget{duration: o.duration / time.Duration(o.rounds)}
 	if o.requests > 0 {

@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -63,6 +64,12 @@ type etcdRelease struct {
 	etcdctl string // for `snapshot restore` with 3.4, which has no etcdutl
 	etcdutl string
 }
+
+// etcdReleases are the etcd versions the snapshot tests run against.
+var etcdReleases = []struct {
+	name    string
+	release func(*testing.T) etcdRelease
+}{{"etcd3.4", etcd34}, {"etcd3.7", etcd37}}
 
 func etcd34(t *testing.T) etcdRelease {
 	t.Helper()
@@ -420,10 +427,7 @@ func compareThroughEvery(t *testing.T, c *e2eCluster, want answers, what string)
 
 func TestE2EEtcdSnapshotRestoresIntoNoded(t *testing.T) {
 	requireNodedE2E(t)
-	for _, rel := range []struct {
-		name    string
-		release func(*testing.T) etcdRelease
-	}{{"etcd3.4", etcd34}, {"etcd3.7", etcd37}} {
+	for _, rel := range etcdReleases {
 		t.Run(rel.name, func(t *testing.T) {
 			r := rel.release(t)
 			src := planCluster(t, r.etcd, 1)
@@ -464,10 +468,7 @@ func TestE2ENodedSnapshotRestoresIntoEtcd(t *testing.T) {
 	for _, m := range src.members {
 		m.stop(t)
 	}
-	for _, rel := range []struct {
-		name    string
-		release func(*testing.T) etcdRelease
-	}{{"etcd3.4", etcd34}, {"etcd3.7", etcd37}} {
+	for _, rel := range etcdReleases {
 		t.Run(rel.name, func(t *testing.T) {
 			r := rel.release(t)
 			// etcd's tools read it as theirs.
@@ -587,7 +588,7 @@ func TestE2EInPlaceSwitchFromEtcd37AndBack(t *testing.T) {
 		t.Fatalf("members hash their history at %d differently: %x", st.Header.Revision, hashes)
 	}
 	for i, m := range c.members {
-		if after := hashTree(t, m.dataDir, notNoded); !mapsEqual(before[i], after) {
+		if after := hashTree(t, m.dataDir, notNoded); !maps.Equal(before[i], after) {
 			t.Fatalf("etcd's files of %s changed", m.name)
 		}
 	}
@@ -622,18 +623,6 @@ func logLine(log, s string) string {
 		}
 	}
 	return ""
-}
-
-func mapsEqual(a, b map[string][32]byte) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for k, v := range a {
-		if b[k] != v {
-			return false
-		}
-	}
-	return true
 }
 
 // TestE2EMakeMirror mirrors keys from etcd to noded and from noded to etcd

@@ -2,6 +2,7 @@ package etcdformat
 
 import (
 	"bytes"
+	"cmp"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/json"
@@ -21,8 +22,8 @@ import (
 	berrors "go.etcd.io/bbolt/errors"
 	"go.etcd.io/etcd/api/v3/authpb"
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
-	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/raft/v3/raftpb"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/noded/noded/kvsm"
@@ -360,8 +361,8 @@ func (r *backendReader) key(k, v []byte) error {
 		return fmt.Errorf("revision %d.%d: sub revision out of range", main, sub)
 	}
 	r.lastRev = main
-	var kv mvccpb.KeyValue
-	if err := proto.Unmarshal(v, &kv); err != nil {
+	kv, err := decodeKeyValue(v)
+	if err != nil {
 		return fmt.Errorf("revision %d.%d: %w", main, sub, err)
 	}
 	if len(kv.Key) == 0 && !tombstone {
@@ -372,15 +373,68 @@ func (r *backendReader) key(k, v []byte) error {
 	}
 	rev := kvsm.Revision{Key: kv.Key, ModRev: main, ModSub: int32(sub)}
 	if !tombstone {
-		if kv.ModRevision != main || kv.Version < 1 {
-			return fmt.Errorf("revision %d.%d of key %q says mod revision %d, version %d", main, sub, kv.Key, kv.ModRevision, kv.Version)
+		if kv.ModRev != main || kv.Version < 1 {
+			return fmt.Errorf("revision %d.%d of key %q says mod revision %d, version %d", main, sub, kv.Key, kv.ModRev, kv.Version)
 		}
-		rev.Value, rev.CreateRev, rev.Version, rev.Lease = kv.Value, kv.CreateRevision, kv.Version, kv.Lease
+		rev.Value, rev.CreateRev, rev.Version, rev.Lease = kv.Value, kv.CreateRev, kv.Version, kv.Lease
 		if rev.Value == nil {
 			rev.Value = []byte{}
 		}
 	}
-	return r.b.AddRevision(rev)
+	return r.b.AddRevision(rev) // copies what it keeps
+}
+
+// decodeKeyValue decodes mvccpb.KeyValue (key 1, create_revision 2,
+// mod_revision 3, version 4, value 5, lease 6) without copying: key and
+// value alias v, which bbolt owns only for the transaction. A million of
+// them go by in a restore; protobuf's decoder would copy each twice.
+func decodeKeyValue(v []byte) (kvsm.Revision, error) {
+	var kv kvsm.Revision
+	for len(v) > 0 {
+		num, typ, n := protowire.ConsumeTag(v)
+		if n < 0 {
+			return kv, protowire.ParseError(n)
+		}
+		v = v[n:]
+		switch {
+		case (num == 1 || num == 5) && typ == protowire.BytesType:
+			b, n := protowire.ConsumeBytes(v)
+			if n < 0 {
+				return kv, protowire.ParseError(n)
+			}
+			if num == 1 {
+				kv.Key = b
+			} else {
+				kv.Value = b
+			}
+			v = v[n:]
+		case num >= 2 && num <= 6 && num != 5 && typ == protowire.VarintType:
+			x, n := protowire.ConsumeVarint(v)
+			if n < 0 {
+				return kv, protowire.ParseError(n)
+			}
+			switch num {
+			case 2:
+				kv.CreateRev = int64(x)
+			case 3:
+				kv.ModRev = int64(x)
+			case 4:
+				kv.Version = int64(x)
+			case 6:
+				kv.Lease = int64(x)
+			}
+			v = v[n:]
+		case num >= 1 && num <= 6:
+			return kv, fmt.Errorf("KeyValue field %d has wire type %d", num, typ)
+		default:
+			n := protowire.ConsumeFieldValue(num, typ, v)
+			if n < 0 {
+				return kv, protowire.ParseError(n)
+			}
+			v = v[n:]
+		}
+	}
+	return kv, nil
 }
 
 func (r *backendReader) metaKey(k, v []byte) error {
@@ -548,15 +602,7 @@ func (r *backendReader) finish(sizeBytes int64) (*State, error) {
 	if err != nil {
 		return nil, fmt.Errorf("key history: %w", err)
 	}
-	slices.SortFunc(r.meta.Members, func(a, b Member) int {
-		switch {
-		case a.ID < b.ID:
-			return -1
-		case a.ID > b.ID:
-			return 1
-		}
-		return 0
-	})
+	slices.SortFunc(r.meta.Members, func(a, b Member) int { return cmp.Compare(a.ID, b.ID) })
 	slices.Sort(r.meta.Removed)
 	st := &State{Meta: r.meta, Store: s, Format: "etcd"}
 	st.Status = Status{

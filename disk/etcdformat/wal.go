@@ -166,23 +166,7 @@ func ReadWAL(fsys disk.FS, dir string, index uint64) (*WAL, error) {
 }
 
 func readWALFile(fsys disk.FS, name string) ([]byte, error) {
-	size, err := fsys.Stat(name)
-	if err != nil {
-		return nil, err
-	}
-	if size < 0 || size > walFileBytesMax {
-		return nil, fmt.Errorf("%s is %d bytes, more than the %d an etcd WAL file holds", name, size, int64(walFileBytesMax))
-	}
-	f, err := fsys.Open(name)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	buf := make([]byte, size)
-	if n, err := f.ReadAt(buf, 0); n != len(buf) {
-		return nil, fmt.Errorf("read %s: %d of %d bytes: %v", name, n, len(buf), err)
-	}
-	return buf, nil
+	return disk.ReadFile(fsys, name, walFileBytesMax)
 }
 
 type walReader struct {

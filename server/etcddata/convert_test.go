@@ -3,6 +3,7 @@ package etcddata
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -162,7 +163,7 @@ func TestConvertRefusesAndWritesNothing(t *testing.T) {
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("got %v, want an error saying %q", err, tc.want)
 			}
-			if after := snapshotOf(t, fsys, "m"); !sameFiles(before, after) {
+			if after := snapshotOf(t, fsys, "m"); !maps.Equal(before, after) {
 				t.Fatal("the refused conversion wrote files")
 			}
 		})
@@ -231,55 +232,50 @@ func TestConvertCrashSweepCatchesAWALWrittenFirst(t *testing.T) {
 
 func convertSweep(t *testing.T) (int64, map[string]int, error) {
 	t.Helper()
-	clean, cfg := etcdMember(t, "3.4")
+	clean, base := etcdMember(t, "3.4")
 	etcdFiles := snapshotOf(t, clean, "m/member")
 	start := clean.OpsCount()
-	layout, err := Prepare(cfg)
+	layout, err := Prepare(base)
 	if err != nil {
 		return 0, nil, err
 	}
 	total := clean.OpsCount() - start
 	want := openMember(t, clean, layout.WALDir, layout.SnapDir).String()
-	outcomes := map[string]int{}
-	for k := int64(0); k <= total; k++ {
-		for _, mode := range disk.CrashModes {
-			for seed := uint64(0); seed < 2; seed++ {
-				name := fmt.Sprintf("op %d of %d, %s, seed %d", k, total, mode, seed)
-				fsys, cfg := etcdMember(t, "3.4")
-				fsys.HaltAfterOps(k)
-				_, err := Prepare(cfg)
-				if k < total && !errors.Is(err, disk.ErrHalted) {
-					return total, outcomes, fmt.Errorf("%s: conversion ended with %v, want ErrHalted", name, err)
-				}
-				fsys.Crash(newRand(uint64(k)*10+uint64(mode)*3+seed), mode)
-				again, err := Prepare(cfg)
-				if err != nil {
-					return total, outcomes, fmt.Errorf("%s: starting again after the crash: %v", name, err)
-				}
-				if again.Converted != nil {
-					outcomes["converted again"]++
-				} else {
-					outcomes["whole"]++
-				}
-				st, rec, err := disk.Open(fsys, again.WALDir, again.SnapDir, cfg.Options)
-				if err != nil {
-					return total, outcomes, fmt.Errorf("%s: open: %v", name, err)
-				}
-				st.Close()
-				if rec.Snapshot == nil {
-					return total, outcomes, fmt.Errorf("%s: the converted member opens with no snapshot: it would start empty", name)
-				}
-				if got := openMember(t, fsys, again.WALDir, again.SnapDir).String(); got != want {
-					return total, outcomes, fmt.Errorf("%s: the member opens as\n%s\nwant\n%s", name, got, want)
-				}
-				after := snapshotOf(t, fsys, "m/member")
-				for f, data := range etcdFiles {
-					if after[f] != data {
-						return total, outcomes, fmt.Errorf("%s: etcd's %s changed", name, f)
-					}
+	configFor := func(fsys *disk.SimFS) PrepareConfig {
+		cfg := base
+		cfg.FS = fsys
+		return cfg
+	}
+	outcomes, err := crashSweep(total,
+		func() *disk.SimFS { fsys, _ := etcdMember(t, "3.4"); return fsys },
+		func(fsys *disk.SimFS) error { _, err := Prepare(configFor(fsys)); return err },
+		func(fsys *disk.SimFS) (string, error) {
+			again, err := Prepare(configFor(fsys))
+			if err != nil {
+				return "", fmt.Errorf("starting again after the crash: %v", err)
+			}
+			outcome := "whole"
+			if again.Converted != nil {
+				outcome = "converted again"
+			}
+			st, rec, err := disk.Open(fsys, again.WALDir, again.SnapDir, base.Options)
+			if err != nil {
+				return "", fmt.Errorf("open: %v", err)
+			}
+			st.Close()
+			if rec.Snapshot == nil {
+				return "", errors.New("the converted member opens with no snapshot: it would start empty")
+			}
+			if got := openMember(t, fsys, again.WALDir, again.SnapDir).String(); got != want {
+				return "", fmt.Errorf("the member opens as\n%s\nwant\n%s", got, want)
+			}
+			after := snapshotOf(t, fsys, "m/member")
+			for f, data := range etcdFiles {
+				if after[f] != data {
+					return "", fmt.Errorf("etcd's %s changed", f)
 				}
 			}
-		}
-	}
-	return total, outcomes, nil
+			return outcome, nil
+		})
+	return total, outcomes, err
 }

@@ -1,6 +1,7 @@
 package etcddata
 
 import (
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"path/filepath"
@@ -184,20 +185,11 @@ func parentDir(name string) string {
 
 func readAll(t *testing.T, fsys disk.FS, name string) []byte {
 	t.Helper()
-	size, err := fsys.Stat(name)
+	data, err := disk.ReadFile(fsys, name, 1<<30)
 	if err != nil {
 		t.Fatal(err)
 	}
-	f, err := fsys.Open(name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	buf := make([]byte, size)
-	if n, _ := f.ReadAt(buf, 0); int64(n) != size {
-		t.Fatalf("read %s: %d of %d bytes", name, n, size)
-	}
-	return buf
+	return data
 }
 
 // snapshotOf reads the files under dir of fsys into a map, to show they
@@ -215,19 +207,34 @@ func snapshotOf(t *testing.T, fsys disk.FS, dir string) map[string]string {
 	return out
 }
 
-func sameFiles(a, b map[string]string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for k, v := range a {
-		if b[k] != v {
-			return false
+func newRand(seed uint64) *rand.Rand { return rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)) }
+
+// crashSweep runs act on a fresh FS from setup, halted after each number
+// of FS operations from 0 to total, crashes the FS in every crash mode
+// (two seeds each), and has check say what a member starting there finds:
+// it names the outcome, or fails. It returns how often each outcome came.
+func crashSweep(total int64, setup func() *disk.SimFS, act func(*disk.SimFS) error, check func(*disk.SimFS) (string, error)) (map[string]int, error) {
+	outcomes := map[string]int{}
+	for k := int64(0); k <= total; k++ {
+		for _, mode := range disk.CrashModes {
+			for seed := uint64(0); seed < 2; seed++ {
+				name := fmt.Sprintf("op %d of %d, %s, seed %d", k, total, mode, seed)
+				fsys := setup()
+				fsys.HaltAfterOps(k)
+				if err := act(fsys); k < total && !errors.Is(err, disk.ErrHalted) {
+					return outcomes, fmt.Errorf("%s: ended with %v, want ErrHalted", name, err)
+				}
+				fsys.Crash(newRand(uint64(k)*10+uint64(mode)*3+seed), mode)
+				outcome, err := check(fsys)
+				if err != nil {
+					return outcomes, fmt.Errorf("%s: %v", name, err)
+				}
+				outcomes[outcome]++
+			}
 		}
 	}
-	return true
+	return outcomes, nil
 }
-
-func newRand(seed uint64) *rand.Rand { return rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)) }
 
 // naiveCreateWAL lays the same files out the ordinary way, WAL first: the
 // planted bug the crash sweeps exist to catch.

@@ -3,17 +3,21 @@ package etcddata
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
 	"go.etcd.io/etcd/api/v3/authpb"
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/raft/v3/raftpb"
 
 	"github.com/noded/noded/disk"
 	"github.com/noded/noded/disk/etcdformat"
+	"github.com/noded/noded/kvsm"
 )
 
 func TestRestoreLaysOutEveryMember(t *testing.T) {
@@ -125,7 +129,7 @@ func TestRestoreRefusesAndWritesNothing(t *testing.T) {
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("got %v, want an error saying %q", err, tc.want)
 			}
-			if after := snapshotOf(t, fsys, "data"); !sameFiles(before, after) {
+			if after := snapshotOf(t, fsys, "data"); !maps.Equal(before, after) {
 				t.Fatalf("the refused restore wrote %v", after)
 			}
 		})
@@ -175,52 +179,76 @@ func restoreSweep(t *testing.T, create func(disk.FS, string, string, []byte, *ra
 		return 0, nil, err
 	}
 	total := clean.OpsCount()
-	outcomes := map[string]int{}
-	for k := int64(0); k <= total; k++ {
-		for _, mode := range disk.CrashModes {
-			for seed := uint64(0); seed < 2; seed++ {
-				name := fmt.Sprintf("op %d of %d, %s, seed %d", k, total, mode, seed)
-				fsys := disk.NewSimFS()
-				fsys.HaltAfterOps(k)
-				cfg := restoreConfig(fsys, snap, members, 0, clusterID)
-				_, err := Restore(cfg)
-				if k < total && !errors.Is(err, disk.ErrHalted) {
-					return total, outcomes, fmt.Errorf("%s: restore ended with %v, want ErrHalted", name, err)
-				}
-				fsys.Crash(newRand(uint64(k)*10+uint64(mode)*3+seed), mode)
-				if !disk.Exists(fsys, cfg.WALDir) {
-					// Not restored: a member must not start here, and a
-					// new restore must work.
-					_, perr := Prepare(PrepareConfig{FS: fsys, DataDir: cfg.DataDir, WALDir: cfg.WALDir, SnapDir: cfg.SnapDir})
-					if perr != nil {
-						outcomes["refused"]++
-					} else {
-						files, _, _ := listTree(fsys, cfg.SnapDir)
-						if slices.ContainsFunc(files, func(f string) bool { return strings.HasSuffix(f, ".snap") }) {
-							return total, outcomes, fmt.Errorf("%s: a member would start on a directory holding only %v", name, files)
-						}
-						outcomes["nothing"]++
-					}
-					if _, err := Restore(cfg); err != nil {
-						return total, outcomes, fmt.Errorf("%s: restoring again after the crash: %v", name, err)
-					}
+	outcomes, err := crashSweep(total, disk.NewSimFS,
+		func(fsys *disk.SimFS) error {
+			_, err := Restore(restoreConfig(fsys, snap, members, 0, clusterID))
+			return err
+		},
+		func(fsys *disk.SimFS) (string, error) {
+			cfg := restoreConfig(fsys, snap, members, 0, clusterID)
+			outcome := "whole"
+			if !disk.Exists(fsys, cfg.WALDir) {
+				// Not restored: a member must not start here, and a new
+				// restore must work.
+				if _, err := Prepare(PrepareConfig{FS: fsys, DataDir: cfg.DataDir, WALDir: cfg.WALDir, SnapDir: cfg.SnapDir}); err != nil {
+					outcome = "refused"
 				} else {
-					outcomes["whole"]++
+					files, _, _ := listTree(fsys, cfg.SnapDir)
+					if slices.ContainsFunc(files, func(f string) bool { return strings.HasSuffix(f, ".snap") }) {
+						return "", fmt.Errorf("a member would start on a directory holding only %v", files)
+					}
+					outcome = "nothing"
 				}
-				st, rec, err := disk.Open(fsys, cfg.WALDir, cfg.SnapDir, cfg.Options)
-				if err != nil {
-					return total, outcomes, fmt.Errorf("%s: open: %v", name, err)
-				}
-				st.Close()
-				if rec.Snapshot == nil {
-					return total, outcomes, fmt.Errorf("%s: the restored member opens with no snapshot: it would start empty", name)
-				}
-				o := openMember(t, fsys, cfg.WALDir, cfg.SnapDir)
-				if o.stateHash != want || o.index != 3 || o.hardState != "1/0/3" {
-					return total, outcomes, fmt.Errorf("%s: the member opens as %s", name, o)
+				if _, err := Restore(cfg); err != nil {
+					return "", fmt.Errorf("restoring again after the crash: %v", err)
 				}
 			}
-		}
+			st, rec, err := disk.Open(fsys, cfg.WALDir, cfg.SnapDir, cfg.Options)
+			if err != nil {
+				return "", fmt.Errorf("open: %v", err)
+			}
+			st.Close()
+			if rec.Snapshot == nil {
+				return "", errors.New("the restored member opens with no snapshot: it would start empty")
+			}
+			if o := openMember(t, fsys, cfg.WALDir, cfg.SnapDir); o.stateHash != want || o.index != 3 || o.hardState != "1/0/3" {
+				return "", fmt.Errorf("the member opens as %s", o)
+			}
+			return outcome, nil
+		})
+	return total, outcomes, err
+}
+
+// BenchmarkRestore restores a snapshot of NODED_BENCH_KEYS keys (default
+// 100000) into a data directory on the operating system's disk, as
+// `noded snapshot restore` does.
+func BenchmarkRestore(b *testing.B) {
+	n := 100000
+	if v, err := strconv.Atoi(os.Getenv("NODED_BENCH_KEYS")); err == nil && v > 0 {
+		n = v
 	}
-	return total, outcomes, nil
+	s := kvsm.New(kvsm.Config{})
+	value := make([]byte, 100)
+	for i := 0; i < n; i++ {
+		s.Apply(&pb.InternalRaftRequest{Put: &pb.PutRequest{Key: []byte(fmt.Sprintf("snapshot/%010d", i)), Value: value}})
+	}
+	dir := b.TempDir()
+	snap := filepath.Join(dir, "snap")
+	if err := etcdformat.WriteSnapshotFile(snap, &etcdformat.Source{View: s.View()}); err != nil {
+		b.Fatal(err)
+	}
+	members, clusterID := threeMembers()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		out := fmt.Sprintf("%s/out%d", strings.TrimPrefix(dir, "/"), i)
+		cfg := RestoreConfig{SnapshotPath: snap, Members: members, MemberID: members[0].ID, ClusterID: clusterID,
+			FS: disk.NewOSFS("/"), DataDir: out, WALDir: out + "/member/wal", SnapDir: out + "/member/snap"}
+		if _, err := Restore(cfg); err != nil {
+			b.Fatal(err)
+		}
+		b.StopTimer()
+		os.RemoveAll("/" + out)
+		b.StartTimer()
+	}
+	b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds(), "keys/s")
 }
