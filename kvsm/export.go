@@ -258,11 +258,3 @@ func (s *Store) Bump(by int64, compact bool) error {
 	}
 	return s.checkInvariants()
 }
-
-// AppendKeyValue appends the revision as etcd's key bucket stores it: the
-// protobuf encoding of mvccpb.KeyValue (a tombstone is just the key), the
-// same bytes HashKV hashes.
-func (r *Revision) AppendKeyValue(buf []byte) []byte {
-	kr := keyRev{value: r.Value, modMain: r.ModRev, modSub: r.ModSub, createMain: r.CreateRev, version: r.Version, lease: r.Lease}
-	return appendKeyValue(buf, r.Key, &kr)
-}

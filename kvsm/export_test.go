@@ -1,15 +1,12 @@
 package kvsm
 
 import (
-	"bytes"
 	"fmt"
 	"math/rand/v2"
 	"strings"
 	"testing"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
-	"go.etcd.io/etcd/api/v3/mvccpb"
-	"google.golang.org/protobuf/proto"
 )
 
 // exportWorkload applies a seeded mix of puts (some leased), deletes,
@@ -182,28 +179,4 @@ func TestBuilderMarkedRevision(t *testing.T) {
 		t.Fatalf("a = %v", kv)
 	}
 	mustInvariants(t, s)
-}
-
-// AppendKeyValue is etcd's encoding of mvccpb.KeyValue, byte for byte.
-func TestRevisionAppendKeyValueIsEtcds(t *testing.T) {
-	s := exportWorkload(t, 7, 200)
-	n := 0
-	s.View().ScanRevisions(func(r Revision) bool {
-		kv := &mvccpb.KeyValue{Key: r.Key}
-		if !r.Tombstone() {
-			kv.CreateRevision, kv.ModRevision, kv.Version, kv.Value, kv.Lease = r.CreateRev, r.ModRev, r.Version, r.Value, r.Lease
-		}
-		want, err := proto.MarshalOptions{Deterministic: true}.Marshal(kv)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if got := r.AppendKeyValue(nil); !bytes.Equal(got, want) {
-			t.Fatalf("%s encodes to %x, protobuf to %x", r.String(), got, want)
-		}
-		n++
-		return true
-	})
-	if n < 20 {
-		t.Fatalf("only %d revisions", n)
-	}
 }

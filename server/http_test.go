@@ -20,6 +20,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/noded/noded/disk/etcdformat"
+	"github.com/noded/noded/server/etcddata"
 )
 
 func httpDo(t *testing.T, method, url, body string) (int, http.Header, string) {
@@ -269,13 +270,13 @@ func TestSnapshotStream(t *testing.T) {
 	if err := os.WriteFile(path, data, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	st, err := etcdformat.ReadSnapshot(path, etcdformat.ReadOptions{})
+	st, store, err := etcddata.ReadSnapshot(path, etcdformat.ReadOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.Format != "etcd" || st.Status.TotalKey != 100 || st.Store.Rev() != 101 || len(st.Members) != 1 {
+	if st.Format != "etcd" || st.Status.TotalKey != 100 || store.Rev() != 101 || len(st.Members) != 1 {
 		t.Fatalf("snapshot read back as %s with %d keys at revision %d and %d members, want etcd's format, 100 keys at 101, 1 member",
-			st.Format, st.Status.TotalKey, st.Store.Rev(), len(st.Members))
+			st.Format, st.Status.TotalKey, store.Rev(), len(st.Members))
 	}
 }
 

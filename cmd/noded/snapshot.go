@@ -161,12 +161,11 @@ func runSnapshotStatus(args []string, stdout, stderr io.Writer, fail func(int, e
 	default:
 		return fail(exitBadArgs, fmt.Errorf("unsupported output format %q", *writeOut))
 	}
-	// etcdutl's status reads whatever the file holds, trailer or not.
-	st, err := etcdformat.ReadSnapshot(fs.Arg(0), etcdformat.ReadOptions{SkipHashCheck: true})
+	st, err := etcddata.Status(fs.Arg(0))
 	if err != nil {
 		return fail(exitError, err)
 	}
-	printStatus(stdout, *writeOut, st.Status)
+	printStatus(stdout, *writeOut, st)
 	return 0
 }
 

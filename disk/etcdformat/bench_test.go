@@ -47,7 +47,7 @@ func BenchmarkWriteDB(b *testing.B) {
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		path := filepath.Join(dir, fmt.Sprint("db", i))
-		if err := WriteDB(path, &Source{View: s.View(), Leases: s.Leases()}); err != nil {
+		if err := WriteDB(path, storeSource(s)); err != nil {
 			b.Fatal(err)
 		}
 		b.StopTimer()
@@ -65,14 +65,14 @@ func BenchmarkWriteDB(b *testing.B) {
 func BenchmarkReadSnapshot(b *testing.B) {
 	s := benchStore(benchKeys())
 	path := filepath.Join(b.TempDir(), "snap")
-	if err := WriteSnapshotFile(path, &Source{View: s.View(), Leases: s.Leases()}); err != nil {
+	if err := WriteSnapshotFile(path, storeSource(s)); err != nil {
 		b.Fatal(err)
 	}
 	fi, _ := os.Stat(path)
 	b.SetBytes(fi.Size())
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		if _, err := ReadSnapshot(path, ReadOptions{}); err != nil {
+		if _, _, err := readStore(path, ReadOptions{}); err != nil {
 			b.Fatal(err)
 		}
 	}

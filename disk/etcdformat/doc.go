@@ -26,8 +26,11 @@
 // thousand random byte changes), so pages.go checks the tree's shape
 // (page headers and branch pointers, read only) before bbolt walks it.
 //
+// It hands what it reads to a Sink, revision by revision, and writes what
+// a Source yields: building noded's state from it, and the other way, is
+// server/etcddata's job. Its tests use kvsm as the state on either side.
+//
 // etcdformat may import the standard library, go.etcd.io/bbolt,
 // go.etcd.io/etcd/api/v3, go.etcd.io/raft/v3/raftpb,
-// google.golang.org/protobuf, and of noded's packages disk (for FS) and
-// kvsm (the state it builds and reads).
+// google.golang.org/protobuf, and of noded's packages disk (for FS).
 package etcdformat

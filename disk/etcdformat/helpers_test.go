@@ -144,15 +144,73 @@ func sampleStore(seed uint64, steps int) *kvsm.Store {
 }
 
 func sampleSource(s *kvsm.Store) *Source {
-	return &Source{
-		View: s.View(), Leases: s.Leases(), Alarms: s.Alarms(),
-		Members: []Member{
-			{ID: 0x1111, Name: "a", PeerURLs: []string{"http://10.0.0.1:2380"}, ClientURLs: []string{"http://10.0.0.1:2379"}},
-			{ID: 0x2222, PeerURLs: []string{"http://10.0.0.2:2380"}, IsLearner: true},
-		},
-		Removed:         []uint64{0x3333},
-		ConsistentIndex: 12345, Term: 7,
-		ConfState:      &raftpb.ConfState{Voters: []uint64{0x1111}, Learners: []uint64{0x2222}},
-		ClusterVersion: "3.5.17",
+	src := storeSource(s)
+	src.Members = []Member{
+		{ID: 0x1111, Name: "a", PeerURLs: []string{"http://10.0.0.1:2380"}, ClientURLs: []string{"http://10.0.0.1:2379"}},
+		{ID: 0x2222, PeerURLs: []string{"http://10.0.0.2:2380"}, IsLearner: true},
 	}
+	src.Removed = []uint64{0x3333}
+	src.ConsistentIndex, src.Term = 12345, 7
+	src.ConfState = &raftpb.ConfState{Voters: []uint64{0x1111}, Learners: []uint64{0x2222}}
+	src.ClusterVersion = "3.5.17"
+	return src
+}
+
+// storeSink builds a kvsm.Store from what a read hands over, as
+// server/etcddata does.
+type storeSink struct{ b *kvsm.Builder }
+
+func (k storeSink) AddRevision(r Revision) error { return k.b.AddRevision(kvsm.Revision(r)) }
+func (k storeSink) MarkRevision(rev int64)       { k.b.MarkRevision(rev) }
+func (k storeSink) AddLease(l Lease) error       { return k.b.AddLease(l.ID, l.GrantedTTLSeconds) }
+func (k storeSink) AddAlarm(m uint64, a pb.AlarmType) error {
+	return k.b.AddAlarm(m, a)
+}
+
+// readStore reads a snapshot file into a store, and counts its live keys
+// into the status.
+func readStore(path string, opts ReadOptions) (*State, *kvsm.Store, error) {
+	sink := storeSink{kvsm.NewBuilder(kvsm.Config{})}
+	st, err := ReadSnapshot(path, opts, sink)
+	return finishStore(st, sink, err)
+}
+
+func readDBStore(path string, opts ReadOptions) (*State, *kvsm.Store, error) {
+	sink := storeSink{kvsm.NewBuilder(kvsm.Config{})}
+	st, err := ReadDB(path, opts, sink)
+	return finishStore(st, sink, err)
+}
+
+func finishStore(st *State, sink storeSink, err error) (*State, *kvsm.Store, error) {
+	if err != nil {
+		return nil, nil, err
+	}
+	var s *kvsm.Store
+	if st.NodedV1 != nil {
+		s, err = kvsm.Restore(kvsm.Config{}, st.NodedV1)
+	} else {
+		s, err = sink.b.Build(0, st.CompactRev)
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	resp, _ := s.Range(&pb.RangeRequest{Key: []byte{0}, RangeEnd: []byte{0}, CountOnly: true})
+	st.Status.TotalKey = int(resp.GetCount())
+	return st, s, nil
+}
+
+// storeSource writes a store.
+func storeSource(s *kvsm.Store) *Source {
+	v := s.View()
+	src := &Source{
+		Revisions: func(yield func(Revision) bool) {
+			v.ScanRevisions(func(r kvsm.Revision) bool { return yield(Revision(r)) })
+		},
+		CompactRev: v.CompactRev(),
+		Alarms:     s.Alarms(),
+	}
+	for _, l := range s.Leases() {
+		src.Leases = append(src.Leases, Lease{ID: l.ID, GrantedTTLSeconds: l.GrantedTTLSeconds})
+	}
+	return src
 }

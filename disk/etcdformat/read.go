@@ -25,12 +25,10 @@ import (
 	"go.etcd.io/raft/v3/raftpb"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
-
-	"github.com/noded/noded/kvsm"
 )
 
 // Meta is what an etcd backend holds besides the key history, the leases
-// and the alarms (which go into the kvsm.Store).
+// and the alarms (which go to the reader's Sink).
 type Meta struct {
 	ConsistentIndex uint64
 	Term            uint64            // 0 when absent (etcd before 3.5)
@@ -71,20 +69,58 @@ type Status struct {
 	Version   string `json:"version"`
 }
 
-// State is a whole backend read into memory.
+// State is what a read found besides what it handed to the Sink.
 type State struct {
 	Meta
-	Store  *kvsm.Store
+	// Status is what etcdutl reports; TotalKey is left to the caller, who
+	// builds the state and can count its live keys.
 	Status Status
 	// Format names what the file was: "etcd" (a bbolt database) or
 	// "noded-v1" (the format noded's Snapshot RPC sent before it sent
 	// etcd's).
 	Format string
+	// NodedV1 is a noded-v1 file's state: a kvsm snapshot, which the Sink
+	// never sees.
+	NodedV1 []byte
+}
+
+// Revision is one revision of one key as etcd's key bucket holds it: a put
+// (Version >= 1) or a tombstone (Version 0, no value, no lease). Key and
+// Value alias the database, which bbolt owns only while the read lasts: a
+// Sink copies what it keeps. (The fields are kvsm.Revision's, so one
+// converts to the other.)
+type Revision struct {
+	Key       []byte
+	Value     []byte
+	ModRev    int64
+	ModSub    int32
+	CreateRev int64
+	Version   int64
+	Lease     int64
+}
+
+// Tombstone reports whether r is a delete.
+func (r *Revision) Tombstone() bool { return r.Version == 0 }
+
+// Lease is a granted lease as etcd keeps it.
+type Lease struct {
+	ID                int64
+	GrantedTTLSeconds int64
+}
+
+// Sink takes the key history, leases and alarms a read finds, in the
+// database's order (revisions ascending).
+type Sink interface {
+	AddRevision(Revision) error
+	// MarkRevision: etcdutl's --bump-revision marks the bumped revision
+	// with a key bucket entry of no key.
+	MarkRevision(rev int64)
+	AddLease(Lease) error
+	AddAlarm(memberID uint64, alarm pb.AlarmType) error
 }
 
 // ReadOptions tunes reading.
 type ReadOptions struct {
-	KV kvsm.Config
 	// SkipHashCheck accepts a snapshot file without its sha256 trailer, or
 	// whose trailer does not match (etcdutl's --skip-hash-check).
 	SkipHashCheck bool
@@ -119,7 +155,7 @@ var ErrMemberRunning = errors.New("the database is locked by another process: is
 // etcd 3.4 to 3.7, one noded's Snapshot RPC sent, or a member's
 // member/snap/db copied by hand (no trailer: needs SkipHashCheck). Nothing
 // is written.
-func ReadSnapshot(path string, opts ReadOptions) (*State, error) {
+func ReadSnapshot(path string, opts ReadOptions, sink Sink) (*State, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
@@ -150,9 +186,9 @@ func ReadSnapshot(path string, opts ReadOptions) (*State, error) {
 	}
 	head := make([]byte, len(nodedV1Magic))
 	if n, _ := f.ReadAt(head, 0); n == len(head) && string(head) == nodedV1Magic {
-		return readNodedV1(f, dataBytes, opts)
+		return readNodedV1(f, dataBytes)
 	}
-	st, err := readBolt(path, dataBytes, opts, time.Second)
+	st, err := readBolt(path, dataBytes, sink, time.Second)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
@@ -161,7 +197,7 @@ func ReadSnapshot(path string, opts ReadOptions) (*State, error) {
 
 // ReadDB reads an etcd member's database (member/snap/db), refusing with
 // ErrMemberRunning while a process holds its lock. Nothing is written.
-func ReadDB(path string, opts ReadOptions) (*State, error) {
+func ReadDB(path string, opts ReadOptions, sink Sink) (*State, error) {
 	fi, err := os.Stat(path)
 	if err != nil {
 		return nil, err
@@ -170,7 +206,7 @@ func ReadDB(path string, opts ReadOptions) (*State, error) {
 	if timeout <= 0 {
 		timeout = time.Second
 	}
-	st, err := readBolt(path, fi.Size(), opts, timeout)
+	st, err := readBolt(path, fi.Size(), sink, timeout)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
@@ -192,7 +228,7 @@ func checkHashTrailer(f *os.File, dataBytes int64) error {
 	return nil
 }
 
-func readNodedV1(f *os.File, dataBytes int64, opts ReadOptions) (*State, error) {
+func readNodedV1(f *os.File, dataBytes int64) (*State, error) {
 	if dataBytes < 16 {
 		return nil, errors.New("noded snapshot truncated")
 	}
@@ -208,14 +244,7 @@ func readNodedV1(f *os.File, dataBytes int64, opts ReadOptions) (*State, error) 
 	if _, err := f.ReadAt(payload, 16); err != nil {
 		return nil, err
 	}
-	s, err := kvsm.Restore(opts.KV, payload)
-	if err != nil {
-		return nil, fmt.Errorf("noded snapshot: %w", err)
-	}
-	st := &State{Store: s, Format: "noded-v1"}
-	st.CompactRev = s.CompactRev()
-	st.Status = Status{Hash: crc32.Checksum(payload, castagnoli), Revision: s.Rev(), TotalKey: liveKeys(s), TotalSize: dataBytes}
-	return st, nil
+	return &State{Format: "noded-v1", NodedV1: payload, Status: Status{Hash: crc32.Checksum(payload, castagnoli), TotalSize: dataBytes}}, nil
 }
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
@@ -235,7 +264,7 @@ func guard(f func() error) (err error) {
 
 // readBolt reads a bbolt database whose data (without any trailer) is
 // dataBytes long.
-func readBolt(path string, dataBytes int64, opts ReadOptions, lockTimeout time.Duration) (*State, error) {
+func readBolt(path string, dataBytes int64, sink Sink, lockTimeout time.Duration) (*State, error) {
 	var st *State
 	err := guard(func() error {
 		db, err := bolt.Open(path, 0o400, &bolt.Options{ReadOnly: true, Timeout: lockTimeout})
@@ -269,7 +298,7 @@ func readBolt(path string, dataBytes int64, opts ReadOptions, lockTimeout time.D
 			if err != nil {
 				return fmt.Errorf("the database is damaged: %w", err)
 			}
-			r := &backendReader{b: kvsm.NewBuilder(opts.KV), h: crc32.New(castagnoli), pages: pages}
+			r := &backendReader{b: sink, h: crc32.New(castagnoli), pages: pages}
 			if err := r.read(tx); err != nil {
 				return err
 			}
@@ -282,7 +311,7 @@ func readBolt(path string, dataBytes int64, opts ReadOptions, lockTimeout time.D
 
 // backendReader decodes the buckets of one database.
 type backendReader struct {
-	b                *kvsm.Builder
+	b                Sink
 	h                hash.Hash32
 	pages            *pageTree
 	meta             Meta
@@ -371,7 +400,7 @@ func (r *backendReader) key(k, v []byte) error {
 		r.b.MarkRevision(main)
 		return nil
 	}
-	rev := kvsm.Revision{Key: kv.Key, ModRev: main, ModSub: int32(sub)}
+	rev := Revision{Key: kv.Key, ModRev: main, ModSub: int32(sub)}
 	if !tombstone {
 		if kv.ModRev != main || kv.Version < 1 {
 			return fmt.Errorf("revision %d.%d of key %q says mod revision %d, version %d", main, sub, kv.Key, kv.ModRev, kv.Version)
@@ -381,15 +410,15 @@ func (r *backendReader) key(k, v []byte) error {
 			rev.Value = []byte{}
 		}
 	}
-	return r.b.AddRevision(rev) // copies what it keeps
+	return r.b.AddRevision(rev)
 }
 
 // decodeKeyValue decodes mvccpb.KeyValue (key 1, create_revision 2,
 // mod_revision 3, version 4, value 5, lease 6) without copying: key and
 // value alias v, which bbolt owns only for the transaction. A million of
 // them go by in a restore; protobuf's decoder would copy each twice.
-func decodeKeyValue(v []byte) (kvsm.Revision, error) {
-	var kv kvsm.Revision
+func decodeKeyValue(v []byte) (Revision, error) {
+	var kv Revision
 	for len(v) > 0 {
 		num, typ, n := protowire.ConsumeTag(v)
 		if n < 0 {
@@ -506,7 +535,7 @@ func (r *backendReader) lease(k, v []byte) error {
 	if id != int64(binary.BigEndian.Uint64(k)) {
 		return fmt.Errorf("lease key %x holds lease %x", k, id)
 	}
-	return r.b.AddLease(id, ttl)
+	return r.b.AddLease(Lease{ID: id, GrantedTTLSeconds: ttl})
 }
 
 func (r *backendReader) alarm(k, v []byte) error {
@@ -598,28 +627,12 @@ func (r *backendReader) authRole(k, v []byte) error {
 
 func (r *backendReader) finish(sizeBytes int64) (*State, error) {
 	r.meta.CompactRev = max(r.scheduledCompact, r.finishedCompact)
-	s, err := r.b.Build(0, r.meta.CompactRev)
-	if err != nil {
-		return nil, fmt.Errorf("key history: %w", err)
-	}
 	slices.SortFunc(r.meta.Members, func(a, b Member) int { return cmp.Compare(a.ID, b.ID) })
 	slices.Sort(r.meta.Removed)
-	st := &State{Meta: r.meta, Store: s, Format: "etcd"}
-	st.Status = Status{
+	return &State{Meta: r.meta, Format: "etcd", Status: Status{
 		Hash:      r.h.Sum32(),
 		Revision:  r.lastRev,
-		TotalKey:  liveKeys(s),
 		TotalSize: sizeBytes,
 		Version:   r.meta.StorageVersion,
-	}
-	return st, nil
-}
-
-// liveKeys counts the keys that exist at the store's current revision.
-func liveKeys(s *kvsm.Store) int {
-	resp, err := s.Range(&pb.RangeRequest{Key: []byte{0}, RangeEnd: []byte{0}, CountOnly: true})
-	if err != nil {
-		return 0
-	}
-	return int(resp.GetCount())
+	}}, nil
 }

@@ -42,7 +42,7 @@ func getAt(t *testing.T, s *kvsm.Store, key string, rev int64) (*mvccpb.KeyValue
 func TestReadEtcdSnapshots(t *testing.T) {
 	for _, v := range fixtureVersions {
 		t.Run(v, func(t *testing.T) {
-			st, err := ReadSnapshot(fixture("etcd-"+v+".snapshot"), ReadOptions{})
+			st, s, err := readStore(fixture("etcd-"+v+".snapshot"), ReadOptions{})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -58,7 +58,6 @@ func TestReadEtcdSnapshots(t *testing.T) {
 			if st.Status != want {
 				t.Fatalf("status %+v, etcdutl says %+v", st.Status, want)
 			}
-			s := st.Store
 			if st.Format != "etcd" || s.Rev() != 29 || s.CompactRev() != 17 || st.ClusterVersion != v+".0" {
 				t.Fatalf("format %s revision %d compacted at %d cluster version %s", st.Format, s.Rev(), s.CompactRev(), st.ClusterVersion)
 			}
@@ -99,11 +98,11 @@ func TestReadEtcdSnapshots(t *testing.T) {
 			}
 			// The member's database, read as a running member's would be,
 			// holds the state the snapshot was taken of.
-			db, err := ReadDB(fixture("etcd-"+v+"-member/member/snap/db"), ReadOptions{})
+			db, dbStore, err := readDBStore(fixture("etcd-"+v+"-member/member/snap/db"), ReadOptions{})
 			if err != nil {
 				t.Fatal(err)
 			}
-			if db.Store.StateHash() != s.StateHash() || db.ConsistentIndex != 35 {
+			if dbStore.StateHash() != s.StateHash() || db.ConsistentIndex != 35 {
 				t.Fatalf("database at index %d differs from the snapshot", db.ConsistentIndex)
 			}
 			if v == "3.7" && (db.Term != 2 || db.ConfState == nil || !slices.Equal(db.ConfState.Voters, []uint64{st.Members[0].ID})) {
@@ -123,11 +122,11 @@ func TestSnapshotRoundTrip(t *testing.T) {
 		if err := WriteSnapshotFile(path, src); err != nil {
 			t.Fatal(err)
 		}
-		st, err := ReadSnapshot(path, ReadOptions{})
+		st, back, err := readStore(path, ReadOptions{})
 		if err != nil {
 			t.Fatalf("seed %d: %v", seed, err)
 		}
-		if st.Store.StateHash() != s.StateHash() {
+		if back.StateHash() != s.StateHash() {
 			t.Fatalf("seed %d: the state read back differs", seed)
 		}
 		if st.ConsistentIndex != 12345 || st.Term != 7 || st.StorageVersion != "3.5.0" || st.ClusterVersion != "3.5.0" ||
@@ -160,7 +159,7 @@ func TestEtcdutlReadsWrittenSnapshots(t *testing.T) {
 	if err := json.Unmarshal(out, &theirs); err != nil {
 		t.Fatalf("%v: %s", err, out)
 	}
-	st, err := ReadSnapshot(path, ReadOptions{})
+	st, _, err := readStore(path, ReadOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -207,14 +206,14 @@ func TestReadSnapshotRefusesBadInput(t *testing.T) {
 		{"a directory", dir, true, "not a regular file"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := ReadSnapshot(tc.path, ReadOptions{SkipHashCheck: tc.skip})
+			_, _, err := readStore(tc.path, ReadOptions{SkipHashCheck: tc.skip})
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("got %v, want an error saying %q", err, tc.want)
 			}
 		})
 	}
 	// The trailer is what --skip-hash-check skips: the same bytes read.
-	if _, err := ReadSnapshot(write("db-only", db), ReadOptions{SkipHashCheck: true}); err != nil {
+	if _, _, err := readStore(write("db-only", db), ReadOptions{SkipHashCheck: true}); err != nil {
 		t.Fatalf("a database without its trailer, hash check skipped: %v", err)
 	}
 }
@@ -276,7 +275,7 @@ func TestReadSnapshotRefusesWhatItCannotKeep(t *testing.T) {
 		}, "holds lease"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := ReadSnapshot(boltWith(t, tc.edit), ReadOptions{})
+			_, _, err := readStore(boltWith(t, tc.edit), ReadOptions{})
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("got %v, want an error saying %q", err, tc.want)
 			}
@@ -287,7 +286,7 @@ func TestReadSnapshotRefusesWhatItCannotKeep(t *testing.T) {
 		u, _ := proto.Marshal(&authpb.User{Name: []byte("root"), Roles: []string{"root"}})
 		return tx.Bucket(bucketAuthUsers).Put([]byte("root"), u)
 	})
-	st, err := ReadSnapshot(path, ReadOptions{})
+	st, _, err := readStore(path, ReadOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -312,12 +311,12 @@ func TestReadDBRefusesARunningMember(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer running.Close()
-	_, err = ReadDB(path, ReadOptions{LockTimeout: 200 * time.Millisecond})
+	_, _, err = readDBStore(path, ReadOptions{LockTimeout: 200 * time.Millisecond})
 	if !errors.Is(err, ErrMemberRunning) {
 		t.Fatalf("got %v, want ErrMemberRunning", err)
 	}
 	running.Close()
-	if _, err := ReadDB(path, ReadOptions{}); err != nil {
+	if _, _, err := readDBStore(path, ReadOptions{}); err != nil {
 		t.Fatalf("after the member stopped: %v", err)
 	}
 }
@@ -331,12 +330,12 @@ func TestReadNodedV1Snapshot(t *testing.T) {
 	data = append(data, kv...)
 	data = append(data, make([]byte, (512-len(data)%512)%512)...)
 	path := writeTrailed(t, t.TempDir(), "v1", data)
-	st, err := ReadSnapshot(path, ReadOptions{})
+	st, back, err := readStore(path, ReadOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.Format != "noded-v1" || st.Store.StateHash() != s.StateHash() {
-		t.Fatalf("format %s, state equal: %t", st.Format, st.Store.StateHash() == s.StateHash())
+	if st.Format != "noded-v1" || back.StateHash() != s.StateHash() {
+		t.Fatalf("format %s, state equal: %t", st.Format, back.StateHash() == s.StateHash())
 	}
 }
 
@@ -413,7 +412,7 @@ func TestReadSnapshotRefusesLoopingPages(t *testing.T) {
 			}
 			done := make(chan error, 1)
 			go func() {
-				_, err := ReadSnapshot(path, ReadOptions{SkipHashCheck: true})
+				_, _, err := readStore(path, ReadOptions{SkipHashCheck: true})
 				done <- err
 			}()
 			select {

@@ -55,7 +55,7 @@ func TestReadEtcdWALs(t *testing.T) {
 	for _, v := range fixtureVersions {
 		t.Run(v, func(t *testing.T) {
 			fsys := loadFixtureWAL(t, v)
-			db, err := ReadDB(fixture("etcd-"+v+"-member/member/snap/db"), ReadOptions{})
+			db, s, err := readDBStore(fixture("etcd-"+v+"-member/member/snap/db"), ReadOptions{})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -73,7 +73,6 @@ func TestReadEtcdWALs(t *testing.T) {
 			}
 			// Applied to the database's state, they give the state the
 			// member acknowledged: late/1..5 put, late/1 deleted.
-			s := db.Store
 			for _, e := range w.Entries {
 				var r pb.InternalRaftRequest
 				if err := proto.Unmarshal(e.GetData(), &r); err != nil {

@@ -12,19 +12,22 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/raft/v3/raftpb"
 	"google.golang.org/protobuf/proto"
-
-	"github.com/noded/noded/kvsm"
 )
 
 // Source is a member's state to write as etcd's backend.
 type Source struct {
-	View    *kvsm.View
-	Leases  []kvsm.LeaseInfo
-	Alarms  []*pb.AlarmMember
-	Members []Member
-	Removed []uint64
+	// Revisions calls yield with every kept revision in revision order
+	// until yield returns false; CompactRev is the revision the history
+	// is compacted to (0: never).
+	Revisions  func(yield func(Revision) bool)
+	CompactRev int64
+	Leases     []Lease
+	Alarms     []*pb.AlarmMember
+	Members    []Member
+	Removed    []uint64
 	// ConsistentIndex and Term name the last raft entry the state applied;
 	// ConfState is the configuration then.
 	ConsistentIndex uint64
@@ -49,8 +52,8 @@ const writeBatchRevisions = 100_000
 // exist. The file is not synced: callers that keep it sync it (a snapshot
 // streamed to a client is read back at once).
 func WriteDB(path string, src *Source) error {
-	if src.View == nil {
-		return errNoView
+	if src.Revisions == nil {
+		return errNoRevisions
 	}
 	if _, err := os.Lstat(path); err == nil {
 		return fmt.Errorf("write %s: %w", path, os.ErrExist)
@@ -84,7 +87,9 @@ func writeDB(db *bolt.DB, src *Source) error {
 	}()
 	inBatch := 0
 	var arena []byte
-	src.View.ScanRevisions(func(r kvsm.Revision) bool {
+	kv := &mvccpb.KeyValue{}
+	marshal := proto.MarshalOptions{Deterministic: true}
+	src.Revisions(func(r Revision) bool {
 		if inBatch == writeBatchRevisions {
 			if err = tx.Commit(); err != nil {
 				return false
@@ -100,7 +105,13 @@ func writeDB(db *bolt.DB, src *Source) error {
 		start := len(arena)
 		arena = appendRevKey(arena, r.ModRev, int64(r.ModSub), r.Tombstone())
 		keyEnd := len(arena)
-		arena = r.AppendKeyValue(arena)
+		kv.Key, kv.CreateRevision, kv.ModRevision, kv.Version, kv.Value, kv.Lease = r.Key, 0, 0, 0, nil, 0
+		if !r.Tombstone() {
+			kv.CreateRevision, kv.ModRevision, kv.Version, kv.Value, kv.Lease = r.CreateRev, r.ModRev, r.Version, r.Value, r.Lease
+		}
+		if arena, err = marshal.MarshalAppend(arena, kv); err != nil {
+			return false
+		}
 		b := tx.Bucket(bucketKey)
 		b.FillPercent = 1 // revisions only ever arrive in ascending order
 		if err = b.Put(arena[start:keyEnd:keyEnd], arena[keyEnd:len(arena):len(arena)]); err != nil {
@@ -147,7 +158,7 @@ func writeMeta(tx *bolt.Tx, src *Source) error {
 			return err
 		}
 	}
-	if compactRev := src.View.CompactRev(); compactRev > 0 {
+	if compactRev := src.CompactRev; compactRev > 0 {
 		rev := appendRevKey(nil, compactRev, 0, false)
 		if err := put(bucketMeta, metaScheduledCompat, rev); err != nil {
 			return err
@@ -282,4 +293,4 @@ func WriteSnapshotFile(path string, src *Source) error {
 	return f.Close()
 }
 
-var errNoView = errors.New("etcdformat: source without a view")
+var errNoRevisions = errors.New("etcdformat: source without revisions")

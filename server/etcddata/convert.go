@@ -14,6 +14,7 @@ import (
 
 	"github.com/noded/noded/disk"
 	"github.com/noded/noded/disk/etcdformat"
+	"github.com/noded/noded/kvsm"
 )
 
 // PrepareConfig describes the data directory a member is about to open.
@@ -35,7 +36,7 @@ type PrepareConfig struct {
 	Logger      *zap.Logger
 
 	// readDB reads etcd's database; tests hand in their own.
-	readDB func(path string) (*etcdformat.State, error)
+	readDB func(path string) (*etcdformat.State, *kvsm.Store, error)
 }
 
 // Layout is where the member's own files are.
@@ -142,13 +143,13 @@ func convert(cfg PrepareConfig, nodedWAL, nodedSnap string) (*Converted, error) 
 	if !etcdformat.HasWAL(fsys, cfg.WALDir) {
 		return nil, fmt.Errorf("member/snap/db exists but %s holds no WAL: etcd stopped during its first start, or the directory is half copied", cfg.WALDir)
 	}
-	readDB := cfg.readDB
-	if readDB == nil {
-		readDB = func(p string) (*etcdformat.State, error) {
-			return etcdformat.ReadDB(p, etcdformat.ReadOptions{LockTimeout: cfg.LockTimeout})
+	read := cfg.readDB
+	if read == nil {
+		read = func(p string) (*etcdformat.State, *kvsm.Store, error) {
+			return readDB(p, etcdformat.ReadOptions{LockTimeout: cfg.LockTimeout})
 		}
 	}
-	st, err := readDB(cfg.DBPath)
+	st, store, err := read(cfg.DBPath)
 	if err != nil {
 		return nil, err
 	}
@@ -183,7 +184,7 @@ func convert(cfg PrepareConfig, nodedWAL, nodedSnap string) (*Converted, error) 
 	}
 	conv := &Converted{
 		MemberID: wal.NodeID, ClusterID: wal.ClusterID, ConsistentIndex: ci, LastIndex: ci + uint64(len(wal.Entries)),
-		Revision: st.Store.Rev(), Keys: st.Status.TotalKey, Leases: len(st.Store.Leases()), Members: len(members),
+		Revision: store.Rev(), Keys: st.Status.TotalKey, Leases: len(store.Leases()), Members: len(members),
 		Entries: map[etcdformat.EntryKind]int{}, TornTail: wal.TornTail,
 	}
 	entries := make([]*raftpb.Entry, len(wal.Entries))
@@ -210,7 +211,7 @@ func convert(cfg PrepareConfig, nodedWAL, nodedSnap string) (*Converted, error) 
 		return nil, fmt.Errorf("etcd's hard state commits index %d but its WAL ends at %d", hs.GetCommit(), conv.LastIndex)
 	}
 	s := &seed{
-		store: st.Store, members: members, removed: st.Removed,
+		store: store, members: members, removed: st.Removed,
 		index: ci, term: term, confState: confState, hardState: hs, entries: entries,
 		memberID: wal.NodeID, clusterID: wal.ClusterID,
 	}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/noded/noded/disk"
 	"github.com/noded/noded/disk/etcdformat"
+	"github.com/noded/noded/kvsm"
 )
 
 // etcdMember puts a fixture member's data directory into a SimFS under
@@ -29,8 +30,8 @@ func etcdMember(t *testing.T, v string) (*disk.SimFS, PrepareConfig) {
 	return fsys, PrepareConfig{
 		FS: fsys, DataDir: "m", WALDir: "m/member/wal", SnapDir: "m/member/snap", DBPath: dbPath,
 		Options: disk.Options{SegmentSizeBytes: 4096},
-		readDB: func(p string) (*etcdformat.State, error) {
-			return etcdformat.ReadDB(p, etcdformat.ReadOptions{})
+		readDB: func(p string) (*etcdformat.State, *kvsm.Store, error) {
+			return readDB(p, etcdformat.ReadOptions{})
 		},
 	}
 }
@@ -51,12 +52,12 @@ func TestConvertAnEtcdMember(t *testing.T) {
 			if c.ConsistentIndex != 35 || c.LastIndex != 41 || c.Members != 1 || c.Leases != 2 || c.Entries[etcdformat.EntryKept] != 6 {
 				t.Fatalf("converted %+v", c)
 			}
-			db, err := etcdformat.ReadDB(cfg.DBPath, etcdformat.ReadOptions{})
+			db, dbStore, err := readDB(cfg.DBPath, etcdformat.ReadOptions{})
 			if err != nil {
 				t.Fatal(err)
 			}
 			o := openMember(t, fsys, layout.WALDir, layout.SnapDir)
-			if o.memberID != db.Members[0].ID || o.clusterID != c.ClusterID || o.stateHash != db.Store.StateHash() ||
+			if o.memberID != db.Members[0].ID || o.clusterID != c.ClusterID || o.stateHash != dbStore.StateHash() ||
 				o.index != 35 || o.term != 2 || len(o.entries) != 6 || o.entries[5].GetIndex() != 41 {
 				t.Fatalf("the converted member opens as %s", o)
 			}
@@ -109,7 +110,7 @@ func TestConvertRefusesAndWritesNothing(t *testing.T) {
 		want   string
 	}{
 		{"a running member", func(t *testing.T, fsys *disk.SimFS, cfg *PrepareConfig) {
-			cfg.readDB = func(string) (*etcdformat.State, error) { return nil, etcdformat.ErrMemberRunning }
+			cfg.readDB = func(string) (*etcdformat.State, *kvsm.Store, error) { return nil, nil, etcdformat.ErrMemberRunning }
 		}, "still running"},
 		{"a database without a WAL", func(t *testing.T, fsys *disk.SimFS, cfg *PrepareConfig) {
 			names, _ := fsys.List("m/member/wal")
@@ -136,22 +137,22 @@ func TestConvertRefusesAndWritesNothing(t *testing.T) {
 		}, "entries in between are gone"},
 		{"users and roles", func(t *testing.T, fsys *disk.SimFS, cfg *PrepareConfig) {
 			read := cfg.readDB
-			cfg.readDB = func(p string) (*etcdformat.State, error) {
-				st, err := read(p)
+			cfg.readDB = func(p string) (*etcdformat.State, *kvsm.Store, error) {
+				st, s, err := read(p)
 				if err == nil {
 					st.Auth.Users = []*authpb.User{{Name: []byte("root")}}
 				}
-				return st, err
+				return st, s, err
 			}
 		}, "authentication"},
 		{"a removed member", func(t *testing.T, fsys *disk.SimFS, cfg *PrepareConfig) {
 			read := cfg.readDB
-			cfg.readDB = func(p string) (*etcdformat.State, error) {
-				st, err := read(p)
+			cfg.readDB = func(p string) (*etcdformat.State, *kvsm.Store, error) {
+				st, s, err := read(p)
 				if err == nil {
 					st.Removed = append(st.Removed, st.Members[0].ID)
 				}
-				return st, err
+				return st, s, err
 			}
 		}, "was removed"},
 	} {

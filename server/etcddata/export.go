@@ -10,17 +10,12 @@ import (
 // storage version. The Maintenance Snapshot stream sends it, followed by
 // its sha256.
 func WriteSnapshotDB(path string, ex node.Exported, clusterVersion string) error {
-	return etcdformat.WriteDB(path, &etcdformat.Source{
-		View:            ex.View,
-		Leases:          ex.Leases,
-		Alarms:          ex.Alarms,
-		Members:         toEtcdMembers(ex.Members),
-		Removed:         ex.Removed,
-		ConsistentIndex: ex.AppliedIndex,
-		Term:            ex.AppliedTerm,
-		ConfState:       ex.ConfState,
-		ClusterVersion:  clusterVersion,
-		// Auth stays zero: noded keeps no users or roles yet (see
-		// etcdformat.Source.Auth and checkAuth).
-	})
+	src := sourceOf(ex.View, ex.Leases, ex.Alarms)
+	src.Members = toEtcdMembers(ex.Members)
+	src.Removed = ex.Removed
+	src.ConsistentIndex, src.Term, src.ConfState = ex.AppliedIndex, ex.AppliedTerm, ex.ConfState
+	src.ClusterVersion = clusterVersion
+	// Auth stays zero: noded keeps no users or roles yet (see
+	// etcdformat.Source.Auth and checkAuth).
+	return etcdformat.WriteDB(path, src)
 }

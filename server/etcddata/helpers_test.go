@@ -15,6 +15,7 @@ import (
 
 	"github.com/noded/noded/disk"
 	"github.com/noded/noded/disk/etcdformat"
+	"github.com/noded/noded/kvsm"
 	"github.com/noded/noded/node"
 )
 
@@ -253,13 +254,13 @@ func naiveCreateWAL(fsys disk.FS, walDir, snapDir string, metadata []byte, snap 
 	return s, s.Sync()
 }
 
-func readState(t *testing.T, path string) *etcdformat.State {
+func readState(t *testing.T, path string) *kvsm.Store {
 	t.Helper()
-	st, err := etcdformat.ReadSnapshot(path, etcdformat.ReadOptions{})
+	_, s, err := ReadSnapshot(path, etcdformat.ReadOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return st
+	return s
 }
 
 func ids(ms []node.Member) []uint64 {

@@ -72,7 +72,7 @@ func Restore(cfg RestoreConfig) (*Restored, error) {
 	if err := checkEmpty(cfg.FS, cfg.DataDir, cfg.WALDir); err != nil {
 		return nil, err
 	}
-	st, err := etcdformat.ReadSnapshot(cfg.SnapshotPath, etcdformat.ReadOptions{SkipHashCheck: cfg.SkipHashCheck})
+	st, store, err := ReadSnapshot(cfg.SnapshotPath, etcdformat.ReadOptions{SkipHashCheck: cfg.SkipHashCheck})
 	if err != nil {
 		return nil, err
 	}
@@ -80,7 +80,7 @@ func Restore(cfg RestoreConfig) (*Restored, error) {
 		return nil, err
 	}
 	if cfg.BumpRevision > 0 {
-		if err := st.Store.Bump(int64(cfg.BumpRevision), cfg.MarkCompacted); err != nil {
+		if err := store.Bump(int64(cfg.BumpRevision), cfg.MarkCompacted); err != nil {
 			return nil, err
 		}
 	}
@@ -92,7 +92,7 @@ func Restore(cfg RestoreConfig) (*Restored, error) {
 	slices.Sort(ids)
 	index, term := uint64(len(members)), uint64(1)
 	s := &seed{
-		store:     st.Store,
+		store:     store,
 		members:   members,
 		index:     index,
 		term:      term,
@@ -105,8 +105,8 @@ func Restore(cfg RestoreConfig) (*Restored, error) {
 		return nil, fmt.Errorf("restore into %s: %w", cfg.DataDir, err)
 	}
 	r := &Restored{
-		Format: st.Format, Revision: st.Store.Rev(), CompactRevision: st.Store.CompactRev(),
-		Keys: st.Status.TotalKey, Leases: len(st.Store.Leases()), MemberID: cfg.MemberID, ClusterID: cfg.ClusterID,
+		Format: st.Format, Revision: store.Rev(), CompactRevision: store.CompactRev(),
+		Keys: liveKeys(store), Leases: len(store.Leases()), MemberID: cfg.MemberID, ClusterID: cfg.ClusterID,
 	}
 	lg.Info("restored snapshot",
 		zap.String("path", cfg.SnapshotPath), zap.String("format", r.Format),

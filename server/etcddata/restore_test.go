@@ -38,7 +38,7 @@ func TestRestoreLaysOutEveryMember(t *testing.T) {
 					t.Fatalf("restored %+v", r)
 				}
 				o := openMember(t, fsys, cfg.WALDir, cfg.SnapDir)
-				if o.memberID != members[i].ID || o.clusterID != clusterID || o.stateHash != want.Store.StateHash() ||
+				if o.memberID != members[i].ID || o.clusterID != clusterID || o.stateHash != want.StateHash() ||
 					o.index != 3 || o.term != 1 || o.hardState != "1/0/3" || len(o.entries) != 0 {
 					t.Fatalf("member %d opens as %s", i, o)
 				}
@@ -94,8 +94,9 @@ func TestRestoreRefusesAndWritesNothing(t *testing.T) {
 	withUsers := filepath.Join(dir, "users")
 	{
 		st := readState(t, fixture("etcd-3.7.snapshot"))
-		err := etcdformat.WriteSnapshotFile(withUsers, &etcdformat.Source{View: st.Store.View(), Leases: st.Store.Leases(),
-			Auth: etcdformat.Auth{Users: []*authpb.User{{Name: []byte("root"), Roles: []string{"root"}}}}})
+		src := sourceOf(st.View(), st.Leases(), nil)
+		src.Auth = etcdformat.Auth{Users: []*authpb.User{{Name: []byte("root"), Roles: []string{"root"}}}}
+		err := etcdformat.WriteSnapshotFile(withUsers, src)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -173,7 +174,7 @@ func restoreSweep(t *testing.T, create func(disk.FS, string, string, []byte, *ra
 	defer func() { createWAL = saved }()
 	members, clusterID := threeMembers()
 	snap := fixture("etcd-3.4.snapshot")
-	want := readState(t, snap).Store.StateHash()
+	want := readState(t, snap).StateHash()
 	clean := disk.NewSimFS()
 	if _, err := Restore(restoreConfig(clean, snap, members, 0, clusterID)); err != nil {
 		return 0, nil, err
@@ -234,7 +235,7 @@ func BenchmarkRestore(b *testing.B) {
 	}
 	dir := b.TempDir()
 	snap := filepath.Join(dir, "snap")
-	if err := etcdformat.WriteSnapshotFile(snap, &etcdformat.Source{View: s.View()}); err != nil {
+	if err := etcdformat.WriteSnapshotFile(snap, sourceOf(s.View(), nil, nil)); err != nil {
 		b.Fatal(err)
 	}
 	members, clusterID := threeMembers()
