@@ -2,6 +2,7 @@ package kvsm
 
 import (
 	"bytes"
+	"cmp"
 	"fmt"
 	"math"
 	"slices"
@@ -58,25 +59,39 @@ func (v *View) ScanRevisions(fn func(r Revision) bool) {
 // accepts (given the entry, the revision's index and the index of the
 // key's newest revision at or below upTo) and sorts them by revision.
 func (kv *kvState) revisionOrder(upTo int64, keep func(e *keyEntry, i, newest int) bool) []kvRef {
-	var refs []kvRef
+	byKey := make([]kvRef, 0, kv.keys.Len()) // at least one revision a key
 	kv.keys.Scan(func(e *keyEntry) bool {
 		newest := e.indexAt(upTo)
 		for i := 0; i <= newest; i++ {
 			if keep(e, i, newest) {
-				refs = append(refs, kvRef{key: e.key, rev: &e.revs[i]})
+				byKey = append(byKey, kvRef{key: e.key, rev: &e.revs[i]})
 			}
 		}
 		return true
 	})
-	slices.SortFunc(refs, func(a, b kvRef) int {
-		switch {
-		case a.rev.before(b.rev.modMain, b.rev.modSub):
-			return -1
-		case b.rev.before(a.rev.modMain, a.rev.modSub):
-			return 1
+	// Sorting the revisions themselves, small and pointer-free, then
+	// placing the references: a million references compared through
+	// their pointers sort several times slower.
+	type position struct {
+		main int64
+		sub  int32
+		at   int32
+	}
+	assert(len(byKey) <= math.MaxInt32, "%d revisions to order", len(byKey))
+	order := make([]position, len(byKey))
+	for i, ref := range byKey {
+		order[i] = position{main: ref.rev.modMain, sub: ref.rev.modSub, at: int32(i)}
+	}
+	slices.SortFunc(order, func(a, b position) int {
+		if a.main != b.main {
+			return cmp.Compare(a.main, b.main)
 		}
-		return 0
+		return cmp.Compare(a.sub, b.sub)
 	})
+	refs := make([]kvRef, len(order))
+	for i, p := range order {
+		refs[i] = byKey[p.at]
+	}
 	return refs
 }
 
@@ -104,6 +119,7 @@ type Builder struct {
 	cfg    Config
 	keys   *btree.BTreeG[*keyEntry] // entries under construction: revs unsorted
 	probe  keyEntry
+	hint   btree.PathHint // keys often arrive in order: each search starts where the last ended
 	leases *btree.BTreeG[*lease]
 	alarms []*pb.AlarmMember
 	maxRev int64 // highest revision seen, of a key or a marker
@@ -137,10 +153,10 @@ func (b *Builder) AddRevision(r Revision) error {
 		kr.createMain, kr.lease = r.CreateRev, r.Lease
 	}
 	b.probe.key = r.Key
-	e, ok := b.keys.Get(&b.probe)
+	e, ok := b.keys.GetHint(&b.probe, &b.hint)
 	b.probe.key = nil
 	if !ok {
-		b.keys.Set(newKeyEntry(bytes.Clone(r.Key), kr))
+		b.keys.SetHint(newKeyEntry(bytes.Clone(r.Key), kr), &b.hint)
 	} else {
 		e.revs = append(e.revs, kr)
 	}

@@ -27,6 +27,7 @@ type Exported struct {
 	AppliedIndex uint64
 	AppliedTerm  uint64 // the term of the entry at AppliedIndex
 	ConfState    *raftpb.ConfState
+	SizeBytes    int64 // the store's estimate of its size (kvsm.Store.SizeBytes)
 }
 
 // Export freezes the applied state. It fails only when raft no longer knows
@@ -45,6 +46,7 @@ func (n *Node) Export() (Exported, error) {
 		AppliedIndex: n.appliedIndex,
 		AppliedTerm:  term,
 		ConfState:    proto.Clone(n.confState).(*raftpb.ConfState),
+		SizeBytes:    n.store.SizeBytes(),
 	}, nil
 }
 

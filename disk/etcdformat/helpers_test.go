@@ -206,8 +206,9 @@ func storeSource(s *kvsm.Store) *Source {
 		Revisions: func(yield func(Revision) bool) {
 			v.ScanRevisions(func(r kvsm.Revision) bool { return yield(Revision(r)) })
 		},
-		CompactRev: v.CompactRev(),
-		Alarms:     s.Alarms(),
+		CompactRev:    v.CompactRev(),
+		Alarms:        s.Alarms(),
+		SizeHintBytes: s.SizeBytes(),
 	}
 	for _, l := range s.Leases() {
 		src.Leases = append(src.Leases, Lease{ID: l.ID, GrantedTTLSeconds: l.GrantedTTLSeconds})

@@ -33,6 +33,10 @@ type Source struct {
 	ConsistentIndex uint64
 	Term            uint64
 	ConfState       *raftpb.ConfState
+	// SizeHintBytes, when known, is about how large the database will be:
+	// it is mapped that large from the start, rather than remapped as it
+	// grows.
+	SizeHintBytes int64
 	// ClusterVersion is the version the cluster runs at ("3.5.0"); the
 	// storage version written is its major.minor.0.
 	ClusterVersion string
@@ -48,6 +52,13 @@ type Source struct {
 // it commits.
 const writeBatchRevisions = 100_000
 
+// writeMmapBytesMax bounds the initial mapping a size hint asks for.
+const writeMmapBytesMax = 16 << 30
+
+// arenaChunkBytes is the unit the key bucket's keys and values are
+// gathered in for bbolt: a chunk once filled is never moved or reused.
+const arenaChunkBytes = 4 << 20
+
 // WriteDB writes src as an etcd backend database at path, which must not
 // exist. The file is not synced: callers that keep it sync it (a snapshot
 // streamed to a client is read back at once).
@@ -61,7 +72,8 @@ func WriteDB(path string, src *Source) error {
 	// As etcd opens its backend on Linux: no freelist written (it is
 	// rebuilt on open), which also keeps every commit of a large write
 	// from writing a growing list of freed pages.
-	db, err := bolt.Open(path, 0o600, &bolt.Options{NoSync: true, NoGrowSync: true, NoFreelistSync: true, FreelistType: bolt.FreelistMapType})
+	db, err := bolt.Open(path, 0o600, &bolt.Options{NoSync: true, NoGrowSync: true, NoFreelistSync: true, FreelistType: bolt.FreelistMapType,
+		InitialMmapSize: int(min(max(src.SizeHintBytes, 0)*5/4, writeMmapBytesMax))})
 	if err != nil {
 		return err
 	}
@@ -101,7 +113,11 @@ func writeDB(db *bolt.DB, src *Source) error {
 			inBatch, arena = 0, nil
 		}
 		// bbolt keeps the slices it is given until the commit: each
-		// revision's bytes get their own place in the arena, never reused.
+		// revision's bytes get their own place in the arena, never reused
+		// (a full chunk is left to bbolt; a new one is started).
+		if need := revBytesLen + 1 + len(r.Key) + len(r.Value) + 64; cap(arena)-len(arena) < need {
+			arena = make([]byte, 0, max(arenaChunkBytes, need))
+		}
 		start := len(arena)
 		arena = appendRevKey(arena, r.ModRev, int64(r.ModSub), r.Tombstone())
 		keyEnd := len(arena)

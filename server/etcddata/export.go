@@ -15,6 +15,7 @@ func WriteSnapshotDB(path string, ex node.Exported, clusterVersion string) error
 	src.Removed = ex.Removed
 	src.ConsistentIndex, src.Term, src.ConfState = ex.AppliedIndex, ex.AppliedTerm, ex.ConfState
 	src.ClusterVersion = clusterVersion
+	src.SizeHintBytes = ex.SizeBytes
 	// Auth stays zero: noded keeps no users or roles yet (see
 	// etcdformat.Source.Auth and checkAuth).
 	return etcdformat.WriteDB(path, src)
