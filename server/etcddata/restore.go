@@ -106,7 +106,7 @@ func Restore(cfg RestoreConfig) (*Restored, error) {
 	}
 	r := &Restored{
 		Format: st.Format, Revision: store.Rev(), CompactRevision: store.CompactRev(),
-		Keys: liveKeys(store), Leases: len(store.Leases()), MemberID: cfg.MemberID, ClusterID: cfg.ClusterID,
+		Keys: st.Status.TotalKey, Leases: len(store.Leases()), MemberID: cfg.MemberID, ClusterID: cfg.ClusterID,
 	}
 	lg.Info("restored snapshot",
 		zap.String("path", cfg.SnapshotPath), zap.String("format", r.Format),
