@@ -112,6 +112,13 @@ func removeTemporaries(fsys FS, dir string) error {
 	return removeLeftovers(fsys, dir, tmps)
 }
 
+// WriteFile writes a whole small file durably: under a temporary name,
+// synced, renamed into place, the directory synced. A crash leaves no file
+// under name or all of data.
+func WriteFile(fsys FS, name string, data []byte) error {
+	return writeFileDurably(fsys, name, data, 0)
+}
+
 // ReadFile reads a whole file through fsys, refusing one larger than
 // limitBytes before reading it; its size comes from Stat, never from the
 // file's contents. For readers of other formats kept on an FS (etcd's WAL).

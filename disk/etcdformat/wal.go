@@ -66,6 +66,9 @@ type WAL struct {
 	// TornTail is set when the last file ended in a record cut short (a
 	// crash while etcd appended it): like etcd, the reader stops there.
 	TornTail bool
+	// EndCRC is the record chain's checksum after the last record read:
+	// any record etcd appends later changes it.
+	EndCRC uint32
 }
 
 // CorruptError is a WAL that cannot be read: damage, not a torn tail.
@@ -159,6 +162,7 @@ func ReadWAL(fsys disk.FS, dir string, index uint64) (*WAL, error) {
 		}
 		w.Files++
 	}
+	w.EndCRC = r.crc
 	if !r.haveMetadata {
 		return nil, &CorruptError{File: files[start].name, Err: errors.New("no metadata record")}
 	}

@@ -1,6 +1,7 @@
 package etcddata
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"path"
@@ -105,6 +106,9 @@ func Prepare(cfg PrepareConfig) (Layout, error) {
 	nodedWAL, nodedSnap := ConvertedDirs(cfg.DataDir, cfg.WALDir, cfg.WALDirSet)
 	layout := Layout{WALDir: nodedWAL, SnapDir: nodedSnap, Etcd: true}
 	if disk.Exists(fsys, nodedWAL) {
+		if err := checkEtcdDidNotRun(cfg); err != nil {
+			return Layout{}, err
+		}
 		return layout, nil
 	}
 	conv, err := convert(cfg, nodedWAL, nodedSnap)
@@ -215,8 +219,55 @@ func convert(cfg PrepareConfig, nodedWAL, nodedSnap string) (*Converted, error) 
 		index: ci, term: term, confState: confState, hardState: hs, entries: entries,
 		memberID: wal.NodeID, clusterID: wal.ClusterID,
 	}
+	// What was read of etcd's files, durable before noded's WAL appears:
+	// a later start checks against it that etcd did not run since.
+	seen, err := json.Marshal(etcdSeen{ConsistentIndex: ci, WALEndCRC: wal.EndCRC, MemberID: fmt.Sprintf("%x", wal.NodeID)})
+	if err != nil {
+		return nil, err
+	}
+	if err := fsys.MkdirAll(path.Dir(seenPath(cfg.DataDir))); err != nil {
+		return nil, err
+	}
+	if err := disk.WriteFile(fsys, seenPath(cfg.DataDir), seen); err != nil {
+		return nil, err
+	}
 	if err := s.write(fsys, nodedWAL, nodedSnap, cfg.Options); err != nil {
 		return nil, err
 	}
 	return conv, nil
+}
+
+// etcdSeen is what a conversion read of etcd's files, kept beside noded's.
+type etcdSeen struct {
+	ConsistentIndex uint64 `json:"consistent_index"`
+	WALEndCRC       uint32 `json:"wal_end_crc"`
+	MemberID        string `json:"member_id"`
+}
+
+func seenPath(dataDir string) string {
+	return path.Join(dataDir, "member", "noded", "converted-from-etcd.json")
+}
+
+// checkEtcdDidNotRun refuses a converted directory that etcd ran on again
+// after the conversion (an operator going back to etcd's untouched files):
+// noded's files would continue from a state behind etcd's, and what etcd
+// took since would be lost. etcd appends to its WAL whenever it runs (a
+// new term at least), so the WAL no longer reads as it did.
+func checkEtcdDidNotRun(cfg PrepareConfig) error {
+	raw, err := disk.ReadFile(cfg.FS, seenPath(cfg.DataDir), 1<<20)
+	var seen etcdSeen
+	if err == nil {
+		err = json.Unmarshal(raw, &seen)
+	}
+	if err != nil {
+		return fmt.Errorf("data directory %s holds noded's converted files but not %s (%v): cannot tell whether etcd ran on it since; "+
+			"remove member/noded to convert etcd's files again", cfg.DataDir, seenPath(cfg.DataDir), err)
+	}
+	wal, err := etcdformat.ReadWAL(cfg.FS, cfg.WALDir, seen.ConsistentIndex)
+	if err != nil || wal.EndCRC != seen.WALEndCRC {
+		return fmt.Errorf("etcd ran on data directory %s after noded converted it (its WAL changed since): noded's files are behind etcd's. "+
+			"To switch to noded again, stop etcd and remove noded's converted files (member/noded, and noded/ under --wal-dir) so that "+
+			"etcd's files are converted anew; writes noded took before etcd ran again are not in them (save a noded snapshot first to keep them)", cfg.DataDir)
+	}
+	return nil
 }

@@ -280,3 +280,32 @@ func convertSweep(t *testing.T) (int64, map[string]int, error) {
 		})
 	return total, outcomes, err
 }
+
+// An operator went back to etcd on its untouched files, etcd ran (and
+// appended to its WAL), and noded is started again: its converted files
+// are behind etcd's, and it says so instead of resuming from them.
+func TestConvertedDirectoryRefusedAfterEtcdRanAgain(t *testing.T) {
+	fsys, cfg := etcdMember(t, "3.7")
+	if _, err := Prepare(cfg); err != nil {
+		t.Fatal(err)
+	}
+	names, err := fsys.List("m/member/wal")
+	if err != nil || len(names) == 0 {
+		t.Fatal(names, err)
+	}
+	// etcd's next record, as far as the check can tell: the WAL reads
+	// differently from the end of what was converted.
+	last := "m/member/wal/" + names[len(names)-1]
+	data := readAll(t, fsys, last)
+	f, err := fsys.Create(last)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Write(data[:len(data)-24])
+	f.Sync()
+	f.Close()
+	_, err = Prepare(cfg)
+	if err == nil || !strings.Contains(err.Error(), "etcd ran on data directory") {
+		t.Fatalf("got %v, want the refusal", err)
+	}
+}
