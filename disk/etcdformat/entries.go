@@ -181,65 +181,35 @@ func decodeV2Request(b []byte) (v2Request, error) {
 
 func decodeV2Fields(b []byte) (v2Request, error) {
 	var r v2Request
-	for len(b) > 0 {
-		num, wt, n := protowire.ConsumeTag(b)
-		if n < 0 {
-			return r, protowire.ParseError(n)
-		}
-		b = b[n:]
+	err := eachField(b, func(f field) error {
 		switch {
-		case num == 1 && wt == protowire.VarintType:
-			v, n := protowire.ConsumeVarint(b)
-			if n < 0 {
-				return r, protowire.ParseError(n)
-			}
-			r.id, b = v, b[n:]
-		case num >= 2 && num <= 4 && wt == protowire.BytesType:
-			v, n := protowire.ConsumeBytes(b)
-			if n < 0 {
-				return r, protowire.ParseError(n)
-			}
-			b = b[n:]
-			switch num {
-			case 2:
-				r.method = string(v)
-			case 3:
-				r.path = string(v)
-			case 4:
-				r.val = string(v)
-			}
-		case num >= 1 && num <= 4:
-			return r, fmt.Errorf("v2 request field %d has wire type %d", num, wt)
-		default:
-			n := protowire.ConsumeFieldValue(num, wt, b)
-			if n < 0 {
-				return r, protowire.ParseError(n)
-			}
-			b = b[n:]
+		case f.num == 1 && f.typ == protowire.VarintType:
+			r.id = f.varint
+		case f.num == 2 && f.typ == protowire.BytesType:
+			r.method = string(f.bytes)
+		case f.num == 3 && f.typ == protowire.BytesType:
+			r.path = string(f.bytes)
+		case f.num == 4 && f.typ == protowire.BytesType:
+			r.val = string(f.bytes)
+		case f.num >= 1 && f.num <= 4:
+			return fmt.Errorf("v2 request field %d has wire type %d", f.num, f.typ)
 		}
-	}
-	return r, nil
+		return nil
+	})
+	return r, err
 }
 
 // wrappedV2 returns field 2 of an InternalRaftRequest, if it has one.
 func wrappedV2(b []byte) ([]byte, bool) {
-	for len(b) > 0 {
-		num, wt, n := protowire.ConsumeTag(b)
-		if n < 0 {
-			return nil, false
+	var inner []byte
+	found := false
+	err := eachField(b, func(f field) error {
+		if f.num == 2 && f.typ == protowire.BytesType && !found {
+			inner, found = f.bytes, true
 		}
-		b = b[n:]
-		if num == 2 && wt == protowire.BytesType {
-			v, n := protowire.ConsumeBytes(b)
-			return v, n >= 0
-		}
-		n = protowire.ConsumeFieldValue(num, wt, b)
-		if n < 0 {
-			return nil, false
-		}
-		b = b[n:]
-	}
-	return nil, false
+		return nil
+	})
+	return inner, found && err == nil
 }
 
 // memberAttributes recognises a member publishing its attributes

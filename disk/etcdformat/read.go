@@ -419,51 +419,34 @@ func (r *backendReader) key(k, v []byte) error {
 // them go by in a restore; protobuf's decoder would copy each twice.
 func decodeKeyValue(v []byte) (Revision, error) {
 	var kv Revision
-	for len(v) > 0 {
-		num, typ, n := protowire.ConsumeTag(v)
-		if n < 0 {
-			return kv, protowire.ParseError(n)
+	err := eachField(v, func(f field) error {
+		want := protowire.VarintType
+		if f.num == 1 || f.num == 5 {
+			want = protowire.BytesType
 		}
-		v = v[n:]
-		switch {
-		case (num == 1 || num == 5) && typ == protowire.BytesType:
-			b, n := protowire.ConsumeBytes(v)
-			if n < 0 {
-				return kv, protowire.ParseError(n)
-			}
-			if num == 1 {
-				kv.Key = b
-			} else {
-				kv.Value = b
-			}
-			v = v[n:]
-		case num >= 2 && num <= 6 && num != 5 && typ == protowire.VarintType:
-			x, n := protowire.ConsumeVarint(v)
-			if n < 0 {
-				return kv, protowire.ParseError(n)
-			}
-			switch num {
-			case 2:
-				kv.CreateRev = int64(x)
-			case 3:
-				kv.ModRev = int64(x)
-			case 4:
-				kv.Version = int64(x)
-			case 6:
-				kv.Lease = int64(x)
-			}
-			v = v[n:]
-		case num >= 1 && num <= 6:
-			return kv, fmt.Errorf("KeyValue field %d has wire type %d", num, typ)
-		default:
-			n := protowire.ConsumeFieldValue(num, typ, v)
-			if n < 0 {
-				return kv, protowire.ParseError(n)
-			}
-			v = v[n:]
+		if f.num < 1 || f.num > 6 {
+			return nil
 		}
-	}
-	return kv, nil
+		if f.typ != want {
+			return fmt.Errorf("KeyValue field %d has wire type %d", f.num, f.typ)
+		}
+		switch f.num {
+		case 1:
+			kv.Key = f.bytes
+		case 2:
+			kv.CreateRev = int64(f.varint)
+		case 3:
+			kv.ModRev = int64(f.varint)
+		case 4:
+			kv.Version = int64(f.varint)
+		case 5:
+			kv.Value = f.bytes
+		case 6:
+			kv.Lease = int64(f.varint)
+		}
+		return nil
+	})
+	return kv, err
 }
 
 func (r *backendReader) metaKey(k, v []byte) error {

@@ -146,36 +146,62 @@ func marshalLease(id, ttl, remainingTTL int64) []byte {
 }
 
 func unmarshalLease(b []byte) (id, ttl, remainingTTL int64, err error) {
+	err = eachField(b, func(f field) error {
+		if f.num < 1 || f.num > 3 {
+			return nil
+		}
+		if f.typ != protowire.VarintType {
+			return fmt.Errorf("lease field %d has wire type %d", f.num, f.typ)
+		}
+		switch f.num {
+		case 1:
+			id = int64(f.varint)
+		case 2:
+			ttl = int64(f.varint)
+		case 3:
+			remainingTTL = int64(f.varint)
+		}
+		return nil
+	})
+	return id, ttl, remainingTTL, err
+}
+
+// field is one top-level field of a protobuf message: its number, wire
+// type, and its value (varint for VarintType, bytes for BytesType, which
+// alias the message).
+type field struct {
+	num    protowire.Number
+	typ    protowire.Type
+	varint uint64
+	bytes  []byte
+}
+
+// eachField walks a protobuf message's top-level fields in order, so that
+// the small messages of etcd's files (records, leases, key values, v2
+// requests) decode without their generated types, or without copying.
+func eachField(b []byte, fn func(field) error) error {
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
 		if n < 0 {
-			return 0, 0, 0, protowire.ParseError(n)
+			return protowire.ParseError(n)
 		}
 		b = b[n:]
-		if typ != protowire.VarintType {
+		f := field{num: num, typ: typ}
+		switch typ {
+		case protowire.VarintType:
+			f.varint, n = protowire.ConsumeVarint(b)
+		case protowire.BytesType:
+			f.bytes, n = protowire.ConsumeBytes(b)
+		default:
 			n = protowire.ConsumeFieldValue(num, typ, b)
-			if n < 0 {
-				return 0, 0, 0, protowire.ParseError(n)
-			}
-			if num >= 1 && num <= 3 {
-				return 0, 0, 0, fmt.Errorf("lease field %d has wire type %d", num, typ)
-			}
-			b = b[n:]
-			continue
 		}
-		v, n := protowire.ConsumeVarint(b)
 		if n < 0 {
-			return 0, 0, 0, protowire.ParseError(n)
+			return protowire.ParseError(n)
 		}
 		b = b[n:]
-		switch num {
-		case 1:
-			id = int64(v)
-		case 2:
-			ttl = int64(v)
-		case 3:
-			remainingTTL = int64(v)
+		if err := fn(f); err != nil {
+			return err
 		}
 	}
-	return id, ttl, remainingTTL, nil
+	return nil
 }

@@ -274,40 +274,21 @@ func allZero(b []byte) bool {
 // decodeWALRecord decodes walpb.Record: type (1, varint), crc (2, varint),
 // data (3, bytes).
 func decodeWALRecord(b []byte) (typ int64, crc uint32, data []byte, err error) {
-	for len(b) > 0 {
-		num, wt, n := protowire.ConsumeTag(b)
-		if n < 0 {
-			return 0, 0, nil, protowire.ParseError(n)
-		}
-		b = b[n:]
+	err = eachField(b, func(f field) error {
 		switch {
-		case (num == 1 || num == 2) && wt == protowire.VarintType:
-			v, n := protowire.ConsumeVarint(b)
-			if n < 0 {
-				return 0, 0, nil, protowire.ParseError(n)
-			}
-			b = b[n:]
-			if num == 1 {
-				typ = int64(v)
-			} else {
-				crc = uint32(v)
-			}
-		case num == 3 && wt == protowire.BytesType:
-			v, n := protowire.ConsumeBytes(b)
-			if n < 0 {
-				return 0, 0, nil, protowire.ParseError(n)
-			}
-			b = b[n:]
-			data = v
-		case num >= 1 && num <= 3:
-			return 0, 0, nil, fmt.Errorf("record field %d has wire type %d", num, wt)
-		default:
-			n := protowire.ConsumeFieldValue(num, wt, b)
-			if n < 0 {
-				return 0, 0, nil, protowire.ParseError(n)
-			}
-			b = b[n:]
+		case f.num == 1 && f.typ == protowire.VarintType:
+			typ = int64(f.varint)
+		case f.num == 2 && f.typ == protowire.VarintType:
+			crc = uint32(f.varint)
+		case f.num == 3 && f.typ == protowire.BytesType:
+			data = f.bytes
+		case f.num >= 1 && f.num <= 3:
+			return fmt.Errorf("record field %d has wire type %d", f.num, f.typ)
 		}
+		return nil
+	})
+	if err != nil {
+		return 0, 0, nil, err
 	}
 	if typ < walMetadata || typ > walSnapshot {
 		return 0, 0, nil, fmt.Errorf("record of unknown type %d", typ)
@@ -379,30 +360,17 @@ func isEmptyHardState(hs *raftpb.HardState) bool {
 
 // decodeWALSnapshot decodes walpb.Snapshot's index (1) and term (2).
 func decodeWALSnapshot(b []byte) (index, term uint64, err error) {
-	for len(b) > 0 {
-		num, wt, n := protowire.ConsumeTag(b)
-		if n < 0 {
-			return 0, 0, fmt.Errorf("snapshot record: %w", protowire.ParseError(n))
+	err = eachField(b, func(f field) error {
+		switch {
+		case f.num == 1 && f.typ == protowire.VarintType:
+			index = f.varint
+		case f.num == 2 && f.typ == protowire.VarintType:
+			term = f.varint
 		}
-		b = b[n:]
-		if (num == 1 || num == 2) && wt == protowire.VarintType {
-			v, n := protowire.ConsumeVarint(b)
-			if n < 0 {
-				return 0, 0, fmt.Errorf("snapshot record: %w", protowire.ParseError(n))
-			}
-			b = b[n:]
-			if num == 1 {
-				index = v
-			} else {
-				term = v
-			}
-			continue
-		}
-		n = protowire.ConsumeFieldValue(num, wt, b)
-		if n < 0 {
-			return 0, 0, fmt.Errorf("snapshot record: %w", protowire.ParseError(n))
-		}
-		b = b[n:]
+		return nil
+	})
+	if err != nil {
+		return 0, 0, fmt.Errorf("snapshot record: %w", err)
 	}
 	return index, term, nil
 }

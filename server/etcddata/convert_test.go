@@ -221,9 +221,7 @@ func TestConvertCrashSweep(t *testing.T) {
 }
 
 func TestConvertCrashSweepCatchesAWALWrittenFirst(t *testing.T) {
-	saved := createWAL
-	createWAL = naiveCreateWAL
-	defer func() { createWAL = saved }()
+	plantWALFirst(t)
 	if _, _, err := convertSweep(t); err == nil {
 		t.Fatal("the sweep passed a conversion whose WAL appears before its contents")
 	} else {

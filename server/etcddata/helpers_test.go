@@ -237,8 +237,16 @@ func crashSweep(total int64, setup func() *disk.SimFS, act func(*disk.SimFS) err
 	return outcomes, nil
 }
 
-// naiveCreateWAL lays the same files out the ordinary way, WAL first: the
-// planted bug the crash sweeps exist to catch.
+// plantWALFirst makes writes lay their files out the ordinary way, WAL
+// first (naiveCreateWAL), until the test ends: the planted bug the crash
+// sweeps exist to catch.
+func plantWALFirst(t *testing.T) {
+	saved := createWAL
+	createWAL = naiveCreateWAL
+	t.Cleanup(func() { createWAL = saved })
+}
+
+// naiveCreateWAL lays the same files out the ordinary way, WAL first.
 func naiveCreateWAL(fsys disk.FS, walDir, snapDir string, metadata []byte, snap *raftpb.Snapshot,
 	hs *raftpb.HardState, ents []*raftpb.Entry, opts disk.Options) (*disk.Storage, error) {
 	s, err := disk.Create(fsys, walDir, snapDir, metadata, opts)

@@ -13,7 +13,6 @@ import (
 
 	"go.etcd.io/etcd/api/v3/authpb"
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
-	"go.etcd.io/raft/v3/raftpb"
 
 	"github.com/noded/noded/disk"
 	"github.com/noded/noded/disk/etcdformat"
@@ -149,7 +148,7 @@ func TestRestoreRefusesAndWritesNothing(t *testing.T) {
 // snapshot files without a WAL, and a new restore completes), or the
 // whole restored state. Never a member that starts with part of it.
 func TestRestoreCrashSweep(t *testing.T) {
-	total, outcomes, err := restoreSweep(t, createWAL)
+	total, outcomes, err := restoreSweep(t)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -160,18 +159,16 @@ func TestRestoreCrashSweep(t *testing.T) {
 }
 
 func TestRestoreCrashSweepCatchesAWALWrittenFirst(t *testing.T) {
-	_, _, err := restoreSweep(t, naiveCreateWAL)
+	plantWALFirst(t)
+	_, _, err := restoreSweep(t)
 	if err == nil {
 		t.Fatal("the sweep passed a restore whose WAL appears before its contents")
 	}
 	t.Logf("caught: %v", err)
 }
 
-func restoreSweep(t *testing.T, create func(disk.FS, string, string, []byte, *raftpb.Snapshot, *raftpb.HardState, []*raftpb.Entry, disk.Options) (*disk.Storage, error)) (int64, map[string]int, error) {
+func restoreSweep(t *testing.T) (int64, map[string]int, error) {
 	t.Helper()
-	saved := createWAL
-	createWAL = create
-	defer func() { createWAL = saved }()
 	members, clusterID := threeMembers()
 	snap := fixture("etcd-3.4.snapshot")
 	want := readState(t, snap).StateHash()

@@ -29,18 +29,18 @@ func (b builder) AddAlarm(memberID uint64, alarm pb.AlarmType) error {
 // ReadSnapshot reads a snapshot file (etcd 3.4 to 3.7's, or noded's) into
 // a store, and fills in the status's live key count.
 func ReadSnapshot(path string, opts etcdformat.ReadOptions) (*etcdformat.State, *kvsm.Store, error) {
-	b := builder{kvsm.NewBuilder(storeConfig)}
-	st, err := etcdformat.ReadSnapshot(path, opts, b)
-	if err != nil {
-		return nil, nil, err
-	}
-	return build(st, b)
+	return read(path, opts, etcdformat.ReadSnapshot)
 }
 
 // readDB reads an etcd member's database into a store.
 func readDB(path string, opts etcdformat.ReadOptions) (*etcdformat.State, *kvsm.Store, error) {
+	return read(path, opts, etcdformat.ReadDB)
+}
+
+func read(path string, opts etcdformat.ReadOptions,
+	from func(string, etcdformat.ReadOptions, etcdformat.Sink) (*etcdformat.State, error)) (*etcdformat.State, *kvsm.Store, error) {
 	b := builder{kvsm.NewBuilder(storeConfig)}
-	st, err := etcdformat.ReadDB(path, opts, b)
+	st, err := from(path, opts, b)
 	if err != nil {
 		return nil, nil, err
 	}
