@@ -9,6 +9,7 @@
 //	go run ./cmd/nodebench -noded-endpoints http://127.0.0.1:2379 -etcd-endpoints http://127.0.0.1:12379
 //	go run ./cmd/nodebench -tls                     # each row also over https with client certificates
 //	go run ./cmd/nodebench -flood -etcd /work/anchors/etcd  # idle-connection floods, a forged snapshot
+//	go run ./cmd/nodebench -etcd $D/etcd -etcdutl $D/etcdutl -snapshot-keys 1000000 -value-size 100 -rounds 2
 //
 // Each side is started fresh (a single member, or -members N) on loopback
 // with the same flags and data directories in one temporary directory, or
@@ -61,6 +62,8 @@ type options struct {
 	floodPeerConns                int
 	floodHold                     time.Duration
 	floodSnapshotMiB              int
+	snapshotKeys                  int
+	etcdutl                       string
 }
 
 func main() {
@@ -85,6 +88,8 @@ func main() {
 	flag.IntVar(&o.floodSnapshotMiB, "flood-snapshot-mib", 160, "-flood: MiB of forged snapshot streamed at noded")
 	flag.BoolVar(&o.jsonOut, "json", false, "print JSON instead of a table")
 	flag.BoolVar(&o.keep, "keep", false, "keep the data directories and member logs")
+	flag.IntVar(&o.snapshotKeys, "snapshot-keys", 0, "instead of the rows: load this many keys, then time snapshot save and restore on each side (snapshot.go)")
+	flag.StringVar(&o.etcdutl, "etcdutl", filepath.Join(os.Getenv("NODED_ETCD37_DIR"), "etcdutl"), "etcdutl binary for the etcd side's restore (-snapshot-keys)")
 	flag.Parse()
 	if err := run(o, os.Stdout); err != nil {
 		fmt.Fprintln(os.Stderr, "nodebench:", err)
@@ -180,6 +185,9 @@ func run(o options, out io.Writer) error {
 
 	if o.flood {
 		return runFloods(o, sides, out)
+	}
+	if o.snapshotKeys > 0 {
+		return runSnapshotRows(o, dir, sides, out)
 	}
 	w := &workload{value: strings.Repeat("v", o.valueSizeBytes), rangeKeys: o.keys}
 	perSlice := budget{duration: o.duration / time.Duration(o.rounds)}
