@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Runs every test noded has, setting up a fresh machine first: Debian's
-# etcdctl and etcd (real peers for the end-to-end tests and benchmarks) and
-# the Go modules. Knobs:
+# etcdctl and etcd (real peers for the end-to-end tests and benchmarks),
+# etcd 3.7's etcd and etcdutl (built from the Go module proxy once, for the
+# tests that move data between etcd and noded) and the Go modules. Knobs:
 #   NODED_SIM_SEEDS=N   simulate seeds 1..N instead of the CI set of 1,000
 #   NODED_E2E=0         skip the end-to-end tests with real processes
 #   NODED_CHAOS=0       skip the real-process fault campaign
 #   NODED_CHAOS_RUNS=N  seeds in the campaign (default 3; see README)
+#   NODED_ETCD37_DIR    a directory holding etcd and etcdutl 3.7 to use
+#                       (default: built into ~/.cache/noded/etcd-v3.7.1)
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -30,6 +33,34 @@ if [ ! -x /usr/bin/discovery.etcd.io ]; then
 fi
 
 go mod download
+
+# etcd 3.7's etcd and etcdutl, for the data portability tests (snapshots in
+# both directions, switching a cluster in place). etcd's modules carry
+# replace directives, so `go install pkg@version` refuses them; a scratch
+# module that requires them builds their main packages. About two minutes
+# on a cold module cache, nothing once built.
+build_etcd37() {
+  local dir=$1 ver=v3.7.1 work
+  if [ -x "$dir/etcd" ] && [ -x "$dir/etcdutl" ] && "$dir/etcd" --version 2>/dev/null | grep -q "Version: ${ver#v}"; then
+    return
+  fi
+  echo "== building etcd ${ver#v} and etcdutl into $dir"
+  mkdir -p "$dir"
+  work=$(mktemp -d)
+  (
+    cd "$work"
+    printf 'module etcd37\ngo 1.24\n' > go.mod
+    printf '//go:build tools\n\npackage etcd37\n\nimport (\n\t_ "go.etcd.io/etcd/etcdutl/v3"\n\t_ "go.etcd.io/etcd/server/v3"\n)\n' > tools.go
+    go get "go.etcd.io/etcd/server/v3@$ver" "go.etcd.io/etcd/etcdutl/v3@$ver" >/dev/null 2>&1
+    CGO_ENABLED=0 go build -o "$dir/etcd" go.etcd.io/etcd/server/v3
+    CGO_ENABLED=0 go build -o "$dir/etcdutl" go.etcd.io/etcd/etcdutl/v3
+  )
+  rm -rf "$work"
+}
+if [ "${NODED_E2E:-1}" != 0 ]; then
+  export NODED_ETCD37_DIR=${NODED_ETCD37_DIR:-$HOME/.cache/noded/etcd-v3.7.1}
+  build_etcd37 "$NODED_ETCD37_DIR"
+fi
 echo "== go vet"
 go vet ./...
 echo "== gofmt"

@@ -172,7 +172,7 @@ func Open(fsys FS, walDir, snapDir string, opts Options) (*Storage, Recovered, e
 		if err != nil {
 			return nil, Recovered{}, err
 		}
-		if isNewest && sc.tail.kind != tailNone && !sc.tail.cuttable() {
+		if isNewest && sc.tail.kind != tailNone && !sc.tail.cuttable() && !opts.PlantedCutDamage {
 			return nil, Recovered{}, sc.tail.refusal(seg.name, true)
 		}
 		if !sc.headComplete {
@@ -276,7 +276,7 @@ func Open(fsys FS, walDir, snapDir string, opts Options) (*Storage, Recovered, e
 		// cut bytes with zeros: a crash partway through a zeroing write
 		// could leave zeros before the bytes cut, which reads as damage; a
 		// crash between truncate and allocate leaves a clean shorter file.
-		assertf(newest.tail.cuttable(), "cutting a %s tail of %s", newest.tail.kind, last.name)
+		assertf(newest.tail.cuttable() || opts.PlantedCutDamage, "cutting a %s tail of %s", newest.tail.kind, last.name)
 		if err := f.Truncate(newest.validEndBytes); err != nil {
 			f.Close()
 			return nil, Recovered{}, fmt.Errorf("disk: cut the tail of %s at offset %d: %w", last.name, newest.validEndBytes, err)

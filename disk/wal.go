@@ -24,6 +24,13 @@ type Options struct {
 	// snapshot, so Open can fall back to it if the newest file is damaged.
 	SnapshotsKept int
 
+	// PlantedCutDamage is a deliberate bug for the simulator's
+	// recovered-state check: Open cuts the newest segment back to its last
+	// whole record even when what follows is a damaged record (refused
+	// otherwise), silently losing what was synced after it. The server
+	// never sets it.
+	PlantedCutDamage bool
+
 	// planted holds deliberate bugs that tests plant to prove the crash
 	// sweep catches them; production code cannot set it.
 	planted plantedBugs

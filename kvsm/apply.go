@@ -489,14 +489,7 @@ func (s *Store) compact(atRev int64) {
 // compactKey trims one key's history for a compaction at atRev and returns
 // its new entry, or nil if the key is gone.
 func (s *Store) compactKey(e *keyEntry, atRev int64) *keyEntry {
-	i := e.indexAt(atRev)
-	if i < 0 {
-		return e
-	}
-	from := i
-	if r := &e.revs[i]; r.tombstone() && r.modMain < atRev {
-		from = i + 1
-	}
+	from := compactFrom(e.revs, e.indexAt(atRev), atRev)
 	if from == 0 {
 		return e
 	}

@@ -10,7 +10,6 @@ import (
 	"hash/fnv"
 	"math"
 	"math/bits"
-	"slices"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
@@ -595,28 +594,9 @@ func (kv *kvState) hashKV(rev int64) (uint32, int64, int64, error) {
 	if rev <= 0 {
 		rev = kv.rev
 	}
-	var refs []kvRef
-	kv.keys.Scan(func(e *keyEntry) bool {
-		newest := e.indexAt(rev)
-		for i := 0; i <= newest; i++ {
-			r := &e.revs[i]
-			if r.modMain <= kv.compactRev {
-				if i != newest || r.tombstone() {
-					continue
-				}
-			}
-			refs = append(refs, kvRef{key: e.key, rev: r})
-		}
-		return true
-	})
-	slices.SortFunc(refs, func(a, b kvRef) int {
-		switch {
-		case a.rev.before(b.rev.modMain, b.rev.modSub):
-			return -1
-		case b.rev.before(a.rev.modMain, a.rev.modSub):
-			return 1
-		}
-		return 0
+	refs := kv.revisionOrder(rev, func(e *keyEntry, i, newest int) bool {
+		r := &e.revs[i]
+		return r.modMain > kv.compactRev || (i == newest && !r.tombstone())
 	})
 	h := crc32.New(castagnoli)
 	h.Write([]byte("key"))

@@ -175,8 +175,8 @@ type Store struct {
 	// sets it, and with the hint each descent after the first compares
 	// about two items a level instead of searching each node. It changes
 	// how fast, never what, a lookup finds.
-	hint btree.PathHint
-	ownsRequest bool     // the request being applied is the store's to keep (ApplyOwned)
+	hint        btree.PathHint
+	ownsRequest bool // the request being applied is the store's to keep (ApplyOwned)
 }
 
 // New returns an empty store at revision 1.

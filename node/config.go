@@ -82,6 +82,11 @@ type PlantedBugs struct {
 	// ProgressOvertakesEvents answers a progress request while watchers of
 	// the stream still catch up from history.
 	ProgressOvertakesEvents bool
+	// StorageCutsDamage has the member's storage cut a damaged record in
+	// the newest WAL segment, and everything after it, instead of refusing
+	// to open: synced entries vanish silently. The node does not read it;
+	// the simulator hands it to disk.Options.PlantedCutDamage.
+	StorageCutsDamage bool
 }
 
 // Any reports whether any bug is planted.
@@ -107,6 +112,7 @@ func (p *PlantedBugs) named() []struct {
 		{"auth-skip-txn-compares", &p.AuthSkipTxnCompares},
 		{"ack-append-before-sync", &p.AckAppendBeforeSync},
 		{"progress-overtakes-events", &p.ProgressOvertakesEvents},
+		{"storage-cuts-damage", &p.StorageCutsDamage},
 	}
 }
 

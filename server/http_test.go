@@ -8,6 +8,8 @@ import (
 	"io"
 	stdnet "net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -16,6 +18,9 @@ import (
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/noded/noded/disk/etcdformat"
+	"github.com/noded/noded/server/etcddata"
 )
 
 func httpDo(t *testing.T, method, url, body string) (int, http.Header, string) {
@@ -233,8 +238,9 @@ func TestQuotaNoSpace(t *testing.T) {
 }
 
 // TestSnapshotStream reads Maintenance.Snapshot through the etcd client:
-// its size passes the client's check (whole 512-byte pages plus a sha256)
-// and the last 32 bytes are the sha256 of the rest.
+// its size passes the client's check (whole 512-byte pages plus a sha256),
+// the last 32 bytes are the sha256 of the rest, and the rest is etcd's
+// database holding every key.
 func TestSnapshotStream(t *testing.T) {
 	tms := startCluster(t, 1)
 	c := newClient(t, tms[0])
@@ -259,8 +265,18 @@ func TestSnapshotStream(t *testing.T) {
 	if got := sha256.Sum256(body); string(got[:]) != string(sum) {
 		t.Fatal("the snapshot's trailing sha256 does not match its contents")
 	}
-	if string(body[:8]) != snapshotMagic {
-		t.Fatalf("snapshot opens with %q, want %q", body[:8], snapshotMagic)
+	// It is etcd's database: read back, it holds every key.
+	path := filepath.Join(t.TempDir(), "snap.db")
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	st, store, err := etcddata.ReadSnapshot(path, etcdformat.ReadOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Format != "etcd" || st.Status.TotalKey != 100 || store.Rev() != 101 || len(st.Members) != 1 {
+		t.Fatalf("snapshot read back as %s with %d keys at revision %d and %d members, want etcd's format, 100 keys at 101, 1 member",
+			st.Format, st.Status.TotalKey, store.Rev(), len(st.Members))
 	}
 }
 

@@ -27,6 +27,7 @@ import (
 	nodednet "github.com/noded/noded/net"
 	"github.com/noded/noded/node"
 	"github.com/noded/noded/server/auth"
+	"github.com/noded/noded/server/etcddata"
 	"github.com/noded/noded/server/tlsconfig"
 )
 
@@ -374,8 +375,7 @@ func snapshotBytesMax(quotaBytes int64) int64 {
 
 // metadata is what the WAL holds about whose it is: member ID, cluster ID.
 func walMetadata(memberID, clusterID uint64) []byte {
-	b := binary.BigEndian.AppendUint64(nil, memberID)
-	return binary.BigEndian.AppendUint64(b, clusterID)
+	return etcddata.WALMetadata(memberID, clusterID)
 }
 
 // openStorage opens the data directory, or creates it for a new or joining
@@ -403,6 +403,11 @@ func (m *Member) openStorage() ([]node.Member, error) {
 	}
 	rel := func(p string) string { return strings.TrimPrefix(filepath.ToSlash(p), "/") }
 	opts := disk.Options{SnapshotsKept: cfg.MaxSnapshots}
+	// An etcd member's data directory is converted, and the member's own
+	// files are then beside etcd's (etcdfiles.go).
+	if walDir, snapDir, err = m.prepareDataDir(fsys, dataDir, walDir, snapDir); err != nil {
+		return nil, err
+	}
 
 	if disk.Exists(fsys, rel(walDir)) {
 		st, rec, err := disk.Open(fsys, rel(walDir), rel(snapDir), opts)

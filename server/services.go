@@ -2,8 +2,6 @@ package server
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/binary"
 	"errors"
 	"io"
 	"net/url"
@@ -366,59 +364,14 @@ func (s *maintenanceServer) MoveLeader(ctx context.Context, r *pb.MoveLeaderRequ
 	return doTyped[*pb.MoveLeaderResponse](ctx, s.m, r)
 }
 
-// Snapshot streams the member's key-value state in etcd's framing: 32 KiB
-// chunks with the bytes remaining, then the sha256 of everything sent as
-// the last chunk. etcd sends its bbolt file; noded sends its own format,
-// padded so that etcd clients' size check (a database is whole 512-byte
-// pages plus the 32-byte digest) accepts it:
-//
-//	"NODEDKV1", uint64 big-endian length N, N bytes of kvsm snapshot,
-//	zeros up to a multiple of 512 bytes.
+// Snapshot streams the member's applied state as etcd's bbolt database
+// with its sha256 trailer (etcdfiles.go).
 func (s *maintenanceServer) Snapshot(r *pb.SnapshotRequest, stream pb.Maintenance_SnapshotServer) error {
-	m := s.m
-	if err := m.adminOnly(stream.Context()); err != nil {
+	if err := s.m.adminOnly(stream.Context()); err != nil {
 		return err
 	}
-	var chunks [][]byte
-	var size int
-	var st *memberState
-	if err := m.call(stream.Context(), func() {
-		chunks, size = m.node.Store().SnapshotChunks()
-		st = m.state.Load()
-	}); err != nil {
-		return err
-	}
-	blob := make([]byte, 0, size+16+snapshotPageBytes)
-	blob = append(blob, snapshotMagic...)
-	blob = binary.BigEndian.AppendUint64(blob, uint64(size))
-	for _, c := range chunks {
-		blob = append(blob, c...)
-	}
-	if rem := len(blob) % snapshotPageBytes; rem != 0 {
-		blob = append(blob, make([]byte, snapshotPageBytes-rem)...)
-	}
-	h := sha256.New()
-	for sent := 0; sent < len(blob); {
-		end := min(sent+snapshotChunkBytes, len(blob))
-		chunk := blob[sent:end]
-		h.Write(chunk)
-		resp := &pb.SnapshotResponse{Header: m.stateHeader(st), RemainingBytes: uint64(len(blob) - end), Blob: chunk}
-		if sent == 0 {
-			resp.Version = ClusterVersion
-		}
-		if err := stream.Send(resp); err != nil {
-			return err
-		}
-		sent = end
-	}
-	return stream.Send(&pb.SnapshotResponse{Header: m.stateHeader(st), Blob: h.Sum(nil)})
+	return s.m.streamSnapshot(stream)
 }
-
-const (
-	snapshotMagic      = "NODEDKV1"
-	snapshotChunkBytes = 32 * 1024
-	snapshotPageBytes  = 512
-)
 
 // stateHeader is a response header from published state (for answers made
 // off the loop).

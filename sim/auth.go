@@ -129,7 +129,10 @@ func (w *world) authAdminRound() {
 	if w.phase != phaseSafety {
 		return
 	}
-	defer w.after(w.electionNs()/2+w.auth.rng.Int64N(2*w.electionNs()+1), "auth admin", w.authAdminRound)
+	// Setup steps follow each other quickly, so that auth is on for most
+	// of the run; changes once it is on come every election timeout or so.
+	next := w.electionNs()/2 + w.auth.rng.Int64N(2*w.electionNs()+1)
+	defer func() { w.after(next, "auth admin", w.authAdminRound) }()
 	state := w.mostApplied()
 	target := w.authMember()
 	if state == nil || target == nil {
@@ -138,6 +141,7 @@ func (w *world) authAdminRound() {
 	if req := w.authSetupStep(state.node.Store()); req != nil {
 		w.tracef("auth admin: setup %s", describeAuthRequest(req))
 		w.authSend(target, kvsm.RootUser, req)
+		next = w.electionNs()/8 + w.auth.rng.Int64N(w.electionNs()/4+1)
 		return
 	}
 	w.auth.enabled = true

@@ -10,7 +10,7 @@ import (
 // seconds pass per wall second, and per second of the process's CPU time
 // (steadier on a shared machine; the garbage collector's other threads
 // count too). Checking the history is part of a run, so it is part of the
-// figure. The workload is pinned (no auth, lock or lagging-watcher
+// figure. The workload is pinned (no auth, lock, v2 or lagging-watcher
 // workloads, which later seeds' knobs may draw) so that figures taken
 // across versions compare the same work.
 func BenchmarkSimulatedSecondsPerWallSecond(b *testing.B) {
@@ -36,7 +36,7 @@ func BenchmarkSimulatedSecondsPerWallSecond(b *testing.B) {
 					k.TickMs, k.ElectionTicks = 100, 10
 					k.DelayMinUs, k.DelayMeanUs = 200, 500
 					k.SafetyMs = 20000
-					k.Auth, k.LaggingWatchers, k.MixLock = false, false, 0
+					k.Auth, k.LaggingWatchers, k.MixLock, k.MixV2 = false, false, 0, 0
 				}})
 				if !rep.OK {
 					b.Fatalf("%s", rep)

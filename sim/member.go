@@ -216,7 +216,7 @@ func (w *world) restart(m *member) {
 	if m.up || m.failStopped || m.removed {
 		return
 	}
-	st, rec, err := disk.Open(m.fs, walDir, snapDir, disk.Options{})
+	st, rec, err := disk.Open(m.fs, walDir, snapDir, disk.Options{PlantedCutDamage: w.opts.Planted.StorageCutsDamage})
 	if err != nil {
 		if m.corrupted {
 			// Detected corruption: the member refuses to start, which is the

@@ -116,6 +116,44 @@ var plantedCases = []plantedCase{
 		checkers: []string{"kv-linearizability", "lease-revoke"},
 	},
 	{
+		// Storage that cuts a damaged record in the newest segment (and
+		// every synced record after it) instead of refusing: the member
+		// restarts having silently lost what it acknowledged. Only the
+		// recovered-state check, which knows what was synced, sees it.
+		name: "storage-cuts-damage",
+		bug:  node.PlantedBugs{StorageCutsDamage: true},
+		tweak: func(k *Knobs) {
+			quiet(k)
+			k.ClusterSize, k.Corruption, k.FaultEveryMs = 3, true, 800
+		},
+		checkers: []string{"recovered-state"},
+	},
+	{
+		// A progress reply sent while the stream's watchers still catch up
+		// from history: events it covers arrive after it.
+		name: "progress-overtakes-events",
+		bug:  node.PlantedBugs{ProgressOvertakesEvents: true},
+		tweak: func(k *Knobs) {
+			quiet(k)
+			k.LaggingWatchers, k.SlowWatchers = true, true
+			k.MixPut, k.MixRange, k.MixDelete, k.MixTxn, k.MixCompact, k.MixLease, k.MixWatch = 50, 10, 10, 10, 0, 0, 20
+		},
+		checkers: []string{"watch-bookmarkable"},
+		alsoBy:   []string{"watch-resumable", "watch-compaction"},
+	},
+	{
+		// Append acknowledgements in a term already durable, sent before
+		// their entries are: only the persist-before-send assertion that
+		// compares the acknowledged index with the synced log sees it.
+		name: "ack-append-before-sync",
+		bug:  node.PlantedBugs{AckAppendBeforeSync: true},
+		tweak: func(k *Knobs) {
+			quiet(k)
+			k.ClusterSize, k.SyncLatencyMeanUs = 3, 50000
+		},
+		checkers: []string{"persist-before-send"},
+	},
+	{
 		name: "auth-skip-txn-compares",
 		// Member 0 skips the permission check of txn compares: it applies a
 		// txn whose compare reads a key its user may not read, which every

@@ -10,6 +10,7 @@
 //	go run ./cmd/nodebench -tls                     # each row also over https with client certificates
 //	go run ./cmd/nodebench -flood -etcd /work/anchors/etcd  # idle-connection floods, a forged snapshot
 //	go run ./cmd/nodebench -etcd /work/anchors/etcd -tool /work/anchors/benchmark  # the targets, with etcd's `benchmark`
+//	go run ./cmd/nodebench -etcd $D/etcd -etcdutl $D/etcdutl -snapshot-keys 1000000 -value-size 100 -rounds 2
 //
 // Each side is started fresh (a single member, or -members N) on loopback
 // with the same flags and data directories in one temporary directory, or
@@ -74,6 +75,8 @@ type options struct {
 	memorySettle time.Duration
 	restartKeys  int
 	nodedFlags   string
+	snapshotKeys int
+	etcdutl      string
 }
 
 func main() {
@@ -107,6 +110,8 @@ func main() {
 	flag.StringVar(&o.nodedFlags, "noded-flags", "", "-tool: extra flags for the noded members, space-separated (e.g. --lease-based-reads)")
 	flag.BoolVar(&o.jsonOut, "json", false, "print JSON instead of a table")
 	flag.BoolVar(&o.keep, "keep", false, "keep the data directories and member logs")
+	flag.IntVar(&o.snapshotKeys, "snapshot-keys", 0, "instead of the rows: load this many keys, then time snapshot save and restore on each side (snapshot.go)")
+	flag.StringVar(&o.etcdutl, "etcdutl", filepath.Join(os.Getenv("NODED_ETCD37_DIR"), "etcdutl"), "etcdutl binary for the etcd side's restore (-snapshot-keys)")
 	flag.Parse()
 	if err := run(o, os.Stdout); err != nil {
 		fmt.Fprintln(os.Stderr, "nodebench:", err)
@@ -216,6 +221,9 @@ func run(o options, out io.Writer) error {
 
 	if o.flood {
 		return runFloods(o, sides, out)
+	}
+	if o.snapshotKeys > 0 {
+		return runSnapshotRows(o, dir, sides, out)
 	}
 	w := &workload{value: strings.Repeat("v", o.valueSizeBytes), rangeKeys: o.keys}
 	perSlice := budget{duration: o.duration / time.Duration(o.rounds)}

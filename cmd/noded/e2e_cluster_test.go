@@ -39,7 +39,7 @@ type e2eCluster struct {
 }
 
 type e2eMember struct {
-	binary    string // the member binary (e2eBinary unless a test picks another)
+	binary    string // the member binary; "" means e2eBinary
 	name      string
 	dataDir   string
 	clientURL string
@@ -174,10 +174,14 @@ func (m *e2eMember) start(t testing.TB) {
 		t.Fatalf("member %s is already running", m.name)
 	}
 	m.starts++
-	fmt.Fprintf(m.log, "\n==== e2e: start #%d: %s %s\n", m.starts, m.binary, strings.Join(m.args, " "))
-	cmd := exec.Command(m.binary, m.args...)
+	binary := m.binary
+	if binary == "" {
+		binary = e2eBinary
+	}
+	fmt.Fprintf(m.log, "\n==== e2e: start #%d: %s %s\n", m.starts, binary, strings.Join(m.args, " "))
+	cmd := exec.Command(binary, m.args...)
 	if len(m.wrap) > 0 {
-		cmd = exec.Command(m.wrap[0], append(append(m.wrap[1:], m.binary), m.args...)...)
+		cmd = exec.Command(m.wrap[0], append(append(m.wrap[1:], binary), m.args...)...)
 	}
 	cmd.Env = memberproc.Env()
 	cmd.Stdout = m.log

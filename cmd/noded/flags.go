@@ -667,6 +667,9 @@ func usage(w io.Writer) {
   noded --config-file
     Path to the server configuration file. Note that if a configuration file is provided, other command line flags and environment variables will be ignored.
 
+  noded snapshot restore|status <filename> [flags]
+    Restore a snapshot file (etcd 3.4 to 3.7's, or noded's) into a new member's data directory, or print its status, as etcdutl does ('noded snapshot --help').
+
 Every flag can also be set through its environment variable: --foo-bar as
 ETCD_FOO_BAR (or NODED_FOO_BAR). Setting one both ways is an error.
 `)

@@ -44,6 +44,9 @@ func run(args, environ []string, stdout, stderr io.Writer, signals <-chan os.Sig
 	if len(args) > 0 && args[0] == "grpc-proxy" {
 		return runGRPCProxy(args[1:], stdout, stderr, signals)
 	}
+	if len(args) > 0 && args[0] == "snapshot" {
+		return runSnapshot(args[1:], stdout, stderr) // snapshot.go
+	}
 	o := newOptions()
 	var warnings []string
 	err := o.parse(args, environ, func(w string) { warnings = append(warnings, w) })

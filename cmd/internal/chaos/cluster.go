@@ -386,7 +386,7 @@ func (c *cluster) replace(m *member) error {
 	ctx, cancel := context.WithTimeout(context.Background(), adminTimeout)
 	_, err = cli.MemberRemove(ctx, m.id)
 	cancel()
-	if err != nil {
+	if err != nil && !c.gone(m) {
 		return fmt.Errorf("remove %s (%x): %w", m.name, m.id, err)
 	}
 	m.removed = true
@@ -399,6 +399,34 @@ func (c *cluster) replace(m *member) error {
 	}
 	c.kill(m)
 	return c.addBack(m)
+}
+
+// gone reports whether m is no longer in the member list the other
+// members give. A remove whose answer was lost may still have applied:
+// the member removed is often the one that answered, and it stops, closing
+// the connection, as soon as it applies its own removal.
+func (c *cluster) gone(m *member) bool {
+	var eps []string
+	for _, o := range c.members {
+		if o != m {
+			eps = append(eps, o.clientURL)
+		}
+	}
+	cli, err := clientv3.New(clientv3.Config{Endpoints: eps, DialTimeout: 2 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		return false
+	}
+	defer cli.Close()
+	for attempt := 0; attempt < addBackAttempts; attempt++ {
+		ctx, cancel := context.WithTimeout(context.Background(), adminTimeout)
+		list, err := cli.MemberList(ctx)
+		cancel()
+		if err == nil {
+			return !slices.ContainsFunc(list.Members, func(pm *pb.Member) bool { return pm.ID == m.id })
+		}
+		time.Sleep(time.Second)
+	}
+	return false
 }
 
 // addBack adds a removed member again, as a new member, and waits until it

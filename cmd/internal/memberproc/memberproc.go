@@ -22,6 +22,7 @@ import (
 	"syscall"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 )
@@ -137,7 +138,10 @@ func WaitReady(endpoint, probeKey string, timeout time.Duration, exited func() b
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		_, err := cli.Get(ctx, probeKey)
 		cancel()
-		if err == nil {
+		// With auth on, an anonymous read is refused once it has been
+		// served (the permission check follows the read index, in etcd
+		// and noded alike): the member serves linearizable reads.
+		if err == nil || errors.Is(err, rpctypes.ErrUserEmpty) || errors.Is(err, rpctypes.ErrPermissionDenied) {
 			return nil
 		}
 		if time.Now().After(deadline) {
