@@ -10,6 +10,7 @@ import (
 	"hash/fnv"
 	"math"
 	"math/bits"
+	"slices"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
@@ -102,13 +103,25 @@ func (e *encoder) varint(v int64)   { e.write(e.tmp[:binary.PutVarint(e.tmp[:], 
 func (e *encoder) bytes(p []byte)   { e.uvarint(uint64(len(p))); e.write(p) }
 
 func (s *Store) encode(e *encoder) {
+	encodeState(e, &s.kv, s.nextLeaseID, s.leases.Len(), func(each func(id, grantedTTLSeconds int64)) {
+		s.leases.Scan(func(l *lease) bool {
+			each(l.id, l.grantedTTLSeconds)
+			return true
+		})
+	}, s.alarms, s.auth)
+}
+
+// encodeState writes the snapshot encoding of a state, live or frozen;
+// scanLeases calls each for every lease in ID order.
+func encodeState(e *encoder, kv *kvState, nextLeaseID int64, leaseCount int,
+	scanLeases func(each func(id, grantedTTLSeconds int64)), alarms []*pb.AlarmMember, auth *authState) {
 	e.write([]byte(snapshotMagic))
 	e.uvarint(snapshotVersion)
-	e.uvarint(uint64(s.kv.rev))
-	e.uvarint(uint64(s.kv.compactRev))
-	e.uvarint(uint64(s.nextLeaseID))
-	e.uvarint(uint64(s.kv.keys.Len()))
-	s.kv.keys.Scan(func(k *keyEntry) bool {
+	e.uvarint(uint64(kv.rev))
+	e.uvarint(uint64(kv.compactRev))
+	e.uvarint(uint64(nextLeaseID))
+	e.uvarint(uint64(kv.keys.Len()))
+	kv.keys.Scan(func(k *keyEntry) bool {
 		e.bytes(k.key)
 		e.uvarint(uint64(len(k.revs)))
 		for i := range k.revs {
@@ -124,19 +137,63 @@ func (s *Store) encode(e *encoder) {
 		}
 		return true
 	})
-	e.uvarint(uint64(s.leases.Len()))
-	s.leases.Scan(func(l *lease) bool {
-		e.varint(l.id)
-		e.varint(l.grantedTTLSeconds)
-		return true
+	e.uvarint(uint64(leaseCount))
+	scanLeases(func(id, grantedTTLSeconds int64) {
+		e.varint(id)
+		e.varint(grantedTTLSeconds)
 	})
-	e.uvarint(uint64(len(s.alarms)))
-	for _, a := range s.alarms {
+	e.uvarint(uint64(len(alarms)))
+	for _, a := range alarms {
 		e.uvarint(a.GetMemberID())
 		e.varint(int64(a.GetAlarm()))
 	}
-	s.auth.encode(e)
+	auth.encode(e)
 }
+
+// Frozen is the replicated state frozen at one moment, for a snapshot
+// encoded later, on another goroutine, while the Store goes on applying:
+// the key tree is a copy-on-write copy (key entries are immutable, as for
+// a View), leases and alarms are copied, the auth state is immutable.
+// Freezing costs O(1) for the keys and O(leases + alarms) for the rest;
+// encoding a large store takes hundreds of milliseconds that a member's
+// loop need not spend.
+type Frozen struct {
+	kv          kvState
+	nextLeaseID int64
+	leases      []frozenLease
+	alarms      []*pb.AlarmMember
+	auth        *authState
+}
+
+type frozenLease struct{ id, grantedTTLSeconds int64 }
+
+// Freeze returns the current state, frozen.
+func (s *Store) Freeze() *Frozen {
+	f := &Frozen{kv: s.kv, nextLeaseID: s.nextLeaseID, alarms: slices.Clone(s.alarms), auth: s.auth}
+	f.kv.keys = s.kv.keys.Copy()
+	f.leases = make([]frozenLease, 0, s.leases.Len())
+	s.leases.Scan(func(l *lease) bool {
+		f.leases = append(f.leases, frozenLease{l.id, l.grantedTTLSeconds})
+		return true
+	})
+	return f
+}
+
+func (f *Frozen) encode(e *encoder) {
+	encodeState(e, &f.kv, f.nextLeaseID, len(f.leases), func(each func(id, grantedTTLSeconds int64)) {
+		for _, l := range f.leases {
+			each(l.id, l.grantedTTLSeconds)
+		}
+	}, f.alarms, f.auth)
+}
+
+// Revision is the frozen state's revision.
+func (f *Frozen) Revision() int64 { return f.kv.rev }
+
+// SnapshotSizeBytes and AppendSnapshot are the Store's, for the frozen
+// state: the bytes are those the Store's Snapshot returned when frozen.
+func (f *Frozen) SnapshotSizeBytes() int         { return encodedSizeBytes(f.encode) }
+func (f *Frozen) AppendSnapshot(b []byte) []byte { return appendEncoded(b, f.encode) }
 
 // Snapshot encodes the whole replicated state: every kept revision of every
 // key, the revision and compact revision, leases, alarms and the lease-ID
@@ -161,9 +218,12 @@ func (s *Store) SnapshotChunks() (chunks [][]byte, sizeBytes int) {
 
 // SnapshotSizeBytes is the length of Snapshot's bytes, counted without
 // keeping them.
-func (s *Store) SnapshotSizeBytes() int {
+func (s *Store) SnapshotSizeBytes() int { return encodedSizeBytes(s.encode) }
+
+// encodedSizeBytes counts what encode writes and its checksum.
+func encodedSizeBytes(encode func(*encoder)) int {
 	e := &encoder{countOnly: true}
-	s.encode(e)
+	encode(e)
 	return e.sizeBytes + 4
 }
 
@@ -171,10 +231,13 @@ func (s *Store) SnapshotSizeBytes() int {
 // with SnapshotSizeBytes gets them with no copy beyond the one into b:
 // a large store's snapshot is tens of megabytes, and every copy of it is
 // memory a member must have room for.
-func (s *Store) AppendSnapshot(b []byte) []byte {
+func (s *Store) AppendSnapshot(b []byte) []byte { return appendEncoded(b, s.encode) }
+
+// appendEncoded appends what encode writes and its CRC-32C to b.
+func appendEncoded(b []byte, encode func(*encoder)) []byte {
 	start := len(b)
 	e := &encoder{buf: b, direct: true}
-	s.encode(e)
+	encode(e)
 	crc := crc32.Checksum(e.buf[start:], castagnoli)
 	return binary.LittleEndian.AppendUint32(e.buf, crc)
 }

@@ -81,10 +81,6 @@ type keyEntry struct {
 // newKeyEntry allocates an entry together with its first revision, which
 // saves one allocation per key on the common put-once path.
 func newKeyEntry(key []byte, first keyRev) *keyEntry {
-	type entryWithFirst struct {
-		e     keyEntry
-		first [1]keyRev
-	}
 	ew := &entryWithFirst{}
 	ew.first[0] = first
 	ew.e.key = key

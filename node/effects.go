@@ -143,13 +143,13 @@ type Effects struct {
 	Messages     []*raftpb.Message
 	Results      []Result
 	Watch        []kvsm.StreamResponse
-	SaveSnapshot *raftpb.Snapshot // a local snapshot; the host stores it and may release the log it covers
-	Proposed     []Proposal       // only with Config.ReportApplied
-	Applied      []AppliedEntry   // only with Config.ReportApplied
-	LeaseEvents  []LeaseEvent     // only with Config.ReportLeaseEvents
-	Auth         []AuthEvent      // applied auth changes the host's token store follows
-	Removed      bool             // this member was removed from the cluster; the host stops it
-	More         bool             // the node held work back so the host could start a write first: call Effects again
+	SaveSnapshot *LocalSnapshot // a local snapshot; the host encodes and stores it and may release the log it covers
+	Proposed     []Proposal     // only with Config.ReportApplied
+	Applied      []AppliedEntry // only with Config.ReportApplied
+	LeaseEvents  []LeaseEvent   // only with Config.ReportLeaseEvents
+	Auth         []AuthEvent    // applied auth changes the host's token store follows
+	Removed      bool           // this member was removed from the cluster; the host stops it
+	More         bool           // the node held work back so the host could start a write first: call Effects again
 }
 
 // Empty reports whether there is nothing to do.
@@ -179,7 +179,7 @@ func (e *Effects) String() string {
 		b.WriteByte('\n')
 	}
 	if e.SaveSnapshot != nil {
-		fmt.Fprintf(&b, "save-snapshot %d/%d\n", e.SaveSnapshot.GetMetadata().GetIndex(), e.SaveSnapshot.GetMetadata().GetTerm())
+		fmt.Fprintf(&b, "save-snapshot %d/%d\n", e.SaveSnapshot.Metadata.GetIndex(), e.SaveSnapshot.Metadata.GetTerm())
 	}
 	for _, p := range e.Proposed {
 		b.WriteString(p.String())

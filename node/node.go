@@ -300,6 +300,13 @@ func (n *Node) CampaignIfSoleVoter() {
 	_ = n.rn.Campaign() // refused only for an unapplied configuration change: the timeout elects instead
 }
 
+// RepackStep moves up to maxKeys more of the store's entries and values
+// into densely packed memory (kvsm.Repacker) and reports whether r has been
+// over every key. It changes where the state lives, not what it is: the
+// host may call it whenever the member is idle, and members need not agree
+// on when.
+func (n *Node) RepackStep(r *kvsm.Repacker, maxKeys int) bool { return n.store.RepackStep(r, maxKeys) }
+
 // ReportUnreachable tells raft a message to id could not be sent.
 func (n *Node) ReportUnreachable(id uint64) { n.rn.ReportUnreachable(id) }
 
@@ -542,15 +549,16 @@ func (n *Node) maybeSnapshot() {
 	if n.appliedIndex-n.snapshotIndex < n.cfg.SnapshotCount {
 		return
 	}
-	// Raft's storage keeps the snapshot's metadata only: the bytes go to
-	// the host once, to be written, and a follower that needs a snapshot
-	// gets one made from the applied state (snapshotForSending).
+	// Raft's storage keeps the snapshot's metadata only: the state goes to
+	// the host once, frozen, to be encoded and written, and a follower
+	// that needs a snapshot gets one made from the applied state
+	// (snapshotForSending).
 	meta, err := n.storage.CreateSnapshot(n.appliedIndex, n.confState, nil)
 	if err != nil {
 		panic(fmt.Sprintf("node %x: create snapshot at %d: %v", n.cfg.ID, n.appliedIndex, err))
 	}
 	n.snapshotIndex = n.appliedIndex
-	n.out.SaveSnapshot = &raftpb.Snapshot{Data: n.encodeSnapshot(), Metadata: meta.GetMetadata()}
+	n.out.SaveSnapshot = n.takeLocalSnapshot(meta.GetMetadata())
 }
 
 // maybeCompactLog lets raft's in-memory log forget applied entries but the

@@ -136,7 +136,7 @@ func (e *scriptEnv) drain(m *scriptMember) bool {
 			e.watch = append(e.watch, fmt.Sprintf("watch n%d stream=%d %s", m.id, sr.Stream, describeWatch(sr.Resp)))
 		}
 		if eff.SaveSnapshot != nil {
-			m.keepSnapshot(eff.SaveSnapshot)
+			m.keepSnapshot(eff.SaveSnapshot.Encode())
 		}
 		if eff.Removed {
 			m.removed = true

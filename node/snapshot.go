@@ -4,8 +4,10 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/raft/v3/raftpb"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/noded/noded/kvsm"
@@ -42,7 +44,43 @@ type kvSnapshotter interface {
 	AppendSnapshot(b []byte) []byte
 }
 
-var _ kvSnapshotter = (*kvsm.Store)(nil)
+var (
+	_ kvSnapshotter = (*kvsm.Store)(nil)
+	_ kvSnapshotter = (*kvsm.Frozen)(nil)
+)
+
+// LocalSnapshot is a local snapshot for the host to store: raft's metadata,
+// and the applied state frozen when the node took it, encoded by Encode.
+// The host may call Encode on any goroutine while the node goes on
+// applying (nothing it reads changes: kvsm.Frozen, and copies of the member
+// table and the applied requests), so that encoding a large store (hundreds
+// of milliseconds for a gigabyte) does not stall the member's loop. The
+// encoding is the same bytes, wherever and whenever it runs.
+type LocalSnapshot struct {
+	Metadata *raftpb.SnapshotMetadata
+	kv       *kvsm.Frozen
+	members  membership
+	requests []uint64
+}
+
+func (n *Node) takeLocalSnapshot(meta *raftpb.SnapshotMetadata) *LocalSnapshot {
+	return &LocalSnapshot{
+		Metadata: meta,
+		kv:       n.store.Freeze(),
+		members:  membership{members: slices.Clone(n.members.members), removed: slices.Clone(n.members.removed)},
+		requests: n.applied.ordered(),
+	}
+}
+
+// Encode returns the snapshot with its data.
+func (l *LocalSnapshot) Encode() *raftpb.Snapshot {
+	return &raftpb.Snapshot{Data: encodeSnapshot(l.kv, &l.members, l.requests), Metadata: l.Metadata}
+}
+
+// String names the snapshot by index and term, for traces.
+func (l *LocalSnapshot) String() string {
+	return fmt.Sprintf("local-snapshot %d/%d", l.Metadata.GetIndex(), l.Metadata.GetTerm())
+}
 
 // encodeSnapshot encodes the store, the member table and the applied
 // requests into one buffer allocated once at its final size: the store's

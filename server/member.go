@@ -87,7 +87,7 @@ type Member struct {
 	diskJobs chan diskJob
 	diskDone chan diskResult
 	diskExit chan struct{}
-	snapJobs chan *raftpb.Snapshot
+	snapJobs chan *node.LocalSnapshot
 	snapExit chan struct{}
 	// snapDirMu keeps the snapshot goroutine's file writes apart from a
 	// snapshot the leader sent, which the disk goroutine saves and which
@@ -120,6 +120,8 @@ type Member struct {
 
 	nextStream   atomic.Uint64
 	idleReleases atomic.Uint64 // memory released while idle (memory.go)
+	viewRepacked bool          // loop-owned: a repack step moved entries the published view holds
+	repackedKeys atomic.Uint64 // key entries moved by idle repacks (memory.go)
 	loadPause    gcPause       // the collector off while loading (memory.go)
 	clients      *clientServer
 	forwarder    *forwarder
@@ -208,7 +210,7 @@ func Start(cfg Config) (*Member, error) {
 		// block handing it a job, can always make progress.
 		diskDone:   make(chan diskResult, node.PersistsInFlightMax+1),
 		diskExit:   make(chan struct{}),
-		snapJobs:   make(chan *raftpb.Snapshot, snapshotQueueMax),
+		snapJobs:   make(chan *node.LocalSnapshot, snapshotQueueMax),
 		snapExit:   make(chan struct{}),
 		stopLoop:   make(chan struct{}),
 		loopExit:   make(chan struct{}),
@@ -873,10 +875,11 @@ func (m *Member) publishState() {
 	s := &memberState{status: st, alarms: store.Alarms(), dbSize: store.SizeBytes()}
 	// A view is O(1) to take, but the next write after it copies the
 	// tree path it touches: take one only when the state changed.
-	if prev := m.state.Load(); prev != nil && prev.view != nil && prev.status.Revision == st.Revision && prev.status.CompactRevision == st.CompactRevision && prev.view.AuthCurrent(store) {
+	if prev := m.state.Load(); prev != nil && prev.view != nil && !m.viewRepacked && prev.status.Revision == st.Revision && prev.status.CompactRevision == st.CompactRevision && prev.view.AuthCurrent(store) {
 		s.view = prev.view
 	} else {
 		s.view = store.View()
+		m.viewRepacked = false
 	}
 	prev := m.state.Load()
 	if prev != nil {
@@ -1031,22 +1034,25 @@ func (m *Member) runDisk() {
 // diskBatchMax bounds the jobs one sync covers.
 const diskBatchMax = 256
 
-// runSnapshots is the snapshot goroutine. It writes each local snapshot's
-// file (tens of megabytes for a large store: encoding, writing and an
-// fsync) beside the disk goroutine rather than on it, so that the WAL's
-// group commit, and every client waiting on it, does not stall behind the
-// file. The disk goroutine then commits the file with a WAL record in the
+// runSnapshots is the snapshot goroutine. It encodes each local snapshot
+// from the state the node froze and writes its file (hundreds of megabytes
+// for a large store: encoding, writing and an fsync) beside the member's
+// loop and the disk goroutine rather than on them, so that neither the
+// loop (a restart that replayed a long log takes a snapshot before it
+// campaigns) nor the WAL's group commit, and every client waiting on
+// them, stalls behind the file. The disk goroutine then commits the file with a WAL record in the
 // log's order; the next file is written only after that commit, which
 // releases old snapshot files. A failed write is as fatal as a failed
 // fsync of the log.
 func (m *Member) runSnapshots() {
 	defer close(m.snapExit)
 	failed := false
-	for snap := range m.snapJobs {
+	for local := range m.snapJobs {
 		if failed {
 			continue
 		}
 		start := time.Now()
+		snap := local.Encode()
 		m.snapDirMu.Lock()
 		f, err := m.storage.WriteSnapshotFile(snap)
 		m.snapDirMu.Unlock()

@@ -7,18 +7,32 @@ package server
 // forced collection, and even then only part of it goes back to the
 // system. A member that has been idle a while collects and returns it
 // all at once (runtime/debug.FreeOSMemory), so an idle member's resident
-// memory is what it holds, not what it once allocated. The collection runs
-// on a goroutine of its own; the member loop never waits for it.
+// memory is what it holds, not what it once allocated. Before that it
+// repacks the store (kvsm.Repacker) a step at a time on the member loop, so
+// that the holes the collected garbage left between the store's entries
+// become whole free spans the release can return. The collection runs on a
+// goroutine of its own; the member loop never waits for it.
 
 import (
+	"context"
 	"runtime/debug"
 	"sync"
 	"time"
+
+	"github.com/noded/noded/kvsm"
 )
 
-// idleReleaseCheckEvery is how often the release goroutine looks at the
-// member's activity.
-const idleReleaseCheckEvery = time.Second
+const (
+	// idleReleaseCheckEvery is how often the release goroutine looks at the
+	// member's activity.
+	idleReleaseCheckEvery = time.Second
+	// repackKeysPerStep bounds the keys one repack step moves on the
+	// member loop (a few milliseconds), so that a request arriving during
+	// a repack waits at most that long.
+	repackKeysPerStep = 4096
+	// repackStepsMax bounds the steps of one repack (a billion keys).
+	repackStepsMax = 1 << 18
+)
 
 // releaseMemoryWhenIdle runs until the member stops: once the applied
 // index and the revision have not moved for idleAfter, after they moved
@@ -49,11 +63,35 @@ func (m *Member) releaseMemoryWhenIdle(idleAfter time.Duration) {
 			}
 			if !released && now.Sub(lastChange) >= idleAfter {
 				released = true
+				if !m.repackStore() {
+					return
+				}
 				debug.FreeOSMemory()
 				m.idleReleases.Add(1)
 			}
 		}
 	}
+}
+
+// repackStore repacks the whole store a step at a time on the member loop
+// and reports false if the member stopped meanwhile. Requests that arrive
+// between steps are served between them.
+func (m *Member) repackStore() bool {
+	var r kvsm.Repacker
+	done := false
+	for step := 0; !done && step < repackStepsMax; step++ {
+		err := m.call(context.Background(), func() {
+			done = m.node.RepackStep(&r, repackKeysPerStep)
+			// The published view holds the entries just moved: a new one
+			// lets them go, so that a repack never holds the store twice.
+			m.viewRepacked = true
+		})
+		if err != nil {
+			return false
+		}
+	}
+	m.repackedKeys.Add(uint64(r.KeysRepacked()))
+	return true
 }
 
 // A member that opens a data directory loads its last snapshot and then

@@ -12,8 +12,8 @@ import (
 )
 
 // An idle member returns its heap's garbage once per idle period: after
-// writes it releases, and writes again after that release start a new
-// period with one more release.
+// writes it repacks the store and releases, and writes again after that
+// release start a new period with one more of each.
 func TestIdleMemoryReleaseAfterActivity(t *testing.T) {
 	tms := newTestConfigs(t, 1)
 	tms[0].cfg.IdleMemoryRelease = 50 * time.Millisecond
@@ -23,11 +23,14 @@ func TestIdleMemoryReleaseAfterActivity(t *testing.T) {
 	ctx := testContext(t)
 	m := tms[0].m
 	for round := uint64(1); round <= 2; round++ {
-		before := m.idleReleases.Load()
-		if _, err := cli.Put(ctx, "k", "v"); err != nil {
+		before, repackedBefore := m.idleReleases.Load(), m.repackedKeys.Load()
+		if _, err := cli.Put(ctx, fmt.Sprintf("k%d", round), "v"); err != nil {
 			t.Fatal(err)
 		}
 		waitFor(t, "a release after the put", func() bool { return m.idleReleases.Load() > before })
+		if got := m.repackedKeys.Load() - repackedBefore; got != round {
+			t.Fatalf("round %d: the idle repack moved %d keys, want every key (%d)", round, got, round)
+		}
 	}
 }
 

@@ -334,7 +334,7 @@ func (w *world) carryOut(m *member, eff *node.Effects) bool {
 		w.watchToClient(m, sr)
 	}
 	if eff.SaveSnapshot != nil {
-		if err := m.storage.SaveSnapshot(eff.SaveSnapshot); err != nil {
+		if err := m.storage.SaveSnapshot(eff.SaveSnapshot.Encode()); err != nil {
 			w.crash(m, fmt.Sprintf("save snapshot: %v", err))
 			return false
 		}

@@ -180,7 +180,7 @@ func (w *world) traceEffects(m *member, eff *node.Effects) {
 		}
 	}
 	if eff.SaveSnapshot != nil {
-		t.u64(eff.SaveSnapshot.GetMetadata().GetIndex())
+		t.u64(eff.SaveSnapshot.Metadata.GetIndex())
 	}
 	for _, p := range eff.Proposed {
 		t.u64(uint64(p.Handle))
