@@ -10,7 +10,8 @@
 // deterministic and held to the lint in determinism_test.go at the root.
 //
 // disk may import the standard library, go.etcd.io/raft/v3/raftpb and
-// google.golang.org/protobuf. It imports no other noded package.
+// google.golang.org/protobuf. It imports no other noded package but
+// internal/raftwire (the log entry decoder disk and net share).
 //
 // # Using it
 //

@@ -5,6 +5,8 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"go.etcd.io/raft/v3/raftpb"
+
+	"github.com/noded/noded/internal/raftwire"
 )
 
 // decodeMessage is proto.Unmarshal of a raft message in the shapes members
@@ -45,7 +47,7 @@ func decodeMessage(b []byte) (*raftpb.Message, error) {
 			if num == 12 {
 				continue
 			}
-			size, ok := scanEntry(v)
+			size, ok := raftwire.ScanEntry(v)
 			if !ok {
 				return unmarshalMessage(b)
 			}
@@ -70,10 +72,10 @@ func decodeMessage(b []byte) (*raftpb.Message, error) {
 
 	blk := &block{}
 	m := &blk.m
-	var ents []entryBlock
+	var ents []raftwire.EntryBlock
 	var data []byte
 	if entries > 0 {
-		ents = make([]entryBlock, entries)
+		ents = make([]raftwire.EntryBlock, entries)
 		m.Entries = make([]*raftpb.Entry, 0, entries)
 		data = make([]byte, 0, dataBytes)
 	}
@@ -88,8 +90,8 @@ func decodeMessage(b []byte) (*raftpb.Message, error) {
 				continue
 			}
 			e := &ents[len(m.Entries)]
-			data = e.decode(v, data)
-			m.Entries = append(m.Entries, &e.e)
+			data = e.Decode(v, data)
+			m.Entries = append(m.Entries, &e.Entry)
 			continue
 		}
 		v, n := protowire.ConsumeVarint(rest)
@@ -119,81 +121,6 @@ func decodeMessage(b []byte) (*raftpb.Message, error) {
 		}
 	}
 	return m, nil
-}
-
-// entryBlock is an entry and its scalars, allocated together.
-type entryBlock struct {
-	e           raftpb.Entry
-	typ         raftpb.EntryType
-	term, index uint64
-}
-
-// scanEntry checks that b is an entry decodeMessage decodes itself (each
-// of Type, Term, Index, Data at most once, Type a known value) and returns
-// its data's length.
-func scanEntry(b []byte) (dataBytes int, ok bool) {
-	var seen [5]bool
-	for len(b) > 0 {
-		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 || num < 1 || num > 4 || seen[num] {
-			return 0, false
-		}
-		seen[num] = true
-		b = b[n:]
-		if num == 4 {
-			if typ != protowire.BytesType {
-				return 0, false
-			}
-			v, n := protowire.ConsumeBytes(b)
-			if n < 0 {
-				return 0, false
-			}
-			dataBytes, b = len(v), b[n:]
-			continue
-		}
-		if typ != protowire.VarintType {
-			return 0, false
-		}
-		v, n := protowire.ConsumeVarint(b)
-		if n < 0 {
-			return 0, false
-		}
-		if num == 1 {
-			if _, known := raftpb.EntryType_name[int32(v)]; !known || v > 1<<31-1 {
-				return 0, false
-			}
-		}
-		b = b[n:]
-	}
-	return dataBytes, true
-}
-
-// decode fills e from b, which scanEntry accepted, with its data appended
-// to data (which has room for it); it returns data.
-func (e *entryBlock) decode(b, data []byte) []byte {
-	for len(b) > 0 {
-		num, _, n := protowire.ConsumeTag(b)
-		b = b[n:]
-		if num == 4 {
-			v, n := protowire.ConsumeBytes(b)
-			b = b[n:]
-			start := len(data)
-			data = append(data, v...)
-			e.e.Data = data[start:len(data):len(data)]
-			continue
-		}
-		v, n := protowire.ConsumeVarint(b)
-		b = b[n:]
-		switch num {
-		case 1:
-			e.typ, e.e.Type = raftpb.EntryType(v), &e.typ
-		case 2:
-			e.term, e.e.Term = v, &e.term
-		case 3:
-			e.index, e.e.Index = v, &e.index
-		}
-	}
-	return data
 }
 
 func unmarshalMessage(b []byte) (*raftpb.Message, error) {

@@ -6,7 +6,8 @@
 // asymmetric links).
 //
 // net may import the standard library, go.etcd.io/raft/v3/raftpb and
-// google.golang.org/protobuf. It imports no other noded package (its tests
+// google.golang.org/protobuf. It imports no other noded package but
+// internal/raftwire (the log entry decoder disk and net share) (its tests
 // take certificates from server/tlsconfig/testpki). The twin's
 // files (sim*.go) are deterministic like package sim and are held to the same
 // lint (determinism_test.go at the root).
