@@ -10,10 +10,13 @@ package main
 import (
 	"bytes"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -63,6 +66,32 @@ func newestSegment(t *testing.T, m *e2eMember) (string, int64) {
 		t.Fatal(err)
 	}
 	return segs[len(segs)-1], int64(len(bytes.TrimRight(data, "\x00")))
+}
+
+// waitSnapshotsSaved waits until the member has saved and committed at
+// least n local snapshots (its count of snapshot saves, which it records
+// once a snapshot's WAL record is synced).
+func waitSnapshotsSaved(t *testing.T, m *e2eMember, n int) {
+	t.Helper()
+	const series = "etcd_debugging_snap_save_total_duration_seconds_count "
+	waitFor(t, fmt.Sprintf("%d snapshots saved", n), func() (bool, string) {
+		resp, err := http.Get(m.clientURL + "/metrics")
+		if err != nil {
+			return false, err.Error()
+		}
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		if err != nil {
+			return false, err.Error()
+		}
+		for _, line := range strings.Split(string(body), "\n") {
+			if v, ok := strings.CutPrefix(line, series); ok {
+				saved, err := strconv.Atoi(strings.TrimSpace(v))
+				return err == nil && saved >= n, "saved: " + v
+			}
+		}
+		return false, "no " + series
+	})
 }
 
 // writeAt writes b into the file at off, in place.
@@ -162,6 +191,9 @@ func TestRecoveryReports(t *testing.T) {
 			c := newCluster(t, 1, "--snapshot-count=100")
 			putKeys(t, c, recoveryKeys)
 			m := c.members[0]
+			// Snapshots are written and committed behind the writes that
+			// trigger them: the damage must meet committed ones.
+			waitSnapshotsSaved(t, m, recoveryKeys/100)
 			m.kill(t)
 			want := regexp.MustCompile(tc.damage(t, m))
 			m.restart(t)
