@@ -354,6 +354,9 @@ func (n *Node) bufferProposal(data []byte, w *waiter) {
 // flushProposals steps the batch into raft as one MsgProp, as
 // RawNode.Propose does for one entry. Refused (no leader, a leadership
 // transfer), none of it reached a log, and every request in it fails.
+// Anything that changes what raft accepts (a configuration change, a
+// leadership transfer) flushes the batch first, so that requests made
+// before it are proposed as if each had gone to raft when it was made.
 func (n *Node) flushProposals() {
 	b := &n.proposals
 	if len(b.entries) == 0 {
@@ -635,6 +638,9 @@ func (n *Node) moveLeader(h Handle, r *pb.MoveLeaderRequest) {
 	w := n.newWaiter(h, r)
 	w.target = target.ID
 	n.transfer = w
+	// Requests made before the transfer are proposed before it: raft
+	// refuses proposals while it transfers.
+	n.flushProposals()
 	n.rn.TransferLeader(target.ID)
 }
 
