@@ -34,8 +34,7 @@ const (
 // between steps are fine (a key written since is simply repacked, or not,
 // as the cursor finds it).
 type Repacker struct {
-	after    []byte // the last key repacked; nil before the first step
-	started  bool
+	after    []byte // the last key repacked; nil before the first step (keys are never empty)
 	done     bool
 	values   []byte
 	entries  []entryWithFirst
@@ -50,9 +49,6 @@ type entryWithFirst struct {
 	first [1]keyRev
 }
 
-// Done reports whether the repacker has been over every key.
-func (r *Repacker) Done() bool { return r.done }
-
 // KeysRepacked is how many key entries the repacker has moved so far.
 func (r *Repacker) KeysRepacked() int { return r.keysDone }
 
@@ -65,13 +61,12 @@ func (s *Store) RepackStep(r *Repacker, maxKeys int) bool {
 	r.batch = r.batch[:0]
 	pivot := &keyEntry{key: r.after}
 	s.kv.keys.Ascend(pivot, func(e *keyEntry) bool {
-		if r.started && bytes.Equal(e.key, r.after) {
-			return true
+		if r.after != nil && bytes.Equal(e.key, r.after) {
+			return true // repacked by the last step
 		}
 		r.batch = append(r.batch, e)
 		return len(r.batch) < maxKeys
 	})
-	r.started = true
 	if len(r.batch) > 0 {
 		r.after = r.batch[len(r.batch)-1].key
 	}
@@ -93,6 +88,7 @@ func (s *Store) RepackStep(r *Repacker, maxKeys int) bool {
 // bytes with its entry; they are pointed at the new copy, so that the old
 // one is let go too.
 func (s *Store) repackEntry(r *Repacker, e *keyEntry) *keyEntry {
+	key := r.pack(e.key)
 	var ne *keyEntry
 	if len(e.revs) == 1 {
 		if len(r.entries) == cap(r.entries) {
@@ -101,16 +97,14 @@ func (s *Store) repackEntry(r *Repacker, e *keyEntry) *keyEntry {
 		r.entries = r.entries[:len(r.entries)+1]
 		ew := &r.entries[len(r.entries)-1]
 		ew.first[0] = e.revs[0]
-		ew.e.key = e.key
-		ew.e.revs = ew.first[:]
+		ew.e.key, ew.e.revs = key, ew.first[:]
 		ne = &ew.e
 	} else {
-		ne = &keyEntry{key: e.key, revs: append([]keyRev(nil), e.revs...)}
+		ne = &keyEntry{key: key, revs: append([]keyRev(nil), e.revs...)}
 	}
-	ne.key = r.packValue(e.key)
 	for i := range ne.revs {
 		rev := &ne.revs[i]
-		rev.value = r.packValue(rev.value)
+		rev.value = r.pack(rev.value)
 		if p, ok := s.revLog.at(s.revLog.seek(rev.modMain, rev.modSub)); ok && p.main == rev.modMain && p.sub == rev.modSub {
 			assert(bytes.Equal(p.key, e.key), "revision %d.%d of key %q is logged for key %q", rev.modMain, rev.modSub, e.key, p.key)
 			p.key = ne.key
@@ -124,7 +118,8 @@ func (s *Store) repackEntry(r *Repacker, e *keyEntry) *keyEntry {
 	return ne
 }
 
-func (r *Repacker) packValue(v []byte) []byte {
+// pack copies a key or value into the current block.
+func (r *Repacker) pack(v []byte) []byte {
 	if len(v) == 0 || len(v) > repackValueBytesMax {
 		return v
 	}
@@ -133,7 +128,7 @@ func (r *Repacker) packValue(v []byte) []byte {
 	}
 	start := len(r.values)
 	r.values = append(r.values, v...)
-	// A full slice expression: nothing appended to the value can reach
+	// A full slice expression: nothing appended to the slice can reach
 	// its neighbour in the block.
 	return r.values[start:len(r.values):len(r.values)]
 }

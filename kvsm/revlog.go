@@ -1,6 +1,7 @@
 package kvsm
 
 import (
+	"cmp"
 	"math"
 	"slices"
 )
@@ -188,11 +189,5 @@ func sortRevLogEntries(entries []revLogEntry) []revLogEntry {
 }
 
 func compareRevLogEntries(a, b revLogEntry) int {
-	if a.main != b.main {
-		if a.main < b.main {
-			return -1
-		}
-		return 1
-	}
-	return int(a.sub) - int(b.sub)
+	return cmp.Or(cmp.Compare(a.main, b.main), cmp.Compare(a.sub, b.sub))
 }

@@ -500,30 +500,24 @@ func TestSnapshotRoundTrip(t *testing.T) {
 	}
 }
 
-// TestSnapshotChunksSpanChunkBoundaries: a snapshot larger than several
-// chunks, with a value larger than the largest chunk, comes out of
-// SnapshotChunks in pieces whose concatenation is Snapshot's bytes, of the
-// size given, and restores to the same state.
-func TestSnapshotChunksSpanChunkBoundaries(t *testing.T) {
+// TestSnapshotWithLargeValues: a snapshot of many keys and a value larger
+// than a megabyte is as long as SnapshotSizeBytes counts, appends after a
+// prefix unchanged, and restores to the same state.
+func TestSnapshotWithLargeValues(t *testing.T) {
 	s := New(Config{})
 	for i := range 3000 {
 		mustApply(t, s, putReq(fmt.Sprintf("k%04d", i), strings.Repeat("v", i%700)))
 	}
-	mustApply(t, s, putReq("huge", strings.Repeat("h", encodeChunkBytesMax+123)))
-	chunks, sizeBytes := s.SnapshotChunks()
-	if len(chunks) < 4 {
-		t.Fatalf("%d chunks for a %d-byte snapshot", len(chunks), sizeBytes)
-	}
-	var joined []byte
-	for _, c := range chunks {
-		joined = append(joined, c...)
-	}
+	mustApply(t, s, putReq("huge", strings.Repeat("h", 1<<20+123)))
 	data := s.Snapshot()
-	if len(joined) != sizeBytes || !bytes.Equal(joined, data) {
-		t.Fatalf("chunks join to %d bytes (size given %d), Snapshot is %d bytes; equal=%v",
-			len(joined), sizeBytes, len(data), bytes.Equal(joined, data))
+	if n := s.SnapshotSizeBytes(); n != len(data) {
+		t.Fatalf("SnapshotSizeBytes counts %d bytes, Snapshot is %d", n, len(data))
 	}
-	r, err := Restore(Config{}, joined)
+	prefix := []byte("prefix")
+	if got := s.AppendSnapshot(prefix); !bytes.Equal(got, append([]byte("prefix"), data...)) {
+		t.Fatal("AppendSnapshot after a prefix differs from the prefix and Snapshot")
+	}
+	r, err := Restore(Config{}, data)
 	if err != nil {
 		t.Fatal(err)
 	}

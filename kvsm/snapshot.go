@@ -9,11 +9,11 @@ import (
 	"hash/crc32"
 	"hash/fnv"
 	"math"
-	"math/bits"
 	"slices"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	"google.golang.org/protobuf/encoding/protowire"
 )
 
 // Snapshot format, version 1. Every integer is a varint (encoding/binary:
@@ -38,64 +38,26 @@ const (
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
-// encoder writes the canonical encoding to a hash or to a list of chunks.
-// Chunks rather than one growing buffer: a large store's snapshot is tens
-// of megabytes, and growing a buffer copies it over and over; callers
-// that frame the snapshot copy the chunks once, into a buffer of the
-// right size.
+// encoder writes the canonical encoding to a hash, or appends it to buf
+// (which the caller sized with a counting pass: a large store's snapshot
+// is hundreds of megabytes, and growing a buffer would copy it over and
+// over), or only counts it.
 type encoder struct {
 	w         hash.Hash
-	chunks    [][]byte // filled chunks, when w is nil
-	buf       []byte   // the chunk being filled
-	sizeBytes int      // of chunks and buf together
+	buf       []byte
+	sizeBytes int
+	countOnly bool // SnapshotSizeBytes: keep nothing
 	tmp       [binary.MaxVarintLen64]byte
-	// countOnly counts the bytes and keeps none (SnapshotSizeBytes);
-	// direct appends everything to buf, which the caller sized
-	// (AppendSnapshot).
-	countOnly, direct bool
 }
-
-// Chunks start small, so that the many small snapshots of simulated runs
-// stay cheap, and double up to encodeChunkBytesMax.
-const (
-	encodeChunkBytesMin = 4 << 10
-	encodeChunkBytesMax = 1 << 20
-)
 
 func (e *encoder) write(p []byte) {
-	if e.w != nil {
+	switch {
+	case e.w != nil:
 		e.w.Write(p)
-		return
+	case !e.countOnly:
+		e.buf = append(e.buf, p...)
 	}
-	if e.countOnly || e.direct {
-		if e.direct {
-			e.buf = append(e.buf, p...)
-		}
-		e.sizeBytes += len(p)
-		return
-	}
-	if len(e.buf)+len(p) > cap(e.buf) {
-		next := min(max(2*cap(e.buf), encodeChunkBytesMin), encodeChunkBytesMax)
-		if len(e.buf) > 0 {
-			e.chunks = append(e.chunks, e.buf)
-		}
-		e.buf = make([]byte, 0, max(next, len(p)))
-	}
-	e.buf = append(e.buf, p...)
 	e.sizeBytes += len(p)
-}
-
-// finish returns the chunks, ending with the CRC-32C of everything before.
-func (e *encoder) finish() [][]byte {
-	chunks := e.chunks
-	if len(e.buf) > 0 {
-		chunks = append(chunks, e.buf)
-	}
-	var crc uint32
-	for _, c := range chunks {
-		crc = crc32.Update(crc, castagnoli, c)
-	}
-	return append(chunks, binary.LittleEndian.AppendUint32(nil, crc))
 }
 
 func (e *encoder) uvarint(v uint64) { e.write(e.tmp[:binary.PutUvarint(e.tmp[:], v)]) }
@@ -152,25 +114,23 @@ func encodeState(e *encoder, kv *kvState, nextLeaseID int64, leaseCount int,
 
 // Frozen is the replicated state frozen at one moment, for a snapshot
 // encoded later, on another goroutine, while the Store goes on applying:
-// the key tree is a copy-on-write copy (key entries are immutable, as for
-// a View), leases and alarms are copied, the auth state is immutable.
+// a View's key-value state and auth, with copies of the leases and alarms
+// a View leaves out.
 // Freezing costs O(1) for the keys and O(leases + alarms) for the rest;
 // encoding a large store takes hundreds of milliseconds that a member's
 // loop need not spend.
 type Frozen struct {
-	kv          kvState
+	view        *View
 	nextLeaseID int64
 	leases      []frozenLease
 	alarms      []*pb.AlarmMember
-	auth        *authState
 }
 
 type frozenLease struct{ id, grantedTTLSeconds int64 }
 
 // Freeze returns the current state, frozen.
 func (s *Store) Freeze() *Frozen {
-	f := &Frozen{kv: s.kv, nextLeaseID: s.nextLeaseID, alarms: slices.Clone(s.alarms), auth: s.auth}
-	f.kv.keys = s.kv.keys.Copy()
+	f := &Frozen{view: s.View(), nextLeaseID: s.nextLeaseID, alarms: slices.Clone(s.alarms)}
 	f.leases = make([]frozenLease, 0, s.leases.Len())
 	s.leases.Scan(func(l *lease) bool {
 		f.leases = append(f.leases, frozenLease{l.id, l.grantedTTLSeconds})
@@ -180,15 +140,12 @@ func (s *Store) Freeze() *Frozen {
 }
 
 func (f *Frozen) encode(e *encoder) {
-	encodeState(e, &f.kv, f.nextLeaseID, len(f.leases), func(each func(id, grantedTTLSeconds int64)) {
+	encodeState(e, &f.view.kv, f.nextLeaseID, len(f.leases), func(each func(id, grantedTTLSeconds int64)) {
 		for _, l := range f.leases {
 			each(l.id, l.grantedTTLSeconds)
 		}
-	}, f.alarms, f.auth)
+	}, f.alarms, f.view.auth)
 }
-
-// Revision is the frozen state's revision.
-func (f *Frozen) Revision() int64 { return f.kv.rev }
 
 // SnapshotSizeBytes and AppendSnapshot are the Store's, for the frozen
 // state: the bytes are those the Store's Snapshot returned when frozen.
@@ -198,23 +155,7 @@ func (f *Frozen) AppendSnapshot(b []byte) []byte { return appendEncoded(b, f.enc
 // Snapshot encodes the whole replicated state: every kept revision of every
 // key, the revision and compact revision, leases, alarms and the lease-ID
 // counter. Watchers are not state and are not included.
-func (s *Store) Snapshot() []byte {
-	chunks, sizeBytes := s.SnapshotChunks()
-	b := make([]byte, 0, sizeBytes)
-	for _, c := range chunks {
-		b = append(b, c...)
-	}
-	return b
-}
-
-// SnapshotChunks is Snapshot in pieces: their concatenation is what
-// Snapshot returns, sizeBytes long. A caller that frames the snapshot in
-// a larger buffer copies the pieces once instead of Snapshot's bytes.
-func (s *Store) SnapshotChunks() (chunks [][]byte, sizeBytes int) {
-	e := &encoder{}
-	s.encode(e)
-	return e.finish(), e.sizeBytes + 4
-}
+func (s *Store) Snapshot() []byte { return s.AppendSnapshot(make([]byte, 0, s.SnapshotSizeBytes())) }
 
 // SnapshotSizeBytes is the length of Snapshot's bytes, counted without
 // keeping them.
@@ -236,7 +177,7 @@ func (s *Store) AppendSnapshot(b []byte) []byte { return appendEncoded(b, s.enco
 // appendEncoded appends what encode writes and its CRC-32C to b.
 func appendEncoded(b []byte, encode func(*encoder)) []byte {
 	start := len(b)
-	e := &encoder{buf: b, direct: true}
+	e := &encoder{buf: b}
 	encode(e)
 	crc := crc32.Checksum(e.buf[start:], castagnoli)
 	return binary.LittleEndian.AppendUint32(e.buf, crc)
@@ -273,7 +214,7 @@ func (d *decoder) uvarint() uint64 {
 		d.err = errSnapshotTruncated
 		return 0
 	}
-	if n != uvarintLen(v) {
+	if n != protowire.SizeVarint(v) {
 		d.err = errNotCanonical
 		return 0
 	}
@@ -290,19 +231,13 @@ func (d *decoder) varint() int64 {
 		d.err = errSnapshotTruncated
 		return 0
 	}
-	if n != uvarintLen(zigzag(v)) {
+	if n != protowire.SizeVarint(protowire.EncodeZigZag(v)) {
 		d.err = errNotCanonical
 		return 0
 	}
 	d.data = d.data[n:]
 	return v
 }
-
-// uvarintLen is the length of v's minimal uvarint encoding.
-func uvarintLen(v uint64) int { return (bits.Len64(v|1) + 6) / 7 }
-
-// zigzag is how binary.AppendVarint maps v before its uvarint encoding.
-func zigzag(v int64) uint64 { return uint64(v<<1) ^ uint64(v>>63) }
 
 // int63 reads a uvarint that must fit an int64.
 func (d *decoder) int63(what string) int64 {
@@ -379,14 +314,14 @@ func decodeSnapshot(cfg Config, body []byte) (*Store, error) {
 		if d.err != nil {
 			break
 		}
-		e := &keyEntry{key: key}
+		var e *keyEntry
 		if nrevs == 1 {
 			// Most keys hold one revision: entry and revision in one
 			// allocation, as a put makes them.
 			e = newKeyEntry(key, keyRev{})
 			e.revs = e.revs[:0]
 		} else {
-			e.revs = make([]keyRev, 0, nrevs)
+			e = &keyEntry{key: key, revs: make([]keyRev, 0, nrevs)}
 		}
 		totalRevs += nrevs
 		for range nrevs {

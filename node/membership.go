@@ -58,6 +58,12 @@ type membership struct {
 	removed []uint64
 }
 
+// clone returns a copy that changes to ms do not reach (members are
+// replaced whole, never changed in place).
+func (ms *membership) clone() membership {
+	return membership{members: slices.Clone(ms.members), removed: slices.Clone(ms.removed)}
+}
+
 func (ms *membership) find(id uint64) (int, bool) {
 	return slices.BinarySearchFunc(ms.members, id, func(m Member, id uint64) int {
 		switch {

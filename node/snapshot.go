@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"slices"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/raft/v3/raftpb"
@@ -67,7 +66,7 @@ func (n *Node) takeLocalSnapshot(meta *raftpb.SnapshotMetadata) *LocalSnapshot {
 	return &LocalSnapshot{
 		Metadata: meta,
 		kv:       n.store.Freeze(),
-		members:  membership{members: slices.Clone(n.members.members), removed: slices.Clone(n.members.removed)},
+		members:  n.members.clone(),
 		requests: n.applied.ordered(),
 	}
 }

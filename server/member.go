@@ -249,6 +249,7 @@ func Start(cfg Config) (*Member, error) {
 		return nil, err
 	}
 	closeAll := func() {
+		m.loadPause.end()
 		for _, l := range peerListeners {
 			l.Close()
 		}
@@ -258,7 +259,6 @@ func Start(cfg Config) (*Member, error) {
 	}
 	joinMembers, err := m.openStorage()
 	if err != nil {
-		m.loadPause.end()
 		closeAll()
 		return nil, err
 	}
@@ -318,9 +318,9 @@ func Start(cfg Config) (*Member, error) {
 	m.compactor = newCompactor(&m.cfg, lg)
 	m.forwarder = newForwarder(m)
 	m.publishState()
-	restartCommit := m.node.Status().CommitIndex
-	m.loadPause.until = restartCommit
-	if m.node.Status().AppliedIndex >= restartCommit {
+	st := m.node.Status()
+	m.loadPause.until = st.CommitIndex
+	if st.AppliedIndex >= st.CommitIndex {
 		m.loadPause.end()
 	}
 
@@ -334,7 +334,7 @@ func Start(cfg Config) (*Member, error) {
 		m.servePeers(i, pl)
 	}
 	if cfg.InitialCorruptCheck {
-		if err := m.initialCorruptCheck(restartCommit); err != nil {
+		if err := m.initialCorruptCheck(st.CommitIndex); err != nil {
 			m.lg.Error("initial corruption check failed", zap.Error(err))
 			m.Stop()
 			return nil, err

@@ -16,7 +16,6 @@ package server
 import (
 	"context"
 	"runtime/debug"
-	"sync"
 	"time"
 
 	"github.com/noded/noded/kvsm"
@@ -41,8 +40,9 @@ const (
 func (m *Member) releaseMemoryWhenIdle(idleAfter time.Duration) {
 	ticker := time.NewTicker(idleReleaseCheckEvery)
 	defer ticker.Stop()
+	// Every write, compaction and snapshot install moves the applied
+	// index: it alone tells activity from idleness.
 	var lastApplied uint64
-	var lastRev, lastCompact int64
 	lastChange := time.Now()
 	released := false
 	for {
@@ -54,9 +54,8 @@ func (m *Member) releaseMemoryWhenIdle(idleAfter time.Duration) {
 			if st == nil {
 				continue
 			}
-			s := st.status
-			if s.AppliedIndex != lastApplied || s.Revision != lastRev || s.CompactRevision != lastCompact {
-				lastApplied, lastRev, lastCompact = s.AppliedIndex, s.Revision, s.CompactRevision
+			if applied := st.status.AppliedIndex; applied != lastApplied {
+				lastApplied = applied
 				lastChange = now
 				released = false
 				continue
@@ -103,27 +102,22 @@ func (m *Member) repackStore() bool {
 // applied what it recovered as committed; the soft memory limit still
 // applies, so a load that outgrows it is collected as usual.
 
-// gcPause turns the collector off once and back on once.
+// gcPause turns the collector off and back on. Start, the loop and Stop
+// (after the loop has ended) use it one after another, never at once.
 type gcPause struct {
-	once, resume sync.Once
-	prevPercent  int
-	until        uint64 // applied index after which the collector runs again
-	active       bool   // loop-owned: the pause has not ended
+	prevPercent int
+	until       uint64 // applied index after which the collector runs again
+	active      bool   // the pause has not ended
 }
 
 func (p *gcPause) start() {
-	p.once.Do(func() {
-		p.prevPercent = debug.SetGCPercent(-1)
-		p.active = true
-	})
+	p.prevPercent = debug.SetGCPercent(-1)
+	p.active = true
 }
 
 func (p *gcPause) end() {
-	if !p.active {
-		return
-	}
-	p.resume.Do(func() {
+	if p.active {
 		debug.SetGCPercent(p.prevPercent)
 		p.active = false
-	})
+	}
 }
