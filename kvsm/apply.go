@@ -212,7 +212,7 @@ func (w *writeTxn) put(old *keyEntry, key, value []byte, leaseID int64) {
 	s := w.s
 	main, sub := w.nextRev()
 	rev := keyRev{modMain: main, modSub: sub, createMain: main, version: 1, lease: leaseID}
-	rev.value = s.keep(value)
+	rev.setValue(s.keep(value))
 	oldLease := int64(0)
 	var next *keyEntry
 	if old != nil {
@@ -336,7 +336,7 @@ func (w *writeTxn) execPut(p *pb.PutRequest) *pb.PutResponse {
 	if e != nil {
 		if cur, ok := e.live(); ok {
 			if p.GetIgnoreValue() {
-				value = cur.value
+				value = cur.value()
 			}
 			if p.GetIgnoreLease() {
 				leaseID = cur.lease
@@ -468,20 +468,21 @@ func (s *Store) applyCompaction(c *pb.CompactionRequest) ApplyResult {
 }
 
 func (s *Store) compact(atRev int64) {
+	// The log holds every revision at or above the previous compaction, so
+	// every key this compaction can trim appears in it: a key whose newest
+	// revision is older than that is already as short as it can be (a
+	// tombstone is kept only exactly at the compact revision, which is in
+	// the log). compactKey leaves a key it has already trimmed alone.
 	s.revLog.compact(atRev, func(le *revLogEntry) bool {
 		e := s.lookup(le.key)
 		if e == nil {
 			// This compaction already dropped the whole key.
 			return false
 		}
-		if e.revs[0].modMain == le.main && e.revs[0].modSub == le.sub {
-			// The key's oldest revision: trim the key once, here.
-			e = s.compactKey(e, atRev)
-			if e == nil {
-				return false
-			}
+		if e = s.compactKey(e, atRev); e == nil {
+			return false
 		}
-		return e.find(le.main, le.sub) >= 0
+		return le.main == atRev && e.find(le.main, le.sub) >= 0
 	})
 	s.kv.compactRev = atRev
 }

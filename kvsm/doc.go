@@ -7,7 +7,8 @@
 // kvsm is deterministic. It may import the standard library except os, net,
 // sync, time, math/rand and crypto/rand; github.com/tidwall/btree;
 // go.etcd.io/etcd/api/v3 (etcdserverpb, mvccpb, v3rpc/rpctypes) and
-// google.golang.org/protobuf. It imports no other noded package.
+// google.golang.org/protobuf. It imports no other noded package. unsafe
+// appears in one place, keyRev's value reference (store.go).
 //
 // # Layout
 //
@@ -16,10 +17,11 @@
 // kept history as a compact slice of keyRev (value, mod/create revision,
 // version, lease; a tombstone is version 0). A write stores a successor
 // entry, so a View (an O(1) Copy of the tree) never sees memory change. A
-// chunked, append-only revision log lists every kept (revision, key) in
-// order: watch catch-up reads history from it and compaction walks it. With
-// 1M keys of 16-byte keys and 256-byte values this costs about 200 bytes per
-// key beyond the key and value (BenchmarkLoadMemory).
+// chunked, append-only revision log lists every kept (revision, key) at or
+// above the compact revision in order: watch catch-up reads history from it
+// and compaction walks it. With 1M keys of 16-byte keys and 256-byte values
+// this costs about 185 bytes per key beyond the key and value
+// (BenchmarkLoadMemory).
 //
 // # Files
 //

@@ -43,7 +43,7 @@ func (r *Revision) String() string {
 }
 
 func exportRevision(key []byte, r *keyRev) Revision {
-	return Revision{Key: key, Value: r.value, ModRev: r.modMain, ModSub: r.modSub, CreateRev: r.createMain, Version: r.version, Lease: r.lease}
+	return Revision{Key: key, Value: r.value(), ModRev: r.modMain, ModSub: r.modSub, CreateRev: r.createMain, Version: r.version, Lease: r.lease}
 }
 
 // ScanRevisions calls fn with every kept revision of the view in revision
@@ -153,7 +153,7 @@ func (b *Builder) AddRevision(r Revision) error {
 	}
 	kr := keyRev{modMain: r.ModRev, modSub: r.ModSub, version: r.Version}
 	if !r.Tombstone() {
-		kr.value = append(make([]byte, 0, len(r.Value)), r.Value...)
+		kr.setValue(append(make([]byte, 0, len(r.Value)), r.Value...))
 		kr.createMain, kr.lease = r.CreateRev, r.Lease
 	}
 	b.probe.key = r.Key

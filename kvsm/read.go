@@ -82,7 +82,7 @@ func fillKeyValue(kv *mvccpb.KeyValue, key []byte, r *keyRev) {
 	kv.CreateRevision = r.createMain
 	kv.ModRevision = r.modMain
 	kv.Version = r.version
-	kv.Value = r.value
+	kv.Value = r.value()
 	kv.Lease = r.lease
 }
 
@@ -224,7 +224,7 @@ func sortRefs(refs []kvRef, r *pb.RangeRequest) {
 	case pb.RangeRequest_MOD:
 		compare = func(a, b kvRef) int { return cmp.Compare(a.rev.modMain, b.rev.modMain) }
 	case pb.RangeRequest_VALUE:
-		compare = func(a, b kvRef) int { return bytes.Compare(a.rev.value, b.rev.value) }
+		compare = func(a, b kvRef) int { return bytes.Compare(a.rev.value(), b.rev.value()) }
 	default:
 		// checkRange rejects unknown targets before a read starts.
 		assert(false, "unknown sort target %d", target)
@@ -271,7 +271,7 @@ func compareRev(c *pb.Compare, r *keyRev) bool {
 		if tv, ok := c.GetTargetUnion().(*pb.Compare_Value); ok {
 			v = tv.Value
 		}
-		result = bytes.Compare(r.value, v)
+		result = bytes.Compare(r.value(), v)
 	case pb.Compare_CREATE:
 		result = cmp.Compare(r.createMain, c.GetCreateRevision())
 	case pb.Compare_MOD:

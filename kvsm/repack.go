@@ -104,7 +104,7 @@ func (s *Store) repackEntry(r *Repacker, e *keyEntry) *keyEntry {
 	}
 	for i := range ne.revs {
 		rev := &ne.revs[i]
-		rev.value = r.pack(rev.value)
+		rev.setValue(r.pack(rev.value()))
 		if p, ok := s.revLog.at(s.revLog.seek(rev.modMain, rev.modSub)); ok && p.main == rev.modMain && p.sub == rev.modSub {
 			assert(bytes.Equal(p.key, e.key), "revision %d.%d of key %q is logged for key %q", rev.modMain, rev.modSub, e.key, p.key)
 			p.key = ne.key

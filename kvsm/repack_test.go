@@ -74,7 +74,7 @@ func TestRepackKeepsStateAndViews(t *testing.T) {
 	s.kv.keys.Scan(func(e *keyEntry) bool {
 		before[string(e.key)] = e
 		for i := range e.revs {
-			oldRevs = append(oldRevs, revAt{e, i, e.revs[i].value})
+			oldRevs = append(oldRevs, revAt{e, i, e.revs[i].value()})
 		}
 		return true
 	})
@@ -90,7 +90,7 @@ func TestRepackKeepsStateAndViews(t *testing.T) {
 	close(stop)
 	<-readerDone
 	for _, o := range oldRevs {
-		if got := o.e.revs[o.i].value; len(got) != len(o.value) || (len(got) > 0 && &got[0] != &o.value[0]) {
+		if got := o.e.revs[o.i].value(); len(got) != len(o.value) || (len(got) > 0 && &got[0] != &o.value[0]) {
 			t.Fatalf("the repack changed an entry in place (key %q): entries are immutable, Views share them", o.e.key)
 		}
 	}

@@ -6,9 +6,17 @@ import (
 	"slices"
 )
 
-// revLog is the revision index: every kept revision of every key, in
-// (main, sub) order, naming the key it belongs to. Watch catch-up reads
-// history from it and compaction finds what to drop with it.
+// revLog is the revision index: every kept revision of every key at or
+// above the compact revision, in (main, sub) order, naming the key it
+// belongs to. Watch catch-up reads history from it and compaction finds
+// what to drop with it.
+//
+// Revisions below the compact revision are left out although their keys
+// still hold them (each key keeps its newest one): no watch can start
+// there, and a later compaction only trims keys changed since the last
+// one, whose changes are all here. After a compaction of a store that
+// holds mostly unchanged keys, the log is nearly empty instead of naming
+// every key once more.
 //
 // Revisions only ever arrive in increasing order, so the log is a list of
 // chunks that are appended to, not a tree: a tree splitting at its right

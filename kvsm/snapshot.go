@@ -94,7 +94,7 @@ func encodeState(e *encoder, kv *kvState, nextLeaseID int64, leaseCount int,
 			e.uvarint(uint64(r.version))
 			e.varint(r.lease)
 			if !r.tombstone() {
-				e.bytes(r.value)
+				e.bytes(r.value())
 			}
 		}
 		return true
@@ -336,7 +336,7 @@ func decodeSnapshot(cfg Config, body []byte) (*Store, error) {
 			r.version = d.int63("version")
 			r.lease = d.varint()
 			if r.version > 0 {
-				r.value = d.bytes()
+				r.setValue(d.bytes())
 			}
 			if d.err != nil {
 				break
@@ -410,7 +410,9 @@ func (s *Store) rebuildDerived(revsHint int) error {
 	s.kv.keys.Scan(func(e *keyEntry) bool {
 		for i := range e.revs {
 			r := &e.revs[i]
-			entries = append(entries, revLogEntry{main: r.modMain, sub: r.modSub, key: e.key})
+			if r.modMain >= s.kv.compactRev {
+				entries = append(entries, revLogEntry{main: r.modMain, sub: r.modSub, key: e.key})
+			}
 			s.sizeBytes += revSizeBytes(e.key, r)
 		}
 		if cur, ok := e.live(); ok && cur.lease != 0 {
@@ -467,14 +469,18 @@ func (s *Store) checkInvariants() error {
 		if err = s.checkKey(e); err != nil {
 			return false
 		}
-		nrevs += len(e.revs)
+		for i := range e.revs {
+			if e.revs[i].modMain >= kv.compactRev {
+				nrevs++
+			}
+		}
 		return true
 	})
 	if err != nil {
 		return err
 	}
 	if nrevs != s.revLog.len() {
-		return fmt.Errorf("kvsm: %d revisions in keys, %d in the revision log", nrevs, s.revLog.len())
+		return fmt.Errorf("kvsm: %d revisions at or above the compact revision in keys, %d in the revision log", nrevs, s.revLog.len())
 	}
 	attached := 0
 	s.leases.Scan(func(l *lease) bool {
@@ -544,7 +550,7 @@ func (s *Store) checkKey(e *keyEntry) error {
 		}
 		if r.tombstone() {
 			switch {
-			case r.value != nil || r.lease != 0 || r.createMain != 0:
+			case r.valuePtr != nil || r.lease != 0 || r.createMain != 0:
 				return fmt.Errorf("kvsm: key %q tombstone %d carries data", e.key, r.modMain)
 			case i == 0 && r.modMain != kv.compactRev:
 				return fmt.Errorf("kvsm: key %q history starts with a tombstone at %d, compacted at %d", e.key, r.modMain, kv.compactRev)
@@ -554,7 +560,7 @@ func (s *Store) checkKey(e *keyEntry) error {
 			continue
 		}
 		switch {
-		case r.value == nil:
+		case r.valuePtr == nil:
 			return fmt.Errorf("kvsm: key %q put %d without a value slice", e.key, r.modMain)
 		case r.createMain < 1 || r.createMain > r.modMain:
 			return fmt.Errorf("kvsm: key %q create revision %d outside [1, %d]", e.key, r.createMain, r.modMain)
@@ -640,7 +646,7 @@ func appendKeyValue(buf []byte, key []byte, r *keyRev) []byte {
 	buf = field(buf, 2, r.createMain)
 	buf = field(buf, 3, r.modMain)
 	buf = field(buf, 4, r.version)
-	buf = bytesField(buf, 5, r.value)
+	buf = bytesField(buf, 5, r.value())
 	return field(buf, 6, r.lease)
 }
 

@@ -3,6 +3,8 @@ package kvsm
 import (
 	"bytes"
 	"fmt"
+	"math"
+	"unsafe"
 
 	"github.com/tidwall/btree"
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
@@ -46,13 +48,53 @@ func (c Config) maxTxnOps() int {
 
 // keyRev is one revision of one key: a put or a tombstone. It is never
 // changed after it is stored; reads hand its value slice out as-is.
+//
+// The value is held as a pointer and a 32-bit length rather than a slice,
+// which with modSub filling the rest of its word makes a revision 48 bytes
+// instead of 64: a key written once then lives in one 96-byte allocation
+// (entry and revision, newKeyEntry), not 112. Values are bounded far below
+// 4 GiB by the request size limit; setValue checks it.
 type keyRev struct {
-	value      []byte // nil for tombstones
+	valuePtr   *byte  // nil for tombstones; emptyValue for an empty put
+	valueLen   uint32 // len of the value
+	modSub     int32  // position of this change inside its main revision
 	modMain    int64  // main revision of this change
 	createMain int64  // main revision that created this generation; 0 for tombstones
 	version    int64  // 1 on creation, +1 per put; 0 marks a tombstone
 	lease      int64  // lease attached by this put; 0 none
-	modSub     int32  // position of this change inside its main revision
+}
+
+// A compile-time check that keyRev stays 48 bytes (the index is out of
+// range otherwise).
+var _ = [1]struct{}{}[unsafe.Sizeof(keyRev{})-48]
+
+// emptyValue is where an empty value points, so that a put of nothing
+// still holds a non-nil (empty) value and a tombstone's nil stays distinct.
+var emptyValue byte
+
+// value returns the revision's value: nil for a tombstone, a slice whose
+// capacity is its length otherwise (nothing appended to it can reach the
+// bytes after it).
+func (r *keyRev) value() []byte {
+	if r.valuePtr == nil {
+		return nil
+	}
+	return unsafe.Slice(r.valuePtr, r.valueLen)
+}
+
+// setValue makes v the revision's value; nil stays nil.
+func (r *keyRev) setValue(v []byte) {
+	switch {
+	case v == nil:
+		r.valuePtr, r.valueLen = nil, 0
+	case len(v) == 0:
+		// Never point at v's array: an empty slice may point just past
+		// the end of its allocation, at another object.
+		r.valuePtr, r.valueLen = &emptyValue, 0
+	default:
+		assert(uint64(len(v)) <= math.MaxUint32, "value of %d bytes", len(v))
+		r.valuePtr, r.valueLen = unsafe.SliceData(v), uint32(len(v))
+	}
 }
 
 func (r *keyRev) tombstone() bool { return r.version == 0 }
@@ -199,7 +241,7 @@ func (s *Store) CompactRev() int64 { return s.kv.compactRev }
 func (s *Store) SizeBytes() int64 { return s.sizeBytes }
 
 func revSizeBytes(key []byte, r *keyRev) int64 {
-	return int64(len(key)) + int64(len(r.value)) + revOverheadBytes
+	return int64(len(key)) + int64(r.valueLen) + revOverheadBytes
 }
 
 // lookup returns the entry for key on the store's goroutine.
