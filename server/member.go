@@ -122,6 +122,7 @@ type Member struct {
 	idleReleases atomic.Uint64 // memory released while idle (memory.go)
 	viewRepacked bool          // loop-owned: a repack step moved entries the published view holds
 	repackedKeys atomic.Uint64 // key entries moved by idle repacks (memory.go)
+	repackedLog  atomic.Uint64 // raft log entries moved by idle repacks (memory.go)
 	loadPause    gcPause       // the collector off while loading (memory.go)
 	clients      *clientServer
 	forwarder    *forwarder

@@ -8,9 +8,10 @@ package server
 // system. A member that has been idle a while collects and returns it
 // all at once (runtime/debug.FreeOSMemory), so an idle member's resident
 // memory is what it holds, not what it once allocated. Before that it
-// repacks the store (kvsm.Repacker) a step at a time on the member loop, so
-// that the holes the collected garbage left between the store's entries
-// become whole free spans the release can return. The collection runs on a
+// repacks the store (kvsm.Repacker) a step at a time on the member loop,
+// and raft's kept log entries (node.RepackLog), so that the holes the
+// collected garbage left between them become whole free spans the release
+// can return. The collection runs on a
 // goroutine of its own; the member loop never waits for it.
 
 import (
@@ -90,6 +91,11 @@ func (m *Member) repackStore() bool {
 		}
 	}
 	m.repackedKeys.Add(uint64(r.KeysRepacked()))
+	// Raft's kept log entries pin spans the same way (node.RepackLog);
+	// copying a few thousand entries is one short call.
+	if err := m.call(context.Background(), func() { m.repackedLog.Add(uint64(m.node.RepackLog())) }); err != nil {
+		return false
+	}
 	return true
 }
 

@@ -12,8 +12,8 @@ import (
 )
 
 // An idle member returns its heap's garbage once per idle period: after
-// writes it repacks the store and releases, and writes again after that
-// release start a new period with one more of each.
+// writes it repacks the store and raft's kept log and releases, and writes
+// again after that release start a new period with one more of each.
 func TestIdleMemoryReleaseAfterActivity(t *testing.T) {
 	tms := newTestConfigs(t, 1)
 	tms[0].cfg.IdleMemoryRelease = 50 * time.Millisecond
@@ -23,13 +23,17 @@ func TestIdleMemoryReleaseAfterActivity(t *testing.T) {
 	ctx := testContext(t)
 	m := tms[0].m
 	for round := uint64(1); round <= 2; round++ {
-		before, repackedBefore := m.idleReleases.Load(), m.repackedKeys.Load()
+		before, repackedBefore, logBefore := m.idleReleases.Load(), m.repackedKeys.Load(), m.repackedLog.Load()
 		if _, err := cli.Put(ctx, fmt.Sprintf("k%d", round), "v"); err != nil {
 			t.Fatal(err)
 		}
 		waitFor(t, "a release after the put", func() bool { return m.idleReleases.Load() > before })
 		if got := m.repackedKeys.Load() - repackedBefore; got != round {
 			t.Fatalf("round %d: the idle repack moved %d keys, want every key (%d)", round, got, round)
+		}
+		// The log holds at least the put and the leader's first entry.
+		if got := m.repackedLog.Load() - logBefore; got < 2 {
+			t.Fatalf("round %d: the idle repack moved %d log entries, want every entry in raft's log", round, got)
 		}
 	}
 }
