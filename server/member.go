@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	stdnet "net"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -249,11 +250,35 @@ func Start(cfg Config) (*Member, error) {
 	if err != nil {
 		return nil, err
 	}
+	// The client and metrics ports open now, before the data directory
+	// loads, as etcd's do: a client that connects while a large store
+	// loads waits in the listen backlog and is served the moment the
+	// member is ready, instead of being refused and backing off (gRPC's
+	// reconnect backoff starts at a second and grows). A port in use still
+	// stops the member before it touches its data.
+	var earlyListeners []stdnet.Listener
 	closeAll := func() {
 		m.loadPause.end()
 		for _, l := range peerListeners {
 			l.Close()
 		}
+		for _, l := range earlyListeners {
+			l.Close()
+		}
+	}
+	if m.cfg.ClientListeners == nil {
+		if m.cfg.ClientListeners, err = listenURLs("client", cfg.ListenClientURLs); err != nil {
+			closeAll()
+			return nil, err
+		}
+		earlyListeners = append(earlyListeners, m.cfg.ClientListeners...)
+	}
+	if m.cfg.MetricsListeners == nil {
+		if m.cfg.MetricsListeners, err = listenURLs("metrics", cfg.ListenMetricsURLs); err != nil {
+			closeAll()
+			return nil, err
+		}
+		earlyListeners = append(earlyListeners, m.cfg.MetricsListeners...)
 	}
 	if cfg.PauseGCWhileLoading {
 		m.loadPause.start()
@@ -338,6 +363,9 @@ func Start(cfg Config) (*Member, error) {
 		if err := m.initialCorruptCheck(st.CommitIndex); err != nil {
 			m.lg.Error("initial corruption check failed", zap.Error(err))
 			m.Stop()
+			for _, l := range earlyListeners {
+				l.Close()
+			}
 			return nil, err
 		}
 	}
@@ -347,6 +375,9 @@ func Start(cfg Config) (*Member, error) {
 	clients, err := newClientServer(m)
 	if err != nil {
 		m.Stop()
+		for _, l := range earlyListeners {
+			l.Close()
+		}
 		return nil, err
 	}
 	m.clients = clients
