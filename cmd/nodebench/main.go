@@ -23,7 +23,8 @@
 // certificates and client certificate authentication, and the table adds
 // each side's TLS/plain ratios. -flood measures floods instead (flood.go).
 // -tool runs the rows of the performance targets through etcd's own load
-// tool instead, with resident memory and restart time (tool.go).
+// tool instead, with resident memory and restart time (tool.go); -tool
+// -floor runs them against a member that only answers (floor.go).
 // Speed is only ever measured here, never asserted by a test.
 package main
 
@@ -75,11 +76,19 @@ type options struct {
 	memorySettle time.Duration
 	restartKeys  int
 	nodedFlags   string
+	floor        bool
 	snapshotKeys int
 	etcdutl      string
 }
 
 func main() {
+	if isFloorMember() {
+		if err := runFloorMember(os.Args[1:]); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		return
+	}
 	var o options
 	flag.StringVar(&o.etcdBinary, "etcd", "/usr/bin/etcd", "etcd binary")
 	flag.StringVar(&o.nodedBinary, "noded", "", "noded binary (default: go build ./cmd/noded)")
@@ -107,6 +116,7 @@ func main() {
 	flag.IntVar(&o.memoryKeys, "memory-keys", 200000, "-tool memory row: keys written before compacting")
 	flag.DurationVar(&o.memorySettle, "memory-settle", 40*time.Second, "-tool memory row: idle time after the compaction; resident memory is sampled over its last quarter")
 	flag.IntVar(&o.restartKeys, "restart-keys", 1000000, "-tool restart row: keys the member holds when restarted")
+	flag.BoolVar(&o.floor, "floor", false, "-tool: run the rows against a member that only answers (floor.go) instead of noded: the most any gRPC member reaches on this machine")
 	flag.StringVar(&o.nodedFlags, "noded-flags", "", "-tool: extra flags for the noded members, space-separated (e.g. --lease-based-reads)")
 	flag.BoolVar(&o.jsonOut, "json", false, "print JSON instead of a table")
 	flag.BoolVar(&o.keep, "keep", false, "keep the data directories and member logs")

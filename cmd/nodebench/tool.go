@@ -507,6 +507,18 @@ func runTool(o options, dir string, out io.Writer, track func(*cluster)) error {
 		extraArgs = append(extraArgs, "--enable-pprof")
 	}
 	binaries := [2][2]string{{"etcd", o.etcdBinary}, {"noded", o.nodedBinary}}
+	if o.floor {
+		// The floor has no store to measure memory or restarts of, and
+		// no watches.
+		want = slices.DeleteFunc(want, func(id string) bool {
+			return id == toolRowMemory || id == toolRowRestart || strings.HasPrefix(id, "watch")
+		})
+		link, err := floorBinary(dir)
+		if err != nil {
+			return err
+		}
+		binaries[1] = [2]string{"floor", link}
+	}
 	var results []toolResult
 	var setup []string
 	for _, members := range []int{3, 1} {
@@ -523,7 +535,7 @@ func runTool(o options, dir string, out io.Writer, track func(*cluster)) error {
 		var sides [2]*toolSide
 		for i, b := range binaries {
 			args := extraArgs
-			if b[0] == "noded" {
+			if b[0] != "etcd" {
 				args = append(slices.Clone(extraArgs), strings.Fields(o.nodedFlags)...)
 			}
 			s, err := startToolSide(b[0], b[1], filepath.Join(dir, fmt.Sprintf("%s-%d", b[0], members)), members, args, track)
@@ -568,7 +580,10 @@ func runTool(o options, dir string, out io.Writer, track func(*cluster)) error {
 	}
 	setup = append(setup, fmt.Sprintf("each row: %d rounds of one `%s` process per side, alternating ABBA; -tool-scale %g; %d CPUs",
 		o.rounds, filepath.Base(o.tool), o.toolScale, numCPU()))
-	writeToolTable(out, setup, results)
+	if o.floor {
+		setup = append(setup, "floor: a member that answers every call at once with an empty success (no raft, log or store): the most any member speaking gRPC reaches on this machine")
+	}
+	writeToolTable(out, setup, results, binaries[1][0])
 	return nil
 }
 
@@ -605,14 +620,16 @@ func runToolRow(o options, sides [2]*toolSide, row toolRow) toolResult {
 	return res
 }
 
-func writeToolTable(out io.Writer, setup []string, results []toolResult) {
+// writeToolTable prints the table; second is the label of the side
+// compared with etcd (noded, or the floor).
+func writeToolTable(out io.Writer, setup []string, results []toolResult, second string) {
 	for _, line := range setup {
 		fmt.Fprintln(out, line)
 	}
 	fmt.Fprintln(out)
 	tw := newTableWriter(out)
-	tableHeader(tw, "workload", "target", "etcd", "noded", "noded/etcd", "per-round ratios", "etcd p99 ms", "noded p99 ms", "p99 noded/etcd",
-		"member CPU us/req etcd", "noded", "noded/etcd", "errors etcd/noded")
+	tableHeader(tw, "workload", "target", "etcd", second, second+"/etcd", "per-round ratios", "etcd p99 ms", second+" p99 ms", "p99 "+second+"/etcd",
+		"member CPU us/req etcd", second, second+"/etcd", "errors etcd/"+second)
 	for _, r := range results {
 		if r.custom != nil {
 			c := r.custom
@@ -665,7 +682,7 @@ func writeToolTable(out io.Writer, setup []string, results []toolResult) {
 	}
 	tw.Flush()
 	fmt.Fprintln(out)
-	fmt.Fprint(out, "benchmark's own CPU us/req (etcd/noded):")
+	fmt.Fprintf(out, "benchmark's own CPU us/req (etcd/%s):", second)
 	for _, r := range results {
 		if r.custom == nil && r.skipReason == "" {
 			fmt.Fprintf(out, " %s %.0f/%.0f;", r.row.id, r.toolCPUPerRequest(0), r.toolCPUPerRequest(1))
@@ -676,7 +693,7 @@ func writeToolTable(out io.Writer, setup []string, results []toolResult) {
 		if r.custom != nil && r.custom.note != "" {
 			fmt.Fprintf(out, "%s: %s\n", r.custom.name, r.custom.note)
 		}
-		for i, label := range []string{"etcd", "noded"} {
+		for i, label := range []string{"etcd", second} {
 			for _, s := range r.slices[i] {
 				if s.failed != nil {
 					fmt.Fprintf(out, "%s on %s: %v\n", r.row.id, label, s.failed)
