@@ -49,7 +49,23 @@ type authWorkload struct {
 	seq     uint64
 	streams uint64
 	enabled bool // the administrator saw auth on in the most-applied member's state
+	// setupPermsSent counts the setup's permission grants sent (the store
+	// has no reader for a role's permissions, so each is sent once; a lost
+	// one only makes the start less pointed).
+	setupPermsSent int
 }
+
+// authSetupPerms start each user with write access to its own prefix only
+// (u2 may read it too): from the start, a user's txn whose compare reads
+// the other user's keys must be refused, which only a correct permission
+// check of the compares does. The random changes then move away from it.
+var authSetupPerms = []*pb.AuthRoleGrantPermissionRequest{
+	{Name: "r1", Perm: &authpb.Permission{PermType: authpb.WRITE, Key: []byte(authKeyPrefix + "u1/"), RangeEnd: prefixEnd(authKeyPrefix + "u1/")}},
+	{Name: "r2", Perm: &authpb.Permission{PermType: authpb.READWRITE, Key: []byte(authKeyPrefix + "u2/"), RangeEnd: prefixEnd(authKeyPrefix + "u2/")}},
+}
+
+// authSetupUserRoles pairs each user with its role in the setup.
+var authSetupUserRoles = [][2]string{{"u1", "r1"}, {"u2", "r2"}}
 
 func (w *world) setUpAuth() {
 	if !w.k.Auth {
@@ -172,6 +188,15 @@ func (w *world) authSetupStep(s *kvsm.Store) proto.Message {
 			return &pb.AuthRoleAddRequest{Name: r}
 		}
 	}
+	if w.auth.setupPermsSent < len(authSetupPerms) {
+		w.auth.setupPermsSent++
+		return authSetupPerms[w.auth.setupPermsSent-1]
+	}
+	for _, ur := range authSetupUserRoles {
+		if !slices.Contains(s.UserRoles(ur[0]), ur[1]) && !w.auth.enabled {
+			return &pb.AuthUserGrantRoleRequest{User: ur[0], Role: ur[1]}
+		}
+	}
 	if !s.AuthEnabled() && !w.auth.enabled {
 		return &pb.AuthEnableRequest{}
 	}
@@ -256,8 +281,15 @@ func (w *world) authUserRound() {
 	case 3, 4:
 		// A write txn whose compare may be on a key the user cannot read
 		// while its put is in its own prefix: only the compare decides.
+		// Half of them compare the other user's key, which the setup's
+		// permissions let no user but its owner read.
+		cmpKey := key()
+		if a.rng.IntN(2) == 0 {
+			other := authUsers[(slices.Index(authUsers, user)+1)%len(authUsers)]
+			cmpKey = []byte(authKeyPrefix + other + "/k")
+		}
 		w.authSend(m, user, &pb.TxnRequest{
-			Compare: []*pb.Compare{{Key: key(), Target: pb.Compare_VERSION, Result: pb.Compare_GREATER,
+			Compare: []*pb.Compare{{Key: cmpKey, Target: pb.Compare_VERSION, Result: pb.Compare_GREATER,
 				TargetUnion: &pb.Compare_Version{Version: -1}}},
 			Success: []*pb.RequestOp{{Request: &pb.RequestOp_RequestPut{RequestPut: &pb.PutRequest{Key: []byte(own + "t"), Value: val}}}},
 			Failure: []*pb.RequestOp{{Request: &pb.RequestOp_RequestRange{RequestRange: &pb.RangeRequest{Key: []byte(own + "t")}}}},
