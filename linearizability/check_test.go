@@ -243,6 +243,23 @@ func TestLeaseTimesAllowances(t *testing.T) {
 			sc.op(0, 12e9-1e6, 12e9+1e6, revoke(7))
 			return sc
 		}},
+		// The client library sent the revoke twice (the first answer lost
+		// with a killed member): the first copy commits unclaimed, the
+		// retry's LeaseNotFound is what the client learned.
+		{name: "revoked by the client, first copy unclaimed", appliedAt: 12e9, clocks: Clocks{ShortestSecondNs: 1e9}, revokedBy: func() *script {
+			sc := newScript()
+			sc.op(0, 0, 1e6, grant(7, 10))
+			sc.cluster(revoke(7))
+			sc.op(0, 12e9-1e6, 12e9+1e6, revoke(7))
+			return sc
+		}},
+		{name: "a client revoke sent after the unclaimed one applied", appliedAt: 12e9, clocks: Clocks{ShortestSecondNs: 1e9}, caught: true, revokedBy: func() *script {
+			sc := newScript()
+			sc.op(0, 0, 1e6, grant(7, 10))
+			sc.cluster(revoke(7))
+			sc.op(0, 12e9+1, 12e9+1e6, revoke(7))
+			return sc
+		}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -136,6 +136,22 @@ func (run *checkRun) checkLeaseTimes() {
 	for _, ka := range run.in.KeepAlives {
 		add("keepalive", ka.Client, ka.Lease, ka.Sent, ka.TTLSeconds)
 	}
+	// The earliest time a client sent a revoke of each lease. A revoke in
+	// the log that no client operation claims may still be a client's: a
+	// client library that lost the answer to its first attempt (a member
+	// killed under it) sends the request again, the first copy commits
+	// and the retry's LeaseNotFound is what the client learns and claims.
+	// No promise holds past a revoke the client itself sent.
+	clientRevokeSent := map[int64]int64{} // lease ID -> earliest send; lookups only
+	for _, op := range run.ops {
+		rq := op.original.Request.LeaseRevoke
+		if rq == nil {
+			continue
+		}
+		if t, ok := clientRevokeSent[rq.GetID()]; !ok || op.call < t {
+			clientRevokeSent[rq.GetID()] = op.call
+		}
+	}
 	revoked := map[int64]bool{} // lookups only
 	for _, e := range run.in.Committed {
 		rv := e.Request.GetLeaseRevoke()
@@ -145,6 +161,9 @@ func (run *checkRun) checkLeaseTimes() {
 		revoked[rv.GetID()] = true
 		if op := run.byID[e.RequestID]; op != nil && op.original.Request.LeaseRevoke != nil {
 			continue // a client revoked it: no promise holds past that
+		}
+		if sent, ok := clientRevokeSent[rv.GetID()]; ok && sent < e.AppliedAt {
+			continue // a client had asked for the end before it applied
 		}
 		if e.AppliedAt <= 0 {
 			continue
