@@ -473,16 +473,15 @@ func (s *Store) compact(atRev int64) {
 	// revision is older than that is already as short as it can be (a
 	// tombstone is kept only exactly at the compact revision, which is in
 	// the log). compactKey leaves a key it has already trimmed alone.
+	// What stays in the log is the revisions at atRev itself: each is its
+	// key's newest at or below atRev, which compaction always keeps.
 	s.revLog.compact(atRev, func(le *revLogEntry) bool {
 		e := s.lookup(le.key)
 		if e == nil {
 			// This compaction already dropped the whole key.
 			return false
 		}
-		if e = s.compactKey(e, atRev); e == nil {
-			return false
-		}
-		return le.main == atRev && e.find(le.main, le.sub) >= 0
+		return s.compactKey(e, atRev) != nil && le.main == atRev
 	})
 	s.kv.compactRev = atRev
 }

@@ -21,9 +21,10 @@ import "bytes"
 const (
 	// repackBlockBytes is the size of a block values are packed into.
 	repackBlockBytes = 256 << 10
-	// repackValueBytesMax: larger values keep their own allocation (they
-	// already fill their spans; packing them would only copy).
-	repackValueBytesMax = 8 << 10
+	// RepackValueBytesMax: larger values keep their own allocation (they
+	// already fill their spans; packing them would only copy). Raft's log
+	// entries are repacked with the same bound (node.RepackLog).
+	RepackValueBytesMax = 8 << 10
 	// repackEntriesPerBlock is how many one-revision entries share a block.
 	repackEntriesPerBlock = 1024
 )
@@ -120,7 +121,7 @@ func (s *Store) repackEntry(r *Repacker, e *keyEntry) *keyEntry {
 
 // pack copies a key or value into the current block.
 func (r *Repacker) pack(v []byte) []byte {
-	if len(v) == 0 || len(v) > repackValueBytesMax {
+	if len(v) == 0 || len(v) > RepackValueBytesMax {
 		return v
 	}
 	if cap(r.values)-len(r.values) < len(v) {

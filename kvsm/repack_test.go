@@ -31,7 +31,7 @@ func TestRepackKeepsStateAndViews(t *testing.T) {
 		case i%31 == 0:
 			both(putReq(k, "")) // empty values stay what they are
 		case i%53 == 0:
-			both(putReq(k, strings.Repeat("L", repackValueBytesMax+1)))
+			both(putReq(k, strings.Repeat("L", RepackValueBytesMax+1)))
 		case i%5 == 0:
 			both(putLeaseReq(k, fmt.Sprintf("leased-%d", i), 7))
 		default:

@@ -5,6 +5,8 @@ import (
 	"math"
 
 	"go.etcd.io/raft/v3/raftpb"
+
+	"github.com/noded/noded/kvsm"
 )
 
 // Repacking raft's in-memory log. The log keeps the last
@@ -40,19 +42,15 @@ func (n *Node) RepackLog() int {
 	return len(packed)
 }
 
-// logRepackDataBytesMax: larger entry data is shared with the original,
-// not copied: it fills its own spans already, and copying it would only
-// stall the loop and hold it twice for a while.
-const logRepackDataBytesMax = 8 << 10
-
 // packEntries returns copies of ents whose messages, fields and data live
-// in four allocations in all (data above logRepackDataBytesMax is
-// shared). A field that is unset in the original is unset in its copy, and
+// in four allocations in all. Data above kvsm.RepackValueBytesMax is
+// shared with the original, not copied: it fills its own spans already,
+// and copying it would only stall the loop and hold it twice a while. A field that is unset in the original is unset in its copy, and
 // nil data stays nil, so a copy encodes to the same bytes.
 func packEntries(ents []*raftpb.Entry) []*raftpb.Entry {
 	dataBytes := 0
 	for _, e := range ents {
-		if len(e.Data) <= logRepackDataBytesMax {
+		if len(e.Data) <= kvsm.RepackValueBytesMax {
 			dataBytes += len(e.Data)
 		}
 	}
@@ -76,7 +74,7 @@ func packEntries(ents []*raftpb.Entry) []*raftpb.Entry {
 			c.Type = &types[i]
 		}
 		switch {
-		case len(e.Data) > logRepackDataBytesMax:
+		case len(e.Data) > kvsm.RepackValueBytesMax:
 			c.Data = e.Data
 		case e.Data != nil:
 			start := len(data)

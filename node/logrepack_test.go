@@ -9,6 +9,8 @@ import (
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/raft/v3/raftpb"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/noded/noded/kvsm"
 )
 
 // TestPackEntriesCopiesExactly: every copy encodes to its original's bytes
@@ -46,10 +48,10 @@ func TestPackEntriesCopiesExactly(t *testing.T) {
 		if c == e || (e.Term != nil && c.Term == e.Term) {
 			t.Fatalf("entry %d: the copy shares its message or fields with its original", i)
 		}
-		if large := len(e.Data) > logRepackDataBytesMax; len(e.Data) > 0 && (&c.Data[0] == &e.Data[0]) != large {
+		if large := len(e.Data) > kvsm.RepackValueBytesMax; len(e.Data) > 0 && (&c.Data[0] == &e.Data[0]) != large {
 			t.Fatalf("entry %d of %d bytes: data shared %t, want %t", i, len(e.Data), !large, large)
 		}
-		if len(e.Data) <= logRepackDataBytesMax && cap(c.Data) != len(c.Data) {
+		if len(e.Data) <= kvsm.RepackValueBytesMax && cap(c.Data) != len(c.Data) {
 			t.Fatalf("entry %d: data capacity %d beyond its length %d", i, cap(c.Data), len(c.Data))
 		}
 	}

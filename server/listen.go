@@ -203,6 +203,37 @@ func newClientServer(m *Member) (*clientServer, error) {
 	return cs, nil
 }
 
+// listenClientsEarly opens the client and metrics ports that the
+// configuration does not hand in, before the data directory loads, as
+// etcd's open: a client that connects while a large store loads waits in
+// the listen backlog and is served the moment the member is ready
+// (newClientServer serves them), instead of being refused and backing off
+// (gRPC's reconnect backoff starts at a second and grows). A port in use
+// still stops the member before it touches its data. The returned func
+// closes what it opened, for a start that fails before serving them.
+func (m *Member) listenClientsEarly() (closeOpened func(), err error) {
+	var opened []stdnet.Listener
+	closeOpened = func() {
+		for _, l := range opened {
+			l.Close()
+		}
+	}
+	if m.cfg.ClientListeners == nil {
+		if m.cfg.ClientListeners, err = listenURLs("client", m.cfg.ListenClientURLs); err != nil {
+			return nil, err
+		}
+		opened = append(opened, m.cfg.ClientListeners...)
+	}
+	if m.cfg.MetricsListeners == nil {
+		if m.cfg.MetricsListeners, err = listenURLs("metrics", m.cfg.ListenMetricsURLs); err != nil {
+			closeOpened()
+			return nil, err
+		}
+		opened = append(opened, m.cfg.MetricsListeners...)
+	}
+	return closeOpened, nil
+}
+
 // schemeOf is the scheme of urls[i], http when there is none (a listener
 // handed in without its URL).
 func schemeOf(urls []url.URL, i int) string {

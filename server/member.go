@@ -6,7 +6,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	stdnet "net"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -251,34 +250,20 @@ func Start(cfg Config) (*Member, error) {
 		return nil, err
 	}
 	// The client and metrics ports open now, before the data directory
-	// loads, as etcd's do: a client that connects while a large store
-	// loads waits in the listen backlog and is served the moment the
-	// member is ready, instead of being refused and backing off (gRPC's
-	// reconnect backoff starts at a second and grows). A port in use still
-	// stops the member before it touches its data.
-	var earlyListeners []stdnet.Listener
+	// loads (listen.go); a start that fails from here on closes them.
+	closeEarly, err := m.listenClientsEarly()
+	if err != nil {
+		for _, l := range peerListeners {
+			l.Close()
+		}
+		return nil, err
+	}
 	closeAll := func() {
 		m.loadPause.end()
 		for _, l := range peerListeners {
 			l.Close()
 		}
-		for _, l := range earlyListeners {
-			l.Close()
-		}
-	}
-	if m.cfg.ClientListeners == nil {
-		if m.cfg.ClientListeners, err = listenURLs("client", cfg.ListenClientURLs); err != nil {
-			closeAll()
-			return nil, err
-		}
-		earlyListeners = append(earlyListeners, m.cfg.ClientListeners...)
-	}
-	if m.cfg.MetricsListeners == nil {
-		if m.cfg.MetricsListeners, err = listenURLs("metrics", cfg.ListenMetricsURLs); err != nil {
-			closeAll()
-			return nil, err
-		}
-		earlyListeners = append(earlyListeners, m.cfg.MetricsListeners...)
+		closeEarly()
 	}
 	if cfg.PauseGCWhileLoading {
 		m.loadPause.start()
@@ -363,9 +348,7 @@ func Start(cfg Config) (*Member, error) {
 		if err := m.initialCorruptCheck(st.CommitIndex); err != nil {
 			m.lg.Error("initial corruption check failed", zap.Error(err))
 			m.Stop()
-			for _, l := range earlyListeners {
-				l.Close()
-			}
+			closeEarly()
 			return nil, err
 		}
 	}
@@ -375,9 +358,7 @@ func Start(cfg Config) (*Member, error) {
 	clients, err := newClientServer(m)
 	if err != nil {
 		m.Stop()
-		for _, l := range earlyListeners {
-			l.Close()
-		}
+		closeEarly()
 		return nil, err
 	}
 	m.clients = clients

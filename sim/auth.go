@@ -192,9 +192,11 @@ func (w *world) authSetupStep(s *kvsm.Store) proto.Message {
 		w.auth.setupPermsSent++
 		return authSetupPerms[w.auth.setupPermsSent-1]
 	}
-	for _, ur := range authSetupUserRoles {
-		if !slices.Contains(s.UserRoles(ur[0]), ur[1]) && !w.auth.enabled {
-			return &pb.AuthUserGrantRoleRequest{User: ur[0], Role: ur[1]}
+	if !w.auth.enabled { // once on, the random changes may take these away
+		for _, ur := range authSetupUserRoles {
+			if !slices.Contains(s.UserRoles(ur[0]), ur[1]) {
+				return &pb.AuthUserGrantRoleRequest{User: ur[0], Role: ur[1]}
+			}
 		}
 	}
 	if !s.AuthEnabled() && !w.auth.enabled {

@@ -19,8 +19,6 @@ import (
 	"github.com/noded/noded/cmd/internal/memberproc"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/backoff"
 )
 
 // stopTimeout bounds a member's clean stop before it is killed.
@@ -173,7 +171,7 @@ func measureRestart(o options, sides [2]*toolSide) (toolResult, error) {
 			if err := s.cluster.startMember(0); err != nil {
 				return res, err
 			}
-			if err := waitServing(s.cluster.endpoints[0], 10*time.Minute); err != nil {
+			if err := memberproc.WaitReadyEvery(s.cluster.endpoints[0], "restart-probe", 10*time.Minute, restartProbeEvery, nil, nil); err != nil {
 				return res, fmt.Errorf("%s after restart (log %s): %w", s.label, s.cluster.logPaths[0], err)
 			}
 			res.custom.values[i] = append(res.custom.values[i], time.Since(began).Seconds())
@@ -186,44 +184,9 @@ func measureRestart(o options, sides [2]*toolSide) (toolResult, error) {
 	return res, nil
 }
 
-// restartProbeEvery is how often waitServing tries a read, and the most
-// gRPC waits before it dials a refused port again.
+// restartProbeEvery is how often the restart row tries a read (and the
+// most gRPC waits before it dials a refused port again).
 const restartProbeEvery = 10 * time.Millisecond
-
-// waitServing returns once a linearizable read on endpoint is answered,
-// trying every restartProbeEvery. gRPC's reconnect backoff is held at that
-// interval: with its default (a second, growing by 1.6x), a member that
-// opened its port just after a refused attempt would be timed up to
-// seconds late, and the two sides' times would differ by when their
-// ports opened relative to the client's backoff, not by how fast they
-// load.
-func waitServing(endpoint string, timeout time.Duration) error {
-	cli, err := clientv3.New(clientv3.Config{
-		Endpoints: []string{endpoint},
-		Logger:    zap.NewNop(),
-		DialOptions: []grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{
-			Backoff:           backoff.Config{BaseDelay: restartProbeEvery, Multiplier: 1, MaxDelay: restartProbeEvery},
-			MinConnectTimeout: time.Second,
-		})},
-	})
-	if err != nil {
-		return err
-	}
-	defer cli.Close()
-	deadline := time.Now().Add(timeout)
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		_, err := cli.Get(ctx, "restart-probe")
-		cancel()
-		if err == nil {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("not serving linearizable reads after %v: %w", timeout, err)
-		}
-		time.Sleep(restartProbeEvery)
-	}
-}
 
 func numCPU() int { return runtime.NumCPU() }
 

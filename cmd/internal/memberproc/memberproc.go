@@ -5,8 +5,8 @@
 // either binary with the same flags, so noded is measured and tested against
 // etcd under the same conditions.
 //
-// memberproc may import the standard library, go.etcd.io/etcd/client/v3 and
-// go.uber.org/zap.
+// memberproc may import the standard library, go.etcd.io/etcd/client/v3,
+// google.golang.org/grpc (the probe's dial options) and go.uber.org/zap.
 package memberproc
 
 import (
@@ -25,6 +25,8 @@ import (
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 )
 
 // BootstrapArgs are the flags that start member name as one of a new cluster
@@ -114,17 +116,33 @@ func FreePorts(n int) ([]int, error) {
 // ErrExited is WaitReady's error when the member's process exits first.
 var ErrExited = errors.New("process exited")
 
+// readyPollEvery is how often WaitReady tries a read.
+const readyPollEvery = 100 * time.Millisecond
+
 // WaitReady polls the member at endpoint with a linearizable read of
 // probeKey until one succeeds, which needs a leader and a quorum behind it.
 // It gives up after timeout, or with ErrExited as soon as exited (if not
 // nil) reports that the member's process is gone. tlsConfig dials an https
 // endpoint (nil for http).
 func WaitReady(endpoint, probeKey string, timeout time.Duration, exited func() bool, tlsConfig *tls.Config) error {
+	return WaitReadyEvery(endpoint, probeKey, timeout, readyPollEvery, exited, tlsConfig)
+}
+
+// WaitReadyEvery is WaitReady trying a read every `every`. gRPC's reconnect
+// backoff is held at that interval too: with its default (a second after
+// a refused connection, growing by 1.6x), a member whose port opened just
+// after a refused attempt would be seen ready up to seconds late, which
+// would make the probe's time say more about the client's backoff than
+// about the member (nodebench times restarts with it).
+func WaitReadyEvery(endpoint, probeKey string, timeout, every time.Duration, exited func() bool, tlsConfig *tls.Config) error {
 	cli, err := clientv3.New(clientv3.Config{
-		Endpoints:   []string{endpoint},
-		DialTimeout: 5 * time.Second,
-		TLS:         tlsConfig,
-		Logger:      zap.NewNop(),
+		Endpoints: []string{endpoint},
+		TLS:       tlsConfig,
+		Logger:    zap.NewNop(),
+		DialOptions: []grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff:           backoff.Config{BaseDelay: every, Multiplier: 1, MaxDelay: every},
+			MinConnectTimeout: time.Second,
+		})},
 	})
 	if err != nil {
 		return fmt.Errorf("client for %s: %w", endpoint, err)
@@ -147,6 +165,6 @@ func WaitReady(endpoint, probeKey string, timeout time.Duration, exited func() b
 		if time.Now().After(deadline) {
 			return fmt.Errorf("not serving linearizable reads after %v: %w", timeout, err)
 		}
-		time.Sleep(100 * time.Millisecond)
+		time.Sleep(every)
 	}
 }
